@@ -1,0 +1,18 @@
+//! The adtally domain: what an event is, which events count, what they cost and what
+//! the numbers mean. Everything here is pure — no I/O, no clock reads, no randomness
+//! that the caller does not pass in — so every rule is tested deterministically.
+//!
+//! The server crate feeds requests into these rules; the store crate persists what
+//! they decide.
+
+pub mod clock;
+pub mod counting;
+pub mod event;
+pub mod metrics;
+pub mod money;
+pub mod report;
+pub mod token;
+pub mod traffic;
+
+pub use event::{Device, EventKind, Verdict};
+pub use money::Micros;

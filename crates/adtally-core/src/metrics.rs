@@ -1,0 +1,204 @@
+//! Advertiser metrics from event counts. Rates are `None` (JSON `null`) whenever their
+//! denominator is zero: never 0, never NaN. Money stays in integer micros; only the
+//! ratios (percentages, ROAS) are floating point.
+
+use std::collections::BTreeMap;
+
+use crate::event::{EventKind, Verdict};
+
+/// Sums over a set of events: the raw material of every report row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub impressions: i64,
+    pub viewable_impressions: i64,
+    pub clicks: i64,
+    pub conversions: i64,
+    pub spend_micros: i64,
+    pub revenue_micros: i64,
+    pub invalid_impressions: i64,
+    pub invalid_clicks: i64,
+    /// Invalid events per (kind, reason), for the IVT report.
+    pub invalid: BTreeMap<(EventKind, Verdict), i64>,
+}
+
+impl Counts {
+    /// Adds `events` events of one kind and verdict, with their summed cost and value.
+    pub fn add(
+        &mut self,
+        kind: EventKind,
+        verdict: Verdict,
+        events: i64,
+        cost_micros: i64,
+        value_micros: i64,
+    ) {
+        self.spend_micros += cost_micros;
+        if verdict.is_valid() {
+            match kind {
+                EventKind::Impression => self.impressions += events,
+                EventKind::Viewable => self.viewable_impressions += events,
+                EventKind::Click => self.clicks += events,
+                EventKind::Conversion => {
+                    self.conversions += events;
+                    self.revenue_micros += value_micros;
+                }
+            }
+        } else {
+            match kind {
+                EventKind::Impression => self.invalid_impressions += events,
+                EventKind::Click => self.invalid_clicks += events,
+                EventKind::Viewable | EventKind::Conversion => {}
+            }
+            *self.invalid.entry((kind, verdict)).or_default() += events;
+        }
+    }
+
+    pub fn merge(&mut self, other: &Counts) {
+        self.impressions += other.impressions;
+        self.viewable_impressions += other.viewable_impressions;
+        self.clicks += other.clicks;
+        self.conversions += other.conversions;
+        self.spend_micros += other.spend_micros;
+        self.revenue_micros += other.revenue_micros;
+        self.invalid_impressions += other.invalid_impressions;
+        self.invalid_clicks += other.invalid_clicks;
+        for (key, n) in &other.invalid {
+            *self.invalid.entry(*key).or_default() += n;
+        }
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let percent = |num: i64, den: i64| (den != 0).then(|| num as f64 * 100.0 / den as f64);
+        let per = |num: i64, den: i64| (den != 0).then(|| num / den);
+        Metrics {
+            impressions: self.impressions,
+            viewable_impressions: self.viewable_impressions,
+            clicks: self.clicks,
+            conversions: self.conversions,
+            ctr: percent(self.clicks, self.impressions),
+            viewability_rate: percent(self.viewable_impressions, self.impressions),
+            spend_micros: self.spend_micros,
+            cpm_micros: (self.impressions != 0)
+                .then(|| self.spend_micros * 1000 / self.impressions),
+            cpc_micros: per(self.spend_micros, self.clicks),
+            conversion_rate: percent(self.conversions, self.clicks),
+            cpa_micros: per(self.spend_micros, self.conversions),
+            revenue_micros: self.revenue_micros,
+            roas: (self.spend_micros != 0)
+                .then(|| self.revenue_micros as f64 / self.spend_micros as f64),
+            invalid_impressions: self.invalid_impressions,
+            invalid_clicks: self.invalid_clicks,
+        }
+    }
+}
+
+/// Every metric a report gives, in the order the API and CSV list them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    pub impressions: i64,
+    pub viewable_impressions: i64,
+    pub clicks: i64,
+    pub conversions: i64,
+    pub ctr: Option<f64>,
+    pub viewability_rate: Option<f64>,
+    pub spend_micros: i64,
+    pub cpm_micros: Option<i64>,
+    pub cpc_micros: Option<i64>,
+    pub conversion_rate: Option<f64>,
+    pub cpa_micros: Option<i64>,
+    pub revenue_micros: i64,
+    pub roas: Option<f64>,
+    pub invalid_impressions: i64,
+    pub invalid_clicks: i64,
+}
+
+/// A metric's value as reports print it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MetricValue {
+    Int(i64),
+    Rate(Option<f64>),
+    Money(Option<i64>),
+}
+
+impl Metrics {
+    pub const NAMES: [&'static str; 15] = [
+        "impressions",
+        "viewable_impressions",
+        "clicks",
+        "conversions",
+        "ctr",
+        "viewability_rate",
+        "spend_micros",
+        "cpm_micros",
+        "cpc_micros",
+        "conversion_rate",
+        "cpa_micros",
+        "revenue_micros",
+        "roas",
+        "invalid_impressions",
+        "invalid_clicks",
+    ];
+
+    /// Values in the order of [`Metrics::NAMES`].
+    pub fn values(&self) -> [MetricValue; 15] {
+        use MetricValue::*;
+        [
+            Int(self.impressions),
+            Int(self.viewable_impressions),
+            Int(self.clicks),
+            Int(self.conversions),
+            Rate(self.ctr),
+            Rate(self.viewability_rate),
+            Int(self.spend_micros),
+            Money(self.cpm_micros),
+            Money(self.cpc_micros),
+            Rate(self.conversion_rate),
+            Money(self.cpa_micros),
+            Int(self.revenue_micros),
+            Rate(self.roas),
+            Int(self.invalid_impressions),
+            Int(self.invalid_clicks),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_null_on_zero_denominators() {
+        let m = Counts::default().metrics();
+        assert_eq!(
+            (m.ctr, m.viewability_rate, m.cpm_micros, m.cpc_micros),
+            (None, None, None, None)
+        );
+        assert_eq!(
+            (m.conversion_rate, m.cpa_micros, m.roas),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn metrics_follow_their_definitions() {
+        let mut c = Counts::default();
+        c.add(EventKind::Impression, Verdict::Valid, 2000, 5_000_000, 0);
+        c.add(EventKind::Viewable, Verdict::Valid, 1500, 0, 0);
+        c.add(EventKind::Click, Verdict::Valid, 30, 0, 0);
+        c.add(EventKind::Click, Verdict::Duplicate, 4, 0, 0);
+        c.add(EventKind::Impression, Verdict::Bot, 7, 0, 0);
+        c.add(EventKind::Conversion, Verdict::Valid, 3, 0, 15_000_000);
+        let m = c.metrics();
+        assert_eq!(m.ctr, Some(1.5));
+        assert_eq!(m.viewability_rate, Some(75.0));
+        assert_eq!(m.cpm_micros, Some(2_500_000));
+        assert_eq!(m.cpc_micros, Some(166_666));
+        assert_eq!(m.conversion_rate, Some(10.0));
+        assert_eq!(m.cpa_micros, Some(1_666_666));
+        assert_eq!(m.roas, Some(3.0));
+        assert_eq!((m.invalid_impressions, m.invalid_clicks), (7, 4));
+        assert_eq!(
+            c.invalid.get(&(EventKind::Click, Verdict::Duplicate)),
+            Some(&4)
+        );
+    }
+}
