@@ -1,1 +1,228 @@
-fn main() {}
+//! The `adtally` command: serve, demo, import and report over the library
+//! crates. Every flag also reads an `ADTALLY_*` environment variable.
+
+mod demo;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use adtally_core::clock::{parse_duration, SystemClock};
+use adtally_core::counting::CountingConfig;
+use adtally_server::state::parse_cidr;
+use adtally_server::{Application, Options, ServerConfig};
+use adtally_store::{SqliteStore, Store};
+
+#[derive(Parser)]
+#[command(name = "adtally", version, about = "Self-hosted ad server: decide, count honestly, bill by CPM, report.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct StoreArgs {
+    /// Data directory of the embedded SQLite store.
+    #[arg(long, env = "ADTALLY_DATA", default_value = "./adtally-data")]
+    data: PathBuf,
+    /// PostgreSQL URL instead of the embedded store (not available in this build yet).
+    #[arg(long, env = "ADTALLY_DATABASE")]
+    database: Option<String>,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address to listen on.
+    #[arg(long, env = "ADTALLY_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Token signing key; generated and kept in the data dir when absent.
+    #[arg(long, env = "ADTALLY_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// Admin API key; generated on first start and printed once when absent.
+    #[arg(long, env = "ADTALLY_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
+    /// Proxy whose X-Forwarded-For is trusted (CIDR, repeatable). Default: loopback.
+    #[arg(long = "trusted-proxy", env = "ADTALLY_TRUSTED_PROXY", value_delimiter = ',')]
+    trusted_proxies: Vec<String>,
+    /// Same user, same ad: clicks closer than this are duplicates.
+    #[arg(long, env = "ADTALLY_CLICK_DEDUP_WINDOW", default_value = "30s")]
+    click_dedup_window: String,
+    /// How long tracking URLs stay valid.
+    #[arg(long, env = "ADTALLY_TOKEN_TTL", default_value = "24h")]
+    token_ttl: String,
+    /// Counted clicks per user or address per hour before `excessive_activity`.
+    #[arg(long, env = "ADTALLY_MAX_CLICKS_PER_HOUR", default_value_t = 10)]
+    max_clicks_per_hour: u32,
+    /// Base URL for tracking links (default: from the request's Host header).
+    #[arg(long, env = "ADTALLY_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Fill an empty data dir with the demo first.
+    #[arg(long, env = "ADTALLY_DEMO")]
+    demo: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the ad server.
+    Serve(ServeArgs),
+    /// Create the demo data set (advertisers, campaigns, 30 days of traffic).
+    Demo {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Import historical events (NDJSON) through the same filters as live traffic.
+    /// Run it while no server uses the data dir.
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        file: PathBuf,
+    },
+    /// Print a report (total, last 30 days, per campaign) as CSV.
+    Report {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Advertiser id (default: all, in UTC).
+        #[arg(long)]
+        advertiser: Option<i64>,
+        #[arg(long, default_value = "last_30_days")]
+        range: String,
+        #[arg(long, default_value = "campaign")]
+        group_by: String,
+        #[arg(long, default_value = "total")]
+        granularity: String,
+    },
+}
+
+fn open_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
+    if let Some(url) = &args.database {
+        let scheme = url.split(':').next().unwrap_or("");
+        bail!("--database {scheme}:… is not supported by this build yet; omit it to use the embedded SQLite store");
+    }
+    let store = SqliteStore::open(&args.data).with_context(|| format!("opening the store in {}", args.data.display()))?;
+    Ok(Arc::new(store))
+}
+
+fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
+    let mut config = ServerConfig::default();
+    let duration = |flag: &str, text: &str| parse_duration(text).map_err(|e| anyhow::anyhow!("--{flag}: {e}"));
+    config.counting = CountingConfig {
+        token_ttl_ms: duration("token-ttl", &args.token_ttl)?,
+        click_dedup_window_ms: duration("click-dedup-window", &args.click_dedup_window)?,
+        max_clicks_per_hour: args.max_clicks_per_hour,
+        ..CountingConfig::default()
+    };
+    if !args.trusted_proxies.is_empty() {
+        config.trusted_proxies = args
+            .trusted_proxies
+            .iter()
+            .map(|c| parse_cidr(c.trim()).with_context(|| format!("--trusted-proxy {c:?} is not an address or CIDR")))
+            .collect::<Result<_>>()?;
+    }
+    config.public_url = args.public_url.clone();
+    Ok(config)
+}
+
+fn options(args: &ServeArgs) -> Result<Options> {
+    Ok(Options {
+        config: server_config(args)?,
+        secret: args.secret.clone(),
+        admin_key: args.admin_key.clone(),
+        clock: Arc::new(SystemClock),
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn is_empty_store(store: &dyn Store) -> Result<bool> {
+    Ok(store.advertisers()?.is_empty() && store.placements()?.is_empty())
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let store = open_store(&args.store)?;
+    if args.demo && is_empty_store(store.as_ref())? {
+        demo::create(store.clone(), &args.store.data).await?;
+    }
+    let app = Application::build(args.listen, store, options(&args)?).await?;
+    if let Some(key) = &app.generated_admin_key {
+        println!("adtally: generated the admin key (shown once, stored hashed): {key}");
+    }
+    let addr = app.local_addr()?;
+    println!("adtally: listening on http://{addr} (data in {})", args.store.data.display());
+    tracing::info!(%addr, "listening");
+    app.run_until(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn import(store: Arc<dyn Store>, file: &Path) -> Result<()> {
+    let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let (state, _) = adtally_server::build_state(store, default_options())?;
+    let mut total = adtally_server::import::ImportSummary::default();
+    // The HTTP endpoint takes at most MAX_LINES per request; a file may be longer.
+    let mut start = 0;
+    let lines: Vec<usize> = body.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i).collect();
+    for chunk in lines.chunks(adtally_server::import::MAX_LINES / 2) {
+        let end = chunk.last().map_or(body.len(), |&i| i + 1);
+        let part = adtally_server::import::import_ndjson(&state, &body[start..end]).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        total.accepted += part.accepted;
+        total.duplicates += part.duplicates;
+        total.rejected_count += part.rejected_count;
+        total.rejected.extend(part.rejected);
+        start = end;
+    }
+    if start < body.len() {
+        let part = adtally_server::import::import_ndjson(&state, &body[start..]).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        total.accepted += part.accepted;
+        total.duplicates += part.duplicates;
+        total.rejected_count += part.rejected_count;
+        total.rejected.extend(part.rejected);
+    }
+    println!("{}", total.to_json());
+    Ok(())
+}
+
+fn default_options() -> Options {
+    Options { config: ServerConfig::default(), secret: None, admin_key: None, clock: Arc::new(SystemClock) }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ADTALLY_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+        Command::Demo { store } => {
+            let s = open_store(&store)?;
+            if !is_empty_store(s.as_ref())? {
+                bail!("{} already holds data; the demo only fills an empty data dir", store.data.display());
+            }
+            demo::create(s, &store.data).await
+        }
+        Command::Import { store, file } => import(open_store(&store)?, &file).await,
+        Command::Report { store, advertiser, range, group_by, granularity } => {
+            demo::print_report(open_store(&store)?, advertiser, &range, &group_by, &granularity).await
+        }
+    }
+}

@@ -55,24 +55,16 @@ pub fn parse_duration(text: &str) -> Result<Millis, String> {
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("duration {text:?} needs a unit: ms, s, m, h or d"))?;
     let (number, unit) = text.split_at(split);
-    let number: i64 = number
-        .parse()
-        .map_err(|_| format!("duration {text:?} must start with a whole number"))?;
+    let number: i64 = number.parse().map_err(|_| format!("duration {text:?} must start with a whole number"))?;
     let scale = match unit {
         "ms" => 1,
         "s" => SECOND,
         "m" => MINUTE,
         "h" => HOUR,
         "d" => DAY,
-        _ => {
-            return Err(format!(
-                "duration {text:?} has unknown unit {unit:?}; use ms, s, m, h or d"
-            ))
-        }
+        _ => return Err(format!("duration {text:?} has unknown unit {unit:?}; use ms, s, m, h or d")),
     };
-    number
-        .checked_mul(scale)
-        .ok_or_else(|| format!("duration {text:?} is too long"))
+    number.checked_mul(scale).ok_or_else(|| format!("duration {text:?} is too long"))
 }
 
 #[cfg(test)]

@@ -42,12 +42,7 @@ pub struct CountingConfig {
 
 impl Default for CountingConfig {
     fn default() -> Self {
-        Self {
-            token_ttl_ms: 24 * HOUR,
-            click_dedup_window_ms: 30_000,
-            max_clicks_per_hour: 10,
-            max_entries: 4_000_000,
-        }
+        Self { token_ttl_ms: 24 * HOUR, click_dedup_window_ms: 30_000, max_clicks_per_hour: 10, max_entries: 4_000_000 }
     }
 }
 
@@ -55,10 +50,7 @@ impl Default for CountingConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecisionRef {
     /// Live traffic: the signed token names the decision and when it was made.
-    Token {
-        decision_id: u64,
-        issued_at_ms: Millis,
-    },
+    Token { decision_id: u64, issued_at_ms: Millis },
     /// Imported history has no tokens: an impression opens a decision of its own, and a
     /// click or viewable belongs to the same user's latest counted impression of the ad
     /// within the token TTL.
@@ -145,9 +137,7 @@ impl CountingState {
                 EventKind::Viewable | EventKind::Click => self
                     .imported_impressions
                     .get(&(arrival.user_key, arrival.ad_id))
-                    .filter(|(_, at)| {
-                        arrival.at_ms - at <= self.config.token_ttl_ms && arrival.at_ms >= *at
-                    })
+                    .filter(|(_, at)| arrival.at_ms - at <= self.config.token_ttl_ms && arrival.at_ms >= *at)
                     .map(|(id, _)| *id)
                     .unwrap_or(0),
             },
@@ -156,10 +146,7 @@ impl CountingState {
         if verdict.is_valid() {
             self.record(arrival.kind, arrival.at_ms, decision_id, arrival, now_ms);
         }
-        Judgement {
-            verdict,
-            decision_id,
-        }
+        Judgement { verdict, decision_id }
     }
 
     fn verdict(&self, a: &Arrival, decision_id: u64) -> Verdict {
@@ -175,9 +162,7 @@ impl CountingState {
         match a.kind {
             EventKind::Impression if marks & IMPRESSION != 0 => Verdict::Duplicate,
             EventKind::Impression | EventKind::Conversion => Verdict::Valid,
-            EventKind::Viewable | EventKind::Click if marks & IMPRESSION == 0 => {
-                Verdict::NoImpression
-            }
+            EventKind::Viewable | EventKind::Click if marks & IMPRESSION == 0 => Verdict::NoImpression,
             EventKind::Viewable if marks & VIEWABLE != 0 => Verdict::Duplicate,
             EventKind::Viewable => Verdict::Valid,
             EventKind::Click => self.click_verdict(a, marks),
@@ -195,12 +180,7 @@ impl CountingState {
         }
         let limit = self.config.max_clicks_per_hour as usize;
         let over = |times: Option<&VecDeque<Millis>>| {
-            times.is_some_and(|t| {
-                t.iter()
-                    .filter(|&&at| at > a.at_ms - HOUR && at <= a.at_ms)
-                    .count()
-                    >= limit
-            })
+            times.is_some_and(|t| t.iter().filter(|&&at| at > a.at_ms - HOUR && at <= a.at_ms).count() >= limit)
         };
         if over(self.clicks_by_user.get(&a.user_key)) || over(self.clicks_by_ip.get(&a.ip_key)) {
             return Verdict::ExcessiveActivity;
@@ -208,14 +188,7 @@ impl CountingState {
         Verdict::Valid
     }
 
-    fn record(
-        &mut self,
-        kind: EventKind,
-        at_ms: Millis,
-        decision_id: u64,
-        a: &Arrival,
-        now_ms: Millis,
-    ) {
+    fn record(&mut self, kind: EventKind, at_ms: Millis, decision_id: u64, a: &Arrival, now_ms: Millis) {
         let mark = mark_of(kind);
         if mark != 0 {
             let marks = self.decisions.get(&decision_id).copied().unwrap_or(0);
@@ -223,19 +196,12 @@ impl CountingState {
         }
         match kind {
             EventKind::Impression if matches!(a.decision, DecisionRef::Imported { .. }) => {
-                self.imported_impressions.insert(
-                    (a.user_key, a.ad_id),
-                    (decision_id, at_ms),
-                    now_ms,
-                );
+                self.imported_impressions.insert((a.user_key, a.ad_id), (decision_id, at_ms), now_ms);
             }
             EventKind::Click => {
                 self.last_click.insert((a.user_key, a.ad_id), at_ms, now_ms);
                 let keep = self.config.max_clicks_per_hour as usize;
-                for (map, key) in [
-                    (&mut self.clicks_by_user, a.user_key),
-                    (&mut self.clicks_by_ip, a.ip_key),
-                ] {
+                for (map, key) in [(&mut self.clicks_by_user, a.user_key), (&mut self.clicks_by_ip, a.ip_key)] {
                     let mut times = map.remove(&key).unwrap_or_default();
                     times.push_back(at_ms);
                     while times.len() > keep.max(1) {
@@ -277,12 +243,7 @@ struct ExpiringMap<K, V> {
 
 impl<K: Hash + Eq + Copy, V> ExpiringMap<K, V> {
     fn new(ttl_ms: Millis, cap: usize) -> Self {
-        Self {
-            ttl_ms,
-            cap: cap.max(1),
-            entries: HashMap::new(),
-            order: VecDeque::new(),
-        }
+        Self { ttl_ms, cap: cap.max(1), entries: HashMap::new(), order: VecDeque::new() }
     }
     fn len(&self) -> usize {
         self.entries.len()
@@ -312,11 +273,7 @@ impl<K: Hash + Eq + Copy, V> ExpiringMap<K, V> {
         true
     }
     fn expire(&mut self, now_ms: Millis) {
-        while self
-            .order
-            .front()
-            .is_some_and(|(_, written)| now_ms - written > self.ttl_ms)
-        {
+        while self.order.front().is_some_and(|(_, written)| now_ms - written > self.ttl_ms) {
             self.pop_oldest();
         }
     }
@@ -333,10 +290,7 @@ mod tests {
         Arrival {
             kind,
             at_ms,
-            decision: DecisionRef::Token {
-                decision_id,
-                issued_at_ms: T0,
-            },
+            decision: DecisionRef::Token { decision_id, issued_at_ms: T0 },
             ad_id: 1,
             user_key: 100,
             ip_key: 200,
@@ -347,10 +301,7 @@ mod tests {
     /// Feeds arrivals in order and returns their verdicts.
     fn run(config: CountingConfig, arrivals: &[Arrival]) -> Vec<Verdict> {
         let mut state = CountingState::new(config);
-        arrivals
-            .iter()
-            .map(|a| state.judge(a, a.at_ms).verdict)
-            .collect()
+        arrivals.iter().map(|a| state.judge(a, a.at_ms).verdict).collect()
     }
 
     fn check(arrivals: &[Arrival], expect: &[Verdict]) {
@@ -377,45 +328,24 @@ mod tests {
 
     #[test]
     fn clicks_and_viewables_need_a_counted_impression() {
-        let bot_impression = Arrival {
-            givt: Some(Bot),
-            ..arrival(Impression, 1, T0)
-        };
+        let bot_impression = Arrival { givt: Some(Bot), ..arrival(Impression, 1, T0) };
         check(
-            &[
-                arrival(Click, 1, T0),
-                arrival(Viewable, 1, T0),
-                bot_impression,
-                arrival(Click, 1, T0 + 1),
-            ],
+            &[arrival(Click, 1, T0), arrival(Viewable, 1, T0), bot_impression, arrival(Click, 1, T0 + 1)],
             &[NoImpression, NoImpression, Bot, NoImpression],
         );
     }
 
     #[test]
     fn an_invalid_impression_does_not_use_up_the_decision() {
-        let prefetch = Arrival {
-            givt: Some(Prefetch),
-            ..arrival(Impression, 1, T0)
-        };
-        check(
-            &[prefetch, arrival(Impression, 1, T0 + 10)],
-            &[Prefetch, Valid],
-        );
+        let prefetch = Arrival { givt: Some(Prefetch), ..arrival(Impression, 1, T0) };
+        check(&[prefetch, arrival(Impression, 1, T0 + 10)], &[Prefetch, Valid]);
     }
 
     #[test]
     fn a_bots_double_click_is_bot_not_duplicate() {
-        let bot = |a: Arrival| Arrival {
-            givt: Some(Bot),
-            ..a
-        };
+        let bot = |a: Arrival| Arrival { givt: Some(Bot), ..a };
         check(
-            &[
-                arrival(Impression, 1, T0),
-                bot(arrival(Click, 1, T0 + 10)),
-                bot(arrival(Click, 1, T0 + 90)),
-            ],
+            &[arrival(Impression, 1, T0), bot(arrival(Click, 1, T0 + 10)), bot(arrival(Click, 1, T0 + 90))],
             &[Valid, Bot, Bot],
         );
     }
@@ -423,11 +353,7 @@ mod tests {
     #[test]
     fn same_user_same_ad_click_dedup_window_edges() {
         let at = |ms| arrival(Click, 2, T0 + ms);
-        let base = [
-            arrival(Impression, 1, T0),
-            arrival(Click, 1, T0 + 1000),
-            arrival(Impression, 2, T0 + 1000),
-        ];
+        let base = [arrival(Impression, 1, T0), arrival(Click, 1, T0 + 1000), arrival(Impression, 2, T0 + 1000)];
         let mut early = base.to_vec();
         early.push(at(1000 + 29_900));
         assert_eq!(run(CountingConfig::default(), &early)[3], Duplicate);
@@ -439,84 +365,43 @@ mod tests {
     #[test]
     fn tokens_expire_after_their_ttl() {
         let ttl = CountingConfig::default().token_ttl_ms;
-        check(
-            &[
-                arrival(Impression, 1, T0 + ttl),
-                arrival(Impression, 2, T0 + ttl + 1),
-            ],
-            &[Valid, Expired],
-        );
+        check(&[arrival(Impression, 1, T0 + ttl), arrival(Impression, 2, T0 + ttl + 1)], &[Valid, Expired]);
     }
 
     #[test]
     fn excessive_activity_after_n_counted_clicks_an_hour() {
-        let config = CountingConfig {
-            max_clicks_per_hour: 3,
-            ..CountingConfig::default()
-        };
+        let config = CountingConfig { max_clicks_per_hour: 3, ..CountingConfig::default() };
         let mut arrivals = Vec::new();
         for i in 0..5u64 {
             let at = T0 + i as i64 * 60_000;
-            arrivals.push(Arrival {
-                ad_id: i as i64,
-                ..arrival(Impression, i, at)
-            });
-            arrivals.push(Arrival {
-                ad_id: i as i64,
-                ..arrival(Click, i, at + 1)
-            });
+            arrivals.push(Arrival { ad_id: i as i64, ..arrival(Impression, i, at) });
+            arrivals.push(Arrival { ad_id: i as i64, ..arrival(Click, i, at + 1) });
         }
-        let clicks: Vec<Verdict> = run(config, &arrivals)
-            .into_iter()
-            .skip(1)
-            .step_by(2)
-            .collect();
-        assert_eq!(
-            clicks,
-            [Valid, Valid, Valid, ExcessiveActivity, ExcessiveActivity]
-        );
+        let clicks: Vec<Verdict> = run(config, &arrivals).into_iter().skip(1).step_by(2).collect();
+        assert_eq!(clicks, [Valid, Valid, Valid, ExcessiveActivity, ExcessiveActivity]);
     }
 
     #[test]
     fn excessive_activity_counts_per_address_too() {
-        let config = CountingConfig {
-            max_clicks_per_hour: 1,
-            ..CountingConfig::default()
-        };
-        let other_user = |a: Arrival| Arrival {
-            user_key: 999,
-            ad_id: 7,
-            ..a
-        };
+        let config = CountingConfig { max_clicks_per_hour: 1, ..CountingConfig::default() };
+        let other_user = |a: Arrival| Arrival { user_key: 999, ad_id: 7, ..a };
         let arrivals = [
             arrival(Impression, 1, T0),
             arrival(Click, 1, T0 + 1),
             other_user(arrival(Impression, 2, T0 + 2)),
             other_user(arrival(Click, 2, T0 + 3)),
         ];
-        assert_eq!(
-            run(config, &arrivals),
-            [Valid, Valid, Valid, ExcessiveActivity]
-        );
+        assert_eq!(run(config, &arrivals), [Valid, Valid, Valid, ExcessiveActivity]);
     }
 
     #[test]
     fn an_hour_later_the_counter_has_room_again() {
-        let config = CountingConfig {
-            max_clicks_per_hour: 1,
-            ..CountingConfig::default()
-        };
+        let config = CountingConfig { max_clicks_per_hour: 1, ..CountingConfig::default() };
         let arrivals = [
             arrival(Impression, 1, T0),
             arrival(Click, 1, T0 + 1),
-            Arrival {
-                ad_id: 2,
-                ..arrival(Impression, 2, T0 + HOUR)
-            },
-            Arrival {
-                ad_id: 2,
-                ..arrival(Click, 2, T0 + HOUR + 1)
-            },
+            Arrival { ad_id: 2, ..arrival(Impression, 2, T0 + HOUR) },
+            Arrival { ad_id: 2, ..arrival(Click, 2, T0 + HOUR + 1) },
         ];
         assert_eq!(run(config, &arrivals), [Valid, Valid, Valid, Valid]);
     }
@@ -524,9 +409,7 @@ mod tests {
     #[test]
     fn imported_clicks_attach_to_the_users_latest_impression_of_the_ad() {
         let imported = |kind, id, at| Arrival {
-            decision: DecisionRef::Imported {
-                fresh_decision_id: id,
-            },
+            decision: DecisionRef::Imported { fresh_decision_id: id },
             ..arrival(kind, 0, at)
         };
         check(
@@ -552,18 +435,13 @@ mod tests {
         let mut after = CountingState::new(CountingConfig::default());
         after.remember(&imp, 1, T0);
         after.remember(&click, 1, T0);
-        let repeat = Arrival {
-            ..arrival(Click, 1, T0 + 5_000)
-        };
+        let repeat = Arrival { ..arrival(Click, 1, T0 + 5_000) };
         assert_eq!(after.judge(&repeat, T0).verdict, Duplicate);
     }
 
     #[test]
     fn state_is_bounded_and_expires() {
-        let config = CountingConfig {
-            max_entries: 10,
-            ..CountingConfig::default()
-        };
+        let config = CountingConfig { max_entries: 10, ..CountingConfig::default() };
         let mut state = CountingState::new(config);
         for id in 0..100 {
             state.judge(&arrival(Impression, id, T0), T0);
@@ -577,12 +455,7 @@ mod tests {
         prop_oneof![Just(Impression), Just(Viewable), Just(Click)]
     }
     fn any_givt() -> impl Strategy<Value = Option<Verdict>> {
-        prop_oneof![
-            Just(None),
-            Just(Some(Bot)),
-            Just(Some(Prefetch)),
-            Just(Some(Datacenter))
-        ]
+        prop_oneof![Just(None), Just(Some(Bot)), Just(Some(Prefetch)), Just(Some(Datacenter))]
     }
 
     proptest! {

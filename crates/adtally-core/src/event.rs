@@ -14,12 +14,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 4] = [
-        Self::Impression,
-        Self::Viewable,
-        Self::Click,
-        Self::Conversion,
-    ];
+    pub const ALL: [EventKind; 4] = [Self::Impression, Self::Viewable, Self::Click, Self::Conversion];
 
     pub fn as_str(self) -> &'static str {
         match self {

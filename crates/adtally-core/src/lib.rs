@@ -5,6 +5,9 @@
 //! The server crate feeds requests into these rules; the store crate persists what
 //! they decide.
 
+pub mod attribution;
+pub mod auction;
+pub mod catalog;
 pub mod clock;
 pub mod counting;
 pub mod event;
@@ -16,3 +19,5 @@ pub mod traffic;
 
 pub use event::{Device, EventKind, Verdict};
 pub use money::Micros;
+/// Re-exported so that every crate uses the same time-zone database.
+pub use jiff;

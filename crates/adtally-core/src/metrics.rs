@@ -23,14 +23,7 @@ pub struct Counts {
 
 impl Counts {
     /// Adds `events` events of one kind and verdict, with their summed cost and value.
-    pub fn add(
-        &mut self,
-        kind: EventKind,
-        verdict: Verdict,
-        events: i64,
-        cost_micros: i64,
-        value_micros: i64,
-    ) {
+    pub fn add(&mut self, kind: EventKind, verdict: Verdict, events: i64, cost_micros: i64, value_micros: i64) {
         self.spend_micros += cost_micros;
         if verdict.is_valid() {
             match kind {
@@ -77,14 +70,12 @@ impl Counts {
             ctr: percent(self.clicks, self.impressions),
             viewability_rate: percent(self.viewable_impressions, self.impressions),
             spend_micros: self.spend_micros,
-            cpm_micros: (self.impressions != 0)
-                .then(|| self.spend_micros * 1000 / self.impressions),
+            cpm_micros: (self.impressions != 0).then(|| self.spend_micros * 1000 / self.impressions),
             cpc_micros: per(self.spend_micros, self.clicks),
             conversion_rate: percent(self.conversions, self.clicks),
             cpa_micros: per(self.spend_micros, self.conversions),
             revenue_micros: self.revenue_micros,
-            roas: (self.spend_micros != 0)
-                .then(|| self.revenue_micros as f64 / self.spend_micros as f64),
+            roas: (self.spend_micros != 0).then(|| self.revenue_micros as f64 / self.spend_micros as f64),
             invalid_impressions: self.invalid_impressions,
             invalid_clicks: self.invalid_clicks,
         }
@@ -168,14 +159,8 @@ mod tests {
     #[test]
     fn rates_are_null_on_zero_denominators() {
         let m = Counts::default().metrics();
-        assert_eq!(
-            (m.ctr, m.viewability_rate, m.cpm_micros, m.cpc_micros),
-            (None, None, None, None)
-        );
-        assert_eq!(
-            (m.conversion_rate, m.cpa_micros, m.roas),
-            (None, None, None)
-        );
+        assert_eq!((m.ctr, m.viewability_rate, m.cpm_micros, m.cpc_micros), (None, None, None, None));
+        assert_eq!((m.conversion_rate, m.cpa_micros, m.roas), (None, None, None));
     }
 
     #[test]
@@ -196,9 +181,6 @@ mod tests {
         assert_eq!(m.cpa_micros, Some(1_666_666));
         assert_eq!(m.roas, Some(3.0));
         assert_eq!((m.invalid_impressions, m.invalid_clicks), (7, 4));
-        assert_eq!(
-            c.invalid.get(&(EventKind::Click, Verdict::Duplicate)),
-            Some(&4)
-        );
+        assert_eq!(c.invalid.get(&(EventKind::Click, Verdict::Duplicate)), Some(&4));
     }
 }

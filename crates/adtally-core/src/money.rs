@@ -3,9 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// An amount of money in micros of the account currency.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Micros(pub i64);
 
@@ -20,9 +18,7 @@ pub struct CpmCarry {
 
 impl CpmCarry {
     pub fn new(milli_micros: i64) -> Self {
-        Self {
-            milli_micros: milli_micros.rem_euclid(1000),
-        }
+        Self { milli_micros: milli_micros.rem_euclid(1000) }
     }
 
     pub fn remainder(&self) -> i64 {

@@ -41,13 +41,7 @@ pub enum Dimension {
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 5] = [
-        Self::Campaign,
-        Self::Ad,
-        Self::Placement,
-        Self::Device,
-        Self::Country,
-    ];
+    pub const ALL: [Dimension; 5] = [Self::Campaign, Self::Ad, Self::Placement, Self::Device, Self::Country];
 
     pub fn parse(text: &str) -> Option<Self> {
         Some(match text {
@@ -83,9 +77,7 @@ pub struct RawReportRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReportError {
-    #[error(
-        "range must be one of today, yesterday, last_7_days, last_30_days, lifetime; got {0:?}"
-    )]
+    #[error("range must be one of today, yesterday, last_7_days, last_30_days, lifetime; got {0:?}")]
     UnknownRange(String),
     #[error("{field} must be a date like 2026-11-25; got {value:?}")]
     BadDate { field: &'static str, value: String },
@@ -121,20 +113,11 @@ impl ReportSpec {
                 .parse::<Date>()
                 .ok()
                 .filter(|d| d.year() >= 1970 && d.year() <= 2200)
-                .ok_or_else(|| ReportError::BadDate {
-                    field,
-                    value: value.to_owned(),
-                })
+                .ok_or_else(|| ReportError::BadDate { field, value: value.to_owned() })
         };
-        let days_before = |n: i32| {
-            today
-                .checked_sub(jiff::Span::new().days(n))
-                .unwrap_or(today)
-        };
+        let days_before = |n: i32| today.checked_sub(jiff::Span::new().days(n)).unwrap_or(today);
         let dates = match (&raw.range, &raw.from, &raw.to) {
-            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-                return Err(ReportError::RangeAndDates)
-            }
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => return Err(ReportError::RangeAndDates),
             (None, Some(from), Some(to)) => {
                 let (from, to) = (date("from", from)?, date("to", to)?);
                 if from > to {
@@ -163,44 +146,30 @@ impl ReportSpec {
             other => return Err(ReportError::UnknownGranularity(other.to_owned())),
         };
         let mut group_by = Vec::new();
-        for name in raw
-            .group_by
-            .as_deref()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            let dim = Dimension::parse(name)
-                .ok_or_else(|| ReportError::UnknownDimension(name.chars().take(40).collect()))?;
+        for name in raw.group_by.as_deref().unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let dim =
+                Dimension::parse(name).ok_or_else(|| ReportError::UnknownDimension(name.chars().take(40).collect()))?;
             if !group_by.contains(&dim) {
                 group_by.push(dim);
             }
         }
-        Ok(Self {
-            dates,
-            granularity,
-            group_by,
-        })
+        Ok(Self { dates, granularity, group_by })
     }
 
     /// The UTC milliseconds `[start, end)` the dates cover in `tz`.
     pub fn utc_range(&self, tz: &TimeZone) -> (Millis, Millis) {
         match self.dates {
             None => (Millis::MIN / 2, Millis::MAX / 2),
-            Some((from, to)) => (
-                start_of_day(from, tz),
-                to.tomorrow()
-                    .map_or(Millis::MAX / 2, |d| start_of_day(d, tz)),
-            ),
+            Some((from, to)) => {
+                (start_of_day(from, tz), to.tomorrow().map_or(Millis::MAX / 2, |d| start_of_day(d, tz)))
+            }
         }
     }
 }
 
 /// First instant of a local date, in UTC milliseconds.
 pub fn start_of_day(date: Date, tz: &TimeZone) -> Millis {
-    date.to_zoned_datetime(tz.clone())
-        .map_or(0, |z| z.timestamp().as_millisecond())
+    date.to_zoned_datetime(tz.clone()).map_or(0, |z| z.timestamp().as_millisecond())
 }
 
 /// The local date (`2026-11-25`) or hour (`2026-11-25T13:00:00+01:00`) that an instant
@@ -214,24 +183,30 @@ pub fn time_label(at_ms: Millis, granularity: Granularity, tz: &TimeZone) -> Str
         Granularity::Total => String::new(),
         Granularity::Day => zoned.date().to_string(),
         Granularity::Hour => {
-            let start = zoned
-                .with()
-                .minute(0)
-                .second(0)
-                .subsec_nanosecond(0)
-                .build()
-                .unwrap_or(zoned);
+            let start = zoned.with().minute(0).second(0).subsec_nanosecond(0).build().unwrap_or(zoned);
             start.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string()
+        }
+    }
+}
+
+/// Start of the report period (local day or local hour) that holds `at_ms`.
+pub fn period_start(at_ms: Millis, granularity: Granularity, tz: &TimeZone) -> Millis {
+    let Ok(ts) = Timestamp::from_millisecond(at_ms) else { return at_ms };
+    let zoned = ts.to_zoned_datetime(tz.clone());
+    match granularity {
+        Granularity::Total => 0,
+        Granularity::Day => start_of_day(zoned.date(), tz),
+        Granularity::Hour => {
+            let into_hour = i64::from(zoned.minute()) * MINUTE + i64::from(zoned.second()) * 1000
+                + i64::from(zoned.millisecond());
+            at_ms - into_hour
         }
     }
 }
 
 /// Today's date in `tz`.
 pub fn local_date(now_ms: Millis, tz: &TimeZone) -> Date {
-    Timestamp::from_millisecond(now_ms)
-        .unwrap_or(Timestamp::UNIX_EPOCH)
-        .to_zoned_datetime(tz.clone())
-        .date()
+    Timestamp::from_millisecond(now_ms).unwrap_or(Timestamp::UNIX_EPOCH).to_zoned_datetime(tz.clone()).date()
 }
 
 #[cfg(test)]
@@ -255,92 +230,47 @@ mod tests {
     #[test]
     fn named_ranges() {
         let d = |m, day| date(2026, m, day);
-        assert_eq!(
-            dates(raw(Some("today"), None, None)),
-            Ok(Some((d(11, 25), d(11, 25))))
-        );
-        assert_eq!(
-            dates(raw(Some("yesterday"), None, None)),
-            Ok(Some((d(11, 24), d(11, 24))))
-        );
-        assert_eq!(
-            dates(raw(Some("last_7_days"), None, None)),
-            Ok(Some((d(11, 19), d(11, 25))))
-        );
-        assert_eq!(
-            dates(raw(Some("last_30_days"), None, None)),
-            Ok(Some((d(10, 27), d(11, 25))))
-        );
+        assert_eq!(dates(raw(Some("today"), None, None)), Ok(Some((d(11, 25), d(11, 25)))));
+        assert_eq!(dates(raw(Some("yesterday"), None, None)), Ok(Some((d(11, 24), d(11, 24)))));
+        assert_eq!(dates(raw(Some("last_7_days"), None, None)), Ok(Some((d(11, 19), d(11, 25)))));
+        assert_eq!(dates(raw(Some("last_30_days"), None, None)), Ok(Some((d(10, 27), d(11, 25)))));
         assert_eq!(dates(raw(Some("lifetime"), None, None)), Ok(None));
-        assert_eq!(
-            dates(raw(None, Some("2026-01-01"), Some("2026-01-31"))),
-            Ok(Some((d(1, 1), d(1, 31))))
-        );
+        assert_eq!(dates(raw(None, Some("2026-01-01"), Some("2026-01-31"))), Ok(Some((d(1, 1), d(1, 31)))));
     }
 
     #[test]
     fn bad_ranges_are_refused() {
-        assert!(matches!(
-            dates(raw(Some("forever"), None, None)),
-            Err(ReportError::UnknownRange(_))
-        ));
-        assert!(matches!(
-            dates(raw(None, Some("2026-13-01"), Some("2026-12-01"))),
-            Err(ReportError::BadDate { .. })
-        ));
+        assert!(matches!(dates(raw(Some("forever"), None, None)), Err(ReportError::UnknownRange(_))));
+        assert!(matches!(dates(raw(None, Some("2026-13-01"), Some("2026-12-01"))), Err(ReportError::BadDate { .. })));
         assert!(matches!(
             dates(raw(None, Some("2026-02-01"), Some("2026-01-01"))),
             Err(ReportError::FromAfterTo { .. })
         ));
-        assert!(matches!(
-            dates(raw(None, Some("2026-02-01"), None)),
-            Err(ReportError::HalfRange)
-        ));
-        assert!(matches!(
-            dates(raw(Some("today"), Some("2026-02-01"), None)),
-            Err(ReportError::RangeAndDates)
-        ));
-        assert!(matches!(
-            dates(raw(None, Some("1990-01-01"), Some("2026-01-01"))),
-            Err(ReportError::RangeTooLong)
-        ));
-        let bad_dim = RawReportRequest {
-            group_by: Some("campaign,planet".into()),
-            ..Default::default()
-        };
-        assert!(matches!(
-            ReportSpec::parse(&bad_dim, date(2026, 1, 1)),
-            Err(ReportError::UnknownDimension(_))
-        ));
+        assert!(matches!(dates(raw(None, Some("2026-02-01"), None)), Err(ReportError::HalfRange)));
+        assert!(matches!(dates(raw(Some("today"), Some("2026-02-01"), None)), Err(ReportError::RangeAndDates)));
+        assert!(matches!(dates(raw(None, Some("1990-01-01"), Some("2026-01-01"))), Err(ReportError::RangeTooLong)));
+        let bad_dim = RawReportRequest { group_by: Some("campaign,planet".into()), ..Default::default() };
+        assert!(matches!(ReportSpec::parse(&bad_dim, date(2026, 1, 1)), Err(ReportError::UnknownDimension(_))));
     }
 
     #[test]
     fn local_days_in_a_quarter_hour_zone_are_whole_buckets() {
         let tz = TimeZone::get("Asia/Kathmandu").expect("bundled tzdb");
-        let spec = ReportSpec::parse(
-            &raw(None, Some("2026-11-25"), Some("2026-11-25")),
-            date(2026, 11, 25),
-        )
-        .expect("valid");
+        let spec =
+            ReportSpec::parse(&raw(None, Some("2026-11-25"), Some("2026-11-25")), date(2026, 11, 25)).expect("valid");
         let (start, end) = spec.utc_range(&tz);
         assert_eq!(start % BUCKET_MS, 0);
         assert_eq!(end - start, 24 * 60 * MINUTE);
         assert_eq!(time_label(start, Granularity::Day, &tz), "2026-11-25");
         assert_eq!(time_label(start - 1, Granularity::Day, &tz), "2026-11-24");
-        assert_eq!(
-            time_label(start + 61 * MINUTE, Granularity::Hour, &tz),
-            "2026-11-25T01:00:00+05:45"
-        );
+        assert_eq!(time_label(start + 61 * MINUTE, Granularity::Hour, &tz), "2026-11-25T01:00:00+05:45");
     }
 
     #[test]
     fn a_dst_day_has_23_hours() {
         let tz = TimeZone::get("Europe/Berlin").expect("bundled tzdb");
-        let spec = ReportSpec::parse(
-            &raw(None, Some("2026-03-29"), Some("2026-03-29")),
-            date(2026, 3, 29),
-        )
-        .expect("valid");
+        let spec =
+            ReportSpec::parse(&raw(None, Some("2026-03-29"), Some("2026-03-29")), date(2026, 3, 29)).expect("valid");
         let (start, end) = spec.utc_range(&tz);
         assert_eq!(end - start, 23 * 60 * MINUTE);
     }

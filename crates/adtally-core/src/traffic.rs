@@ -143,11 +143,7 @@ impl UserAgentClassifier {
     pub fn new() -> Self {
         let mut literals = Vec::new();
         let mut regexes = Vec::new();
-        for line in BOT_PATTERNS
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        {
+        for line in BOT_PATTERNS.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
             match unescape_literal(line) {
                 Some(literal) => literals.push(literal),
                 None => regexes.push(format!("(?:{line})")),
@@ -165,11 +161,7 @@ impl UserAgentClassifier {
             .ascii_case_insensitive(true)
             .build(EXTRA_BOT_WORDS)
             .unwrap_or_else(|e| panic!("bot words are valid: {e}"));
-        Self {
-            literals,
-            patterns,
-            words,
-        }
+        Self { literals, patterns, words }
     }
 
     /// Whether a user agent belongs to a crawler, spider, headless browser, HTTP library
@@ -180,10 +172,8 @@ impl UserAgentClassifier {
     /// Internet Explorer says `compatible` without being a bot.
     pub fn is_bot(&self, user_agent: &str) -> bool {
         let ua = user_agent.trim();
-        let browser_shaped =
-            (ua.starts_with("Mozilla/") || ua.starts_with("Opera/")) && ua.contains('(');
-        let odd_compatible =
-            ua.contains("(compatible") && !ua.contains("MSIE") && !ua.contains("Trident");
+        let browser_shaped = (ua.starts_with("Mozilla/") || ua.starts_with("Opera/")) && ua.contains('(');
+        let odd_compatible = ua.contains("(compatible") && !ua.contains("MSIE") && !ua.contains("Trident");
         !browser_shaped
             || odd_compatible
             || self.literals.is_match(ua)
@@ -208,12 +198,7 @@ fn classify_device(ua: &str) -> Device {
         || (has("Android") && !has("Mobile"))
     {
         Device::Tablet
-    } else if has("Mobi")
-        || has("iPhone")
-        || has("iPod")
-        || has("Android")
-        || has("Windows Phone")
-        || has("Opera Mini")
+    } else if has("Mobi") || has("iPhone") || has("iPod") || has("Android") || has("Windows Phone") || has("Opera Mini")
     {
         Device::Mobile
     } else {
@@ -228,13 +213,12 @@ fn unescape_literal(pattern: &str) -> Option<String> {
     while let Some(c) = chars.next() {
         match c {
             '\\' => match chars.next()? {
-                c @ ('/' | '.' | '-' | ' ' | '_' | ':' | ';' | '(' | ')' | '+' | '[' | ']'
-                | '?' | '*' | '|') => out.push(c),
+                c @ ('/' | '.' | '-' | ' ' | '_' | ':' | ';' | '(' | ')' | '+' | '[' | ']' | '?' | '*' | '|') => {
+                    out.push(c)
+                }
                 _ => return None,
             },
-            '.' | '[' | ']' | '(' | ')' | '*' | '+' | '?' | '{' | '}' | '|' | '^' | '$' => {
-                return None
-            }
+            '.' | '[' | ']' | '(' | ')' | '*' | '+' | '?' | '{' | '}' | '|' | '^' | '$' => return None,
             c => out.push(c),
         }
     }
@@ -249,10 +233,7 @@ pub fn is_prefetch(header: impl Fn(&str) -> Option<String>) -> bool {
             v.contains("prefetch") || v.contains("prerender") || v.contains("preview")
         })
     };
-    says_prefetch("sec-purpose")
-        || says_prefetch("purpose")
-        || says_prefetch("x-purpose")
-        || says_prefetch("x-moz")
+    says_prefetch("sec-purpose") || says_prefetch("purpose") || says_prefetch("x-purpose") || says_prefetch("x-moz")
 }
 
 /// Published cloud and hosting address ranges, searchable by address.
@@ -298,10 +279,7 @@ impl DatacenterRanges {
                 _ => {}
             }
         }
-        Self {
-            v4: merge(v4),
-            v6: merge(v6),
-        }
+        Self { v4: merge(v4), v6: merge(v6) }
     }
 
     pub fn len(&self) -> usize {
@@ -371,10 +349,7 @@ mod tests {
         check("", true);
         check("curl/8.5.0", true);
         check("python-requests/2.31.0", true);
-        check(
-            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-            true,
-        );
+        check("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", true);
         check("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.0.0 Safari/537.36", true);
         check("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36", false);
         check("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1", false);
@@ -383,22 +358,10 @@ mod tests {
     #[test]
     fn devices() {
         let c = UserAgentClassifier::new();
-        assert_eq!(
-            c.device("Mozilla/5.0 (iPad; CPU OS 17_5 like Mac OS X)"),
-            Device::Tablet
-        );
-        assert_eq!(
-            c.device("Mozilla/5.0 (Linux; Android 14; Pixel 8) Mobile Safari/537.36"),
-            Device::Mobile
-        );
-        assert_eq!(
-            c.device("Mozilla/5.0 (Linux; Android 13; SM-X200) Safari/537.36"),
-            Device::Tablet
-        );
-        assert_eq!(
-            c.device("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7)"),
-            Device::Desktop
-        );
+        assert_eq!(c.device("Mozilla/5.0 (iPad; CPU OS 17_5 like Mac OS X)"), Device::Tablet);
+        assert_eq!(c.device("Mozilla/5.0 (Linux; Android 14; Pixel 8) Mobile Safari/537.36"), Device::Mobile);
+        assert_eq!(c.device("Mozilla/5.0 (Linux; Android 13; SM-X200) Safari/537.36"), Device::Tablet);
+        assert_eq!(c.device("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7)"), Device::Desktop);
     }
 
     #[test]
@@ -424,17 +387,9 @@ mod tests {
     #[test]
     fn prefetch_headers() {
         let headers = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|(_, v)| v.to_string())
-            }
+            move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
         };
-        assert!(is_prefetch(headers(&[(
-            "sec-purpose",
-            "prefetch;prerender"
-        )])));
+        assert!(is_prefetch(headers(&[("sec-purpose", "prefetch;prerender")])));
         assert!(is_prefetch(headers(&[("purpose", "prefetch")])));
         assert!(is_prefetch(headers(&[("x-moz", "prefetch")])));
         assert!(!is_prefetch(headers(&[("accept", "image/gif")])));
@@ -454,11 +409,7 @@ mod corpus {
     fn share_flagged(c: &UserAgentClassifier, corpus: &str) -> (usize, usize, Vec<String>) {
         let agents: Vec<&str> = corpus.lines().filter(|l| !l.trim().is_empty()).collect();
         let flagged: Vec<&str> = agents.iter().copied().filter(|ua| c.is_bot(ua)).collect();
-        let unflagged = agents
-            .iter()
-            .filter(|ua| !c.is_bot(ua))
-            .map(|s| s.to_string())
-            .collect();
+        let unflagged = agents.iter().filter(|ua| !c.is_bot(ua)).map(|s| s.to_string()).collect();
         (flagged.len(), agents.len(), unflagged)
     }
 

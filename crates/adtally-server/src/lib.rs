@@ -1,1 +1,154 @@
+//! The adtally HTTP server: tracking endpoints, the JSON API and operations routes,
+//! built on axum. Only this crate knows HTTP and JSON; it turns requests into calls on
+//! the core rules, the event [`pipeline`] and the store.
 
+pub mod api;
+pub mod error;
+pub mod import;
+mod ops;
+pub mod pipeline;
+pub mod reports;
+pub mod state;
+pub mod tracking;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+
+use adtally_core::clock::Clock;
+use adtally_core::token::{api_key_hash, TokenSigner};
+use adtally_store::{Store, StoreError};
+
+pub use crate::pipeline::Pipeline;
+pub use crate::state::{AppState, ServerConfig};
+
+/// Largest JSON body the API accepts.
+const MAX_JSON_BODY: usize = 64 * 1024;
+/// Largest NDJSON import body.
+const MAX_IMPORT_BODY: usize = 64 * 1024 * 1024;
+
+/// All routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let tracking = Router::new()
+        .route("/v1/decision", get(tracking::decision))
+        .route("/t/i/{token}", get(tracking::impression).post(tracking::impression))
+        .route("/t/v/{token}", get(tracking::viewable).post(tracking::viewable))
+        .route("/t/c/{token}", get(tracking::click))
+        .route("/t/conv", get(tracking::conversion_pixel));
+    let api = Router::new()
+        .route("/v1/advertisers", post(api::create_advertiser).get(api::list_advertisers))
+        .route("/v1/advertisers/{id}/keys", post(api::create_key))
+        .route("/v1/advertisers/{id}/credits", post(api::add_credit))
+        .route("/v1/me", get(api::me))
+        .route("/v1/ledger", get(api::ledger))
+        .route("/v1/placements", post(api::create_placement).get(api::list_placements))
+        .route("/v1/campaigns", post(api::create_campaign).get(api::list_campaigns))
+        .route("/v1/campaigns/{id}", get(api::get_campaign).patch(api::patch_campaign))
+        .route("/v1/campaigns/{id}/ads", post(api::create_ad))
+        .route("/v1/campaigns/{id}/{action}", post(api::campaign_action))
+        .route("/v1/ads", get(api::list_ads))
+        .route("/v1/ads/{id}", get(api::get_ad).patch(api::patch_ad))
+        .route("/v1/ads/{id}/review", post(api::review_ad))
+        .route("/v1/conversions", post(tracking::conversion_postback))
+        .route("/v1/reports", get(reports::report))
+        .route("/v1/reports/ivt", get(reports::ivt_report))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
+    let import = Router::new()
+        .route("/v1/events", post(import::import_events))
+        .layer(DefaultBodyLimit::max(MAX_IMPORT_BODY));
+    Router::new()
+        .merge(tracking)
+        .merge(api)
+        .merge(import)
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(ops::not_found)
+        .with_state(state)
+}
+
+/// How to start a server on a store.
+pub struct Options {
+    pub config: ServerConfig,
+    /// Token signing key; generated and kept with the data when absent.
+    pub secret: Option<String>,
+    /// `ADTALLY_ADMIN_KEY`; generated on first start and printed once when absent.
+    pub admin_key: Option<String>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    /// The admin key, if this start generated it (print it once).
+    pub generated_admin_key: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("cannot generate a random key: {0}")]
+    Random(String),
+}
+
+fn random_hex(bytes: usize) -> Result<String, StartError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| StartError::Random(e.to_string()))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Builds the shared state: keys, the signer, the pipeline (which rebuilds its hot
+/// state from the store) and the serving catalog.
+pub fn build_state(store: Arc<dyn Store>, options: Options) -> Result<(Arc<AppState>, Option<String>), StartError> {
+    let secret = match options.secret {
+        Some(s) => s,
+        None => store.meta_init("token_secret", &random_hex(32)?)?,
+    };
+    let mut generated = None;
+    let admin_key_hash = match options.admin_key {
+        Some(key) => api_key_hash(&key),
+        None => match store.meta("admin_key_hash")? {
+            Some(hash) => hash,
+            None => {
+                let key = format!("adta_{}", random_hex(24)?);
+                let hash = store.meta_init("admin_key_hash", &api_key_hash(&key))?;
+                generated = Some(key);
+                hash
+            }
+        },
+    };
+    let pipeline = Pipeline::start(store.clone(), options.config.counting, options.clock.clone())?;
+    let state = AppState::new(store, pipeline, TokenSigner::new(secret.as_bytes()), options.config, options.clock, admin_key_hash)?;
+    Ok((Arc::new(state), generated))
+}
+
+impl Application {
+    pub async fn build(listen: SocketAddr, store: Arc<dyn Store>, options: Options) -> Result<Self, StartError> {
+        let (state, generated_admin_key) = build_state(store, options)?;
+        let listener = TcpListener::bind(listen).await.map_err(|e| StartError::Bind(listen, e))?;
+        Ok(Self { listener, state, generated_admin_key })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await
+    }
+}

@@ -1,1 +1,141 @@
+//! Storage for adtally: the [`Store`] trait the server talks to, and its embedded SQLite
+//! implementation. Nothing outside this crate knows which database is underneath; a
+//! PostgreSQL implementation satisfies the same trait.
+//!
+//! Events are only ever appended, in batches, by one writer ([`Store::append_events`]);
+//! each batch's rollups are aggregated in memory and upserted in the same transaction,
+//! so the rollups always equal a `GROUP BY` over the raw events.
 
+mod rollup;
+mod sqlite;
+
+use adtally_core::catalog::{Ad, Advertiser, Campaign, CreditKind, LedgerEntry, Placement};
+use adtally_core::clock::Millis;
+use adtally_core::event::Event;
+
+pub use rollup::{RollupKey, RollupQuery, RollupRow};
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} was not found")]
+    NotFound(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Who an API key belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOwner {
+    Admin,
+    Advertiser(i64),
+}
+
+/// An event on its way into the store.
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    pub event: Event,
+    /// Idempotency key: an imported event's id, or a conversion's order id. An event
+    /// whose key was stored before is skipped, not stored again.
+    pub dedup_key: Option<String>,
+    /// Set by the store: the key was seen before and the event was not stored.
+    pub skipped_as_duplicate: bool,
+}
+
+impl PendingEvent {
+    pub fn new(event: Event) -> Self {
+        Self { event, dedup_key: None, skipped_as_duplicate: false }
+    }
+}
+
+/// What each campaign has spent so far, for the billing state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CampaignSpend {
+    pub advertiser_id: i64,
+    pub campaign_id: i64,
+    pub spend_micros: i64,
+}
+
+/// Totals over the raw events and over the rollups; equal when the store is consistent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConsistencyCheck {
+    pub raw_events: i64,
+    pub rollup_events: i64,
+    pub raw_cost_micros: i64,
+    pub rollup_cost_micros: i64,
+    pub raw_value_micros: i64,
+    pub rollup_value_micros: i64,
+}
+
+impl ConsistencyCheck {
+    pub fn is_consistent(&self) -> bool {
+        self.raw_events == self.rollup_events
+            && self.raw_cost_micros == self.rollup_cost_micros
+            && self.raw_value_micros == self.rollup_value_micros
+    }
+}
+
+/// Everything the server needs from storage. Methods block; async callers run them on
+/// a blocking thread.
+pub trait Store: Send + Sync + 'static {
+    // Settings kept with the data.
+    fn meta(&self, key: &str) -> Result<Option<String>>;
+    /// Stores `value` unless the key has one; returns the value now stored.
+    fn meta_init(&self, key: &str, value: &str) -> Result<String>;
+
+    // Accounts and keys.
+    fn create_advertiser(&self, name: &str, email: &str, timezone: &str, now: Millis) -> Result<Advertiser>;
+    fn advertiser(&self, id: i64) -> Result<Option<Advertiser>>;
+    fn advertisers(&self) -> Result<Vec<Advertiser>>;
+    fn add_api_key(&self, owner: KeyOwner, key_hash: &str, now: Millis) -> Result<()>;
+    fn api_key_owner(&self, key_hash: &str) -> Result<Option<KeyOwner>>;
+
+    // Money in.
+    fn add_credit(
+        &self,
+        advertiser_id: i64,
+        kind: CreditKind,
+        amount_micros: i64,
+        note: Option<&str>,
+        now: Millis,
+    ) -> Result<LedgerEntry>;
+    /// Sum of credits per advertiser.
+    fn credit_totals(&self) -> Result<Vec<(i64, i64)>>;
+    /// Credits and daily spend of one advertiser, oldest first.
+    fn ledger(&self, advertiser_id: i64) -> Result<Vec<LedgerEntry>>;
+
+    // Placements, campaigns, ads.
+    fn create_placement(
+        &self,
+        slug: &str,
+        name: &str,
+        format: adtally_core::catalog::Format,
+        floor_cpm_micros: i64,
+    ) -> Result<Placement>;
+    fn placements(&self) -> Result<Vec<Placement>>;
+    /// Inserts a campaign (its `id` is ignored) and returns it with its id.
+    fn create_campaign(&self, campaign: &Campaign) -> Result<Campaign>;
+    fn update_campaign(&self, campaign: &Campaign) -> Result<()>;
+    fn campaign(&self, id: i64) -> Result<Option<Campaign>>;
+    fn campaigns(&self, advertiser_id: Option<i64>) -> Result<Vec<Campaign>>;
+    fn create_ad(&self, ad: &Ad) -> Result<Ad>;
+    fn update_ad(&self, ad: &Ad) -> Result<()>;
+    fn ad(&self, id: i64) -> Result<Option<Ad>>;
+    fn ads(&self, campaign_id: Option<i64>) -> Result<Vec<Ad>>;
+
+    // Events.
+    /// Appends a batch in one transaction. For each event whose `dedup_key` is new (or
+    /// absent), calls `judge` with its index — which sets the verdict and cost — then stores it and its
+    /// rollup. Only the single event writer calls this.
+    fn append_events(&self, batch: &mut [PendingEvent], judge: &mut dyn FnMut(usize, &mut Event)) -> Result<()>;
+    /// Events at or after `since_ms` with the given verdict code, oldest first; for
+    /// rebuilding the counting state after a restart.
+    fn valid_events_since(&self, since_ms: Millis) -> Result<Vec<Event>>;
+    fn campaign_spend(&self) -> Result<Vec<CampaignSpend>>;
+    fn rollup_rows(&self, query: &RollupQuery) -> Result<Vec<RollupRow>>;
+    fn consistency_check(&self) -> Result<ConsistencyCheck>;
+}

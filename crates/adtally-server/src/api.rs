@@ -1,0 +1,662 @@
+//! The management half of the JSON API: advertisers and their keys and credits,
+//! placements, campaigns and ads. Every input is validated and bounded here, at the
+//! edge, before it reaches the store.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use adtally_core::catalog::{
+    Ad, AdStatus, Advertiser, Campaign, CampaignAction, CampaignStatus, CreditKind, Format, FrequencyCap, LedgerEntry,
+    Pacing, Placement, Targeting,
+};
+use adtally_core::clock::Millis;
+use adtally_core::event::Device;
+use adtally_core::token::api_key_hash;
+use adtally_store::KeyOwner;
+
+use crate::error::{ApiError, Json, Path, Query};
+use crate::state::AppState;
+
+type AppResult<T> = Result<T, ApiError>;
+
+/// Who is calling, from the bearer key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Admin,
+    Advertiser(i64),
+}
+
+impl Caller {
+    pub fn require_admin(self) -> AppResult<()> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Advertiser(_) => Err(ApiError::forbidden()),
+        }
+    }
+    /// Whether the caller may see things owned by `advertiser_id`.
+    pub fn owns(self, advertiser_id: i64) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Advertiser(id) => id == advertiser_id,
+        }
+    }
+    pub fn advertiser_id(self) -> Option<i64> {
+        match self {
+            Caller::Admin => None,
+            Caller::Advertiser(id) => Some(id),
+        }
+    }
+}
+
+const MAX_KEY_LEN: usize = 200;
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let key = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN);
+        let Some(key) = key else { return Err(ApiError::unauthorized()) };
+        let hash = api_key_hash(key);
+        if hash == state.admin_key_hash {
+            return Ok(Caller::Admin);
+        }
+        match state.blocking(move |s| s.api_key_owner(&hash)).await? {
+            Some(KeyOwner::Admin) => Ok(Caller::Admin),
+            Some(KeyOwner::Advertiser(id)) => Ok(Caller::Advertiser(id)),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+/// Bounded text: trimmed, `min..=max` characters, no control characters.
+pub fn text(field: &str, value: &str, min: usize, max: usize) -> AppResult<String> {
+    let value = value.trim();
+    let len = value.chars().count();
+    if len < min || len > max {
+        return Err(ApiError::invalid(format!("{field} must be {min} to {max} characters long")));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(ApiError::invalid(format!("{field} must not contain control characters")));
+    }
+    Ok(value.to_owned())
+}
+
+/// An absolute http(s) URL of bounded length.
+pub fn web_url(field: &str, value: &str) -> AppResult<String> {
+    let value = text(field, value, 8, 2048)?;
+    let lower = value.to_ascii_lowercase();
+    let rest = lower.strip_prefix("https://").or_else(|| lower.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') && !value.contains(char::is_whitespace) => Ok(value),
+        _ => Err(ApiError::invalid(format!("{field} must be an http:// or https:// URL"))),
+    }
+}
+
+fn money(field: &str, value: i64, min: i64) -> AppResult<i64> {
+    const MAX: i64 = 1_000_000_000_000_000; // a billion units of currency
+    if value < min || value > MAX {
+        return Err(ApiError::invalid(format!("{field} must be between {min} and {MAX} micros")));
+    }
+    Ok(value)
+}
+
+fn timestamp(field: &str, value: &str) -> AppResult<Millis> {
+    value
+        .parse::<adtally_core::jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|_| ApiError::invalid(format!("{field} must be an RFC 3339 time like 2026-11-25T00:00:00Z")))
+}
+
+fn rfc3339(ms: Millis) -> String {
+    adtally_core::jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
+}
+
+fn random_key(prefix: &str) -> AppResult<String> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|_| ApiError::internal())?;
+    Ok(format!("{prefix}{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
+// ---- JSON views ---------------------------------------------------------------------
+
+fn advertiser_json(a: &Advertiser, balance_micros: i64) -> Value {
+    json!({"id": a.id, "name": a.name, "email": a.email, "timezone": a.timezone,
+           "balance_micros": balance_micros, "created_at": rfc3339(a.created_at_ms)})
+}
+
+fn placement_json(p: &Placement) -> Value {
+    json!({"id": p.slug, "name": p.name, "format": p.format.as_str(), "floor_cpm_micros": p.floor_cpm_micros})
+}
+
+fn campaign_json(c: &Campaign, spend_micros: i64) -> Value {
+    json!({
+        "id": c.id, "advertiser_id": c.advertiser_id, "name": c.name, "status": c.status.as_str(),
+        "cpm_bid_micros": c.cpm_bid_micros, "total_budget_micros": c.total_budget_micros,
+        "daily_budget_micros": c.daily_budget_micros,
+        "start_at": c.start_at_ms.map(rfc3339), "end_at": c.end_at_ms.map(rfc3339),
+        "pacing": c.pacing.as_str(),
+        "targeting": {"devices": c.targeting.devices.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+                      "placements": c.targeting.placements},
+        "frequency_cap": c.frequency_cap.map(|f| json!({"impressions": f.impressions, "per_hours": f.per_hours})),
+        "spend_micros": spend_micros,
+        "created_at": rfc3339(c.created_at_ms),
+    })
+}
+
+fn ad_json(a: &Ad) -> Value {
+    json!({
+        "id": a.id, "campaign_id": a.campaign_id, "advertiser_id": a.advertiser_id, "format": a.format.as_str(),
+        "headline": a.headline, "body": a.body, "image_url": a.image_url, "cta": a.cta, "target_url": a.target_url,
+        "status": a.status.as_str(), "rejection_reason": a.rejection_reason, "created_at": rfc3339(a.created_at_ms),
+    })
+}
+
+fn ledger_json(e: &LedgerEntry) -> Value {
+    json!({"id": e.id, "at": rfc3339(e.at_ms), "kind": e.kind, "amount_micros": e.amount_micros, "note": e.note})
+}
+
+fn created(value: Value) -> Response {
+    (StatusCode::CREATED, axum::Json(value)).into_response()
+}
+
+fn items(values: Vec<Value>) -> axum::Json<Value> {
+    axum::Json(json!({ "items": values }))
+}
+
+// ---- advertisers, keys, credits -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAdvertiser {
+    name: String,
+    email: String,
+    timezone: Option<String>,
+}
+
+pub async fn create_advertiser(State(state): State<Arc<AppState>>, caller: Caller, Json(body): Json<NewAdvertiser>) -> AppResult<Response> {
+    caller.require_admin()?;
+    let name = text("name", &body.name, 1, 200)?;
+    let email = text("email", &body.email, 3, 254)?;
+    if !email.contains('@') {
+        return Err(ApiError::invalid("email must be an email address"));
+    }
+    let timezone = body.timezone.as_deref().unwrap_or("UTC").trim().to_owned();
+    if timezone.len() > 64 || adtally_core::jiff::tz::TimeZone::get(&timezone).is_err() {
+        return Err(ApiError::invalid("timezone must be an IANA time zone name like Europe/Berlin"));
+    }
+    let now = state.clock.now_ms();
+    let advertiser = state.blocking(move |s| s.create_advertiser(&name, &email, &timezone, now)).await?;
+    state.reload_catalog()?;
+    Ok(created(advertiser_json(&advertiser, 0)))
+}
+
+pub async fn list_advertisers(State(state): State<Arc<AppState>>, caller: Caller) -> AppResult<axum::Json<Value>> {
+    caller.require_admin()?;
+    let all = state.blocking(|s| s.advertisers()).await?;
+    let billing = state.pipeline.billing();
+    Ok(items(all.iter().map(|a| advertiser_json(a, billing.balance(a.id))).collect()))
+}
+
+async fn advertiser_for(state: &Arc<AppState>, caller: Caller, id: i64) -> AppResult<Advertiser> {
+    if !caller.owns(id) {
+        return Err(ApiError::not_found("advertiser"));
+    }
+    state.blocking(move |s| s.advertiser(id)).await?.ok_or_else(|| ApiError::not_found("advertiser"))
+}
+
+pub async fn create_key(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>) -> AppResult<Response> {
+    caller.require_admin()?;
+    advertiser_for(&state, caller, id).await?;
+    let key = random_key("adt_")?;
+    let hash = api_key_hash(&key);
+    let now = state.clock.now_ms();
+    state.blocking(move |s| s.add_api_key(KeyOwner::Advertiser(id), &hash, now)).await?;
+    Ok(created(json!({"api_key": key, "advertiser_id": id})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewCredit {
+    amount_micros: i64,
+    kind: String,
+    note: Option<String>,
+}
+
+pub async fn add_credit(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>, Json(body): Json<NewCredit>) -> AppResult<Response> {
+    caller.require_admin()?;
+    advertiser_for(&state, caller, id).await?;
+    let amount = money("amount_micros", body.amount_micros, 1)?;
+    let kind = CreditKind::parse(&body.kind).ok_or_else(|| ApiError::invalid("kind must be topup, bonus or promo"))?;
+    let note = body.note.as_deref().map(|n| text("note", n, 0, 500)).transpose()?;
+    let now = state.clock.now_ms();
+    let entry = state.blocking(move |s| s.add_credit(id, kind, amount, note.as_deref(), now)).await?;
+    state.pipeline.billing().credit(id, amount);
+    let balance = state.pipeline.billing().balance(id);
+    let mut body = ledger_json(&entry);
+    body["balance_micros"] = json!(balance);
+    Ok(created(body))
+}
+
+pub async fn me(State(state): State<Arc<AppState>>, caller: Caller) -> AppResult<axum::Json<Value>> {
+    let Caller::Advertiser(id) = caller else {
+        return Ok(axum::Json(json!({"role": "admin"})));
+    };
+    let advertiser = advertiser_for(&state, caller, id).await?;
+    let balance = state.pipeline.billing().balance(id);
+    Ok(axum::Json(advertiser_json(&advertiser, balance)))
+}
+
+#[derive(Deserialize)]
+pub struct LedgerQuery {
+    advertiser_id: Option<i64>,
+}
+
+pub async fn ledger(State(state): State<Arc<AppState>>, caller: Caller, Query(q): Query<LedgerQuery>) -> AppResult<axum::Json<Value>> {
+    let id = caller
+        .advertiser_id()
+        .or(q.advertiser_id)
+        .ok_or_else(|| ApiError::invalid("the admin key must name an advertiser_id"))?;
+    advertiser_for(&state, caller, id).await?;
+    let entries = state.blocking(move |s| s.ledger(id)).await?;
+    let balance = state.pipeline.billing().balance(id);
+    Ok(axum::Json(json!({
+        "advertiser_id": id,
+        "balance_micros": balance,
+        "items": entries.iter().map(ledger_json).collect::<Vec<_>>(),
+    })))
+}
+
+// ---- placements -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPlacement {
+    id: String,
+    name: String,
+    format: String,
+    floor_cpm_micros: Option<i64>,
+}
+
+pub async fn create_placement(State(state): State<Arc<AppState>>, caller: Caller, Json(body): Json<NewPlacement>) -> AppResult<Response> {
+    caller.require_admin()?;
+    let slug = text("id", &body.id, 1, 64)?;
+    if !slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
+        return Err(ApiError::invalid("id must be a slug of lowercase letters, digits, - and _"));
+    }
+    let name = text("name", &body.name, 1, 200)?;
+    let format = Format::parse(&body.format).ok_or_else(|| ApiError::invalid("format must be compact or sidebar"))?;
+    let floor = money("floor_cpm_micros", body.floor_cpm_micros.unwrap_or(0), 0)?;
+    let placement = state
+        .blocking(move |s| s.create_placement(&slug, &name, format, floor))
+        .await
+        .map_err(|e| if e.status == StatusCode::CONFLICT { ApiError::conflict("conflict", "a placement with this id exists") } else { e })?;
+    state.reload_catalog()?;
+    Ok(created(placement_json(&placement)))
+}
+
+pub async fn list_placements(State(state): State<Arc<AppState>>, _caller: Caller) -> AppResult<axum::Json<Value>> {
+    let placements = state.blocking(|s| s.placements()).await?;
+    Ok(items(placements.iter().map(placement_json).collect()))
+}
+
+// ---- campaigns --------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TargetingInput {
+    devices: Option<Vec<String>>,
+    placements: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrequencyCapInput {
+    impressions: u32,
+    per_hours: u32,
+}
+
+/// Campaign fields as sent; on create the required ones must be present, on PATCH any
+/// subset. `Some(None)` (JSON `null`) clears an optional field.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignInput {
+    advertiser_id: Option<i64>,
+    name: Option<String>,
+    cpm_bid_micros: Option<i64>,
+    total_budget_micros: Option<i64>,
+    #[serde(default, with = "double_option")]
+    daily_budget_micros: Option<Option<i64>>,
+    #[serde(default, with = "double_option")]
+    start_at: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    end_at: Option<Option<String>>,
+    pacing: Option<String>,
+    targeting: Option<TargetingInput>,
+    #[serde(default, with = "double_option")]
+    frequency_cap: Option<Option<FrequencyCapInput>>,
+}
+
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+/// The platform's smallest CPM bid: 0.01 of the currency per thousand.
+pub const MIN_CPM_BID_MICROS: i64 = 10_000;
+
+impl CampaignInput {
+    /// Applies the fields to `c` and validates the result as a whole.
+    fn apply(self, c: &mut Campaign, placements: &ServingPlacements) -> AppResult<()> {
+        if let Some(name) = self.name {
+            c.name = text("name", &name, 1, 200)?;
+        }
+        if let Some(bid) = self.cpm_bid_micros {
+            c.cpm_bid_micros = money("cpm_bid_micros", bid, MIN_CPM_BID_MICROS)?;
+        }
+        if let Some(total) = self.total_budget_micros {
+            c.total_budget_micros = money("total_budget_micros", total, 1)?;
+        }
+        if let Some(daily) = self.daily_budget_micros {
+            c.daily_budget_micros = daily.map(|d| money("daily_budget_micros", d, 1)).transpose()?;
+        }
+        if let Some(start) = self.start_at {
+            c.start_at_ms = start.map(|s| timestamp("start_at", &s)).transpose()?;
+        }
+        if let Some(end) = self.end_at {
+            c.end_at_ms = end.map(|s| timestamp("end_at", &s)).transpose()?;
+        }
+        if let Some(pacing) = self.pacing {
+            c.pacing = Pacing::parse(&pacing).ok_or_else(|| ApiError::invalid("pacing must be even or asap"))?;
+        }
+        if let Some(t) = self.targeting {
+            let devices = t.devices.unwrap_or_default();
+            let slugs = t.placements.unwrap_or_default();
+            if devices.len() > 3 || slugs.len() > 100 {
+                return Err(ApiError::invalid("targeting lists are too long"));
+            }
+            let mut targeting = Targeting::default();
+            for d in devices {
+                let device = Device::parse(&d).ok_or_else(|| ApiError::invalid("devices must be desktop, mobile or tablet"))?;
+                if !targeting.devices.contains(&device) {
+                    targeting.devices.push(device);
+                }
+            }
+            for slug in slugs {
+                if !placements.0.iter().any(|p| *p == slug) {
+                    return Err(ApiError::invalid(format!("unknown placement {:?} in targeting", slug.chars().take(64).collect::<String>())));
+                }
+                targeting.placements.push(slug);
+            }
+            c.targeting = targeting;
+        }
+        if let Some(cap) = self.frequency_cap {
+            c.frequency_cap = match cap {
+                None => None,
+                Some(f) if (1..=10_000).contains(&f.impressions) && (1..=24 * 90).contains(&f.per_hours) => {
+                    Some(FrequencyCap { impressions: f.impressions, per_hours: f.per_hours })
+                }
+                Some(_) => return Err(ApiError::invalid("frequency_cap needs impressions 1..10000 and per_hours 1..2160")),
+            };
+        }
+        if c.daily_budget_micros.is_some_and(|d| d > c.total_budget_micros) {
+            return Err(ApiError::invalid("daily_budget_micros must not exceed total_budget_micros"));
+        }
+        if let (Some(start), Some(end)) = (c.start_at_ms, c.end_at_ms) {
+            if start >= end {
+                return Err(ApiError::invalid("start_at must be before end_at"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Placement slugs that exist, for validating targeting.
+struct ServingPlacements(Vec<String>);
+
+fn serving_placements(state: &AppState) -> ServingPlacements {
+    ServingPlacements(state.catalog().placements.keys().cloned().collect())
+}
+
+pub async fn create_campaign(State(state): State<Arc<AppState>>, caller: Caller, Json(mut body): Json<CampaignInput>) -> AppResult<Response> {
+    let advertiser_id = match caller {
+        Caller::Advertiser(id) => {
+            if body.advertiser_id.is_some_and(|a| a != id) {
+                return Err(ApiError::invalid("advertiser_id names another advertiser"));
+            }
+            id
+        }
+        Caller::Admin => body.advertiser_id.ok_or_else(|| ApiError::invalid("the admin key must name an advertiser_id"))?,
+    };
+    advertiser_for(&state, Caller::Admin, advertiser_id).await?;
+    let (Some(_), Some(_), Some(_)) = (&body.name, body.cpm_bid_micros, body.total_budget_micros) else {
+        return Err(ApiError::invalid("name, cpm_bid_micros and total_budget_micros are required"));
+    };
+    body.advertiser_id = None;
+    let mut campaign = Campaign {
+        id: 0,
+        advertiser_id,
+        name: String::new(),
+        status: CampaignStatus::Draft,
+        cpm_bid_micros: 0,
+        total_budget_micros: 0,
+        daily_budget_micros: None,
+        start_at_ms: None,
+        end_at_ms: None,
+        pacing: Pacing::Even,
+        targeting: Targeting::default(),
+        frequency_cap: None,
+        created_at_ms: state.clock.now_ms(),
+    };
+    body.apply(&mut campaign, &serving_placements(&state))?;
+    let campaign = state.blocking(move |s| s.create_campaign(&campaign)).await?;
+    state.reload_catalog()?;
+    Ok(created(campaign_json(&campaign, 0)))
+}
+
+async fn campaign_for(state: &Arc<AppState>, caller: Caller, id: i64) -> AppResult<Campaign> {
+    let campaign = state.blocking(move |s| s.campaign(id)).await?;
+    campaign.filter(|c| caller.owns(c.advertiser_id)).ok_or_else(|| ApiError::not_found("campaign"))
+}
+
+pub async fn get_campaign(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>) -> AppResult<axum::Json<Value>> {
+    let c = campaign_for(&state, caller, id).await?;
+    let spend = state.pipeline.billing().spent(c.id);
+    Ok(axum::Json(campaign_json(&c, spend)))
+}
+
+pub async fn list_campaigns(State(state): State<Arc<AppState>>, caller: Caller) -> AppResult<axum::Json<Value>> {
+    let owner = caller.advertiser_id();
+    let all = state.blocking(move |s| s.campaigns(owner)).await?;
+    let billing = state.pipeline.billing();
+    Ok(items(all.iter().map(|c| campaign_json(c, billing.spent(c.id))).collect()))
+}
+
+pub async fn patch_campaign(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>, Json(body): Json<CampaignInput>) -> AppResult<axum::Json<Value>> {
+    let mut campaign = campaign_for(&state, caller, id).await?;
+    if body.advertiser_id.is_some() {
+        return Err(ApiError::invalid("a campaign cannot change advertiser"));
+    }
+    body.apply(&mut campaign, &serving_placements(&state))?;
+    let saved = campaign.clone();
+    state.blocking(move |s| s.update_campaign(&saved)).await?;
+    state.reload_catalog()?;
+    let spend = state.pipeline.billing().spent(id);
+    Ok(axum::Json(campaign_json(&campaign, spend)))
+}
+
+pub async fn campaign_action(State(state): State<Arc<AppState>>, caller: Caller, Path((id, action)): Path<(i64, String)>) -> AppResult<axum::Json<Value>> {
+    let mut campaign = campaign_for(&state, caller, id).await?;
+    let action = CampaignAction::parse(&action).ok_or_else(|| ApiError::not_found("campaign action"))?;
+    let next = campaign.status.after(action).ok_or_else(|| {
+        ApiError::conflict("invalid_transition", format!("cannot {action:?} a campaign that is {}", campaign.status.as_str()).to_lowercase())
+    })?;
+    if action == CampaignAction::Submit {
+        let ads = state.blocking(move |s| s.ads(Some(id))).await?;
+        if ads.is_empty() {
+            return Err(ApiError::conflict("no_ads", "add at least one ad before submitting"));
+        }
+    }
+    campaign.status = next;
+    let saved = campaign.clone();
+    state.blocking(move |s| s.update_campaign(&saved)).await?;
+    state.reload_catalog()?;
+    let spend = state.pipeline.billing().spent(id);
+    Ok(axum::Json(campaign_json(&campaign, spend)))
+}
+
+// ---- ads --------------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AdInput {
+    format: Option<String>,
+    headline: Option<String>,
+    body: Option<String>,
+    #[serde(default, with = "double_option")]
+    image_url: Option<Option<String>>,
+    cta: Option<String>,
+    target_url: Option<String>,
+}
+
+impl AdInput {
+    fn apply(self, ad: &mut Ad) -> AppResult<bool> {
+        let mut changed = false;
+        if let Some(f) = self.format {
+            ad.format = Format::parse(&f).ok_or_else(|| ApiError::invalid("format must be compact or sidebar"))?;
+            changed = true;
+        }
+        if let Some(h) = self.headline {
+            ad.headline = text("headline", &h, 1, 90)?;
+            changed = true;
+        }
+        if let Some(b) = self.body {
+            ad.body = text("body", &b, 0, 300)?;
+            changed = true;
+        }
+        if let Some(i) = self.image_url {
+            ad.image_url = i.map(|u| web_url("image_url", &u)).transpose()?;
+            changed = true;
+        }
+        if let Some(c) = self.cta {
+            ad.cta = text("cta", &c, 1, 30)?;
+            changed = true;
+        }
+        if let Some(t) = self.target_url {
+            ad.target_url = web_url("target_url", &t)?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+}
+
+pub async fn create_ad(State(state): State<Arc<AppState>>, caller: Caller, Path(campaign_id): Path<i64>, Json(body): Json<AdInput>) -> AppResult<Response> {
+    let campaign = campaign_for(&state, caller, campaign_id).await?;
+    if body.format.is_none() || body.headline.is_none() || body.target_url.is_none() {
+        return Err(ApiError::invalid("format, headline and target_url are required"));
+    }
+    let mut ad = Ad {
+        id: 0,
+        campaign_id,
+        advertiser_id: campaign.advertiser_id,
+        format: Format::Compact,
+        headline: String::new(),
+        body: String::new(),
+        image_url: None,
+        cta: "Learn more".into(),
+        target_url: String::new(),
+        status: AdStatus::PendingReview,
+        rejection_reason: None,
+        created_at_ms: state.clock.now_ms(),
+    };
+    body.apply(&mut ad)?;
+    let ad = state.blocking(move |s| s.create_ad(&ad)).await?;
+    state.reload_catalog()?;
+    Ok(created(ad_json(&ad)))
+}
+
+async fn ad_for(state: &Arc<AppState>, caller: Caller, id: i64) -> AppResult<Ad> {
+    let ad = state.blocking(move |s| s.ad(id)).await?;
+    ad.filter(|a| caller.owns(a.advertiser_id)).ok_or_else(|| ApiError::not_found("ad"))
+}
+
+pub async fn get_ad(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>) -> AppResult<axum::Json<Value>> {
+    Ok(axum::Json(ad_json(&ad_for(&state, caller, id).await?)))
+}
+
+#[derive(Deserialize)]
+pub struct AdListQuery {
+    status: Option<String>,
+    campaign_id: Option<i64>,
+}
+
+pub async fn list_ads(State(state): State<Arc<AppState>>, caller: Caller, Query(q): Query<AdListQuery>) -> AppResult<axum::Json<Value>> {
+    let status = q.status.as_deref().map(|s| AdStatus::parse(s).ok_or_else(|| ApiError::invalid("status must be pending_review, approved or rejected"))).transpose()?;
+    let campaign = q.campaign_id;
+    let ads = state.blocking(move |s| s.ads(campaign)).await?;
+    let visible = ads.iter().filter(|a| caller.owns(a.advertiser_id) && status.is_none_or(|s| a.status == s));
+    Ok(items(visible.map(ad_json).collect()))
+}
+
+/// Editing an ad's content sends it back to review, whatever its status was.
+pub async fn patch_ad(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>, Json(body): Json<AdInput>) -> AppResult<axum::Json<Value>> {
+    let mut ad = ad_for(&state, caller, id).await?;
+    if body.apply(&mut ad)? {
+        ad.status = AdStatus::PendingReview;
+        ad.rejection_reason = None;
+    }
+    let saved = ad.clone();
+    state.blocking(move |s| s.update_ad(&saved)).await?;
+    state.reload_catalog()?;
+    Ok(axum::Json(ad_json(&ad)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    decision: String,
+    reason: Option<String>,
+}
+
+pub async fn review_ad(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>, Json(body): Json<Review>) -> AppResult<axum::Json<Value>> {
+    caller.require_admin()?;
+    let mut ad = ad_for(&state, caller, id).await?;
+    match body.decision.as_str() {
+        "approve" => {
+            ad.status = AdStatus::Approved;
+            ad.rejection_reason = None;
+        }
+        "reject" => {
+            let reason = body.reason.as_deref().ok_or_else(|| ApiError::invalid("a rejection needs a reason"))?;
+            ad.status = AdStatus::Rejected;
+            ad.rejection_reason = Some(text("reason", reason, 1, 500)?);
+        }
+        _ => return Err(ApiError::invalid("decision must be approve or reject")),
+    }
+    let saved = ad.clone();
+    let approved = ad.status == AdStatus::Approved;
+    state
+        .blocking(move |s| {
+            s.update_ad(&saved)?;
+            if approved {
+                if let Some(mut c) = s.campaign(saved.campaign_id)? {
+                    let next = c.status.on_ad_approved();
+                    if next != c.status {
+                        c.status = next;
+                        s.update_campaign(&c)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    state.reload_catalog()?;
+    Ok(axum::Json(ad_json(&ad)))
+}

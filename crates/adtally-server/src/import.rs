@@ -1,0 +1,239 @@
+//! `POST /v1/events`: bulk import of historical events as NDJSON. Each line goes
+//! through the same filters and the same writer as live traffic; it is idempotent by
+//! `event_id`. A bad line is reported by number and never stops the good ones.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use adtally_core::clock::DAY;
+use adtally_core::counting::DecisionRef;
+use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
+use adtally_core::traffic::givt_verdict;
+
+use crate::api::{text, Caller};
+use crate::error::ApiError;
+use crate::pipeline::{Outcome, Submission, MAX_BATCH};
+use crate::state::{AppState, ServingCatalog};
+
+/// Most lines one import request may carry.
+pub const MAX_LINES: usize = 200_000;
+/// Longest line accepted.
+pub const MAX_LINE_BYTES: usize = 8 * 1024;
+/// Rejected lines listed in the answer (all are counted).
+const MAX_LISTED_REJECTIONS: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportLine {
+    event_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    at: String,
+    campaign_id: Option<i64>,
+    ad_id: Option<i64>,
+    placement: Option<String>,
+    uid: Option<String>,
+    user_agent: Option<String>,
+    ip: Option<String>,
+    value_micros: Option<i64>,
+    order_id: Option<String>,
+    device: Option<String>,
+    country: Option<String>,
+    advertiser_id: Option<i64>,
+    /// The request's `Sec-Purpose`/`Purpose` header, when the log recorded it.
+    purpose: Option<String>,
+}
+
+/// The result of an import.
+#[derive(Debug, Default)]
+pub struct ImportSummary {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected_count: usize,
+    pub rejected: Vec<(usize, String)>,
+    pub verdicts: std::collections::BTreeMap<&'static str, usize>,
+}
+
+impl ImportSummary {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected_count": self.rejected_count,
+            "rejected": self.rejected.iter().map(|(line, error)| json!({"line": line, "error": error})).collect::<Vec<_>>(),
+            "verdicts": self.verdicts,
+        })
+    }
+    fn reject(&mut self, line: usize, error: String) {
+        self.rejected_count += 1;
+        if self.rejected.len() < MAX_LISTED_REJECTIONS {
+            self.rejected.push((line, error));
+        }
+    }
+}
+
+pub async fn import_events(State(state): State<Arc<AppState>>, caller: Caller, body: Bytes) -> Result<axum::Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let summary = import_ndjson(&state, &body).await?;
+    Ok(axum::Json(summary.to_json()))
+}
+
+/// Imports NDJSON through the live pipeline. Used by the HTTP endpoint and the demo.
+pub async fn import_ndjson(state: &Arc<AppState>, body: &[u8]) -> Result<ImportSummary, ApiError> {
+    let mut summary = ImportSummary::default();
+    let catalog = state.catalog();
+    let mut chunk: Vec<Submission> = Vec::with_capacity(MAX_BATCH);
+    let mut lines = 0;
+    for (index, raw) in body.split(|&b| b == b'\n').enumerate() {
+        let number = index + 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        lines += 1;
+        if lines > MAX_LINES {
+            return Err(ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_lines",
+                format!("an import holds at most {MAX_LINES} lines; split the file"),
+            ));
+        }
+        match parse_line(state, &catalog, raw) {
+            Ok(s) => chunk.push(s),
+            Err(e) => summary.reject(number, e),
+        }
+        if chunk.len() >= MAX_BATCH {
+            submit(state, std::mem::take(&mut chunk), &mut summary).await?;
+        }
+    }
+    submit(state, chunk, &mut summary).await?;
+    Ok(summary)
+}
+
+async fn submit(state: &Arc<AppState>, chunk: Vec<Submission>, summary: &mut ImportSummary) -> Result<(), ApiError> {
+    if chunk.is_empty() {
+        return Ok(());
+    }
+    for outcome in state.pipeline.submit(chunk).await? {
+        match outcome {
+            Outcome::Stored { verdict, .. } => {
+                summary.accepted += 1;
+                *summary.verdicts.entry(verdict.as_str()).or_default() += 1;
+            }
+            Outcome::AlreadyStored => summary.duplicates += 1,
+        }
+    }
+    Ok(())
+}
+
+fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Result<Submission, String> {
+    if raw.len() > MAX_LINE_BYTES {
+        return Err(format!("line is longer than {MAX_LINE_BYTES} bytes"));
+    }
+    let line: ImportLine = serde_json::from_slice(raw).map_err(|e| format!("invalid JSON: {e}"))?;
+    let event_id = text("event_id", &line.event_id, 1, 128).map_err(|e| e.message)?;
+    let kind = EventKind::parse(&line.kind).ok_or("type must be impression, viewable, click or conversion")?;
+    let at_ms = line
+        .at
+        .parse::<adtally_core::jiff::Timestamp>()
+        .map_err(|_| "at must be an RFC 3339 time like 2026-11-25T10:00:00Z".to_owned())?
+        .as_millisecond();
+    let now = state.clock.now_ms();
+    if at_ms > now + 5 * 60_000 || at_ms < 946_684_800_000 {
+        return Err("at must be between 2000-01-01 and now".into());
+    }
+    let bounded = |field: &str, v: &Option<String>, max: usize| {
+        v.as_deref().map(|s| text(field, s, 0, max).map_err(|e| e.message)).transpose()
+    };
+    let uid = bounded("uid", &line.uid, 128)?.filter(|u| !u.is_empty());
+    let user_agent = bounded("user_agent", &line.user_agent, 1024)?;
+    let order_id = bounded("order_id", &line.order_id, 128)?.filter(|o| !o.is_empty());
+    let ip: Option<IpAddr> = line.ip.as_deref().map(|i| i.parse().map_err(|_| "ip must be an IPv4 or IPv6 address".to_owned())).transpose()?;
+    let value_micros = line.value_micros.unwrap_or(0);
+    if !(0..=1_000_000_000_000_000).contains(&value_micros) {
+        return Err("value_micros must be between 0 and 10^15".into());
+    }
+
+    let ad = line.ad_id.map(|id| catalog.ads.get(&id).ok_or_else(|| format!("unknown ad_id {id}"))).transpose()?;
+    let campaign = line.campaign_id.map(|id| catalog.campaigns.get(&id).ok_or_else(|| format!("unknown campaign_id {id}"))).transpose()?;
+    if let (Some(ad), Some(c)) = (ad, campaign) {
+        if ad.campaign_id != c.id {
+            return Err(format!("ad {} does not belong to campaign {}", ad.id, c.id));
+        }
+    }
+    let placement = line
+        .placement
+        .as_deref()
+        .map(|slug| catalog.placements.get(slug).ok_or_else(|| format!("unknown placement {:?}", slug.chars().take(64).collect::<String>())))
+        .transpose()?;
+    let advertiser_id = campaign.map(|c| c.advertiser_id).or(line.advertiser_id);
+    let (campaign_id, ad_id, placement_id) = match kind {
+        EventKind::Conversion => {
+            (campaign.map_or(0, |c| c.id), ad.map_or(0, |a| a.id), placement.map_or(0, |p| p.id))
+        }
+        _ => {
+            let (Some(c), Some(a), Some(p)) = (campaign, ad, placement) else {
+                return Err("impressions, viewables and clicks need campaign_id, ad_id and placement".into());
+            };
+            (c.id, a.id, p.id)
+        }
+    };
+    let advertiser_id = advertiser_id.ok_or("a conversion needs campaign_id or advertiser_id")?;
+    if !catalog.advertisers.contains_key(&advertiser_id) {
+        return Err(format!("unknown advertiser_id {advertiser_id}"));
+    }
+
+    let day = (at_ms / DAY).to_le_bytes();
+    let ip_bytes = ip.map(|ip| match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    });
+    let ip_key = ip_bytes.map_or(0, |b| state.signer.keyed_hash(&[b"ip", &day, &b]));
+    let user_key = match (&uid, &ip_bytes) {
+        (Some(uid), _) => state.signer.keyed_hash(&[b"uid", uid.as_bytes()]),
+        (None, Some(_)) => state.signer.keyed_hash(&[b"ipua", &day, &ip_key.to_le_bytes(), user_agent.as_deref().unwrap_or("").as_bytes()]),
+        (None, None) => return Err("give uid or ip so the event has a user".into()),
+    };
+    let device = match line.device.as_deref() {
+        Some(d) => Device::parse(d).ok_or("device must be desktop, mobile or tablet")?,
+        None => user_agent.as_deref().map_or(Device::Desktop, |ua| state.user_agents.device(ua)),
+    };
+    let country = line.country.as_deref().map_or(Country::UNKNOWN, Country::parse);
+    let purpose = line.purpose.as_deref().unwrap_or("").to_ascii_lowercase();
+    let givt = givt_verdict(
+        user_agent.as_deref().is_some_and(|ua| state.is_bot(ua)),
+        purpose.contains("prefetch") || purpose.contains("prerender"),
+        ip.is_some_and(|ip| state.datacenters.contains(ip)),
+    );
+    let dedup_key = match (kind, &order_id) {
+        (EventKind::Conversion, Some(order)) => format!("order:{advertiser_id}:{order}"),
+        _ => format!("import:{event_id}"),
+    };
+    Ok(Submission {
+        event: Event {
+            at_ms,
+            kind,
+            verdict: Verdict::Valid,
+            decision_id: 0,
+            advertiser_id,
+            campaign_id,
+            ad_id,
+            placement_id,
+            user_key,
+            ip_key,
+            device,
+            country,
+            cost_micros: 0,
+            value_micros: if kind == EventKind::Conversion { value_micros } else { 0 },
+        },
+        decision: DecisionRef::Imported { fresh_decision_id: state.next_decision_id(at_ms) },
+        givt,
+        clearing_cpm_micros: campaign.map_or(0, |c| c.cpm_bid_micros),
+        dedup_key: Some(dedup_key),
+    })
+}

@@ -1,0 +1,48 @@
+//! Operations routes: liveness, Prometheus metrics, the OpenAPI document, and the JSON
+//! 404 for everything else.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use adtally_core::event::{EventKind, Verdict};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// Prometheus text format, written by hand: a few counters do not need a metrics crate.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let mut out = String::new();
+    let counters = state.pipeline.counters();
+    out.push_str("# HELP adtally_events_total Events stored, by type and verdict.\n# TYPE adtally_events_total counter\n");
+    for kind in EventKind::ALL {
+        for verdict in Verdict::ALL {
+            let n = counters.get(kind, verdict);
+            let _ = writeln!(out, "adtally_events_total{{type=\"{}\",verdict=\"{}\"}} {n}", kind.as_str(), verdict.as_str());
+        }
+    }
+    let _ = writeln!(out, "# HELP adtally_decisions_total Ad decisions, by result.\n# TYPE adtally_decisions_total counter");
+    let _ = writeln!(out, "adtally_decisions_total{{result=\"filled\"}} {}", state.decisions_served.load(Ordering::Relaxed));
+    let _ = writeln!(out, "adtally_decisions_total{{result=\"unfilled\"}} {}", state.decisions_unfilled.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP adtally_write_batches_total Group commits.\n# TYPE adtally_write_batches_total counter");
+    let _ = writeln!(out, "adtally_write_batches_total {}", counters.batches.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP adtally_write_batch_events_total Events in group commits.\n# TYPE adtally_write_batch_events_total counter");
+    let _ = writeln!(out, "adtally_write_batch_events_total {}", counters.batch_events.load(Ordering::Relaxed));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json")).into_response()
+}

@@ -1,0 +1,263 @@
+//! `GET /v1/reports` and `GET /v1/reports/ivt`: rollups grouped by the asked dimensions
+//! and local days or hours of the advertiser's time zone, with every metric, as JSON or
+//! CSV.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use adtally_core::event::{Country, Device, EventKind, Verdict};
+use adtally_core::metrics::{Counts, MetricValue, Metrics};
+use adtally_core::report::{local_date, period_start, time_label, Dimension, Granularity, RawReportRequest, ReportSpec};
+use adtally_store::RollupQuery;
+
+use crate::api::Caller;
+use crate::error::{ApiError, Query};
+use crate::state::{AppState, ServingCatalog};
+
+#[derive(Deserialize, Default)]
+pub struct ReportParams {
+    pub range: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub granularity: Option<String>,
+    pub group_by: Option<String>,
+    pub campaign_id: Option<i64>,
+    pub ad_id: Option<i64>,
+    pub advertiser_id: Option<i64>,
+    pub format: Option<String>,
+}
+
+/// A report row's identity: period start and the grouped dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct RowKey {
+    period_ms: i64,
+    campaign_id: i64,
+    ad_id: i64,
+    placement_id: i64,
+    device: Device,
+    country: Country,
+}
+
+struct Report {
+    spec: ReportSpec,
+    tz: adtally_core::jiff::tz::TimeZone,
+    rows: BTreeMap<RowKey, Counts>,
+    totals: Counts,
+    catalog: Arc<ServingCatalog>,
+}
+
+async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams) -> Result<Report, ApiError> {
+    if p.format.as_deref().is_some_and(|f| f != "json" && f != "csv") {
+        return Err(ApiError::invalid("format must be json or csv"));
+    }
+    let advertiser_id = match caller {
+        Caller::Advertiser(id) => {
+            if p.advertiser_id.is_some_and(|a| a != id) {
+                return Err(ApiError::not_found("advertiser"));
+            }
+            Some(id)
+        }
+        Caller::Admin => p.advertiser_id,
+    };
+    let catalog = state.catalog();
+    if let Some(id) = p.campaign_id {
+        if !catalog.campaigns.get(&id).is_some_and(|c| caller.owns(c.advertiser_id)) {
+            return Err(ApiError::not_found("campaign"));
+        }
+    }
+    if let Some(id) = p.ad_id {
+        if !catalog.ads.get(&id).is_some_and(|a| caller.owns(a.advertiser_id)) {
+            return Err(ApiError::not_found("ad"));
+        }
+    }
+    let tz = advertiser_id.map_or(adtally_core::jiff::tz::TimeZone::UTC, |id| catalog.timezone(id));
+    let raw = RawReportRequest {
+        range: p.range.clone(),
+        from: p.from.clone(),
+        to: p.to.clone(),
+        granularity: p.granularity.clone(),
+        group_by: p.group_by.clone(),
+    };
+    let spec = ReportSpec::parse(&raw, local_date(state.clock.now_ms(), &tz))
+        .map_err(|e| ApiError::bad_request("invalid_report", e.to_string()))?;
+    let (from_ms, to_ms) = spec.utc_range(&tz);
+    let query = RollupQuery {
+        advertiser_id,
+        campaign_id: p.campaign_id,
+        ad_id: p.ad_id,
+        from_ms,
+        to_ms,
+        by_bucket: spec.granularity != Granularity::Total,
+        group_by: spec.group_by.clone(),
+    };
+    let found = state.blocking(move |s| s.rollup_rows(&query)).await?;
+    let mut rows: BTreeMap<RowKey, Counts> = BTreeMap::new();
+    let mut totals = Counts::default();
+    for r in found {
+        let key = RowKey {
+            period_ms: period_start(r.bucket_ms, spec.granularity, &tz),
+            campaign_id: r.campaign_id,
+            ad_id: r.ad_id,
+            placement_id: r.placement_id,
+            device: r.device,
+            country: r.country,
+        };
+        let s = r.sums;
+        rows.entry(key).or_default().add(r.kind, r.verdict, s.events, s.cost_micros, s.value_micros);
+        totals.add(r.kind, r.verdict, s.events, s.cost_micros, s.value_micros);
+    }
+    Ok(Report { spec, tz, rows, totals, catalog })
+}
+
+impl Report {
+    /// The row's key columns, in output order, as JSON values.
+    fn key_columns(&self, key: &RowKey) -> Vec<(&'static str, Value)> {
+        let mut out = Vec::new();
+        match self.spec.granularity {
+            Granularity::Total => {}
+            Granularity::Day => out.push(("date", json!(time_label(key.period_ms, Granularity::Day, &self.tz)))),
+            Granularity::Hour => out.push(("hour", json!(time_label(key.period_ms, Granularity::Hour, &self.tz)))),
+        }
+        let id = |v: i64| if v == 0 { Value::Null } else { json!(v) };
+        for dim in &self.spec.group_by {
+            let value = match dim {
+                Dimension::Campaign => id(key.campaign_id),
+                Dimension::Ad => id(key.ad_id),
+                Dimension::Placement => self.catalog.placement_slugs.get(&key.placement_id).map_or(Value::Null, |s| json!(s)),
+                Dimension::Device => json!(key.device.as_str()),
+                Dimension::Country => json!(key.country.as_str()),
+            };
+            out.push((dim.column(), value));
+        }
+        out
+    }
+}
+
+fn metric_json(v: MetricValue) -> Value {
+    match v {
+        MetricValue::Int(n) => json!(n),
+        MetricValue::Money(m) => m.map_or(Value::Null, |n| json!(n)),
+        MetricValue::Rate(r) => r.map_or(Value::Null, |x| json!((x * 10_000.0).round() / 10_000.0)),
+    }
+}
+
+fn metrics_object(m: &Metrics, into: &mut Map<String, Value>) {
+    for (name, value) in Metrics::NAMES.iter().zip(m.values()) {
+        into.insert((*name).into(), metric_json(value));
+    }
+}
+
+/// One CSV field, quoted per RFC 4180 when it needs to be.
+fn csv_field(out: &mut String, value: &Value) {
+    let text = match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&text.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(&text);
+    }
+}
+
+fn csv_line(out: &mut String, values: &[Value]) {
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        csv_field(out, v);
+    }
+    out.push_str("\r\n");
+}
+
+fn csv_response(body: String, name: &str) -> Response {
+    let disposition = format!("attachment; filename=\"{name}.csv\"");
+    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition)], body).into_response()
+}
+
+pub async fn report(State(state): State<Arc<AppState>>, caller: Caller, Query(p): Query<ReportParams>) -> Result<Response, ApiError> {
+    let report = build(&state, caller, &p).await?;
+    if p.format.as_deref() == Some("csv") {
+        let mut out = String::new();
+        let mut header: Vec<Value> = report.key_columns(&RowKey::default_key()).iter().map(|(k, _)| json!(k)).collect();
+        header.extend(Metrics::NAMES.iter().map(|n| json!(n)));
+        csv_line(&mut out, &header);
+        for (key, counts) in &report.rows {
+            let mut line: Vec<Value> = report.key_columns(key).into_iter().map(|(_, v)| v).collect();
+            line.extend(counts.metrics().values().into_iter().map(metric_json));
+            csv_line(&mut out, &line);
+        }
+        return Ok(csv_response(out, "adtally-report"));
+    }
+    let rows: Vec<Value> = report
+        .rows
+        .iter()
+        .map(|(key, counts)| {
+            let mut row: Map<String, Value> = report.key_columns(key).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            metrics_object(&counts.metrics(), &mut row);
+            Value::Object(row)
+        })
+        .collect();
+    let mut totals = Map::new();
+    metrics_object(&report.totals.metrics(), &mut totals);
+    Ok(axum::Json(json!({"rows": rows, "totals": totals, "timezone": report.tz.iana_name().unwrap_or("UTC")})).into_response())
+}
+
+impl RowKey {
+    fn default_key() -> Self {
+        RowKey { period_ms: 0, campaign_id: 0, ad_id: 0, placement_id: 0, device: Device::Desktop, country: Country::UNKNOWN }
+    }
+}
+
+/// Invalid events by reason: one row per group, event kind and reason.
+pub async fn ivt_report(State(state): State<Arc<AppState>>, caller: Caller, Query(p): Query<ReportParams>) -> Result<Response, ApiError> {
+    let report = build(&state, caller, &p).await?;
+    let mut rows = Vec::new();
+    for (key, counts) in &report.rows {
+        for (&(kind, verdict), &events) in &counts.invalid {
+            let mut row: Vec<(&str, Value)> = report.key_columns(key);
+            row.push(("event_type", json!(kind.as_str())));
+            row.push(("reason", json!(verdict.as_str())));
+            row.push(("events", json!(events)));
+            rows.push(row);
+        }
+    }
+    let mut by_reason = Map::new();
+    for verdict in Verdict::ALL.into_iter().filter(|v| !v.is_valid()) {
+        let mut per_kind = Map::new();
+        for kind in [EventKind::Impression, EventKind::Viewable, EventKind::Click, EventKind::Conversion] {
+            per_kind.insert(kind.as_str().into(), json!(report.totals.invalid.get(&(kind, verdict)).copied().unwrap_or(0)));
+        }
+        by_reason.insert(verdict.as_str().into(), Value::Object(per_kind));
+    }
+    if p.format.as_deref() == Some("csv") {
+        let mut out = String::new();
+        let mut header: Vec<Value> = report.key_columns(&RowKey::default_key()).iter().map(|(k, _)| json!(k)).collect();
+        header.extend(["event_type", "reason", "events"].map(|n| json!(n)));
+        csv_line(&mut out, &header);
+        for row in &rows {
+            csv_line(&mut out, &row.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>());
+        }
+        return Ok(csv_response(out, "adtally-ivt"));
+    }
+    let rows: Vec<Value> =
+        rows.into_iter().map(|r| Value::Object(r.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())).collect();
+    Ok(axum::Json(json!({
+        "rows": rows,
+        "totals": {
+            "invalid_impressions": report.totals.invalid_impressions,
+            "invalid_clicks": report.totals.invalid_clicks,
+            "by_reason": by_reason,
+        }
+    }))
+    .into_response())
+}

@@ -1,0 +1,227 @@
+//! What every handler shares: the store, the event pipeline, the serving catalog (an
+//! in-memory snapshot of what can be shown), the token signer and the traffic
+//! classifiers.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use adtally_core::catalog::{Ad, AdStatus, Advertiser, Campaign, CampaignStatus, Format, Placement};
+use adtally_core::clock::Clock;
+use adtally_core::counting::CountingConfig;
+use adtally_core::token::TokenSigner;
+use adtally_core::traffic::{DatacenterRanges, UserAgentClassifier};
+use adtally_store::{Store, StoreError};
+use adtally_core::jiff::tz::TimeZone;
+
+use crate::error::ApiError;
+use crate::pipeline::Pipeline;
+
+/// Settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub counting: CountingConfig,
+    /// Peers whose `X-Forwarded-For` is believed: (network, prefix length).
+    pub trusted_proxies: Vec<(IpAddr, u8)>,
+    /// Base of tracking URLs (`https://ads.example.com`); by default taken from the
+    /// request's `Host` header.
+    pub public_url: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            counting: CountingConfig::default(),
+            trusted_proxies: vec![("127.0.0.0".parse().unwrap_or(IpAddr::from([127, 0, 0, 0])), 8), (IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), 128)],
+            public_url: None,
+        }
+    }
+}
+
+/// An ad that may be shown, with its campaign.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub ad: Arc<Ad>,
+    pub campaign: Arc<Campaign>,
+}
+
+/// An immutable snapshot of everything the decision and tracking paths read; replaced
+/// whole after every management change.
+#[derive(Debug, Default)]
+pub struct ServingCatalog {
+    pub placements: HashMap<String, Placement>,
+    pub placement_slugs: HashMap<i64, String>,
+    /// Approved ads of active campaigns, per format.
+    pub candidates: HashMap<Format, Vec<Candidate>>,
+    /// Every ad and campaign, whatever their status (click redirects, imports).
+    pub ads: HashMap<i64, Arc<Ad>>,
+    pub campaigns: HashMap<i64, Arc<Campaign>>,
+    pub advertisers: HashMap<i64, (Advertiser, TimeZone)>,
+}
+
+impl ServingCatalog {
+    pub fn load(store: &dyn Store) -> Result<Self, StoreError> {
+        let mut catalog = ServingCatalog::default();
+        for p in store.placements()? {
+            catalog.placement_slugs.insert(p.id, p.slug.clone());
+            catalog.placements.insert(p.slug.clone(), p);
+        }
+        for a in store.advertisers()? {
+            let tz = TimeZone::get(&a.timezone).unwrap_or(TimeZone::UTC);
+            catalog.advertisers.insert(a.id, (a, tz));
+        }
+        let campaigns: HashMap<i64, Arc<Campaign>> =
+            store.campaigns(None)?.into_iter().map(|c| (c.id, Arc::new(c))).collect();
+        for ad in store.ads(None)? {
+            let ad = Arc::new(ad);
+            catalog.ads.insert(ad.id, ad.clone());
+            if let Some(campaign) = campaigns.get(&ad.campaign_id) {
+                if ad.status == AdStatus::Approved && campaign.status == CampaignStatus::Active {
+                    catalog.candidates.entry(ad.format).or_default().push(Candidate { ad, campaign: campaign.clone() });
+                }
+            }
+        }
+        catalog.campaigns = campaigns;
+        Ok(catalog)
+    }
+
+    pub fn timezone(&self, advertiser_id: i64) -> TimeZone {
+        self.advertisers.get(&advertiser_id).map_or(TimeZone::UTC, |(_, tz)| tz.clone())
+    }
+}
+
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub pipeline: Pipeline,
+    catalog: RwLock<Arc<ServingCatalog>>,
+    pub signer: TokenSigner,
+    pub user_agents: UserAgentClassifier,
+    bot_cache: Mutex<HashMap<u64, bool>>,
+    hasher: RandomState,
+    pub datacenters: DatacenterRanges,
+    pub config: ServerConfig,
+    pub clock: Arc<dyn Clock>,
+    pub admin_key_hash: String,
+    decision_seq: AtomicU64,
+    pub decisions_served: AtomicU64,
+    pub decisions_unfilled: AtomicU64,
+}
+
+/// Distinct user agents whose bot verdict is remembered; the cache is emptied when full.
+const BOT_CACHE_ENTRIES: usize = 50_000;
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        pipeline: Pipeline,
+        signer: TokenSigner,
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+        admin_key_hash: String,
+    ) -> Result<Self, StoreError> {
+        let catalog = ServingCatalog::load(store.as_ref())?;
+        Ok(Self {
+            store,
+            pipeline,
+            catalog: RwLock::new(Arc::new(catalog)),
+            signer,
+            user_agents: UserAgentClassifier::new(),
+            bot_cache: Mutex::new(HashMap::new()),
+            hasher: RandomState::new(),
+            datacenters: DatacenterRanges::bundled(),
+            config,
+            clock,
+            admin_key_hash,
+            decision_seq: AtomicU64::new(0),
+            decisions_served: AtomicU64::new(0),
+            decisions_unfilled: AtomicU64::new(0),
+        })
+    }
+
+    pub fn catalog(&self) -> Arc<ServingCatalog> {
+        self.catalog.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reloads the serving catalog and budgets after a management change.
+    pub fn reload_catalog(&self) -> Result<(), StoreError> {
+        let catalog = ServingCatalog::load(self.store.as_ref())?;
+        {
+            let mut billing = self.pipeline.billing();
+            for c in catalog.campaigns.values() {
+                billing.set_budget(c.id, c.advertiser_id, c.total_budget_micros);
+            }
+        }
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+        Ok(())
+    }
+
+    /// Runs a store call on a blocking thread.
+    pub async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let state = self.clone();
+        Ok(tokio::task::spawn_blocking(move || f(state.store.as_ref())).await??)
+    }
+
+    /// A new decision id: milliseconds since the epoch in the high bits and a counter in
+    /// the low 20, so ids are unique and grow with time across restarts.
+    pub fn next_decision_id(&self, now_ms: i64) -> u64 {
+        let floor = (now_ms.max(0) as u64) << 20;
+        let mut current = self.decision_seq.load(Ordering::Relaxed);
+        loop {
+            let next = floor.max(current + 1);
+            match self.decision_seq.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return next,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    pub fn is_bot(&self, user_agent: &str) -> bool {
+        let key = self.hasher.hash_one(user_agent);
+        if let Some(&known) = self.bot_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return known;
+        }
+        let verdict = self.user_agents.is_bot(user_agent);
+        let mut cache = self.bot_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= BOT_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key, verdict);
+        verdict
+    }
+
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.config.trusted_proxies.iter().any(|&(net, len)| in_network(ip, net, len))
+    }
+}
+
+/// Whether `ip` is inside `net/len`.
+pub fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V4(_)) => a.to_ipv4_mapped().is_some_and(|v4| in_network(IpAddr::V4(v4), net, len)),
+        _ => false,
+    }
+}
+
+/// Parses `10.0.0.0/8`, `::1/128` or a bare address.
+pub fn parse_cidr(text: &str) -> Option<(IpAddr, u8)> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, l.parse().ok()?),
+        None => (text, if text.contains(':') { 128 } else { 32 }),
+    };
+    let addr: IpAddr = addr.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (len <= max).then_some((addr, len))
+}

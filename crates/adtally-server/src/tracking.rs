@@ -1,0 +1,489 @@
+//! The public tracking surface: ad decisions, the impression, viewable and click
+//! beacons, and conversions. This is the hot path: no store reads, one HMAC check per
+//! beacon, and the only wait is for the group commit.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use adtally_core::auction::{self, Bid};
+use adtally_core::clock::DAY;
+use adtally_core::counting::DecisionRef;
+use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
+use adtally_core::token::{TrackingToken, TOKEN_TEXT_LEN};
+use adtally_core::traffic::{givt_verdict, is_prefetch};
+
+use crate::api::{text, Caller};
+use crate::error::{ApiError, Json, Path, Query};
+use crate::pipeline::{Outcome, Submission};
+use crate::state::{AppState, Candidate};
+
+/// A transparent 1×1 GIF.
+const PIXEL: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
+const COOKIE: &str = "adtally_uid";
+const MAX_UA_LEN: usize = 1024;
+const MAX_UID_LEN: usize = 128;
+
+/// What the request says about its sender.
+struct Visitor<'a> {
+    ip: IpAddr,
+    user_agent: &'a str,
+    headers: &'a HeaderMap,
+    trusted_peer: bool,
+}
+
+impl<'a> Visitor<'a> {
+    fn new(state: &AppState, peer: SocketAddr, headers: &'a HeaderMap) -> Self {
+        let trusted_peer = state.is_trusted_proxy(peer.ip());
+        let ip = if trusted_peer { forwarded_client(state, headers).unwrap_or(peer.ip()) } else { peer.ip() };
+        let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        Self { ip, user_agent, headers, trusted_peer }
+    }
+
+    fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn givt(&self, state: &AppState) -> Option<Verdict> {
+        let bot = self.user_agent.len() > MAX_UA_LEN || state.is_bot(self.user_agent);
+        let prefetch = is_prefetch(|name| self.header(name).map(str::to_owned));
+        givt_verdict(bot, prefetch, state.datacenters.contains(self.ip))
+    }
+
+    /// Country from a trusted proxy's geo header (`CF-IPCountry`, `X-Country-Code`).
+    fn country(&self) -> Country {
+        if !self.trusted_peer {
+            return Country::UNKNOWN;
+        }
+        self.header("cf-ipcountry").or_else(|| self.header("x-country-code")).map_or(Country::UNKNOWN, Country::parse)
+    }
+
+    fn cookie(&self) -> Option<&'a str> {
+        let cookies = self.header("cookie")?;
+        cookies.split(';').filter_map(|c| c.trim().split_once('=')).find(|(k, _)| *k == COOKIE).map(|(_, v)| v)
+            .filter(|v| !v.is_empty() && v.len() <= MAX_UID_LEN)
+    }
+
+    fn https(&self) -> bool {
+        self.trusted_peer && self.header("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"))
+    }
+
+    /// The daily-salted key of the address: rate limits per address without storing it.
+    fn ip_key(&self, state: &AppState, now_ms: i64) -> u64 {
+        let day = (now_ms / DAY).to_le_bytes();
+        let ip = match self.ip {
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            IpAddr::V6(a) => a.octets(),
+        };
+        state.signer.keyed_hash(&[b"ip", &day, &ip])
+    }
+
+    /// Same user = the page's `uid`, else our first-party cookie, else a daily-salted
+    /// hash of address and user agent.
+    fn user_key(&self, state: &AppState, uid: Option<&str>, now_ms: i64) -> u64 {
+        if let Some(uid) = uid {
+            return state.signer.keyed_hash(&[b"uid", uid.as_bytes()]);
+        }
+        if let Some(cookie) = self.cookie() {
+            return state.signer.keyed_hash(&[b"uid", cookie.as_bytes()]);
+        }
+        let day = (now_ms / DAY).to_le_bytes();
+        state.signer.keyed_hash(&[b"ipua", &day, &self.ip_key(state, now_ms).to_le_bytes(), self.user_agent.as_bytes()])
+    }
+}
+
+/// The client address from `X-Forwarded-For`: the rightmost entry that is not itself a
+/// trusted proxy (entries to its left could be forged by the client).
+fn forwarded_client(state: &AppState, headers: &HeaderMap) -> Option<IpAddr> {
+    let xff = headers.get("x-forwarded-for")?.to_str().ok()?;
+    let mut last = None;
+    for part in xff.rsplit(',').take(16) {
+        let ip: IpAddr = part.trim().parse().ok()?;
+        last = Some(ip);
+        if !state.is_trusted_proxy(ip) {
+            return Some(ip);
+        }
+    }
+    last
+}
+
+#[derive(Deserialize)]
+pub struct DecisionQuery {
+    placement: Option<String>,
+    uid: Option<String>,
+}
+
+#[derive(Serialize)]
+struct DecisionAd<'a> {
+    id: i64,
+    campaign_id: i64,
+    format: &'static str,
+    headline: &'a str,
+    body: &'a str,
+    image_url: Option<&'a str>,
+    cta: &'a str,
+}
+
+#[derive(Serialize)]
+struct DecisionBody<'a> {
+    request_id: String,
+    ad: DecisionAd<'a>,
+    impression_url: String,
+    viewable_url: String,
+    click_url: String,
+}
+
+pub async fn decision(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<DecisionQuery>,
+) -> Result<Response, ApiError> {
+    let slug = q.placement.as_deref().ok_or_else(|| ApiError::bad_request("missing_placement", "placement is required"))?;
+    let uid = q.uid.as_deref().filter(|u| !u.is_empty());
+    if uid.is_some_and(|u| u.len() > MAX_UID_LEN) {
+        return Err(ApiError::invalid(format!("uid must be at most {MAX_UID_LEN} bytes")));
+    }
+    let catalog = state.catalog();
+    let placement = catalog
+        .placements
+        .get(slug)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_placement", "no placement has this id"))?;
+    let visitor = Visitor::new(&state, peer, &headers);
+    let now = state.clock.now_ms();
+    let device = state.user_agents.device(visitor.user_agent);
+    let decision_id = state.next_decision_id(now);
+    let draw = splitmix(decision_id);
+
+    let eligible: Vec<&Candidate> = {
+        let billing = state.pipeline.billing();
+        catalog
+            .candidates
+            .get(&placement.format)
+            .map(|all| {
+                all.iter()
+                    .filter(|c| {
+                        let k = &c.campaign;
+                        k.start_at_ms.is_none_or(|s| s <= now)
+                            && k.end_at_ms.is_none_or(|e| now < e)
+                            && (k.targeting.devices.is_empty() || k.targeting.devices.contains(&device))
+                            && (k.targeting.placements.is_empty() || k.targeting.placements.iter().any(|p| p == slug))
+                            && billing.can_spend(k.id, k.advertiser_id)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    // One bid per campaign; its ads rotate.
+    let mut campaigns: Vec<i64> = eligible.iter().map(|c| c.campaign.id).collect();
+    campaigns.sort_unstable();
+    campaigns.dedup();
+    let bids: Vec<Bid> = campaigns
+        .iter()
+        .map(|id| {
+            let bid = eligible.iter().find(|c| c.campaign.id == *id).map_or(0, |c| c.campaign.cpm_bid_micros);
+            Bid { cpm_bid_micros: bid, quality: 1.0 }
+        })
+        .collect();
+    let Some(won) = auction::run(&bids, placement.floor_cpm_micros, draw) else {
+        state.decisions_unfilled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Ok(no_fill(&visitor));
+    };
+    let ads: Vec<&&Candidate> = eligible.iter().filter(|c| c.campaign.id == campaigns[won.winner]).collect();
+    let chosen = ads[((draw >> 32) % ads.len() as u64) as usize];
+    let (ad, campaign) = (&chosen.ad, &chosen.campaign);
+
+    let user_key = visitor.user_key(&state, uid, now);
+    let (Ok(advertiser_id), Ok(campaign_id), Ok(ad_id), Ok(placement_id)) = (
+        u32::try_from(campaign.advertiser_id),
+        u32::try_from(campaign.id),
+        u32::try_from(ad.id),
+        u32::try_from(placement.id),
+    ) else {
+        return Err(ApiError::internal());
+    };
+    let token = state.signer.sign(&TrackingToken {
+        decision_id,
+        issued_at_ms: now,
+        advertiser_id,
+        campaign_id,
+        ad_id,
+        placement_id,
+        user_key,
+        device,
+        country: visitor.country(),
+        clearing_cpm_micros: won.price_cpm_micros as u64,
+    });
+    let base = base_url(&state, &visitor);
+    let body = DecisionBody {
+        request_id: decision_id.to_string(),
+        ad: DecisionAd {
+            id: ad.id,
+            campaign_id: campaign.id,
+            format: ad.format.as_str(),
+            headline: &ad.headline,
+            body: &ad.body,
+            image_url: ad.image_url.as_deref(),
+            cta: &ad.cta,
+        },
+        impression_url: format!("{base}/t/i/{token}"),
+        viewable_url: format!("{base}/t/v/{token}"),
+        click_url: format!("{base}/t/c/{token}"),
+    };
+    state.decisions_served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut response = axum::Json(body).into_response();
+    set_cookie_if_absent(&mut response, &visitor, uid.is_some());
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+fn no_fill(visitor: &Visitor) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    set_cookie_if_absent(&mut response, visitor, false);
+    response
+}
+
+fn set_cookie_if_absent(response: &mut Response, visitor: &Visitor, has_uid: bool) {
+    if has_uid || visitor.cookie().is_some() {
+        return;
+    }
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        return;
+    }
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let attributes = if visitor.https() { "SameSite=None; Secure" } else { "SameSite=Lax" };
+    let cookie = format!("{COOKIE}={id}; Path=/; Max-Age=31536000; HttpOnly; {attributes}");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+fn base_url(state: &AppState, visitor: &Visitor) -> String {
+    if let Some(url) = &state.config.public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let host = visitor
+        .header("host")
+        .filter(|h| h.len() <= 255 && h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
+        .unwrap_or("localhost");
+    let scheme = if visitor.https() { "https" } else { "http" };
+    format!("{scheme}://{host}")
+}
+
+/// SplitMix64: spreads decision ids into well-mixed draws for tie breaks and rotation.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Verifies a beacon's token and submits its event. `None` when the token is bad or the
+/// request is a `HEAD` (link checkers never count and never use up a decision).
+async fn track(
+    state: &Arc<AppState>,
+    kind: EventKind,
+    method: &Method,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    token: &str,
+) -> Result<Option<TrackingToken>, ApiError> {
+    if token.len() != TOKEN_TEXT_LEN {
+        return Ok(None);
+    }
+    let Ok(t) = state.signer.verify(token) else { return Ok(None) };
+    if method == Method::HEAD {
+        return Ok(Some(t));
+    }
+    let visitor = Visitor::new(state, peer, headers);
+    let now = state.clock.now_ms();
+    let submission = Submission {
+        event: Event {
+            at_ms: now,
+            kind,
+            verdict: Verdict::Valid,
+            decision_id: t.decision_id,
+            advertiser_id: t.advertiser_id.into(),
+            campaign_id: t.campaign_id.into(),
+            ad_id: t.ad_id.into(),
+            placement_id: t.placement_id.into(),
+            user_key: t.user_key,
+            ip_key: visitor.ip_key(state, now),
+            device: t.device,
+            country: t.country,
+            cost_micros: 0,
+            value_micros: 0,
+        },
+        decision: DecisionRef::Token { decision_id: t.decision_id, issued_at_ms: t.issued_at_ms },
+        givt: visitor.givt(state),
+        clearing_cpm_micros: t.clearing_cpm_micros.min(i64::MAX as u64) as i64,
+        dedup_key: None,
+    };
+    state.pipeline.submit_one(submission).await?;
+    Ok(Some(t))
+}
+
+fn pixel() -> Response {
+    let headers = [(header::CONTENT_TYPE, "image/gif"), (header::CACHE_CONTROL, "no-store")];
+    (headers, PIXEL).into_response()
+}
+
+/// `GET /t/i/{token}`: the impression beacon. Always answers the pixel (POST: 204),
+/// even for a bad token, so pages never show a broken image.
+pub async fn impression(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    track(&state, EventKind::Impression, &method, peer, &headers, &token).await?;
+    Ok(if method == Method::POST { StatusCode::NO_CONTENT.into_response() } else { pixel() })
+}
+
+/// `GET /t/v/{token}`: the viewable-impression beacon.
+pub async fn viewable(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    track(&state, EventKind::Viewable, &method, peer, &headers, &token).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /t/c/{token}`: the click. Redirects to the ad's own target URL whatever the
+/// verdict; a token that fails verification gets 400 and goes nowhere.
+pub async fn click(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Result<Response, ApiError> {
+    let Some(t) = track(&state, EventKind::Click, &method, peer, &headers, &token).await? else {
+        return Err(ApiError::bad_request("invalid_token", "this click link is not valid"));
+    };
+    let catalog = state.catalog();
+    let ad = catalog.ads.get(&i64::from(t.ad_id)).ok_or_else(|| ApiError::not_found("ad"))?;
+    let location = HeaderValue::from_str(&ad.target_url).map_err(|_| ApiError::internal())?;
+    Ok((StatusCode::FOUND, [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))]).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ConversionPixel {
+    advertiser: Option<i64>,
+    uid: Option<String>,
+    value_micros: Option<i64>,
+    order_id: Option<String>,
+}
+
+/// Bounds and normalises a conversion.
+fn conversion_fields(value_micros: Option<i64>, order_id: Option<&str>) -> Result<(i64, Option<String>), ApiError> {
+    let value = value_micros.unwrap_or(0);
+    if !(0..=1_000_000_000_000_000).contains(&value) {
+        return Err(ApiError::invalid("value_micros must be between 0 and 10^15"));
+    }
+    let order = order_id.map(|o| text("order_id", o, 1, 128)).transpose()?;
+    Ok((value, order))
+}
+
+async fn submit_conversion(
+    state: &Arc<AppState>,
+    advertiser_id: i64,
+    user_key: u64,
+    ip_key: u64,
+    givt: Option<Verdict>,
+    value_micros: i64,
+    order_id: Option<String>,
+) -> Result<Outcome, ApiError> {
+    let now = state.clock.now_ms();
+    let submission = Submission {
+        event: Event {
+            at_ms: now,
+            kind: EventKind::Conversion,
+            verdict: Verdict::Valid,
+            decision_id: 0,
+            advertiser_id,
+            campaign_id: 0,
+            ad_id: 0,
+            placement_id: 0,
+            user_key,
+            ip_key,
+            device: Device::Desktop,
+            country: Country::UNKNOWN,
+            cost_micros: 0,
+            value_micros,
+        },
+        decision: DecisionRef::Imported { fresh_decision_id: 0 },
+        givt,
+        clearing_cpm_micros: 0,
+        dedup_key: order_id.map(|o| format!("order:{advertiser_id}:{o}")),
+    };
+    Ok(state.pipeline.submit_one(submission).await?)
+}
+
+/// `GET /t/conv?advertiser=A&uid=U&value_micros=V&order_id=O`: the conversion pixel.
+pub async fn conversion_pixel(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    Query(q): Query<ConversionPixel>,
+) -> Result<Response, ApiError> {
+    let advertiser_id = q.advertiser.ok_or_else(|| ApiError::invalid("advertiser is required"))?;
+    if !state.catalog().advertisers.contains_key(&advertiser_id) {
+        return Err(ApiError::not_found("advertiser"));
+    }
+    let (value, order) = conversion_fields(q.value_micros, q.order_id.as_deref())?;
+    if q.uid.as_ref().is_some_and(|u| u.len() > MAX_UID_LEN) {
+        return Err(ApiError::invalid(format!("uid must be at most {MAX_UID_LEN} bytes")));
+    }
+    if method == Method::HEAD {
+        return Ok(pixel());
+    }
+    let visitor = Visitor::new(&state, peer, &headers);
+    let now = state.clock.now_ms();
+    let user_key = visitor.user_key(&state, q.uid.as_deref().filter(|u| !u.is_empty()), now);
+    submit_conversion(&state, advertiser_id, user_key, visitor.ip_key(&state, now), visitor.givt(&state), value, order).await?;
+    Ok(pixel())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversionPostback {
+    uid: String,
+    value_micros: Option<i64>,
+    order_id: Option<String>,
+    advertiser_id: Option<i64>,
+}
+
+/// `POST /v1/conversions`: a server-to-server postback by the advertiser.
+pub async fn conversion_postback(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<ConversionPostback>,
+) -> Result<Response, ApiError> {
+    let advertiser_id = caller
+        .advertiser_id()
+        .or(body.advertiser_id)
+        .ok_or_else(|| ApiError::invalid("the admin key must name an advertiser_id"))?;
+    if !caller.owns(advertiser_id) || !state.catalog().advertisers.contains_key(&advertiser_id) {
+        return Err(ApiError::not_found("advertiser"));
+    }
+    let uid = text("uid", &body.uid, 1, MAX_UID_LEN)?;
+    let (value, order) = conversion_fields(body.value_micros, body.order_id.as_deref())?;
+    let user_key = state.signer.keyed_hash(&[b"uid", uid.as_bytes()]);
+    let outcome = submit_conversion(&state, advertiser_id, user_key, 0, None, value, order).await?;
+    let (status, body) = match outcome {
+        Outcome::Stored { verdict, .. } => (StatusCode::CREATED, serde_json::json!({"status": "recorded", "verdict": verdict.as_str()})),
+        Outcome::AlreadyStored => (StatusCode::OK, serde_json::json!({"status": "duplicate_order"})),
+    };
+    Ok((status, axum::Json(body)).into_response())
+}

@@ -1,0 +1,709 @@
+//! The embedded store: one SQLite file in the data directory, in WAL mode.
+//!
+//! One connection belongs to the event writer; management calls and reports share a
+//! small pool of others. SQLite serialises writers, so a management write waits (busy
+//! timeout) for the writer's current batch rather than failing.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use adtally_core::catalog::{
+    Ad, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, FrequencyCap, LedgerEntry, Pacing,
+    Placement, Targeting,
+};
+use adtally_core::clock::{Millis, DAY};
+use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
+use adtally_core::report::Dimension;
+
+use crate::rollup::{aggregate, RollupQuery, RollupRow, RollupSums};
+use crate::{CampaignSpend, ConsistencyCheck, KeyOwner, PendingEvent, Result, Store, StoreError};
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::SqliteFailure(f, ref msg) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                StoreError::Conflict(msg.clone().unwrap_or_else(|| "row".into()))
+            }
+            other => StoreError::Database(other.to_string()),
+        }
+    }
+}
+
+/// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE advertisers (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL, timezone TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE api_keys (
+    key_hash TEXT PRIMARY KEY, advertiser_id INTEGER REFERENCES advertisers(id),
+    created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE credits (
+    id INTEGER PRIMARY KEY, advertiser_id INTEGER NOT NULL REFERENCES advertisers(id),
+    at_ms INTEGER NOT NULL, kind TEXT NOT NULL, amount_micros INTEGER NOT NULL, note TEXT
+);
+CREATE INDEX credits_advertiser ON credits(advertiser_id);
+CREATE TABLE placements (
+    id INTEGER PRIMARY KEY, slug TEXT NOT NULL UNIQUE, name TEXT NOT NULL, format TEXT NOT NULL,
+    floor_cpm_micros INTEGER NOT NULL
+);
+CREATE TABLE campaigns (
+    id INTEGER PRIMARY KEY, advertiser_id INTEGER NOT NULL REFERENCES advertisers(id),
+    name TEXT NOT NULL, status TEXT NOT NULL, cpm_bid_micros INTEGER NOT NULL,
+    total_budget_micros INTEGER NOT NULL, daily_budget_micros INTEGER,
+    start_at_ms INTEGER, end_at_ms INTEGER, pacing TEXT NOT NULL,
+    target_devices TEXT NOT NULL, target_placements TEXT NOT NULL,
+    cap_impressions INTEGER, cap_per_hours INTEGER, created_at_ms INTEGER NOT NULL
+);
+CREATE INDEX campaigns_advertiser ON campaigns(advertiser_id);
+CREATE TABLE ads (
+    id INTEGER PRIMARY KEY, campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    advertiser_id INTEGER NOT NULL, format TEXT NOT NULL, headline TEXT NOT NULL, body TEXT NOT NULL,
+    image_url TEXT, cta TEXT NOT NULL, target_url TEXT NOT NULL, status TEXT NOT NULL,
+    rejection_reason TEXT, created_at_ms INTEGER NOT NULL
+);
+CREATE INDEX ads_campaign ON ads(campaign_id);
+-- Raw events; rowids grow with commit order, so inserts append.
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, kind INTEGER NOT NULL, verdict INTEGER NOT NULL,
+    decision_id INTEGER NOT NULL, advertiser_id INTEGER NOT NULL, campaign_id INTEGER NOT NULL,
+    ad_id INTEGER NOT NULL, placement_id INTEGER NOT NULL, user_key INTEGER NOT NULL,
+    ip_key INTEGER NOT NULL, device INTEGER NOT NULL, country TEXT NOT NULL,
+    cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL
+);
+CREATE INDEX events_at ON events(at_ms);
+-- Idempotency keys of imported events and conversion order ids.
+CREATE TABLE dedup_keys (key TEXT PRIMARY KEY) WITHOUT ROWID;
+-- Events summed per UTC quarter hour and every dimension, kind and verdict.
+CREATE TABLE rollups (
+    bucket_ms INTEGER NOT NULL, advertiser_id INTEGER NOT NULL, campaign_id INTEGER NOT NULL,
+    ad_id INTEGER NOT NULL, placement_id INTEGER NOT NULL, device INTEGER NOT NULL,
+    country TEXT NOT NULL, kind INTEGER NOT NULL, verdict INTEGER NOT NULL,
+    events INTEGER NOT NULL, cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL,
+    PRIMARY KEY (bucket_ms, ad_id, placement_id, device, country, kind, verdict)
+) WITHOUT ROWID;
+CREATE INDEX rollups_advertiser ON rollups(advertiser_id, bucket_ms);
+"#];
+
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    pool: Mutex<Vec<Connection>>,
+    path: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // NORMAL in WAL mode: a committed transaction survives a process crash (kill -9);
+    // only an operating-system crash or power loss can lose the last commits.
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `adtally.db` in `data_dir` and applies migrations.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Database(format!("{}: {e}", data_dir.display())))?;
+        let path = data_dir.join("adtally.db");
+        let mut writer = open_connection(&path)?;
+        migrate(&mut writer)?;
+        Ok(Self { writer: Mutex::new(writer), pool: Mutex::new(Vec::new()), path })
+    }
+
+    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.pool.lock().map_err(|_| poisoned())?.pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => open_connection(&self.path)?,
+        };
+        let out = f(&mut conn);
+        let mut pool = self.pool.lock().map_err(|_| poisoned())?;
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        out
+    }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Database("a connection lock was poisoned by an earlier panic".into())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn advertiser_from(row: &Row) -> rusqlite::Result<Advertiser> {
+    Ok(Advertiser {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        email: row.get(2)?,
+        timezone: row.get(3)?,
+        created_at_ms: row.get(4)?,
+    })
+}
+
+fn bad_column(what: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::InvalidColumnType(0, format!("{what}={value}"), rusqlite::types::Type::Text)
+}
+
+fn format_from(text: String) -> rusqlite::Result<Format> {
+    Format::parse(&text).ok_or_else(|| bad_column("format", &text))
+}
+
+const CAMPAIGN_COLUMNS: &str = "id, advertiser_id, name, status, cpm_bid_micros, total_budget_micros, \
+    daily_budget_micros, start_at_ms, end_at_ms, pacing, target_devices, target_placements, cap_impressions, \
+    cap_per_hours, created_at_ms";
+
+fn campaign_from(row: &Row) -> rusqlite::Result<Campaign> {
+    let status: String = row.get(3)?;
+    let pacing: String = row.get(9)?;
+    let devices: String = row.get(10)?;
+    let placements: String = row.get(11)?;
+    let cap_impressions: Option<u32> = row.get(12)?;
+    let cap_per_hours: Option<u32> = row.get(13)?;
+    Ok(Campaign {
+        id: row.get(0)?,
+        advertiser_id: row.get(1)?,
+        name: row.get(2)?,
+        status: CampaignStatus::parse(&status).ok_or_else(|| bad_column("status", &status))?,
+        cpm_bid_micros: row.get(4)?,
+        total_budget_micros: row.get(5)?,
+        daily_budget_micros: row.get(6)?,
+        start_at_ms: row.get(7)?,
+        end_at_ms: row.get(8)?,
+        pacing: Pacing::parse(&pacing).ok_or_else(|| bad_column("pacing", &pacing))?,
+        targeting: Targeting {
+            devices: devices.split(',').filter_map(Device::parse).collect(),
+            placements: placements.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+        },
+        frequency_cap: cap_impressions
+            .zip(cap_per_hours)
+            .map(|(impressions, per_hours)| FrequencyCap { impressions, per_hours }),
+        created_at_ms: row.get(14)?,
+    })
+}
+
+fn join_devices(t: &Targeting) -> String {
+    t.devices.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(",")
+}
+
+const AD_COLUMNS: &str = "id, campaign_id, advertiser_id, format, headline, body, image_url, cta, target_url, \
+    status, rejection_reason, created_at_ms";
+
+fn ad_from(row: &Row) -> rusqlite::Result<Ad> {
+    let status: String = row.get(9)?;
+    Ok(Ad {
+        id: row.get(0)?,
+        campaign_id: row.get(1)?,
+        advertiser_id: row.get(2)?,
+        format: format_from(row.get(3)?)?,
+        headline: row.get(4)?,
+        body: row.get(5)?,
+        image_url: row.get(6)?,
+        cta: row.get(7)?,
+        target_url: row.get(8)?,
+        status: AdStatus::parse(&status).ok_or_else(|| bad_column("status", &status))?,
+        rejection_reason: row.get(10)?,
+        created_at_ms: row.get(11)?,
+    })
+}
+
+fn event_from(row: &Row) -> rusqlite::Result<Event> {
+    let kind: i64 = row.get(1)?;
+    let verdict: i64 = row.get(2)?;
+    let device: i64 = row.get(10)?;
+    let country: String = row.get(11)?;
+    Ok(Event {
+        at_ms: row.get(0)?,
+        kind: EventKind::from_code(kind).ok_or_else(|| bad_column("kind", &kind.to_string()))?,
+        verdict: Verdict::from_code(verdict).ok_or_else(|| bad_column("verdict", &verdict.to_string()))?,
+        decision_id: row.get::<_, i64>(3)? as u64,
+        advertiser_id: row.get(4)?,
+        campaign_id: row.get(5)?,
+        ad_id: row.get(6)?,
+        placement_id: row.get(7)?,
+        user_key: row.get::<_, i64>(8)? as u64,
+        ip_key: row.get::<_, i64>(9)? as u64,
+        device: Device::from_code(device).unwrap_or_default(),
+        country: Country::parse(&country),
+        cost_micros: row.get(12)?,
+        value_micros: row.get(13)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.with_conn(|c| Ok(c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?))
+    }
+
+    fn meta_init(&self, key: &str, value: &str) -> Result<String> {
+        self.with_conn(|c| {
+            c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)", [key, value])?;
+            Ok(c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))?)
+        })
+    }
+
+    fn create_advertiser(&self, name: &str, email: &str, timezone: &str, now: Millis) -> Result<Advertiser> {
+        self.with_conn(|c| {
+            c.execute(
+                "INSERT INTO advertisers (name, email, timezone, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![name, email, timezone, now],
+            )?;
+            Ok(Advertiser {
+                id: c.last_insert_rowid(),
+                name: name.into(),
+                email: email.into(),
+                timezone: timezone.into(),
+                created_at_ms: now,
+            })
+        })
+    }
+
+    fn advertiser(&self, id: i64) -> Result<Option<Advertiser>> {
+        self.with_conn(|c| {
+            Ok(c.query_row(
+                "SELECT id, name, email, timezone, created_at_ms FROM advertisers WHERE id = ?1",
+                [id],
+                advertiser_from,
+            )
+            .optional()?)
+        })
+    }
+
+    fn advertisers(&self) -> Result<Vec<Advertiser>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare("SELECT id, name, email, timezone, created_at_ms FROM advertisers ORDER BY id")?;
+            let rows = stmt.query_map([], advertiser_from)?.collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn add_api_key(&self, owner: KeyOwner, key_hash: &str, now: Millis) -> Result<()> {
+        let advertiser = match owner {
+            KeyOwner::Admin => None,
+            KeyOwner::Advertiser(id) => Some(id),
+        };
+        self.with_conn(|c| {
+            c.execute(
+                "INSERT INTO api_keys (key_hash, advertiser_id, created_at_ms) VALUES (?1, ?2, ?3)",
+                params![key_hash, advertiser, now],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn api_key_owner(&self, key_hash: &str) -> Result<Option<KeyOwner>> {
+        self.with_conn(|c| {
+            let owner: Option<Option<i64>> = c
+                .query_row("SELECT advertiser_id FROM api_keys WHERE key_hash = ?1", [key_hash], |r| r.get(0))
+                .optional()?;
+            Ok(owner.map(|o| o.map_or(KeyOwner::Admin, KeyOwner::Advertiser)))
+        })
+    }
+
+    fn add_credit(
+        &self,
+        advertiser_id: i64,
+        kind: CreditKind,
+        amount_micros: i64,
+        note: Option<&str>,
+        now: Millis,
+    ) -> Result<LedgerEntry> {
+        self.with_conn(|c| {
+            c.execute(
+                "INSERT INTO credits (advertiser_id, at_ms, kind, amount_micros, note) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![advertiser_id, now, kind.as_str(), amount_micros, note],
+            )?;
+            Ok(LedgerEntry {
+                id: Some(c.last_insert_rowid()),
+                at_ms: now,
+                kind: kind.as_str().into(),
+                amount_micros,
+                note: note.map(String::from),
+            })
+        })
+    }
+
+    fn credit_totals(&self) -> Result<Vec<(i64, i64)>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare("SELECT advertiser_id, SUM(amount_micros) FROM credits GROUP BY advertiser_id")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn ledger(&self, advertiser_id: i64) -> Result<Vec<LedgerEntry>> {
+        self.with_conn(|c| {
+            let mut entries: Vec<LedgerEntry> = c
+                .prepare("SELECT id, at_ms, kind, amount_micros, note FROM credits WHERE advertiser_id = ?1")?
+                .query_map([advertiser_id], |r| {
+                    Ok(LedgerEntry {
+                        id: r.get(0)?,
+                        at_ms: r.get(1)?,
+                        kind: r.get(2)?,
+                        amount_micros: r.get(3)?,
+                        note: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let spend = c
+                .prepare(
+                    "SELECT (bucket_ms / ?2) * ?2 AS day, SUM(cost_micros) FROM rollups
+                     WHERE advertiser_id = ?1 AND cost_micros != 0 GROUP BY day",
+                )?
+                .query_map(params![advertiser_id, DAY], |r| {
+                    Ok(LedgerEntry {
+                        id: None,
+                        at_ms: r.get(0)?,
+                        kind: "spend".into(),
+                        amount_micros: -r.get::<_, i64>(1)?,
+                        note: None,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            entries.extend(spend);
+            entries.sort_by_key(|e| (e.at_ms, e.id.is_none()));
+            Ok(entries)
+        })
+    }
+
+    fn create_placement(&self, slug: &str, name: &str, format: Format, floor_cpm_micros: i64) -> Result<Placement> {
+        self.with_conn(|c| {
+            c.execute(
+                "INSERT INTO placements (slug, name, format, floor_cpm_micros) VALUES (?1, ?2, ?3, ?4)",
+                params![slug, name, format.as_str(), floor_cpm_micros],
+            )?;
+            Ok(Placement { id: c.last_insert_rowid(), slug: slug.into(), name: name.into(), format, floor_cpm_micros })
+        })
+    }
+
+    fn placements(&self) -> Result<Vec<Placement>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare("SELECT id, slug, name, format, floor_cpm_micros FROM placements ORDER BY id")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Placement {
+                        id: r.get(0)?,
+                        slug: r.get(1)?,
+                        name: r.get(2)?,
+                        format: format_from(r.get(3)?)?,
+                        floor_cpm_micros: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn create_campaign(&self, k: &Campaign) -> Result<Campaign> {
+        self.with_conn(|c| {
+            c.execute(
+                "INSERT INTO campaigns (advertiser_id, name, status, cpm_bid_micros, total_budget_micros,
+                 daily_budget_micros, start_at_ms, end_at_ms, pacing, target_devices, target_placements,
+                 cap_impressions, cap_per_hours, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![
+                    k.advertiser_id,
+                    k.name,
+                    k.status.as_str(),
+                    k.cpm_bid_micros,
+                    k.total_budget_micros,
+                    k.daily_budget_micros,
+                    k.start_at_ms,
+                    k.end_at_ms,
+                    k.pacing.as_str(),
+                    join_devices(&k.targeting),
+                    k.targeting.placements.join(","),
+                    k.frequency_cap.map(|f| f.impressions),
+                    k.frequency_cap.map(|f| f.per_hours),
+                    k.created_at_ms
+                ],
+            )?;
+            Ok(Campaign { id: c.last_insert_rowid(), ..k.clone() })
+        })
+    }
+
+    fn update_campaign(&self, k: &Campaign) -> Result<()> {
+        self.with_conn(|c| {
+            let changed = c.execute(
+                "UPDATE campaigns SET name = ?2, status = ?3, cpm_bid_micros = ?4, total_budget_micros = ?5,
+                 daily_budget_micros = ?6, start_at_ms = ?7, end_at_ms = ?8, pacing = ?9, target_devices = ?10,
+                 target_placements = ?11, cap_impressions = ?12, cap_per_hours = ?13 WHERE id = ?1",
+                params![
+                    k.id,
+                    k.name,
+                    k.status.as_str(),
+                    k.cpm_bid_micros,
+                    k.total_budget_micros,
+                    k.daily_budget_micros,
+                    k.start_at_ms,
+                    k.end_at_ms,
+                    k.pacing.as_str(),
+                    join_devices(&k.targeting),
+                    k.targeting.placements.join(","),
+                    k.frequency_cap.map(|f| f.impressions),
+                    k.frequency_cap.map(|f| f.per_hours)
+                ],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("campaign {}", k.id)));
+            }
+            Ok(())
+        })
+    }
+
+    fn campaign(&self, id: i64) -> Result<Option<Campaign>> {
+        self.with_conn(|c| {
+            Ok(c.query_row(&format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?1"), [id], campaign_from)
+                .optional()?)
+        })
+    }
+
+    fn campaigns(&self, advertiser_id: Option<i64>) -> Result<Vec<Campaign>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE ?1 IS NULL OR advertiser_id = ?1 ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([advertiser_id], campaign_from)?.collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn create_ad(&self, ad: &Ad) -> Result<Ad> {
+        self.with_conn(|c| {
+            c.execute(
+                "INSERT INTO ads (campaign_id, advertiser_id, format, headline, body, image_url, cta, target_url,
+                 status, rejection_reason, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    ad.campaign_id,
+                    ad.advertiser_id,
+                    ad.format.as_str(),
+                    ad.headline,
+                    ad.body,
+                    ad.image_url,
+                    ad.cta,
+                    ad.target_url,
+                    ad.status.as_str(),
+                    ad.rejection_reason,
+                    ad.created_at_ms
+                ],
+            )?;
+            Ok(Ad { id: c.last_insert_rowid(), ..ad.clone() })
+        })
+    }
+
+    fn update_ad(&self, ad: &Ad) -> Result<()> {
+        self.with_conn(|c| {
+            let changed = c.execute(
+                "UPDATE ads SET format = ?2, headline = ?3, body = ?4, image_url = ?5, cta = ?6, target_url = ?7,
+                 status = ?8, rejection_reason = ?9 WHERE id = ?1",
+                params![
+                    ad.id,
+                    ad.format.as_str(),
+                    ad.headline,
+                    ad.body,
+                    ad.image_url,
+                    ad.cta,
+                    ad.target_url,
+                    ad.status.as_str(),
+                    ad.rejection_reason
+                ],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("ad {}", ad.id)));
+            }
+            Ok(())
+        })
+    }
+
+    fn ad(&self, id: i64) -> Result<Option<Ad>> {
+        self.with_conn(|c| {
+            Ok(c.query_row(&format!("SELECT {AD_COLUMNS} FROM ads WHERE id = ?1"), [id], ad_from).optional()?)
+        })
+    }
+
+    fn ads(&self, campaign_id: Option<i64>) -> Result<Vec<Ad>> {
+        self.with_conn(|c| {
+            let mut stmt =
+                c.prepare(&format!("SELECT {AD_COLUMNS} FROM ads WHERE ?1 IS NULL OR campaign_id = ?1 ORDER BY id"))?;
+            let rows = stmt.query_map([campaign_id], ad_from)?.collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn append_events(&self, batch: &mut [PendingEvent], judge: &mut dyn FnMut(usize, &mut Event)) -> Result<()> {
+        let mut conn = self.writer.lock().map_err(|_| poisoned())?;
+        let tx = conn.transaction()?;
+        {
+            let mut claim = tx.prepare_cached("INSERT OR IGNORE INTO dedup_keys (key) VALUES (?1)")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id,
+                 placement_id, user_key, ip_key, device, country, cost_micros, value_micros)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?;
+            for (index, pending) in batch.iter_mut().enumerate() {
+                if let Some(key) = &pending.dedup_key {
+                    if claim.execute([key])? == 0 {
+                        pending.skipped_as_duplicate = true;
+                        continue;
+                    }
+                }
+                judge(index, &mut pending.event);
+                let e = &pending.event;
+                insert.execute(params![
+                    e.at_ms,
+                    e.kind.code(),
+                    e.verdict.code(),
+                    e.decision_id as i64,
+                    e.advertiser_id,
+                    e.campaign_id,
+                    e.ad_id,
+                    e.placement_id,
+                    e.user_key as i64,
+                    e.ip_key as i64,
+                    e.device.code(),
+                    e.country.as_str(),
+                    e.cost_micros,
+                    e.value_micros
+                ])?;
+            }
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO rollups (bucket_ms, advertiser_id, campaign_id, ad_id, placement_id, device, country,
+                 kind, verdict, events, cost_micros, value_micros)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT DO UPDATE SET events = events + excluded.events,
+                   cost_micros = cost_micros + excluded.cost_micros, value_micros = value_micros + excluded.value_micros",
+            )?;
+            let stored = batch.iter().filter(|p| !p.skipped_as_duplicate).map(|p| &p.event);
+            for (k, s) in aggregate(stored) {
+                upsert.execute(params![
+                    k.bucket_ms,
+                    k.advertiser_id,
+                    k.campaign_id,
+                    k.ad_id,
+                    k.placement_id,
+                    k.device.code(),
+                    k.country.as_str(),
+                    k.kind.code(),
+                    k.verdict.code(),
+                    s.events,
+                    s.cost_micros,
+                    s.value_micros
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn valid_events_since(&self, since_ms: Millis) -> Result<Vec<Event>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare(
+                "SELECT at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id, placement_id, user_key,
+                 ip_key, device, country, cost_micros, value_micros FROM events
+                 WHERE at_ms >= ?1 AND verdict = 0 ORDER BY at_ms, id",
+            )?;
+            let rows = stmt.query_map([since_ms], event_from)?.collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn campaign_spend(&self) -> Result<Vec<CampaignSpend>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare(
+                "SELECT advertiser_id, campaign_id, SUM(cost_micros) FROM rollups GROUP BY advertiser_id, campaign_id",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(CampaignSpend { advertiser_id: r.get(0)?, campaign_id: r.get(1)?, spend_micros: r.get(2)? })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn rollup_rows(&self, q: &RollupQuery) -> Result<Vec<RollupRow>> {
+        // Column names come from a fixed list, never from the request.
+        let mut select = vec![if q.by_bucket { "bucket_ms" } else { "0" }];
+        for dim in [Dimension::Campaign, Dimension::Ad, Dimension::Placement, Dimension::Device, Dimension::Country] {
+            let (column, none) = match dim {
+                Dimension::Campaign => ("campaign_id", "0"),
+                Dimension::Ad => ("ad_id", "0"),
+                Dimension::Placement => ("placement_id", "0"),
+                Dimension::Device => ("device", "0"),
+                Dimension::Country => ("country", "'ZZ'"),
+            };
+            select.push(if q.group_by.contains(&dim) { column } else { none });
+        }
+        let mut group: Vec<&str> = Vec::new();
+        if q.by_bucket {
+            group.push("bucket_ms");
+        }
+        group.extend(select[1..].iter().copied().filter(|c| !c.starts_with('0') && !c.starts_with('\'')));
+        group.extend(["kind", "verdict"]);
+        let sql = format!(
+            "SELECT {}, kind, verdict, SUM(events), SUM(cost_micros), SUM(value_micros) FROM rollups
+             WHERE bucket_ms >= ?1 AND bucket_ms < ?2 AND (?3 IS NULL OR advertiser_id = ?3)
+               AND (?4 IS NULL OR campaign_id = ?4) AND (?5 IS NULL OR ad_id = ?5)
+             GROUP BY {}",
+            select.join(", "),
+            group.join(", ")
+        );
+        self.with_conn(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id], |r| {
+                    let kind: i64 = r.get(6)?;
+                    let verdict: i64 = r.get(7)?;
+                    Ok(RollupRow {
+                        bucket_ms: r.get(0)?,
+                        campaign_id: r.get(1)?,
+                        ad_id: r.get(2)?,
+                        placement_id: r.get(3)?,
+                        device: Device::from_code(r.get(4)?).unwrap_or_default(),
+                        country: Country::parse(&r.get::<_, String>(5)?),
+                        kind: EventKind::from_code(kind).ok_or_else(|| bad_column("kind", &kind.to_string()))?,
+                        verdict: Verdict::from_code(verdict)
+                            .ok_or_else(|| bad_column("verdict", &verdict.to_string()))?,
+                        sums: RollupSums { events: r.get(8)?, cost_micros: r.get(9)?, value_micros: r.get(10)? },
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn consistency_check(&self) -> Result<ConsistencyCheck> {
+        self.with_conn(|c| {
+            let (raw_events, raw_cost_micros, raw_value_micros) = c.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(cost_micros), 0), COALESCE(SUM(value_micros), 0) FROM events",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            let (rollup_events, rollup_cost_micros, rollup_value_micros) = c.query_row(
+                "SELECT COALESCE(SUM(events), 0), COALESCE(SUM(cost_micros), 0), COALESCE(SUM(value_micros), 0) FROM rollups",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            Ok(ConsistencyCheck { raw_events, rollup_events, raw_cost_micros, rollup_cost_micros, raw_value_micros, rollup_value_micros })
+        })
+    }
+}
