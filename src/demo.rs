@@ -82,13 +82,59 @@ pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
     store.create_placement("feed-inline", "Inline in the job feed", Format::Compact, 300_000)?;
 
     // (advertiser, name, format, bid, ads with CTR %, daily impressions, conversion rate, order value)
-    let plans: [(usize, &str, Format, i64, &[(&str, f64)], u64, f64, i64); 6] = [
-        (0, "Senior engineers, Berlin", Format::Sidebar, 4_000_000, &[("Hiring senior Rust engineers", 2.4), ("Work on hard problems", 1.1)], 2200, 0.08, 0),
-        (0, "Graduate programme", Format::Compact, 2_500_000, &[("Start your career at Brightpath", 0.9)], 1800, 0.05, 0),
-        (1, "Drivers wanted", Format::Compact, 1_800_000, &[("Drive with Northwind", 1.6), ("Sign-on bonus for drivers", 2.9)], 2000, 0.04, 0),
-        (2, "Free tier launch", Format::Sidebar, 3_200_000, &[("Deploy in 30 seconds", 0.6), ("$300 free credits", 1.3), ("Kubernetes, managed", 0.15)], 2500, 0.10, 49_000_000),
+    type Plan = (usize, &'static str, Format, i64, &'static [(&'static str, f64)], u64, f64, i64);
+    let plans: [Plan; 6] = [
+        (
+            0,
+            "Senior engineers, Berlin",
+            Format::Sidebar,
+            4_000_000,
+            &[("Hiring senior Rust engineers", 2.4), ("Work on hard problems", 1.1)],
+            2200,
+            0.08,
+            0,
+        ),
+        (
+            0,
+            "Graduate programme",
+            Format::Compact,
+            2_500_000,
+            &[("Start your career at Brightpath", 0.9)],
+            1800,
+            0.05,
+            0,
+        ),
+        (
+            1,
+            "Drivers wanted",
+            Format::Compact,
+            1_800_000,
+            &[("Drive with Northwind", 1.6), ("Sign-on bonus for drivers", 2.9)],
+            2000,
+            0.04,
+            0,
+        ),
+        (
+            2,
+            "Free tier launch",
+            Format::Sidebar,
+            3_200_000,
+            &[("Deploy in 30 seconds", 0.6), ("$300 free credits", 1.3), ("Kubernetes, managed", 0.15)],
+            2500,
+            0.10,
+            49_000_000,
+        ),
         (2, "Developer newsletter", Format::Compact, 1_200_000, &[("The Acme dev digest", 0.4)], 1200, 0.20, 0),
-        (3, "Everest base camp 2027", Format::Sidebar, 2_000_000, &[("Trek to Everest base camp", 1.9)], 900, 0.03, 1_450_000_000),
+        (
+            3,
+            "Everest base camp 2027",
+            Format::Sidebar,
+            2_000_000,
+            &[("Trek to Everest base camp", 1.9)],
+            900,
+            0.03,
+            1_450_000_000,
+        ),
     ];
     let mut campaigns = Vec::new();
     for (adv, name, format, bid, ads, daily, conv, value) in plans {
@@ -129,7 +175,14 @@ pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
             Format::Sidebar => vec!["sidebar-main", "job-detail-sidebar"],
             Format::Compact => vec!["feed-inline"],
         };
-        campaigns.push(DemoCampaign { id: c.id, ads: ad_ids, placements, daily_impressions: daily, conversion_rate: conv, order_value_micros: value });
+        campaigns.push(DemoCampaign {
+            id: c.id,
+            ads: ad_ids,
+            placements,
+            daily_impressions: daily,
+            conversion_rate: conv,
+            order_value_micros: value,
+        });
     }
 
     let options = Options { config: ServerConfig::default(), secret: None, admin_key: None, clock: Arc::new(clock) };
@@ -164,7 +217,8 @@ pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
                 };
                 let mut line = |kind: &str, at: i64, extra: &str| {
                     seq += 1;
-                    let ts = adtally_core::jiff::Timestamp::from_millisecond(at).map(|t| t.to_string()).unwrap_or_default();
+                    let ts =
+                        adtally_core::jiff::Timestamp::from_millisecond(at).map(|t| t.to_string()).unwrap_or_default();
                     let _ = writeln!(
                         out,
                         r#"{{"event_id":"demo-{seq}","type":"{kind}","at":"{ts}","campaign_id":{},"ad_id":{ad},"placement":"{placement}","uid":"{user}","user_agent":"{ua}","ip":"{ip}","country":"{country}","purpose":"{purpose}"{extra}}}"#,
@@ -201,8 +255,15 @@ pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
 }
 
 /// `adtally report`: the report API's CSV, printed.
-pub async fn print_report(store: Arc<dyn Store>, advertiser: Option<i64>, range: &str, group_by: &str, granularity: &str) -> Result<()> {
-    let options = Options { config: ServerConfig::default(), secret: None, admin_key: None, clock: Arc::new(SystemClock) };
+pub async fn print_report(
+    store: Arc<dyn Store>,
+    advertiser: Option<i64>,
+    range: &str,
+    group_by: &str,
+    granularity: &str,
+) -> Result<()> {
+    let options =
+        Options { config: ServerConfig::default(), secret: None, admin_key: None, clock: Arc::new(SystemClock) };
     let (state, _) = build_state(store, options)?;
     let params = adtally_server::reports::ReportParams {
         range: Some(range.into()),

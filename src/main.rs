@@ -103,7 +103,8 @@ fn open_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
         let scheme = url.split(':').next().unwrap_or("");
         bail!("--database {scheme}:… is not supported by this build yet; omit it to use the embedded SQLite store");
     }
-    let store = SqliteStore::open(&args.data).with_context(|| format!("opening the store in {}", args.data.display()))?;
+    let store =
+        SqliteStore::open(&args.data).with_context(|| format!("opening the store in {}", args.data.display()))?;
     Ok(Arc::new(store))
 }
 
@@ -183,7 +184,9 @@ async fn import(store: Arc<dyn Store>, file: &Path) -> Result<()> {
     let lines: Vec<usize> = body.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i).collect();
     for chunk in lines.chunks(adtally_server::import::MAX_LINES / 2) {
         let end = chunk.last().map_or(body.len(), |&i| i + 1);
-        let part = adtally_server::import::import_ndjson(&state, &body[start..end]).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        let part = adtally_server::import::import_ndjson(&state, &body[start..end])
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         total.accepted += part.accepted;
         total.duplicates += part.duplicates;
         total.rejected_count += part.rejected_count;
@@ -191,7 +194,9 @@ async fn import(store: Arc<dyn Store>, file: &Path) -> Result<()> {
         start = end;
     }
     if start < body.len() {
-        let part = adtally_server::import::import_ndjson(&state, &body[start..]).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        let part = adtally_server::import::import_ndjson(&state, &body[start..])
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         total.accepted += part.accepted;
         total.duplicates += part.duplicates;
         total.rejected_count += part.rejected_count;

@@ -22,17 +22,14 @@ pub struct Outcome {
 /// number: among bidders of equal rank it picks one uniformly, so no id is favoured.
 pub fn run(bids: &[Bid], floor_cpm_micros: i64, tie_break: u64) -> Option<Outcome> {
     let rank = |b: &Bid| b.cpm_bid_micros as f64 * b.quality.max(f64::MIN_POSITIVE);
-    let eligible = || bids.iter().enumerate().filter(|(_, b)| b.cpm_bid_micros >= floor_cpm_micros && b.cpm_bid_micros > 0);
+    let eligible =
+        || bids.iter().enumerate().filter(|(_, b)| b.cpm_bid_micros >= floor_cpm_micros && b.cpm_bid_micros > 0);
     let best = eligible().map(|(_, b)| rank(b)).fold(f64::NEG_INFINITY, f64::max);
     let tied: Vec<usize> = eligible().filter(|(_, b)| rank(b) == best).map(|(i, _)| i).collect();
     let winner = *tied.get((tie_break % tied.len().max(1) as u64) as usize)?;
     let w = &bids[winner];
     let runner_up = eligible().filter(|&(i, _)| i != winner).map(|(_, b)| rank(b)).fold(f64::NEG_INFINITY, f64::max);
-    let needed = if runner_up.is_finite() {
-        (runner_up / w.quality.max(f64::MIN_POSITIVE)).ceil() as i64
-    } else {
-        0
-    };
+    let needed = if runner_up.is_finite() { (runner_up / w.quality.max(f64::MIN_POSITIVE)).ceil() as i64 } else { 0 };
     let price = needed.max(floor_cpm_micros).min(w.cpm_bid_micros);
     Some(Outcome { winner, price_cpm_micros: price })
 }

@@ -18,6 +18,6 @@ pub mod token;
 pub mod traffic;
 
 pub use event::{Device, EventKind, Verdict};
-pub use money::Micros;
 /// Re-exported so that every crate uses the same time-zone database.
 pub use jiff;
+pub use money::Micros;

@@ -197,8 +197,8 @@ pub fn period_start(at_ms: Millis, granularity: Granularity, tz: &TimeZone) -> M
         Granularity::Total => 0,
         Granularity::Day => start_of_day(zoned.date(), tz),
         Granularity::Hour => {
-            let into_hour = i64::from(zoned.minute()) * MINUTE + i64::from(zoned.second()) * 1000
-                + i64::from(zoned.millisecond());
+            let into_hour =
+                i64::from(zoned.minute()) * MINUTE + i64::from(zoned.second()) * 1000 + i64::from(zoned.millisecond());
             at_ms - into_hour
         }
     }

@@ -60,7 +60,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let key = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN);
+        let key = header
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN);
         let Some(key) = key else { return Err(ApiError::unauthorized()) };
         let hash = api_key_hash(key);
         if hash == state.admin_key_hash {
@@ -179,7 +182,11 @@ pub struct NewAdvertiser {
     timezone: Option<String>,
 }
 
-pub async fn create_advertiser(State(state): State<Arc<AppState>>, caller: Caller, Json(body): Json<NewAdvertiser>) -> AppResult<Response> {
+pub async fn create_advertiser(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<NewAdvertiser>,
+) -> AppResult<Response> {
     caller.require_admin()?;
     let name = text("name", &body.name, 1, 200)?;
     let email = text("email", &body.email, 3, 254)?;
@@ -210,7 +217,11 @@ async fn advertiser_for(state: &Arc<AppState>, caller: Caller, id: i64) -> AppRe
     state.blocking(move |s| s.advertiser(id)).await?.ok_or_else(|| ApiError::not_found("advertiser"))
 }
 
-pub async fn create_key(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>) -> AppResult<Response> {
+pub async fn create_key(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> AppResult<Response> {
     caller.require_admin()?;
     advertiser_for(&state, caller, id).await?;
     let key = random_key("adt_")?;
@@ -228,7 +239,12 @@ pub struct NewCredit {
     note: Option<String>,
 }
 
-pub async fn add_credit(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>, Json(body): Json<NewCredit>) -> AppResult<Response> {
+pub async fn add_credit(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<NewCredit>,
+) -> AppResult<Response> {
     caller.require_admin()?;
     advertiser_for(&state, caller, id).await?;
     let amount = money("amount_micros", body.amount_micros, 1)?;
@@ -257,7 +273,11 @@ pub struct LedgerQuery {
     advertiser_id: Option<i64>,
 }
 
-pub async fn ledger(State(state): State<Arc<AppState>>, caller: Caller, Query(q): Query<LedgerQuery>) -> AppResult<axum::Json<Value>> {
+pub async fn ledger(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(q): Query<LedgerQuery>,
+) -> AppResult<axum::Json<Value>> {
     let id = caller
         .advertiser_id()
         .or(q.advertiser_id)
@@ -283,7 +303,11 @@ pub struct NewPlacement {
     floor_cpm_micros: Option<i64>,
 }
 
-pub async fn create_placement(State(state): State<Arc<AppState>>, caller: Caller, Json(body): Json<NewPlacement>) -> AppResult<Response> {
+pub async fn create_placement(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<NewPlacement>,
+) -> AppResult<Response> {
     caller.require_admin()?;
     let slug = text("id", &body.id, 1, 64)?;
     if !slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
@@ -292,10 +316,13 @@ pub async fn create_placement(State(state): State<Arc<AppState>>, caller: Caller
     let name = text("name", &body.name, 1, 200)?;
     let format = Format::parse(&body.format).ok_or_else(|| ApiError::invalid("format must be compact or sidebar"))?;
     let floor = money("floor_cpm_micros", body.floor_cpm_micros.unwrap_or(0), 0)?;
-    let placement = state
-        .blocking(move |s| s.create_placement(&slug, &name, format, floor))
-        .await
-        .map_err(|e| if e.status == StatusCode::CONFLICT { ApiError::conflict("conflict", "a placement with this id exists") } else { e })?;
+    let placement = state.blocking(move |s| s.create_placement(&slug, &name, format, floor)).await.map_err(|e| {
+        if e.status == StatusCode::CONFLICT {
+            ApiError::conflict("conflict", "a placement with this id exists")
+        } else {
+            e
+        }
+    })?;
     state.reload_catalog()?;
     Ok(created(placement_json(&placement)))
 }
@@ -384,14 +411,18 @@ impl CampaignInput {
             }
             let mut targeting = Targeting::default();
             for d in devices {
-                let device = Device::parse(&d).ok_or_else(|| ApiError::invalid("devices must be desktop, mobile or tablet"))?;
+                let device =
+                    Device::parse(&d).ok_or_else(|| ApiError::invalid("devices must be desktop, mobile or tablet"))?;
                 if !targeting.devices.contains(&device) {
                     targeting.devices.push(device);
                 }
             }
             for slug in slugs {
-                if !placements.0.iter().any(|p| *p == slug) {
-                    return Err(ApiError::invalid(format!("unknown placement {:?} in targeting", slug.chars().take(64).collect::<String>())));
+                if !placements.0.contains(&slug) {
+                    return Err(ApiError::invalid(format!(
+                        "unknown placement {:?} in targeting",
+                        slug.chars().take(64).collect::<String>()
+                    )));
                 }
                 targeting.placements.push(slug);
             }
@@ -403,7 +434,9 @@ impl CampaignInput {
                 Some(f) if (1..=10_000).contains(&f.impressions) && (1..=24 * 90).contains(&f.per_hours) => {
                     Some(FrequencyCap { impressions: f.impressions, per_hours: f.per_hours })
                 }
-                Some(_) => return Err(ApiError::invalid("frequency_cap needs impressions 1..10000 and per_hours 1..2160")),
+                Some(_) => {
+                    return Err(ApiError::invalid("frequency_cap needs impressions 1..10000 and per_hours 1..2160"))
+                }
             };
         }
         if c.daily_budget_micros.is_some_and(|d| d > c.total_budget_micros) {
@@ -425,7 +458,11 @@ fn serving_placements(state: &AppState) -> ServingPlacements {
     ServingPlacements(state.catalog().placements.keys().cloned().collect())
 }
 
-pub async fn create_campaign(State(state): State<Arc<AppState>>, caller: Caller, Json(mut body): Json<CampaignInput>) -> AppResult<Response> {
+pub async fn create_campaign(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(mut body): Json<CampaignInput>,
+) -> AppResult<Response> {
     let advertiser_id = match caller {
         Caller::Advertiser(id) => {
             if body.advertiser_id.is_some_and(|a| a != id) {
@@ -433,7 +470,9 @@ pub async fn create_campaign(State(state): State<Arc<AppState>>, caller: Caller,
             }
             id
         }
-        Caller::Admin => body.advertiser_id.ok_or_else(|| ApiError::invalid("the admin key must name an advertiser_id"))?,
+        Caller::Admin => {
+            body.advertiser_id.ok_or_else(|| ApiError::invalid("the admin key must name an advertiser_id"))?
+        }
     };
     advertiser_for(&state, Caller::Admin, advertiser_id).await?;
     let (Some(_), Some(_), Some(_)) = (&body.name, body.cpm_bid_micros, body.total_budget_micros) else {
@@ -466,7 +505,11 @@ async fn campaign_for(state: &Arc<AppState>, caller: Caller, id: i64) -> AppResu
     campaign.filter(|c| caller.owns(c.advertiser_id)).ok_or_else(|| ApiError::not_found("campaign"))
 }
 
-pub async fn get_campaign(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>) -> AppResult<axum::Json<Value>> {
+pub async fn get_campaign(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> AppResult<axum::Json<Value>> {
     let c = campaign_for(&state, caller, id).await?;
     let spend = state.pipeline.billing().spent(c.id);
     Ok(axum::Json(campaign_json(&c, spend)))
@@ -479,7 +522,12 @@ pub async fn list_campaigns(State(state): State<Arc<AppState>>, caller: Caller) 
     Ok(items(all.iter().map(|c| campaign_json(c, billing.spent(c.id))).collect()))
 }
 
-pub async fn patch_campaign(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>, Json(body): Json<CampaignInput>) -> AppResult<axum::Json<Value>> {
+pub async fn patch_campaign(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<CampaignInput>,
+) -> AppResult<axum::Json<Value>> {
     let mut campaign = campaign_for(&state, caller, id).await?;
     if body.advertiser_id.is_some() {
         return Err(ApiError::invalid("a campaign cannot change advertiser"));
@@ -492,11 +540,18 @@ pub async fn patch_campaign(State(state): State<Arc<AppState>>, caller: Caller, 
     Ok(axum::Json(campaign_json(&campaign, spend)))
 }
 
-pub async fn campaign_action(State(state): State<Arc<AppState>>, caller: Caller, Path((id, action)): Path<(i64, String)>) -> AppResult<axum::Json<Value>> {
+pub async fn campaign_action(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((id, action)): Path<(i64, String)>,
+) -> AppResult<axum::Json<Value>> {
     let mut campaign = campaign_for(&state, caller, id).await?;
     let action = CampaignAction::parse(&action).ok_or_else(|| ApiError::not_found("campaign action"))?;
     let next = campaign.status.after(action).ok_or_else(|| {
-        ApiError::conflict("invalid_transition", format!("cannot {action:?} a campaign that is {}", campaign.status.as_str()).to_lowercase())
+        ApiError::conflict(
+            "invalid_transition",
+            format!("cannot {action:?} a campaign that is {}", campaign.status.as_str()).to_lowercase(),
+        )
     })?;
     if action == CampaignAction::Submit {
         let ads = state.blocking(move |s| s.ads(Some(id))).await?;
@@ -557,7 +612,12 @@ impl AdInput {
     }
 }
 
-pub async fn create_ad(State(state): State<Arc<AppState>>, caller: Caller, Path(campaign_id): Path<i64>, Json(body): Json<AdInput>) -> AppResult<Response> {
+pub async fn create_ad(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(campaign_id): Path<i64>,
+    Json(body): Json<AdInput>,
+) -> AppResult<Response> {
     let campaign = campaign_for(&state, caller, campaign_id).await?;
     if body.format.is_none() || body.headline.is_none() || body.target_url.is_none() {
         return Err(ApiError::invalid("format, headline and target_url are required"));
@@ -587,7 +647,11 @@ async fn ad_for(state: &Arc<AppState>, caller: Caller, id: i64) -> AppResult<Ad>
     ad.filter(|a| caller.owns(a.advertiser_id)).ok_or_else(|| ApiError::not_found("ad"))
 }
 
-pub async fn get_ad(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>) -> AppResult<axum::Json<Value>> {
+pub async fn get_ad(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> AppResult<axum::Json<Value>> {
     Ok(axum::Json(ad_json(&ad_for(&state, caller, id).await?)))
 }
 
@@ -597,8 +661,18 @@ pub struct AdListQuery {
     campaign_id: Option<i64>,
 }
 
-pub async fn list_ads(State(state): State<Arc<AppState>>, caller: Caller, Query(q): Query<AdListQuery>) -> AppResult<axum::Json<Value>> {
-    let status = q.status.as_deref().map(|s| AdStatus::parse(s).ok_or_else(|| ApiError::invalid("status must be pending_review, approved or rejected"))).transpose()?;
+pub async fn list_ads(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(q): Query<AdListQuery>,
+) -> AppResult<axum::Json<Value>> {
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            AdStatus::parse(s).ok_or_else(|| ApiError::invalid("status must be pending_review, approved or rejected"))
+        })
+        .transpose()?;
     let campaign = q.campaign_id;
     let ads = state.blocking(move |s| s.ads(campaign)).await?;
     let visible = ads.iter().filter(|a| caller.owns(a.advertiser_id) && status.is_none_or(|s| a.status == s));
@@ -606,7 +680,12 @@ pub async fn list_ads(State(state): State<Arc<AppState>>, caller: Caller, Query(
 }
 
 /// Editing an ad's content sends it back to review, whatever its status was.
-pub async fn patch_ad(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>, Json(body): Json<AdInput>) -> AppResult<axum::Json<Value>> {
+pub async fn patch_ad(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<AdInput>,
+) -> AppResult<axum::Json<Value>> {
     let mut ad = ad_for(&state, caller, id).await?;
     if body.apply(&mut ad)? {
         ad.status = AdStatus::PendingReview;
@@ -625,7 +704,12 @@ pub struct Review {
     reason: Option<String>,
 }
 
-pub async fn review_ad(State(state): State<Arc<AppState>>, caller: Caller, Path(id): Path<i64>, Json(body): Json<Review>) -> AppResult<axum::Json<Value>> {
+pub async fn review_ad(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Json(body): Json<Review>,
+) -> AppResult<axum::Json<Value>> {
     caller.require_admin()?;
     let mut ad = ad_for(&state, caller, id).await?;
     match body.decision.as_str() {

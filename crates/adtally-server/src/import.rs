@@ -77,7 +77,11 @@ impl ImportSummary {
     }
 }
 
-pub async fn import_events(State(state): State<Arc<AppState>>, caller: Caller, body: Bytes) -> Result<axum::Json<Value>, ApiError> {
+pub async fn import_events(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Bytes,
+) -> Result<axum::Json<Value>, ApiError> {
     caller.require_admin()?;
     let summary = import_ndjson(&state, &body).await?;
     Ok(axum::Json(summary.to_json()))
@@ -153,14 +157,21 @@ fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Result<
     let uid = bounded("uid", &line.uid, 128)?.filter(|u| !u.is_empty());
     let user_agent = bounded("user_agent", &line.user_agent, 1024)?;
     let order_id = bounded("order_id", &line.order_id, 128)?.filter(|o| !o.is_empty());
-    let ip: Option<IpAddr> = line.ip.as_deref().map(|i| i.parse().map_err(|_| "ip must be an IPv4 or IPv6 address".to_owned())).transpose()?;
+    let ip: Option<IpAddr> = line
+        .ip
+        .as_deref()
+        .map(|i| i.parse().map_err(|_| "ip must be an IPv4 or IPv6 address".to_owned()))
+        .transpose()?;
     let value_micros = line.value_micros.unwrap_or(0);
     if !(0..=1_000_000_000_000_000).contains(&value_micros) {
         return Err("value_micros must be between 0 and 10^15".into());
     }
 
     let ad = line.ad_id.map(|id| catalog.ads.get(&id).ok_or_else(|| format!("unknown ad_id {id}"))).transpose()?;
-    let campaign = line.campaign_id.map(|id| catalog.campaigns.get(&id).ok_or_else(|| format!("unknown campaign_id {id}"))).transpose()?;
+    let campaign = line
+        .campaign_id
+        .map(|id| catalog.campaigns.get(&id).ok_or_else(|| format!("unknown campaign_id {id}")))
+        .transpose()?;
     if let (Some(ad), Some(c)) = (ad, campaign) {
         if ad.campaign_id != c.id {
             return Err(format!("ad {} does not belong to campaign {}", ad.id, c.id));
@@ -169,13 +180,16 @@ fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Result<
     let placement = line
         .placement
         .as_deref()
-        .map(|slug| catalog.placements.get(slug).ok_or_else(|| format!("unknown placement {:?}", slug.chars().take(64).collect::<String>())))
+        .map(|slug| {
+            catalog
+                .placements
+                .get(slug)
+                .ok_or_else(|| format!("unknown placement {:?}", slug.chars().take(64).collect::<String>()))
+        })
         .transpose()?;
     let advertiser_id = campaign.map(|c| c.advertiser_id).or(line.advertiser_id);
     let (campaign_id, ad_id, placement_id) = match kind {
-        EventKind::Conversion => {
-            (campaign.map_or(0, |c| c.id), ad.map_or(0, |a| a.id), placement.map_or(0, |p| p.id))
-        }
+        EventKind::Conversion => (campaign.map_or(0, |c| c.id), ad.map_or(0, |a| a.id), placement.map_or(0, |p| p.id)),
         _ => {
             let (Some(c), Some(a), Some(p)) = (campaign, ad, placement) else {
                 return Err("impressions, viewables and clicks need campaign_id, ad_id and placement".into());
@@ -196,7 +210,12 @@ fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Result<
     let ip_key = ip_bytes.map_or(0, |b| state.signer.keyed_hash(&[b"ip", &day, &b]));
     let user_key = match (&uid, &ip_bytes) {
         (Some(uid), _) => state.signer.keyed_hash(&[b"uid", uid.as_bytes()]),
-        (None, Some(_)) => state.signer.keyed_hash(&[b"ipua", &day, &ip_key.to_le_bytes(), user_agent.as_deref().unwrap_or("").as_bytes()]),
+        (None, Some(_)) => state.signer.keyed_hash(&[
+            b"ipua",
+            &day,
+            &ip_key.to_le_bytes(),
+            user_agent.as_deref().unwrap_or("").as_bytes(),
+        ]),
         (None, None) => return Err("give uid or ip so the event has a user".into()),
     };
     let device = match line.device.as_deref() {

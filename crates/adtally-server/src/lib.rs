@@ -58,9 +58,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/reports", get(reports::report))
         .route("/v1/reports/ivt", get(reports::ivt_report))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
-    let import = Router::new()
-        .route("/v1/events", post(import::import_events))
-        .layer(DefaultBodyLimit::max(MAX_IMPORT_BODY));
+    let import =
+        Router::new().route("/v1/events", post(import::import_events)).layer(DefaultBodyLimit::max(MAX_IMPORT_BODY));
     Router::new()
         .merge(tracking)
         .merge(api)
@@ -127,7 +126,14 @@ pub fn build_state(store: Arc<dyn Store>, options: Options) -> Result<(Arc<AppSt
         },
     };
     let pipeline = Pipeline::start(store.clone(), options.config.counting, options.clock.clone())?;
-    let state = AppState::new(store, pipeline, TokenSigner::new(secret.as_bytes()), options.config, options.clock, admin_key_hash)?;
+    let state = AppState::new(
+        store,
+        pipeline,
+        TokenSigner::new(secret.as_bytes()),
+        options.config,
+        options.clock,
+        admin_key_hash,
+    )?;
     Ok((Arc::new(state), generated))
 }
 

@@ -26,17 +26,36 @@ pub async fn not_found() -> ApiError {
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut out = String::new();
     let counters = state.pipeline.counters();
-    out.push_str("# HELP adtally_events_total Events stored, by type and verdict.\n# TYPE adtally_events_total counter\n");
+    out.push_str(
+        "# HELP adtally_events_total Events stored, by type and verdict.\n# TYPE adtally_events_total counter\n",
+    );
     for kind in EventKind::ALL {
         for verdict in Verdict::ALL {
             let n = counters.get(kind, verdict);
-            let _ = writeln!(out, "adtally_events_total{{type=\"{}\",verdict=\"{}\"}} {n}", kind.as_str(), verdict.as_str());
+            let _ = writeln!(
+                out,
+                "adtally_events_total{{type=\"{}\",verdict=\"{}\"}} {n}",
+                kind.as_str(),
+                verdict.as_str()
+            );
         }
     }
-    let _ = writeln!(out, "# HELP adtally_decisions_total Ad decisions, by result.\n# TYPE adtally_decisions_total counter");
-    let _ = writeln!(out, "adtally_decisions_total{{result=\"filled\"}} {}", state.decisions_served.load(Ordering::Relaxed));
-    let _ = writeln!(out, "adtally_decisions_total{{result=\"unfilled\"}} {}", state.decisions_unfilled.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# HELP adtally_write_batches_total Group commits.\n# TYPE adtally_write_batches_total counter");
+    let _ = writeln!(
+        out,
+        "# HELP adtally_decisions_total Ad decisions, by result.\n# TYPE adtally_decisions_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "adtally_decisions_total{{result=\"filled\"}} {}",
+        state.decisions_served.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "adtally_decisions_total{{result=\"unfilled\"}} {}",
+        state.decisions_unfilled.load(Ordering::Relaxed)
+    );
+    let _ =
+        writeln!(out, "# HELP adtally_write_batches_total Group commits.\n# TYPE adtally_write_batches_total counter");
     let _ = writeln!(out, "adtally_write_batches_total {}", counters.batches.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP adtally_write_batch_events_total Events in group commits.\n# TYPE adtally_write_batch_events_total counter");
     let _ = writeln!(out, "adtally_write_batch_events_total {}", counters.batch_events.load(Ordering::Relaxed));

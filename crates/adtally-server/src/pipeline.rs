@@ -45,7 +45,10 @@ pub struct Submission {
 /// What became of a submission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Stored { verdict: Verdict, cost_micros: i64 },
+    Stored {
+        verdict: Verdict,
+        cost_micros: i64,
+    },
     /// Its idempotency key was seen before; nothing was stored.
     AlreadyStored,
 }
@@ -226,7 +229,8 @@ impl Writer {
         let since = now - config.token_ttl_ms.max(DAY).max(CLICK_WINDOW_MS);
         for e in self.store.valid_events_since(since)? {
             if e.kind == EventKind::Click || now - e.at_ms <= config.token_ttl_ms.max(DAY) {
-                let arrival = arrival_of(&e, DecisionRef::Token { decision_id: e.decision_id, issued_at_ms: e.at_ms }, None);
+                let arrival =
+                    arrival_of(&e, DecisionRef::Token { decision_id: e.decision_id, issued_at_ms: e.at_ms }, None);
                 if now - e.at_ms <= config.token_ttl_ms {
                     self.counting.remember(&arrival, e.decision_id, now);
                 }
@@ -268,7 +272,11 @@ impl Writer {
         let submissions: Vec<&Submission> = jobs.iter().flat_map(|j| j.submissions.iter()).collect();
         let mut pending: Vec<PendingEvent> = submissions
             .iter()
-            .map(|s| PendingEvent { event: s.event.clone(), dedup_key: s.dedup_key.clone(), skipped_as_duplicate: false })
+            .map(|s| PendingEvent {
+                event: s.event.clone(),
+                dedup_key: s.dedup_key.clone(),
+                skipped_as_duplicate: false,
+            })
             .collect();
         let result = {
             let mut billing = self.billing.lock().unwrap_or_else(|p| p.into_inner());
@@ -326,15 +334,7 @@ impl Writer {
 }
 
 fn arrival_of(e: &Event, decision: DecisionRef, givt: Option<Verdict>) -> Arrival {
-    Arrival {
-        kind: e.kind,
-        at_ms: e.at_ms,
-        decision,
-        ad_id: e.ad_id,
-        user_key: e.user_key,
-        ip_key: e.ip_key,
-        givt,
-    }
+    Arrival { kind: e.kind, at_ms: e.at_ms, decision, ad_id: e.ad_id, user_key: e.user_key, ip_key: e.ip_key, givt }
 }
 
 /// Applies the rules to one event inside the writer's transaction.
@@ -363,7 +363,12 @@ fn judge(
     if !event.verdict.is_valid() {
         return;
     }
-    let touch = Touch { at_ms: event.at_ms, campaign_id: event.campaign_id, ad_id: event.ad_id, placement_id: event.placement_id };
+    let touch = Touch {
+        at_ms: event.at_ms,
+        campaign_id: event.campaign_id,
+        ad_id: event.ad_id,
+        placement_id: event.placement_id,
+    };
     match event.kind {
         EventKind::Impression => {
             event.cost_micros = billing.charge(event.campaign_id, submission.clearing_cpm_micros);

@@ -13,7 +13,9 @@ use serde_json::{json, Map, Value};
 
 use adtally_core::event::{Country, Device, EventKind, Verdict};
 use adtally_core::metrics::{Counts, MetricValue, Metrics};
-use adtally_core::report::{local_date, period_start, time_label, Dimension, Granularity, RawReportRequest, ReportSpec};
+use adtally_core::report::{
+    local_date, period_start, time_label, Dimension, Granularity, RawReportRequest, ReportSpec,
+};
 use adtally_store::RollupQuery;
 
 use crate::api::Caller;
@@ -129,7 +131,9 @@ impl Report {
             let value = match dim {
                 Dimension::Campaign => id(key.campaign_id),
                 Dimension::Ad => id(key.ad_id),
-                Dimension::Placement => self.catalog.placement_slugs.get(&key.placement_id).map_or(Value::Null, |s| json!(s)),
+                Dimension::Placement => {
+                    self.catalog.placement_slugs.get(&key.placement_id).map_or(Value::Null, |s| json!(s))
+                }
                 Dimension::Device => json!(key.device.as_str()),
                 Dimension::Country => json!(key.country.as_str()),
             };
@@ -181,10 +185,15 @@ fn csv_line(out: &mut String, values: &[Value]) {
 
 fn csv_response(body: String, name: &str) -> Response {
     let disposition = format!("attachment; filename=\"{name}.csv\"");
-    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition)], body).into_response()
+    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition)], body)
+        .into_response()
 }
 
-pub async fn report(State(state): State<Arc<AppState>>, caller: Caller, Query(p): Query<ReportParams>) -> Result<Response, ApiError> {
+pub async fn report(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(p): Query<ReportParams>,
+) -> Result<Response, ApiError> {
     let report = build(&state, caller, &p).await?;
     if p.format.as_deref() == Some("csv") {
         let mut out = String::new();
@@ -202,24 +211,37 @@ pub async fn report(State(state): State<Arc<AppState>>, caller: Caller, Query(p)
         .rows
         .iter()
         .map(|(key, counts)| {
-            let mut row: Map<String, Value> = report.key_columns(key).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            let mut row: Map<String, Value> =
+                report.key_columns(key).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
             metrics_object(&counts.metrics(), &mut row);
             Value::Object(row)
         })
         .collect();
     let mut totals = Map::new();
     metrics_object(&report.totals.metrics(), &mut totals);
-    Ok(axum::Json(json!({"rows": rows, "totals": totals, "timezone": report.tz.iana_name().unwrap_or("UTC")})).into_response())
+    Ok(axum::Json(json!({"rows": rows, "totals": totals, "timezone": report.tz.iana_name().unwrap_or("UTC")}))
+        .into_response())
 }
 
 impl RowKey {
     fn default_key() -> Self {
-        RowKey { period_ms: 0, campaign_id: 0, ad_id: 0, placement_id: 0, device: Device::Desktop, country: Country::UNKNOWN }
+        RowKey {
+            period_ms: 0,
+            campaign_id: 0,
+            ad_id: 0,
+            placement_id: 0,
+            device: Device::Desktop,
+            country: Country::UNKNOWN,
+        }
     }
 }
 
 /// Invalid events by reason: one row per group, event kind and reason.
-pub async fn ivt_report(State(state): State<Arc<AppState>>, caller: Caller, Query(p): Query<ReportParams>) -> Result<Response, ApiError> {
+pub async fn ivt_report(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(p): Query<ReportParams>,
+) -> Result<Response, ApiError> {
     let report = build(&state, caller, &p).await?;
     let mut rows = Vec::new();
     for (key, counts) in &report.rows {
@@ -235,7 +257,8 @@ pub async fn ivt_report(State(state): State<Arc<AppState>>, caller: Caller, Quer
     for verdict in Verdict::ALL.into_iter().filter(|v| !v.is_valid()) {
         let mut per_kind = Map::new();
         for kind in [EventKind::Impression, EventKind::Viewable, EventKind::Click, EventKind::Conversion] {
-            per_kind.insert(kind.as_str().into(), json!(report.totals.invalid.get(&(kind, verdict)).copied().unwrap_or(0)));
+            per_kind
+                .insert(kind.as_str().into(), json!(report.totals.invalid.get(&(kind, verdict)).copied().unwrap_or(0)));
         }
         by_reason.insert(verdict.as_str().into(), Value::Object(per_kind));
     }

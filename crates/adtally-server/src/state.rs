@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use adtally_core::catalog::{Ad, AdStatus, Advertiser, Campaign, CampaignStatus, Format, Placement};
 use adtally_core::clock::Clock;
 use adtally_core::counting::CountingConfig;
+use adtally_core::jiff::tz::TimeZone;
 use adtally_core::token::TokenSigner;
 use adtally_core::traffic::{DatacenterRanges, UserAgentClassifier};
 use adtally_store::{Store, StoreError};
-use adtally_core::jiff::tz::TimeZone;
 
 use crate::error::ApiError;
 use crate::pipeline::Pipeline;
@@ -34,7 +34,10 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             counting: CountingConfig::default(),
-            trusted_proxies: vec![("127.0.0.0".parse().unwrap_or(IpAddr::from([127, 0, 0, 0])), 8), (IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), 128)],
+            trusted_proxies: vec![
+                ("127.0.0.0".parse().unwrap_or(IpAddr::from([127, 0, 0, 0])), 8),
+                (IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), 128),
+            ],
             public_url: None,
         }
     }

@@ -64,7 +64,11 @@ impl<'a> Visitor<'a> {
 
     fn cookie(&self) -> Option<&'a str> {
         let cookies = self.header("cookie")?;
-        cookies.split(';').filter_map(|c| c.trim().split_once('=')).find(|(k, _)| *k == COOKIE).map(|(_, v)| v)
+        cookies
+            .split(';')
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| *k == COOKIE)
+            .map(|(_, v)| v)
             .filter(|v| !v.is_empty() && v.len() <= MAX_UID_LEN)
     }
 
@@ -143,7 +147,8 @@ pub async fn decision(
     headers: HeaderMap,
     Query(q): Query<DecisionQuery>,
 ) -> Result<Response, ApiError> {
-    let slug = q.placement.as_deref().ok_or_else(|| ApiError::bad_request("missing_placement", "placement is required"))?;
+    let slug =
+        q.placement.as_deref().ok_or_else(|| ApiError::bad_request("missing_placement", "placement is required"))?;
     let uid = q.uid.as_deref().filter(|u| !u.is_empty());
     if uid.is_some_and(|u| u.len() > MAX_UID_LEN) {
         return Err(ApiError::invalid(format!("uid must be at most {MAX_UID_LEN} bytes")));
@@ -373,7 +378,11 @@ pub async fn click(
     let catalog = state.catalog();
     let ad = catalog.ads.get(&i64::from(t.ad_id)).ok_or_else(|| ApiError::not_found("ad"))?;
     let location = HeaderValue::from_str(&ad.target_url).map_err(|_| ApiError::internal())?;
-    Ok((StatusCode::FOUND, [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))]).into_response())
+    Ok((
+        StatusCode::FOUND,
+        [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]
@@ -451,7 +460,8 @@ pub async fn conversion_pixel(
     let visitor = Visitor::new(&state, peer, &headers);
     let now = state.clock.now_ms();
     let user_key = visitor.user_key(&state, q.uid.as_deref().filter(|u| !u.is_empty()), now);
-    submit_conversion(&state, advertiser_id, user_key, visitor.ip_key(&state, now), visitor.givt(&state), value, order).await?;
+    submit_conversion(&state, advertiser_id, user_key, visitor.ip_key(&state, now), visitor.givt(&state), value, order)
+        .await?;
     Ok(pixel())
 }
 
@@ -482,7 +492,9 @@ pub async fn conversion_postback(
     let user_key = state.signer.keyed_hash(&[b"uid", uid.as_bytes()]);
     let outcome = submit_conversion(&state, advertiser_id, user_key, 0, None, value, order).await?;
     let (status, body) = match outcome {
-        Outcome::Stored { verdict, .. } => (StatusCode::CREATED, serde_json::json!({"status": "recorded", "verdict": verdict.as_str()})),
+        Outcome::Stored { verdict, .. } => {
+            (StatusCode::CREATED, serde_json::json!({"status": "recorded", "verdict": verdict.as_str()}))
+        }
         Outcome::AlreadyStored => (StatusCode::OK, serde_json::json!({"status": "duplicate_order"})),
     };
     Ok((status, axum::Json(body)).into_response())

@@ -1,0 +1,155 @@
+//! Starting servers and building the usual fixtures.
+
+use std::sync::Arc;
+
+use adtally_core::clock::{Clock, ManualClock, SystemClock};
+use adtally_server::{Application, Options, ServerConfig};
+use adtally_store::{SqliteStore, Store};
+use serde_json::{json, Value};
+
+pub const ADMIN: &str = "test-admin-key";
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    pub store: Arc<dyn Store>,
+    /// Kept so the data directory lives as long as the server.
+    _dir: Arc<tempfile::TempDir>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    spawn_app_in(dir, ServerConfig::default(), Arc::new(ManualClock::new(SystemClock.now_ms()))).await
+}
+
+pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    spawn_app_in(dir, config, Arc::new(ManualClock::new(SystemClock.now_ms()))).await
+}
+
+/// Starts a server on an existing data directory (to test restarts).
+pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, config: ServerConfig, clock: Arc<ManualClock>) -> TestApp {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
+    let options =
+        Options { config, secret: Some("test-secret".into()), admin_key: Some(ADMIN.into()), clock: clock.clone() };
+    let app =
+        Application::build("127.0.0.1:0".parse().expect("addr"), store.clone(), options).await.expect("build app");
+    let addr = app.local_addr().expect("local addr");
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    TestApp { base: format!("http://{addr}"), client, clock, store, _dir: dir, shutdown: Some(tx) }
+}
+
+pub const BROWSER: &str =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
+        let r = self.client.post(self.url(path)).bearer_auth(key).json(&body).send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> (u16, Value) {
+        let r = self.client.get(self.url(path)).bearer_auth(key).send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get_text(&self, key: &str, path: &str) -> (u16, String) {
+        let r = self.client.get(self.url(path)).bearer_auth(key).send().await.expect("request");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    /// A beacon or click as a browser sends it.
+    pub async fn hit(&self, url: &str) -> reqwest::Response {
+        self.client.get(url).header("user-agent", BROWSER).send().await.expect("beacon")
+    }
+
+    pub async fn decision(&self, placement: &str, uid: &str) -> Value {
+        let r = self
+            .client
+            .get(self.url(&format!("/v1/decision?placement={placement}&uid={uid}")))
+            .header("user-agent", BROWSER)
+            .send()
+            .await
+            .expect("decision");
+        assert_eq!(r.status().as_u16(), 200, "decision for {placement}");
+        r.json().await.expect("decision json")
+    }
+}
+
+/// An advertiser with a key and money, a placement, and one active campaign with one
+/// approved ad.
+pub struct Fixture {
+    pub advertiser_id: i64,
+    pub key: String,
+    pub campaign_id: i64,
+    pub ad_id: i64,
+}
+
+pub async fn fixture(app: &TestApp, placement: &str, cpm_bid_micros: i64) -> Fixture {
+    let (s, _) =
+        app.post(ADMIN, "/v1/placements", json!({"id": placement, "name": placement, "format": "sidebar"})).await;
+    assert!(s == 201 || s == 409, "placement: {s}");
+    fixture_for_existing_placement(app, "UTC", cpm_bid_micros, 1_000_000_000).await
+}
+
+pub async fn fixture_for_existing_placement(app: &TestApp, tz: &str, cpm_bid_micros: i64, budget: i64) -> Fixture {
+    let (s, adv) =
+        app.post(ADMIN, "/v1/advertisers", json!({"name": "Acme", "email": "a@acme.example", "timezone": tz})).await;
+    assert_eq!(s, 201, "{adv}");
+    let advertiser_id = adv["id"].as_i64().expect("id");
+    let (s, key) = app.post(ADMIN, &format!("/v1/advertisers/{advertiser_id}/keys"), json!({})).await;
+    assert_eq!(s, 201, "{key}");
+    let key = key["api_key"].as_str().expect("key").to_owned();
+    let (s, _) = app
+        .post(
+            ADMIN,
+            &format!("/v1/advertisers/{advertiser_id}/credits"),
+            json!({"amount_micros": 5_000_000_000i64, "kind": "topup"}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (s, c) = app
+        .post(&key, "/v1/campaigns", json!({"name": "Spring", "cpm_bid_micros": cpm_bid_micros, "total_budget_micros": budget, "pacing": "asap"}))
+        .await;
+    assert_eq!(s, 201, "{c}");
+    let campaign_id = c["id"].as_i64().expect("id");
+    let (s, ad) = app
+        .post(&key, &format!("/v1/campaigns/{campaign_id}/ads"), json!({"format": "sidebar", "headline": "Hello", "body": "World", "target_url": "https://acme.example/landing?x=1"}))
+        .await;
+    assert_eq!(s, 201, "{ad}");
+    let ad_id = ad["id"].as_i64().expect("id");
+    let (s, c) = app.post(&key, &format!("/v1/campaigns/{campaign_id}/submit"), json!({})).await;
+    assert_eq!((s, c["status"].as_str()), (200, Some("pending_review")), "{c}");
+    let (s, ad) = app.post(ADMIN, &format!("/v1/ads/{ad_id}/review"), json!({"decision": "approve"})).await;
+    assert_eq!((s, ad["status"].as_str()), (200, Some("approved")));
+    let (_, c) = app.get(&key, &format!("/v1/campaigns/{campaign_id}")).await;
+    assert_eq!(c["status"], "active");
+    Fixture { advertiser_id, key, campaign_id, ad_id }
+}
+
+/// Reads a report and returns its totals.
+pub async fn totals(app: &TestApp, key: &str, query: &str) -> Value {
+    let (s, r) = app.get(key, &format!("/v1/reports?{query}")).await;
+    assert_eq!(s, 200, "{r}");
+    r["totals"].clone()
+}
