@@ -1,7 +1,8 @@
-//! The `adtally` command: serve, demo, import and report over the library
+//! The `adtally` command: serve, demo, import, report and loadgen over the library
 //! crates. Every flag also reads an `ADTALLY_*` environment variable.
 
 mod demo;
+mod loadgen;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -95,6 +96,14 @@ enum Command {
         group_by: String,
         #[arg(long, default_value = "total")]
         granularity: String,
+    },
+    /// Generate decision and beacon load against a running server.
+    Loadgen(loadgen::LoadgenArgs),
+    /// A bare HTTP server answering 204: the baseline for tracking benchmarks.
+    #[command(hide = true)]
+    BaselineServer {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
     },
 }
 
@@ -226,6 +235,8 @@ async fn main() -> Result<()> {
             demo::create(s, &store.data).await
         }
         Command::Import { store, file } => import(open_store(&store)?, &file).await,
+        Command::Loadgen(args) => loadgen::run(args).await,
+        Command::BaselineServer { listen } => loadgen::baseline_server(listen).await,
         Command::Report { store, advertiser, range, group_by, granularity } => {
             demo::print_report(open_store(&store)?, advertiser, &range, &group_by, &granularity).await
         }

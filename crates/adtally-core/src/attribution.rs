@@ -2,9 +2,9 @@
 //! last touch: the user's latest counted click on the advertiser's ads within 30 days,
 //! else the latest counted impression within one day (view-through).
 
-use std::collections::HashMap;
 
 use crate::clock::{Millis, DAY};
+use crate::fasthash::FastMap;
 
 pub const CLICK_WINDOW_MS: Millis = 30 * DAY;
 pub const VIEW_WINDOW_MS: Millis = DAY;
@@ -21,8 +21,8 @@ pub struct Touch {
 /// The latest click and impression per (user, advertiser), bounded in size.
 #[derive(Debug, Default)]
 pub struct LastTouches {
-    clicks: HashMap<(u64, i64), Touch>,
-    impressions: HashMap<(u64, i64), Touch>,
+    clicks: FastMap<(u64, i64), Touch>,
+    impressions: FastMap<(u64, i64), Touch>,
     cap: usize,
 }
 
@@ -39,7 +39,7 @@ impl LastTouches {
         Self::record(&mut self.impressions, self.cap, VIEW_WINDOW_MS, (user_key, advertiser_id), touch);
     }
 
-    fn record(map: &mut HashMap<(u64, i64), Touch>, cap: usize, window: Millis, key: (u64, i64), touch: Touch) {
+    fn record(map: &mut FastMap<(u64, i64), Touch>, cap: usize, window: Millis, key: (u64, i64), touch: Touch) {
         if map.get(&key).is_some_and(|t| t.at_ms > touch.at_ms) {
             return;
         }

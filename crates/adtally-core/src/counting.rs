@@ -25,11 +25,12 @@
 //! evicted first. The store keeps every event, so after a restart the state is rebuilt
 //! by [`CountingState::remember`]ing the valid events of the last TTL.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hash;
 
 use crate::clock::{Millis, HOUR};
 use crate::event::{EventKind, Verdict};
+use crate::fasthash::FastMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CountingConfig {
@@ -235,7 +236,7 @@ impl CountingState {
 struct ExpiringMap<K, V> {
     ttl_ms: Millis,
     cap: usize,
-    entries: HashMap<K, (V, Millis)>,
+    entries: FastMap<K, (V, Millis)>,
     /// Keys in order of writing; a key may appear more than once, only the entry whose
     /// time matches the map's is live.
     order: VecDeque<(K, Millis)>,
@@ -243,7 +244,7 @@ struct ExpiringMap<K, V> {
 
 impl<K: Hash + Eq + Copy, V> ExpiringMap<K, V> {
     fn new(ttl_ms: Millis, cap: usize) -> Self {
-        Self { ttl_ms, cap: cap.max(1), entries: HashMap::new(), order: VecDeque::new() }
+        Self { ttl_ms, cap: cap.max(1), entries: FastMap::default(), order: VecDeque::new() }
     }
     fn len(&self) -> usize {
         self.entries.len()
@@ -283,6 +284,7 @@ impl<K: Hash + Eq + Copy, V> ExpiringMap<K, V> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     const T0: Millis = 1_700_000_000_000;
 

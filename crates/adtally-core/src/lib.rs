@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod clock;
 pub mod counting;
 pub mod event;
+pub mod fasthash;
 pub mod metrics;
 pub mod money;
 pub mod report;

@@ -282,7 +282,7 @@ impl Writer {
             let mut billing = self.billing.lock().unwrap_or_else(|p| p.into_inner());
             let counting = &mut self.counting;
             let touches = &mut self.touches;
-            self.store.append_events(&mut pending, &mut |i, event| {
+            self.store.append_events(now, &mut pending, &mut |i, event| {
                 judge(counting, touches, &mut billing, submissions[i], event, now);
             })
         };

@@ -128,11 +128,11 @@ pub trait Store: Send + Sync + 'static {
     fn ads(&self, campaign_id: Option<i64>) -> Result<Vec<Ad>>;
 
     // Events.
-    /// Appends a batch in one transaction. For each event whose `dedup_key` is new (or
-    /// absent), calls `judge` with its index — which sets the verdict and cost — then stores it and its
+    /// Appends a batch in one transaction, with ids that start with `now_ms`. For each
+    /// event whose `dedup_key` is new (or absent), calls `judge` with its index — which sets the verdict and cost — then stores it and its
     /// rollup. Only the single event writer calls this.
-    fn append_events(&self, batch: &mut [PendingEvent], judge: &mut dyn FnMut(usize, &mut Event)) -> Result<()>;
-    /// Events at or after `since_ms` with the given verdict code, oldest first; for
+    fn append_events(&self, now_ms: Millis, batch: &mut [PendingEvent], judge: &mut dyn FnMut(usize, &mut Event)) -> Result<()>;
+    /// Valid events that happened at or after `since_ms`, in commit order; for
     /// rebuilding the counting state after a restart.
     fn valid_events_since(&self, since_ms: Millis) -> Result<Vec<Event>>;
     fn campaign_spend(&self) -> Result<Vec<CampaignSpend>>;

@@ -2,10 +2,9 @@
 //! batch is aggregated here in memory before it is upserted, so a batch of thousands
 //! of impressions costs a few dozen upserts.
 
-use std::collections::HashMap;
-
 use adtally_core::clock::Millis;
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
+use adtally_core::fasthash::FastMap;
 use adtally_core::report::{bucket_of, Dimension};
 
 /// One rollup row's identity.
@@ -30,8 +29,8 @@ pub struct RollupSums {
     pub value_micros: i64,
 }
 
-pub(crate) fn aggregate<'a>(events: impl Iterator<Item = &'a Event>) -> HashMap<RollupKey, RollupSums> {
-    let mut sums: HashMap<RollupKey, RollupSums> = HashMap::new();
+pub(crate) fn aggregate<'a>(events: impl Iterator<Item = &'a Event>) -> FastMap<RollupKey, RollupSums> {
+    let mut sums: FastMap<RollupKey, RollupSums> = FastMap::default();
     for e in events {
         let key = RollupKey {
             bucket_ms: bucket_of(e.at_ms),

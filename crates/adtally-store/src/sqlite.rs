@@ -67,7 +67,8 @@ CREATE TABLE ads (
     rejection_reason TEXT, created_at_ms INTEGER NOT NULL
 );
 CREATE INDEX ads_campaign ON ads(campaign_id);
--- Raw events; rowids grow with commit order, so inserts append.
+-- Raw events. Ids are (commit milliseconds << 20) + sequence, so inserts append and
+-- "events committed since T" is a range of ids.
 CREATE TABLE events (
     id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, kind INTEGER NOT NULL, verdict INTEGER NOT NULL,
     decision_id INTEGER NOT NULL, advertiser_id INTEGER NOT NULL, campaign_id INTEGER NOT NULL,
@@ -75,7 +76,6 @@ CREATE TABLE events (
     ip_key INTEGER NOT NULL, device INTEGER NOT NULL, country TEXT NOT NULL,
     cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL
 );
-CREATE INDEX events_at ON events(at_ms);
 -- Idempotency keys of imported events and conversion order ids.
 CREATE TABLE dedup_keys (key TEXT PRIMARY KEY) WITHOUT ROWID;
 -- Events summed per UTC quarter hour and every dimension, kind and verdict.
@@ -89,8 +89,52 @@ CREATE TABLE rollups (
 CREATE INDEX rollups_advertiser ON rollups(advertiser_id, bucket_ms);
 "#];
 
+/// The writer's connection and the last event id it assigned.
+struct EventWriter {
+    conn: Connection,
+    last_id: i64,
+}
+
+/// Events per multi-row `INSERT`: fewer statement executions, same transaction.
+const ROWS_PER_INSERT: usize = 32;
+const EVENT_COLUMNS: usize = 15;
+
+fn insert_events_sql(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; EVENT_COLUMNS].join(","));
+    format!(
+        "INSERT INTO events (id, at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id, placement_id,
+         user_key, ip_key, device, country, cost_micros, value_micros) VALUES {}",
+        vec![row; rows].join(",")
+    )
+}
+
+/// Binds one event's columns starting at parameter `first` (1-based).
+fn bind_event(stmt: &mut rusqlite::CachedStatement<'_>, first: usize, id: i64, e: &Event) -> rusqlite::Result<()> {
+    let ints = [
+        id,
+        e.at_ms,
+        e.kind.code().into(),
+        e.verdict.code().into(),
+        e.decision_id as i64,
+        e.advertiser_id,
+        e.campaign_id,
+        e.ad_id,
+        e.placement_id,
+        e.user_key as i64,
+        e.ip_key as i64,
+        e.device.code().into(),
+    ];
+    for (i, v) in ints.iter().enumerate() {
+        stmt.raw_bind_parameter(first + i, v)?;
+    }
+    stmt.raw_bind_parameter(first + 12, e.country.as_str())?;
+    stmt.raw_bind_parameter(first + 13, e.cost_micros)?;
+    stmt.raw_bind_parameter(first + 14, e.value_micros)?;
+    Ok(())
+}
+
 pub struct SqliteStore {
-    writer: Mutex<Connection>,
+    writer: Mutex<EventWriter>,
     pool: Mutex<Vec<Connection>>,
     path: std::path::PathBuf,
 }
@@ -115,9 +159,10 @@ impl SqliteStore {
     pub fn open(data_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Database(format!("{}: {e}", data_dir.display())))?;
         let path = data_dir.join("adtally.db");
-        let mut writer = open_connection(&path)?;
-        migrate(&mut writer)?;
-        Ok(Self { writer: Mutex::new(writer), pool: Mutex::new(Vec::new()), path })
+        let mut conn = open_connection(&path)?;
+        migrate(&mut conn)?;
+        let last_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
+        Ok(Self { writer: Mutex::new(EventWriter { conn, last_id }), pool: Mutex::new(Vec::new()), path })
     }
 
     fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
@@ -549,16 +594,12 @@ impl Store for SqliteStore {
         })
     }
 
-    fn append_events(&self, batch: &mut [PendingEvent], judge: &mut dyn FnMut(usize, &mut Event)) -> Result<()> {
-        let mut conn = self.writer.lock().map_err(|_| poisoned())?;
-        let tx = conn.transaction()?;
+    fn append_events(&self, now_ms: Millis, batch: &mut [PendingEvent], judge: &mut dyn FnMut(usize, &mut Event)) -> Result<()> {
+        let mut writer = self.writer.lock().map_err(|_| poisoned())?;
+        let mut next_id = writer.last_id.max((now_ms.max(0) << 20) - 1);
+        let tx = writer.conn.transaction()?;
         {
             let mut claim = tx.prepare_cached("INSERT OR IGNORE INTO dedup_keys (key) VALUES (?1)")?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO events (at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id,
-                 placement_id, user_key, ip_key, device, country, cost_micros, value_micros)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )?;
             for (index, pending) in batch.iter_mut().enumerate() {
                 if let Some(key) = &pending.dedup_key {
                     if claim.execute([key])? == 0 {
@@ -567,23 +608,22 @@ impl Store for SqliteStore {
                     }
                 }
                 judge(index, &mut pending.event);
-                let e = &pending.event;
-                insert.execute(params![
-                    e.at_ms,
-                    e.kind.code(),
-                    e.verdict.code(),
-                    e.decision_id as i64,
-                    e.advertiser_id,
-                    e.campaign_id,
-                    e.ad_id,
-                    e.placement_id,
-                    e.user_key as i64,
-                    e.ip_key as i64,
-                    e.device.code(),
-                    e.country.as_str(),
-                    e.cost_micros,
-                    e.value_micros
-                ])?;
+            }
+            let stored: Vec<&Event> = batch.iter().filter(|p| !p.skipped_as_duplicate).map(|p| &p.event).collect();
+            let mut chunks = stored.chunks_exact(ROWS_PER_INSERT);
+            let mut insert_many = tx.prepare_cached(&insert_events_sql(ROWS_PER_INSERT))?;
+            for chunk in chunks.by_ref() {
+                for (i, e) in chunk.iter().enumerate() {
+                    next_id += 1;
+                    bind_event(&mut insert_many, 1 + i * EVENT_COLUMNS, next_id, e)?;
+                }
+                insert_many.raw_execute()?;
+            }
+            let mut insert_one = tx.prepare_cached(&insert_events_sql(1))?;
+            for e in chunks.remainder() {
+                next_id += 1;
+                bind_event(&mut insert_one, 1, next_id, e)?;
+                insert_one.raw_execute()?;
             }
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO rollups (bucket_ms, advertiser_id, campaign_id, ad_id, placement_id, device, country,
@@ -592,8 +632,7 @@ impl Store for SqliteStore {
                  ON CONFLICT DO UPDATE SET events = events + excluded.events,
                    cost_micros = cost_micros + excluded.cost_micros, value_micros = value_micros + excluded.value_micros",
             )?;
-            let stored = batch.iter().filter(|p| !p.skipped_as_duplicate).map(|p| &p.event);
-            for (k, s) in aggregate(stored) {
+            for (k, s) in aggregate(stored.iter().copied()) {
                 upsert.execute(params![
                     k.bucket_ms,
                     k.advertiser_id,
@@ -611,6 +650,7 @@ impl Store for SqliteStore {
             }
         }
         tx.commit()?;
+        writer.last_id = next_id;
         Ok(())
     }
 
@@ -619,9 +659,11 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare(
                 "SELECT at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id, placement_id, user_key,
                  ip_key, device, country, cost_micros, value_micros FROM events
-                 WHERE at_ms >= ?1 AND verdict = 0 ORDER BY at_ms, id",
+                 WHERE id >= ?1 AND at_ms >= ?2 AND verdict = 0 ORDER BY id",
             )?;
-            let rows = stmt.query_map([since_ms], event_from)?.collect::<rusqlite::Result<_>>()?;
+            // Ids start with their commit time: nothing committed before `since_ms`
+            // can have happened after it.
+            let rows = stmt.query_map([since_ms.max(0) << 20, since_ms], event_from)?.collect::<rusqlite::Result<_>>()?;
             Ok(rows)
         })
     }
