@@ -2,6 +2,7 @@
 # HTTP benchmark of the tracking paths, as ratios to a bare axum server answering 204
 # measured in the same run on the same machine. Prints one JSON line per measurement
 # and a summary table. Usage: bench/http.sh [seconds] [connections]
+# SERVE_FLAGS=--skip-traffic-filters measures the paths without the IVT checks.
 set -euo pipefail
 secs=${1:-10}
 conns=${2:-32}
@@ -16,7 +17,7 @@ trap cleanup EXIT
 export ADTALLY_ADMIN_KEY=bench-admin ADTALLY_SECRET=bench-secret ADTALLY_LOG=warn
 "$bin" baseline-server --listen 127.0.0.1:18090 >/dev/null &
 pids+=($!)
-"$bin" serve --listen 127.0.0.1:18080 --data "$work/data" >/dev/null &
+"$bin" serve --listen 127.0.0.1:18080 --data "$work/data" ${SERVE_FLAGS:-} >/dev/null &
 pids+=($!)
 for _ in $(seq 50); do curl -sf http://127.0.0.1:18080/healthz >/dev/null && break; sleep 0.1; done
 

@@ -55,7 +55,8 @@ pub struct LoadgenArgs {
 
 /// Runs the load and prints one line of JSON with the figures.
 pub async fn run(args: LoadgenArgs) -> Result<()> {
-    let duration = Duration::from_millis(adtally_core::clock::parse_duration(&args.duration).map_err(anyhow::Error::msg)? as u64);
+    let duration =
+        Duration::from_millis(adtally_core::clock::parse_duration(&args.duration).map_err(anyhow::Error::msg)? as u64);
     let template = match args.mode {
         Mode::Impressions => Some(token_template(&args).await?),
         _ => None,
@@ -67,7 +68,8 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
         let (args, sequence, signer) = (args.clone(), sequence.clone(), signer.clone());
-        tasks.push(tokio::spawn(async move { connection(&args, &sequence, signer.as_ref(), template, deadline).await }));
+        tasks
+            .push(tokio::spawn(async move { connection(&args, &sequence, signer.as_ref(), template, deadline).await }));
     }
     let mut latencies: Vec<u32> = Vec::new();
     let mut errors = 0u64;
@@ -77,7 +79,12 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
         errors += errs;
     }
     latencies.sort_unstable();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     let secs = duration.as_secs_f64();
     println!(
         "{}",
@@ -105,7 +112,9 @@ async fn token_template(args: &LoadgenArgs) -> Result<TrackingToken> {
     let body: serde_json::Value = serde_json::from_slice(&body)?;
     let url = body["impression_url"].as_str().context("decision without impression_url")?;
     let token = url.rsplit('/').next().unwrap_or("");
-    TokenSigner::new(secret.as_bytes()).verify(token).map_err(|e| anyhow::anyhow!("the secret does not match the server's: {e}"))
+    TokenSigner::new(secret.as_bytes())
+        .verify(token)
+        .map_err(|e| anyhow::anyhow!("the secret does not match the server's: {e}"))
 }
 
 async fn connection(
@@ -123,14 +132,22 @@ async fn connection(
         let started = Instant::now();
         let ok = match args.mode {
             Mode::Bare => conn.get("/t/i/x").await?.0 == 204,
-            Mode::Decisions => conn.get(&format!("/v1/decision?placement={}&uid=u{}", args.placement, n % args.users)).await?.0 == 200,
+            Mode::Decisions => {
+                conn.get(&format!("/v1/decision?placement={}&uid=u{}", args.placement, n % args.users)).await?.0 == 200
+            }
             Mode::Impressions => {
                 let (Some(signer), Some(t)) = (signer, template) else { bail!("impressions need a token template") };
-                let token = signer.sign(&TrackingToken { decision_id: t.decision_id + n, issued_at_ms: SystemClock.now_ms(), user_key: n, ..t });
+                let token = signer.sign(&TrackingToken {
+                    decision_id: t.decision_id + n,
+                    issued_at_ms: SystemClock.now_ms(),
+                    user_key: n,
+                    ..t
+                });
                 conn.get(&format!("/t/i/{token}")).await?.0 == 200
             }
             Mode::Journeys => {
-                let (status, body) = conn.get(&format!("/v1/decision?placement={}&uid=u{}", args.placement, n % args.users)).await?;
+                let (status, body) =
+                    conn.get(&format!("/v1/decision?placement={}&uid=u{}", args.placement, n % args.users)).await?;
                 let decision: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 let path = |key: &str| decision[key].as_str().and_then(|u| u.find("/t/").map(|i| u[i..].to_owned()));
                 match (status, path("impression_url"), path("click_url")) {
@@ -174,7 +191,11 @@ impl Conn {
                 let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).context("status line")?;
                 let length: usize = head
                     .lines()
-                    .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")).map(|(_, v)| v.trim()))
+                    .find_map(|l| {
+                        l.split_once(':')
+                            .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                            .map(|(_, v)| v.trim())
+                    })
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
                 while self.buf.len() < end + 4 + length {

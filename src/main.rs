@@ -62,6 +62,9 @@ struct ServeArgs {
     /// Base URL for tracking links (default: from the request's Host header).
     #[arg(long, env = "ADTALLY_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Skip the bot, prefetch and data-centre checks (only to benchmark their cost).
+    #[arg(long, hide = true)]
+    skip_traffic_filters: bool,
     /// Fill an empty data dir with the demo first.
     #[arg(long, env = "ADTALLY_DEMO")]
     demo: bool,
@@ -134,6 +137,7 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
             .collect::<Result<_>>()?;
     }
     config.public_url = args.public_url.clone();
+    config.traffic_filters = !args.skip_traffic_filters;
     Ok(config)
 }
 

@@ -2,7 +2,6 @@
 //! last touch: the user's latest counted click on the advertiser's ads within 30 days,
 //! else the latest counted impression within one day (view-through).
 
-
 use crate::clock::{Millis, DAY};
 use crate::fasthash::FastMap;
 

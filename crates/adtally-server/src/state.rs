@@ -28,6 +28,9 @@ pub struct ServerConfig {
     /// Base of tracking URLs (`https://ads.example.com`); by default taken from the
     /// request's `Host` header.
     pub public_url: Option<String>,
+    /// Apply the bot, prefetch and data-centre checks. Off only to measure what they
+    /// cost (`serve --skip-traffic-filters`, hidden).
+    pub traffic_filters: bool,
 }
 
 impl Default for ServerConfig {
@@ -39,6 +42,7 @@ impl Default for ServerConfig {
                 (IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), 128),
             ],
             public_url: None,
+            traffic_filters: true,
         }
     }
 }

@@ -49,6 +49,9 @@ impl<'a> Visitor<'a> {
     }
 
     fn givt(&self, state: &AppState) -> Option<Verdict> {
+        if !state.config.traffic_filters {
+            return None;
+        }
         let bot = self.user_agent.len() > MAX_UA_LEN || state.is_bot(self.user_agent);
         let prefetch = is_prefetch(|name| self.header(name).map(str::to_owned));
         givt_verdict(bot, prefetch, state.datacenters.contains(self.ip))

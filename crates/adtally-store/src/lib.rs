@@ -131,7 +131,12 @@ pub trait Store: Send + Sync + 'static {
     /// Appends a batch in one transaction, with ids that start with `now_ms`. For each
     /// event whose `dedup_key` is new (or absent), calls `judge` with its index — which sets the verdict and cost — then stores it and its
     /// rollup. Only the single event writer calls this.
-    fn append_events(&self, now_ms: Millis, batch: &mut [PendingEvent], judge: &mut dyn FnMut(usize, &mut Event)) -> Result<()>;
+    fn append_events(
+        &self,
+        now_ms: Millis,
+        batch: &mut [PendingEvent],
+        judge: &mut dyn FnMut(usize, &mut Event),
+    ) -> Result<()>;
     /// Valid events that happened at or after `since_ms`, in commit order; for
     /// rebuilding the counting state after a restart.
     fn valid_events_since(&self, since_ms: Millis) -> Result<Vec<Event>>;

@@ -594,7 +594,12 @@ impl Store for SqliteStore {
         })
     }
 
-    fn append_events(&self, now_ms: Millis, batch: &mut [PendingEvent], judge: &mut dyn FnMut(usize, &mut Event)) -> Result<()> {
+    fn append_events(
+        &self,
+        now_ms: Millis,
+        batch: &mut [PendingEvent],
+        judge: &mut dyn FnMut(usize, &mut Event),
+    ) -> Result<()> {
         let mut writer = self.writer.lock().map_err(|_| poisoned())?;
         let mut next_id = writer.last_id.max((now_ms.max(0) << 20) - 1);
         let tx = writer.conn.transaction()?;
@@ -663,7 +668,8 @@ impl Store for SqliteStore {
             )?;
             // Ids start with their commit time: nothing committed before `since_ms`
             // can have happened after it.
-            let rows = stmt.query_map([since_ms.max(0) << 20, since_ms], event_from)?.collect::<rusqlite::Result<_>>()?;
+            let rows =
+                stmt.query_map([since_ms.max(0) << 20, since_ms], event_from)?.collect::<rusqlite::Result<_>>()?;
             Ok(rows)
         })
     }
