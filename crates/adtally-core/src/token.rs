@@ -158,6 +158,14 @@ fn decode_payload(bytes: &[u8]) -> Option<TrackingToken> {
     })
 }
 
+/// How API keys are kept at rest: the SHA-256 of the key, in hex. Keys are 256-bit
+/// random values, so a fast hash is enough (no password stretching needed).
+pub fn api_key_hash(key: &str) -> String {
+    use sha2::Digest;
+    let digest = Sha256::digest(key.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,12 +213,4 @@ mod tests {
         let long = "é".repeat(TOKEN_TEXT_LEN / 2);
         assert!(TokenSigner::new(b"one").verify(&long).is_err());
     }
-}
-
-/// How API keys are kept at rest: the SHA-256 of the key, in hex. Keys are 256-bit
-/// random values, so a fast hash is enough (no password stretching needed).
-pub fn api_key_hash(key: &str) -> String {
-    use sha2::Digest;
-    let digest = Sha256::digest(key.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
