@@ -153,7 +153,7 @@ async fn connection(
                 match (status, path("impression_url"), path("click_url")) {
                     (200, Some(imp), Some(click)) => {
                         let a = conn.get(&imp).await?.0 == 200;
-                        let b = if n % 50 == 0 { conn.get(&click).await?.0 == 302 } else { true };
+                        let b = if n.is_multiple_of(50) { conn.get(&click).await?.0 == 302 } else { true };
                         a && b
                     }
                     _ => false,
