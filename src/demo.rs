@@ -12,7 +12,7 @@ use anyhow::{anyhow, Result};
 use adtally_core::catalog::{Ad, AdStatus, Campaign, CampaignStatus, CreditKind, Format, Pacing, Targeting};
 use adtally_core::clock::{Clock, SystemClock, DAY, HOUR};
 use adtally_server::import::import_ndjson;
-use adtally_server::{build_state, Options, ServerConfig};
+use adtally_server::build_state;
 use adtally_store::Store;
 
 /// A small deterministic generator (SplitMix64), so the demo is the same every time.
@@ -185,8 +185,7 @@ pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
         });
     }
 
-    let options = Options { config: ServerConfig::default(), secret: None, admin_key: None, clock: Arc::new(clock) };
-    let (state, _) = build_state(store.clone(), options)?;
+    let (state, _) = build_state(store.clone(), crate::offline_options())?;
     let mut rng = Rng(0x00ad_7a11);
     let mut seq = 0u64;
     let start = (now - 30 * DAY) / HOUR * HOUR;
@@ -262,9 +261,7 @@ pub async fn print_report(
     group_by: &str,
     granularity: &str,
 ) -> Result<()> {
-    let options =
-        Options { config: ServerConfig::default(), secret: None, admin_key: None, clock: Arc::new(SystemClock) };
-    let (state, _) = build_state(store, options)?;
+    let (state, _) = build_state(store, crate::offline_options())?;
     let params = adtally_server::reports::ReportParams {
         range: Some(range.into()),
         group_by: Some(group_by.into()),

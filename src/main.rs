@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use adtally_core::clock::{parse_duration, SystemClock};
+use adtally_core::clock::{parse_duration, Clock, SystemClock};
 use adtally_core::counting::CountingConfig;
 use adtally_server::state::parse_cidr;
 use adtally_server::{Application, Options, ServerConfig};
@@ -190,7 +190,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
 
 async fn import(store: Arc<dyn Store>, file: &Path) -> Result<()> {
     let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let (state, _) = adtally_server::build_state(store, default_options())?;
+    let (state, _) = adtally_server::build_state(store, offline_options())?;
     let mut total = adtally_server::import::ImportSummary::default();
     // The HTTP endpoint takes at most MAX_LINES per request; a file may be longer.
     let mut start = 0;
@@ -219,8 +219,12 @@ async fn import(store: Arc<dyn Store>, file: &Path) -> Result<()> {
     Ok(())
 }
 
-fn default_options() -> Options {
-    Options { config: ServerConfig::default(), secret: None, admin_key: None, clock: Arc::new(SystemClock) }
+/// Options for commands that use the server's state in-process without serving HTTP.
+/// They must not create the admin key (only `serve` does, and prints it), so they get
+/// a throwaway one that nothing can reach.
+pub fn offline_options() -> Options {
+    let throwaway = format!("offline-{}-{}", std::process::id(), SystemClock.now_ms());
+    Options { config: ServerConfig::default(), secret: None, admin_key: Some(throwaway), clock: Arc::new(SystemClock) }
 }
 
 #[tokio::main]
