@@ -25,8 +25,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most events one transaction takes.
 pub const MAX_BATCH: usize = 4096;
-/// How long the writer waits for more events when a batch is already forming.
-const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
+/// How long the writer waits for more events when a batch is already forming, and how
+/// many times in a row.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(100);
+const MAX_LINGERS: u32 = 4;
 /// Submissions waiting for the writer before handlers have to wait to enqueue.
 const QUEUE_DEPTH: usize = 16_384;
 
@@ -255,17 +257,21 @@ impl Writer {
         while let Some(first) = jobs.blocking_recv() {
             let mut batch = vec![first];
             let mut size = batch[0].submissions.len();
-            let mut lingered = false;
+            let mut grew_since_linger = false;
+            let mut lingers = 0;
             while size < MAX_BATCH {
                 match jobs.try_recv() {
                     Ok(job) => {
                         size += job.submissions.len();
                         batch.push(job);
+                        grew_since_linger = true;
                     }
                     // Under load, a moment's wait fills the batch: fewer commits and
-                    // fewer wake-ups per event. When idle, the first event goes alone.
-                    Err(_) if !lingered && size > 1 => {
-                        lingered = true;
+                    // fewer wake-ups per event. Keep waiting only while events keep
+                    // arriving; when idle, the first event goes alone at once.
+                    Err(_) if grew_since_linger && lingers < MAX_LINGERS => {
+                        grew_since_linger = false;
+                        lingers += 1;
                         std::thread::sleep(LINGER);
                     }
                     Err(_) => break,
