@@ -19,9 +19,10 @@ const LINES: usize = 200_000;
 fn ndjson(campaign_id: i64, ad_id: i64, now_ms: i64) -> String {
     let mut out = String::with_capacity(LINES * 260);
     for i in 0..LINES {
-        let at = adtally_core::jiff::Timestamp::from_millisecond(now_ms - 3_600_000 + (i as i64 * 3_600_000 / LINES as i64))
-            .map(|t| t.to_string())
-            .unwrap_or_default();
+        let at =
+            adtally_core::jiff::Timestamp::from_millisecond(now_ms - 3_600_000 + (i as i64 * 3_600_000 / LINES as i64))
+                .map(|t| t.to_string())
+                .unwrap_or_default();
         let _ = writeln!(
             out,
             r#"{{"event_id":"bench-{i}","type":"impression","at":"{at}","campaign_id":{campaign_id},"ad_id":{ad_id},"placement":"sidebar-main","uid":"user-{i}","user_agent":"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36","ip":"81.2.69.142"}}"#
@@ -109,7 +110,12 @@ fn adtally(body: &str, runtime: &tokio::runtime::Runtime) -> f64 {
         })
         .expect("ad");
     let body = body.replace("\"campaign_id\":0,\"ad_id\":0", &format!("\"campaign_id\":{},\"ad_id\":{}", c.id, ad.id));
-    let options = Options { config: ServerConfig::default(), secret: None, admin_key: Some("bench".into()), clock: Arc::new(SystemClock) };
+    let options = Options {
+        config: ServerConfig::default(),
+        secret: None,
+        admin_key: Some("bench".into()),
+        clock: Arc::new(SystemClock),
+    };
     runtime.block_on(async {
         let (state, _) = build_state(store.clone(), options).expect("state");
         let started = Instant::now();

@@ -81,7 +81,8 @@ fn main() {
     let datacenter = time(|i| {
         black_box(ranges.contains(std::net::IpAddr::from(((i as u32).wrapping_mul(2_654_435_761)).to_be_bytes())));
     });
-    let bids: Vec<Bid> = (0..50).map(|i| Bid { cpm_bid_micros: 1_000_000 + i * 1000, quality: 0.01 + i as f64 * 0.0001 }).collect();
+    let bids: Vec<Bid> =
+        (0..50).map(|i| Bid { cpm_bid_micros: 1_000_000 + i * 1000, quality: 0.01 + i as f64 * 0.0001 }).collect();
     let auction = time(|i| {
         black_box(auction::run(&bids, 500_000, i));
     });

@@ -11,8 +11,8 @@ use anyhow::{anyhow, Result};
 
 use adtally_core::catalog::{Ad, AdStatus, Campaign, CampaignStatus, CreditKind, Format, Pacing, Targeting};
 use adtally_core::clock::{Clock, SystemClock, DAY, HOUR};
-use adtally_server::import::import_ndjson;
 use adtally_server::build_state;
+use adtally_server::import::import_ndjson;
 use adtally_store::Store;
 
 /// A small deterministic generator (SplitMix64), so the demo is the same every time.

@@ -151,6 +151,11 @@ async fn a_mix_of_humans_bots_and_mistakes_gets_exact_verdicts() {
     // A data-centre address behind our (trusted, loopback) proxy.
     let dc = d("c1").await;
     get(url(&dc, "impression_url"), vec![("x-forwarded-for", "52.95.110.1")]).await;
+    // ...and one announced with RFC 7239 `Forwarded`.
+    let dc2 = d("c2").await;
+    get(url(&dc2, "impression_url"), vec![("forwarded", "for=\"[2600:1f18::1]:443\";proto=https")]).await;
+    // A forged left-most entry from the client does not fool the proxy chain.
+    get(url(&dc2, "impression_url"), vec![("x-forwarded-for", "81.2.69.142, 52.95.110.1")]).await;
     // A link checker's HEAD uses up nothing.
     let checked = d("k1").await;
     let head = app.client.head(url(&checked, "impression_url")).send().await.expect("head");
@@ -188,8 +193,8 @@ async fn a_mix_of_humans_bots_and_mistakes_gets_exact_verdicts() {
     assert_eq!(t["viewable_impressions"], 5);
     // h1, h2, h2 after the window.
     assert_eq!(t["clicks"], 3);
-    // bot, prefetch, datacenter, expired.
-    assert_eq!(t["invalid_impressions"], 4);
+    // bot, prefetch, datacenter ×3, expired.
+    assert_eq!(t["invalid_impressions"], 6);
     // bot ×2, h1's double click, h2 within the window, the blind click.
     assert_eq!(t["invalid_clicks"], 5);
 
@@ -200,7 +205,7 @@ async fn a_mix_of_humans_bots_and_mistakes_gets_exact_verdicts() {
         ("bot", "impression", 1),
         ("bot", "click", 2),
         ("prefetch", "impression", 1),
-        ("datacenter", "impression", 1),
+        ("datacenter", "impression", 3),
         ("expired", "impression", 1),
         ("duplicate", "click", 2),
         ("no_impression", "click", 1),

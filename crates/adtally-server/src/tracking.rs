@@ -103,19 +103,40 @@ impl<'a> Visitor<'a> {
     }
 }
 
-/// The client address from `X-Forwarded-For`: the rightmost entry that is not itself a
-/// trusted proxy (entries to its left could be forged by the client).
+/// The client address a trusted proxy reports, from `Forwarded` (RFC 7239) or else
+/// `X-Forwarded-For`: the rightmost entry that is not itself a trusted proxy (entries to
+/// its left could be forged by the client).
 fn forwarded_client(state: &AppState, headers: &HeaderMap) -> Option<IpAddr> {
-    let xff = headers.get("x-forwarded-for")?.to_str().ok()?;
+    let forwarded: Vec<IpAddr> = if let Some(f) = headers.get("forwarded").and_then(|v| v.to_str().ok()) {
+        f.split(',')
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (key, value) = pair.trim().split_once('=')?;
+                    key.eq_ignore_ascii_case("for").then(|| parse_node(value))?
+                })
+            })
+            .collect()
+    } else {
+        let xff = headers.get("x-forwarded-for")?.to_str().ok()?;
+        xff.split(',').filter_map(|part| part.trim().parse().ok()).collect()
+    };
     let mut last = None;
-    for part in xff.rsplit(',').take(16) {
-        let ip: IpAddr = part.trim().parse().ok()?;
+    for ip in forwarded.into_iter().rev().take(16) {
         last = Some(ip);
         if !state.is_trusted_proxy(ip) {
             return Some(ip);
         }
     }
     last
+}
+
+/// An RFC 7239 node: `192.0.2.1`, `"192.0.2.1:4711"`, `"[2001:db8::1]:4711"`.
+fn parse_node(value: &str) -> Option<IpAddr> {
+    let v = value.trim().trim_matches('"');
+    if let Some(rest) = v.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    v.parse().ok().or_else(|| v.rsplit_once(':').and_then(|(host, _)| host.parse().ok()))
 }
 
 #[derive(Deserialize)]
@@ -501,4 +522,18 @@ pub async fn conversion_postback(
         Outcome::AlreadyStored => (StatusCode::OK, serde_json::json!({"status": "duplicate_order"})),
     };
     Ok((status, axum::Json(body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_node;
+
+    #[test]
+    fn forwarded_nodes() {
+        assert_eq!(parse_node("192.0.2.60"), "192.0.2.60".parse().ok());
+        assert_eq!(parse_node("\"192.0.2.60:4711\""), "192.0.2.60".parse().ok());
+        assert_eq!(parse_node("\"[2001:db8:cafe::17]:4711\""), "2001:db8:cafe::17".parse().ok());
+        assert_eq!(parse_node("unknown"), None);
+        assert_eq!(parse_node("_hidden"), None);
+    }
 }
