@@ -58,6 +58,12 @@ mod tests {
     }
 
     #[test]
+    fn equal_quality_pays_exactly_the_runner_up_bid() {
+        let out = run(&[bid(3_000_000, 0.01), bid(2_000_000, 0.01)], 500_000, 0);
+        assert_eq!(out, Some(Outcome { winner: 0, price_cpm_micros: 2_000_000 }));
+    }
+
+    #[test]
     fn ties_are_broken_by_the_random_draw() {
         let bids = [bid(1_000_000, 0.01), bid(1_000_000, 0.01)];
         assert_eq!(run(&bids, 0, 0).map(|o| o.winner), Some(0));

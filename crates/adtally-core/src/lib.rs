@@ -10,6 +10,7 @@ pub mod auction;
 pub mod catalog;
 pub mod clock;
 pub mod counting;
+pub mod delivery;
 pub mod event;
 pub mod fasthash;
 pub mod metrics;

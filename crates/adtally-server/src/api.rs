@@ -16,6 +16,7 @@ use adtally_core::catalog::{
     Pacing, Placement, Targeting,
 };
 use adtally_core::clock::Millis;
+use adtally_core::delivery::MAX_CAP_HOURS;
 use adtally_core::event::Device;
 use adtally_core::token::api_key_hash;
 use adtally_store::KeyOwner;
@@ -206,8 +207,8 @@ pub async fn create_advertiser(
 pub async fn list_advertisers(State(state): State<Arc<AppState>>, caller: Caller) -> AppResult<axum::Json<Value>> {
     caller.require_admin()?;
     let all = state.blocking(|s| s.advertisers()).await?;
-    let billing = state.pipeline.billing();
-    Ok(items(all.iter().map(|a| advertiser_json(a, billing.balance(a.id))).collect()))
+    let delivery = state.pipeline.delivery();
+    Ok(items(all.iter().map(|a| advertiser_json(a, delivery.balance(a.id))).collect()))
 }
 
 async fn advertiser_for(state: &Arc<AppState>, caller: Caller, id: i64) -> AppResult<Advertiser> {
@@ -252,8 +253,8 @@ pub async fn add_credit(
     let note = body.note.as_deref().map(|n| text("note", n, 0, 500)).transpose()?;
     let now = state.clock.now_ms();
     let entry = state.blocking(move |s| s.add_credit(id, kind, amount, note.as_deref(), now)).await?;
-    state.pipeline.billing().credit(id, amount);
-    let balance = state.pipeline.billing().balance(id);
+    state.pipeline.delivery().credit(id, amount);
+    let balance = state.pipeline.delivery().balance(id);
     let mut body = ledger_json(&entry);
     body["balance_micros"] = json!(balance);
     Ok(created(body))
@@ -264,7 +265,7 @@ pub async fn me(State(state): State<Arc<AppState>>, caller: Caller) -> AppResult
         return Ok(axum::Json(json!({"role": "admin"})));
     };
     let advertiser = advertiser_for(&state, caller, id).await?;
-    let balance = state.pipeline.billing().balance(id);
+    let balance = state.pipeline.delivery().balance(id);
     Ok(axum::Json(advertiser_json(&advertiser, balance)))
 }
 
@@ -284,7 +285,7 @@ pub async fn ledger(
         .ok_or_else(|| ApiError::invalid("the admin key must name an advertiser_id"))?;
     advertiser_for(&state, caller, id).await?;
     let entries = state.blocking(move |s| s.ledger(id)).await?;
-    let balance = state.pipeline.billing().balance(id);
+    let balance = state.pipeline.delivery().balance(id);
     Ok(axum::Json(json!({
         "advertiser_id": id,
         "balance_micros": balance,
@@ -431,11 +432,11 @@ impl CampaignInput {
         if let Some(cap) = self.frequency_cap {
             c.frequency_cap = match cap {
                 None => None,
-                Some(f) if (1..=10_000).contains(&f.impressions) && (1..=24 * 90).contains(&f.per_hours) => {
+                Some(f) if (1..=1_000).contains(&f.impressions) && (1..=MAX_CAP_HOURS).contains(&f.per_hours) => {
                     Some(FrequencyCap { impressions: f.impressions, per_hours: f.per_hours })
                 }
                 Some(_) => {
-                    return Err(ApiError::invalid("frequency_cap needs impressions 1..10000 and per_hours 1..2160"))
+                    return Err(ApiError::invalid("frequency_cap needs impressions 1..1000 and per_hours 1..168"))
                 }
             };
         }
@@ -511,15 +512,15 @@ pub async fn get_campaign(
     Path(id): Path<i64>,
 ) -> AppResult<axum::Json<Value>> {
     let c = campaign_for(&state, caller, id).await?;
-    let spend = state.pipeline.billing().spent(c.id);
+    let spend = state.pipeline.delivery().spent(c.id);
     Ok(axum::Json(campaign_json(&c, spend)))
 }
 
 pub async fn list_campaigns(State(state): State<Arc<AppState>>, caller: Caller) -> AppResult<axum::Json<Value>> {
     let owner = caller.advertiser_id();
     let all = state.blocking(move |s| s.campaigns(owner)).await?;
-    let billing = state.pipeline.billing();
-    Ok(items(all.iter().map(|c| campaign_json(c, billing.spent(c.id))).collect()))
+    let delivery = state.pipeline.delivery();
+    Ok(items(all.iter().map(|c| campaign_json(c, delivery.spent(c.id))).collect()))
 }
 
 pub async fn patch_campaign(
@@ -536,7 +537,7 @@ pub async fn patch_campaign(
     let saved = campaign.clone();
     state.blocking(move |s| s.update_campaign(&saved)).await?;
     state.reload_catalog()?;
-    let spend = state.pipeline.billing().spent(id);
+    let spend = state.pipeline.delivery().spent(id);
     Ok(axum::Json(campaign_json(&campaign, spend)))
 }
 
@@ -563,7 +564,7 @@ pub async fn campaign_action(
     let saved = campaign.clone();
     state.blocking(move |s| s.update_campaign(&saved)).await?;
     state.reload_catalog()?;
-    let spend = state.pipeline.billing().spent(id);
+    let spend = state.pipeline.delivery().spent(id);
     Ok(axum::Json(campaign_json(&campaign, spend)))
 }
 

@@ -11,15 +11,17 @@
 //! makes "at most one impression per decision" and "spend never exceeds the budget" hold
 //! without locks around the rules themselves.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use adtally_core::attribution::{LastTouches, Touch, CLICK_WINDOW_MS};
+use adtally_core::catalog::Campaign;
+use adtally_core::clock::HOUR;
 use adtally_core::clock::{Clock, Millis, DAY};
 use adtally_core::counting::{Arrival, CountingConfig, CountingState, DecisionRef};
+use adtally_core::delivery::{CampaignLimits, DeliveryState, MAX_CAP_HOURS};
 use adtally_core::event::{Event, EventKind, Verdict};
-use adtally_core::money::CpmCarry;
+use adtally_core::jiff::tz::TimeZone;
 use adtally_store::{PendingEvent, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
@@ -72,69 +74,6 @@ struct Job {
     reply: Reply,
 }
 
-/// Per-campaign money as the writer sees it.
-#[derive(Debug, Clone, Default)]
-struct CampaignMoney {
-    advertiser_id: i64,
-    total_budget_micros: i64,
-    spent_micros: i64,
-    carry: CpmCarry,
-}
-
-/// Budgets and balances, shared by the writer (which spends) and the decision path
-/// (which only serves campaigns that can still pay).
-#[derive(Debug, Default)]
-pub struct Billing {
-    campaigns: HashMap<i64, CampaignMoney>,
-    balances: HashMap<i64, i64>,
-}
-
-impl Billing {
-    /// Sets a campaign's budget (on start and whenever the catalog changes).
-    pub fn set_budget(&mut self, campaign_id: i64, advertiser_id: i64, total_budget_micros: i64) {
-        let c = self.campaigns.entry(campaign_id).or_default();
-        c.advertiser_id = advertiser_id;
-        c.total_budget_micros = total_budget_micros;
-    }
-
-    pub fn credit(&mut self, advertiser_id: i64, amount_micros: i64) {
-        *self.balances.entry(advertiser_id).or_default() += amount_micros;
-    }
-
-    pub fn balance(&self, advertiser_id: i64) -> i64 {
-        self.balances.get(&advertiser_id).copied().unwrap_or(0)
-    }
-
-    pub fn spent(&self, campaign_id: i64) -> i64 {
-        self.campaigns.get(&campaign_id).map_or(0, |c| c.spent_micros)
-    }
-
-    /// Whether the campaign has budget left and its advertiser a positive balance.
-    pub fn can_spend(&self, campaign_id: i64, advertiser_id: i64) -> bool {
-        let budget_left = self.campaigns.get(&campaign_id).is_some_and(|c| c.spent_micros < c.total_budget_micros);
-        budget_left && self.balance(advertiser_id) > 0
-    }
-
-    /// Charges one valid impression at `cpm_micros`, never past the budget or balance.
-    /// What cannot be paid is not charged; the impression still counts.
-    fn charge(&mut self, campaign_id: i64, cpm_micros: i64) -> i64 {
-        let Some(c) = self.campaigns.get_mut(&campaign_id) else { return 0 };
-        let owed = c.carry.charge(cpm_micros);
-        let balance = self.balances.entry(c.advertiser_id).or_default();
-        let payable = owed.min(c.total_budget_micros - c.spent_micros).min(*balance).max(0);
-        c.spent_micros += payable;
-        *balance -= payable;
-        payable
-    }
-
-    fn record_spend(&mut self, campaign_id: i64, advertiser_id: i64, spent_micros: i64) {
-        let c = self.campaigns.entry(campaign_id).or_default();
-        c.advertiser_id = advertiser_id;
-        c.spent_micros += spent_micros;
-        *self.balances.entry(advertiser_id).or_default() -= spent_micros;
-    }
-}
-
 /// Events counted per kind and verdict since start, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct EventCounters {
@@ -156,35 +95,60 @@ impl EventCounters {
 #[derive(Clone)]
 pub struct Pipeline {
     queue: mpsc::Sender<Job>,
-    billing: Arc<Mutex<Billing>>,
+    delivery: Arc<Mutex<DeliveryState>>,
     counters: Arc<EventCounters>,
+}
+
+/// Delivery limits of a campaign, in its advertiser's time zone.
+pub fn campaign_limits(c: &Campaign, timezone: TimeZone) -> CampaignLimits {
+    CampaignLimits {
+        advertiser_id: c.advertiser_id,
+        total_budget_micros: c.total_budget_micros,
+        daily_budget_micros: c.daily_budget_micros,
+        pacing: c.pacing,
+        frequency_cap: c.frequency_cap,
+        timezone,
+    }
+}
+
+/// Delivery state as the store has it: budgets, spend (per bucket for the last days, so
+/// daily budgets hold across a restart), balances and ad performance.
+fn load_delivery(store: &dyn Store, max_entries: usize, now: Millis) -> Result<DeliveryState, StoreError> {
+    let mut state = DeliveryState::new(max_entries);
+    let zones: std::collections::HashMap<i64, TimeZone> =
+        store.advertisers()?.into_iter().map(|a| (a.id, TimeZone::get(&a.timezone).unwrap_or(TimeZone::UTC))).collect();
+    for c in store.campaigns(None)? {
+        let tz = zones.get(&c.advertiser_id).cloned().unwrap_or(TimeZone::UTC);
+        state.set_campaign(c.id, campaign_limits(&c, tz));
+    }
+    for (advertiser_id, credits) in store.credit_totals()? {
+        state.credit(advertiser_id, credits);
+    }
+    for spend in store.campaign_spend(now - 3 * DAY)? {
+        state.restore_spend(spend.campaign_id, spend.bucket_ms, spend.spend_micros);
+    }
+    for p in store.ad_performance()? {
+        state.restore_performance(p.ad_id, p.impressions.max(0) as u64, p.clicks.max(0) as u64);
+    }
+    Ok(state)
 }
 
 impl Pipeline {
     /// Rebuilds the hot state from the store and starts the writer thread.
     pub fn start(store: Arc<dyn Store>, config: CountingConfig, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         let now = clock.now_ms();
-        let mut billing = Billing::default();
-        for (advertiser_id, credits) in store.credit_totals()? {
-            billing.credit(advertiser_id, credits);
-        }
-        for spend in store.campaign_spend()? {
-            billing.record_spend(spend.campaign_id, spend.advertiser_id, spend.spend_micros);
-        }
-        for c in store.campaigns(None)? {
-            billing.set_budget(c.id, c.advertiser_id, c.total_budget_micros);
-        }
+        let delivery = load_delivery(store.as_ref(), config.max_entries, now)?;
         let mut writer = Writer {
             store: store.clone(),
             clock,
             counting: CountingState::new(config),
             touches: LastTouches::new(config.max_entries),
-            billing: Arc::new(Mutex::new(billing)),
+            delivery: Arc::new(Mutex::new(delivery)),
             counters: Arc::new(EventCounters::default()),
         };
         writer.rebuild(now)?;
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
-        let pipeline = Pipeline { queue, billing: writer.billing.clone(), counters: writer.counters.clone() };
+        let pipeline = Pipeline { queue, delivery: writer.delivery.clone(), counters: writer.counters.clone() };
         std::thread::Builder::new()
             .name("adtally-writer".into())
             .spawn(move || writer.run(jobs))
@@ -205,9 +169,11 @@ impl Pipeline {
         outcomes.into_iter().next().ok_or(PipelineError::Stopped)
     }
 
-    pub fn billing(&self) -> MutexGuard<'_, Billing> {
-        // A panic while holding this lock leaves plain integers behind; keep serving.
-        self.billing.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Budgets, balances, caps and ad quality. Hold the guard briefly: the writer needs
+    /// it for every batch.
+    pub fn delivery(&self) -> MutexGuard<'_, DeliveryState> {
+        // A panic while holding this lock leaves plain numbers behind; keep serving.
+        self.delivery.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn counters(&self) -> &EventCounters {
@@ -220,7 +186,7 @@ struct Writer {
     clock: Arc<dyn Clock>,
     counting: CountingState,
     touches: LastTouches,
-    billing: Arc<Mutex<Billing>>,
+    delivery: Arc<Mutex<DeliveryState>>,
     counters: Arc<EventCounters>,
 }
 
@@ -230,8 +196,14 @@ impl Writer {
         let config = *self.counting.config();
         self.counting = CountingState::new(config);
         self.touches = LastTouches::new(config.max_entries);
-        let since = now - config.token_ttl_ms.max(DAY).max(CLICK_WINDOW_MS);
+        let impression_window = config.token_ttl_ms.max(DAY).max(i64::from(MAX_CAP_HOURS) * HOUR);
+        let since = now - impression_window.max(CLICK_WINDOW_MS);
+        let shared = self.delivery.clone();
+        let mut delivery = shared.lock().unwrap_or_else(|p| p.into_inner());
         for e in self.store.valid_events_since(since)? {
+            if e.kind == EventKind::Impression && now - e.at_ms <= i64::from(MAX_CAP_HOURS) * HOUR {
+                delivery.remember_capped_impression(e.campaign_id, e.user_key, e.at_ms);
+            }
             if e.kind == EventKind::Click || now - e.at_ms <= config.token_ttl_ms.max(DAY) {
                 let arrival =
                     arrival_of(&e, DecisionRef::Token { decision_id: e.decision_id, issued_at_ms: e.at_ms }, None);
@@ -294,11 +266,11 @@ impl Writer {
             })
             .collect();
         let result = {
-            let mut billing = self.billing.lock().unwrap_or_else(|p| p.into_inner());
+            let mut delivery = self.delivery.lock().unwrap_or_else(|p| p.into_inner());
             let counting = &mut self.counting;
             let touches = &mut self.touches;
             self.store.append_events(now, &mut pending, &mut |i, event| {
-                judge(counting, touches, &mut billing, submissions[i], event, now);
+                judge(counting, touches, &mut delivery, submissions[i], event, now);
             })
         };
         match result {
@@ -333,17 +305,8 @@ impl Writer {
     }
 
     fn rebuild_all(&mut self, now: Millis) -> Result<(), StoreError> {
-        let mut billing = Billing::default();
-        for (advertiser_id, credits) in self.store.credit_totals()? {
-            billing.credit(advertiser_id, credits);
-        }
-        for spend in self.store.campaign_spend()? {
-            billing.record_spend(spend.campaign_id, spend.advertiser_id, spend.spend_micros);
-        }
-        for c in self.store.campaigns(None)? {
-            billing.set_budget(c.id, c.advertiser_id, c.total_budget_micros);
-        }
-        *self.billing.lock().unwrap_or_else(|p| p.into_inner()) = billing;
+        let delivery = load_delivery(self.store.as_ref(), self.counting.config().max_entries, now)?;
+        *self.delivery.lock().unwrap_or_else(|p| p.into_inner()) = delivery;
         self.rebuild(now)
     }
 }
@@ -356,7 +319,7 @@ fn arrival_of(e: &Event, decision: DecisionRef, givt: Option<Verdict>) -> Arriva
 fn judge(
     counting: &mut CountingState,
     touches: &mut LastTouches,
-    billing: &mut Billing,
+    delivery: &mut DeliveryState,
     submission: &Submission,
     event: &mut Event,
     now: Millis,
@@ -386,33 +349,19 @@ fn judge(
     };
     match event.kind {
         EventKind::Impression => {
-            event.cost_micros = billing.charge(event.campaign_id, submission.clearing_cpm_micros);
+            event.cost_micros = delivery.record_impression(
+                event.campaign_id,
+                event.ad_id,
+                event.user_key,
+                submission.clearing_cpm_micros,
+                event.at_ms,
+            );
             touches.record_impression(event.user_key, event.advertiser_id, touch);
         }
-        EventKind::Click => touches.record_click(event.user_key, event.advertiser_id, touch),
+        EventKind::Click => {
+            delivery.record_click(event.ad_id);
+            touches.record_click(event.user_key, event.advertiser_id, touch);
+        }
         EventKind::Viewable | EventKind::Conversion => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn charges_stop_exactly_at_the_budget_and_the_balance() {
-        let mut b = Billing::default();
-        b.set_budget(1, 10, 2_500);
-        b.credit(10, 1_000_000);
-        let total: i64 = (0..10).map(|_| b.charge(1, 1_000_000)).sum();
-        assert_eq!(total, 2_500);
-        assert!(!b.can_spend(1, 10));
-
-        let mut b = Billing::default();
-        b.set_budget(1, 10, 1_000_000);
-        b.set_budget(2, 10, 1_000_000);
-        b.credit(10, 1_500);
-        let total: i64 = (0..4).map(|i| b.charge(1 + i % 2, 1_000_000)).sum();
-        assert_eq!(total, 1_500);
-        assert_eq!(b.balance(10), 0);
     }
 }

@@ -17,7 +17,7 @@ use adtally_core::traffic::{DatacenterRanges, UserAgentClassifier};
 use adtally_store::{Store, StoreError};
 
 use crate::error::ApiError;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{campaign_limits, Pipeline};
 
 /// Settings the server runs with.
 #[derive(Debug, Clone)]
@@ -47,11 +47,11 @@ impl Default for ServerConfig {
     }
 }
 
-/// An ad that may be shown, with its campaign.
+/// An active campaign and its approved ads of one format.
 #[derive(Debug, Clone)]
 pub struct Candidate {
-    pub ad: Arc<Ad>,
     pub campaign: Arc<Campaign>,
+    pub ads: Vec<Arc<Ad>>,
 }
 
 /// An immutable snapshot of everything the decision and tracking paths read; replaced
@@ -60,7 +60,7 @@ pub struct Candidate {
 pub struct ServingCatalog {
     pub placements: HashMap<String, Placement>,
     pub placement_slugs: HashMap<i64, String>,
-    /// Approved ads of active campaigns, per format.
+    /// Active campaigns with approved ads, per format.
     pub candidates: HashMap<Format, Vec<Candidate>>,
     /// Every ad and campaign, whatever their status (click redirects, imports).
     pub ads: HashMap<i64, Arc<Ad>>,
@@ -81,13 +81,19 @@ impl ServingCatalog {
         }
         let campaigns: HashMap<i64, Arc<Campaign>> =
             store.campaigns(None)?.into_iter().map(|c| (c.id, Arc::new(c))).collect();
+        let mut serving: HashMap<(Format, i64), Vec<Arc<Ad>>> = HashMap::new();
         for ad in store.ads(None)? {
             let ad = Arc::new(ad);
             catalog.ads.insert(ad.id, ad.clone());
             if let Some(campaign) = campaigns.get(&ad.campaign_id) {
                 if ad.status == AdStatus::Approved && campaign.status == CampaignStatus::Active {
-                    catalog.candidates.entry(ad.format).or_default().push(Candidate { ad, campaign: campaign.clone() });
+                    serving.entry((ad.format, campaign.id)).or_default().push(ad);
                 }
+            }
+        }
+        for ((format, campaign_id), ads) in serving {
+            if let Some(campaign) = campaigns.get(&campaign_id) {
+                catalog.candidates.entry(format).or_default().push(Candidate { campaign: campaign.clone(), ads });
             }
         }
         catalog.campaigns = campaigns;
@@ -155,9 +161,9 @@ impl AppState {
     pub fn reload_catalog(&self) -> Result<(), StoreError> {
         let catalog = ServingCatalog::load(self.store.as_ref())?;
         {
-            let mut billing = self.pipeline.billing();
+            let mut delivery = self.pipeline.delivery();
             for c in catalog.campaigns.values() {
-                billing.set_budget(c.id, c.advertiser_id, c.total_budget_micros);
+                delivery.set_campaign(c.id, campaign_limits(c, catalog.timezone(c.advertiser_id)));
             }
         }
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);

@@ -21,6 +21,7 @@ use crate::api::{text, Caller};
 use crate::error::{ApiError, Json, Path, Query};
 use crate::pipeline::{Outcome, Submission};
 use crate::state::{AppState, Candidate};
+use adtally_core::catalog::Ad;
 
 /// A transparent 1×1 GIF.
 const PIXEL: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
@@ -188,45 +189,39 @@ pub async fn decision(
     let decision_id = state.next_decision_id(now);
     let draw = splitmix(decision_id);
 
-    let eligible: Vec<&Candidate> = {
-        let billing = state.pipeline.billing();
-        catalog
-            .candidates
-            .get(&placement.format)
-            .map(|all| {
-                all.iter()
-                    .filter(|c| {
-                        let k = &c.campaign;
-                        k.start_at_ms.is_none_or(|s| s <= now)
-                            && k.end_at_ms.is_none_or(|e| now < e)
-                            && (k.targeting.devices.is_empty() || k.targeting.devices.contains(&device))
-                            && (k.targeting.placements.is_empty() || k.targeting.placements.iter().any(|p| p == slug))
-                            && billing.can_spend(k.id, k.advertiser_id)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    // One bid per campaign; its ads rotate.
-    let mut campaigns: Vec<i64> = eligible.iter().map(|c| c.campaign.id).collect();
-    campaigns.sort_unstable();
-    campaigns.dedup();
-    let bids: Vec<Bid> = campaigns
-        .iter()
-        .map(|id| {
-            let bid = eligible.iter().find(|c| c.campaign.id == *id).map_or(0, |c| c.campaign.cpm_bid_micros);
-            Bid { cpm_bid_micros: bid, quality: 1.0 }
-        })
-        .collect();
+    let user_key = visitor.user_key(&state, uid, now);
+
+    // Each campaign that may serve enters with one of its ads, drawn in proportion to
+    // the ads' quality (so better ads rotate in more), and bids weighted by that quality.
+    let mut entrants: Vec<(&Candidate, &Arc<Ad>)> = Vec::new();
+    let mut bids: Vec<Bid> = Vec::new();
+    {
+        let delivery = state.pipeline.delivery();
+        let campaigns = catalog.candidates.get(&placement.format).map_or(&[][..], Vec::as_slice);
+        for (i, c) in campaigns.iter().enumerate() {
+            let k = &c.campaign;
+            let eligible = k.start_at_ms.is_none_or(|s| s <= now)
+                && k.end_at_ms.is_none_or(|e| now < e)
+                && (k.targeting.devices.is_empty() || k.targeting.devices.contains(&device))
+                && (k.targeting.placements.is_empty() || k.targeting.placements.iter().any(|p| p == slug))
+                && delivery.can_serve(k.id, now)
+                && delivery.cap_allows(user_key, k.id, now);
+            if !eligible {
+                continue;
+            }
+            let qualities: Vec<f64> = c.ads.iter().map(|a| delivery.quality(a.id)).collect();
+            let pick = weighted_pick(&qualities, splitmix(draw ^ i as u64));
+            entrants.push((c, &c.ads[pick]));
+            bids.push(Bid { cpm_bid_micros: k.cpm_bid_micros, quality: qualities[pick] });
+        }
+    }
     let Some(won) = auction::run(&bids, placement.floor_cpm_micros, draw) else {
         state.decisions_unfilled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Ok(no_fill(&visitor));
     };
-    let ads: Vec<&&Candidate> = eligible.iter().filter(|c| c.campaign.id == campaigns[won.winner]).collect();
-    let chosen = ads[((draw >> 32) % ads.len() as u64) as usize];
-    let (ad, campaign) = (&chosen.ad, &chosen.campaign);
+    let (chosen, ad) = entrants[won.winner];
+    let campaign = &chosen.campaign;
 
-    let user_key = visitor.user_key(&state, uid, now);
     let (Ok(advertiser_id), Ok(campaign_id), Ok(ad_id), Ok(placement_id)) = (
         u32::try_from(campaign.advertiser_id),
         u32::try_from(campaign.id),
@@ -302,6 +297,22 @@ fn base_url(state: &AppState, visitor: &Visitor) -> String {
         .unwrap_or("localhost");
     let scheme = if visitor.https() { "https" } else { "http" };
     format!("{scheme}://{host}")
+}
+
+/// An index drawn with probability proportional to its weight.
+fn weighted_pick(weights: &[f64], draw: u64) -> usize {
+    let total: f64 = weights.iter().sum();
+    if weights.len() <= 1 || total <= 0.0 {
+        return 0;
+    }
+    let mut point = (draw >> 11) as f64 / (1u64 << 53) as f64 * total;
+    for (i, w) in weights.iter().enumerate() {
+        if point < *w {
+            return i;
+        }
+        point -= w;
+    }
+    weights.len() - 1
 }
 
 /// SplitMix64: spreads decision ids into well-mixed draws for tie breaks and rotation.

@@ -52,12 +52,22 @@ impl PendingEvent {
     }
 }
 
-/// What each campaign has spent so far, for the billing state.
+/// Spend of a campaign in one rollup bucket, or (bucket 0) everything before the
+/// requested start, for rebuilding the delivery state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CampaignSpend {
     pub advertiser_id: i64,
     pub campaign_id: i64,
+    pub bucket_ms: Millis,
     pub spend_micros: i64,
+}
+
+/// An ad's counted impressions and clicks over its lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdPerformance {
+    pub ad_id: i64,
+    pub impressions: i64,
+    pub clicks: i64,
 }
 
 /// Totals over the raw events and over the rollups; equal when the store is consistent.
@@ -140,7 +150,9 @@ pub trait Store: Send + Sync + 'static {
     /// Valid events that happened at or after `since_ms`, in commit order; for
     /// rebuilding the counting state after a restart.
     fn valid_events_since(&self, since_ms: Millis) -> Result<Vec<Event>>;
-    fn campaign_spend(&self) -> Result<Vec<CampaignSpend>>;
+    /// Spend per campaign: per bucket from `since_ms` on, summed before it (bucket 0).
+    fn campaign_spend(&self, since_ms: Millis) -> Result<Vec<CampaignSpend>>;
+    fn ad_performance(&self) -> Result<Vec<AdPerformance>>;
     fn rollup_rows(&self, query: &RollupQuery) -> Result<Vec<RollupRow>>;
     fn consistency_check(&self) -> Result<ConsistencyCheck>;
 }

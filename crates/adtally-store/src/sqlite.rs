@@ -18,7 +18,7 @@ use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
 use adtally_core::report::Dimension;
 
 use crate::rollup::{aggregate, RollupQuery, RollupRow, RollupSums};
-use crate::{CampaignSpend, ConsistencyCheck, KeyOwner, PendingEvent, Result, Store, StoreError};
+use crate::{AdPerformance, CampaignSpend, ConsistencyCheck, KeyOwner, PendingEvent, Result, Store, StoreError};
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -674,14 +674,36 @@ impl Store for SqliteStore {
         })
     }
 
-    fn campaign_spend(&self) -> Result<Vec<CampaignSpend>> {
+    fn campaign_spend(&self, since_ms: Millis) -> Result<Vec<CampaignSpend>> {
         self.with_conn(|c| {
             let mut stmt = c.prepare(
-                "SELECT advertiser_id, campaign_id, SUM(cost_micros) FROM rollups GROUP BY advertiser_id, campaign_id",
+                "SELECT advertiser_id, campaign_id, CASE WHEN bucket_ms >= ?1 THEN bucket_ms ELSE 0 END AS b,
+                 SUM(cost_micros) FROM rollups WHERE cost_micros != 0 GROUP BY advertiser_id, campaign_id, b",
             )?;
             let rows = stmt
-                .query_map([], |r| {
-                    Ok(CampaignSpend { advertiser_id: r.get(0)?, campaign_id: r.get(1)?, spend_micros: r.get(2)? })
+                .query_map([since_ms], |r| {
+                    Ok(CampaignSpend {
+                        advertiser_id: r.get(0)?,
+                        campaign_id: r.get(1)?,
+                        bucket_ms: r.get(2)?,
+                        spend_micros: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn ad_performance(&self) -> Result<Vec<AdPerformance>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare(
+                "SELECT ad_id, SUM(CASE WHEN kind = ?1 THEN events ELSE 0 END),
+                 SUM(CASE WHEN kind = ?2 THEN events ELSE 0 END)
+                 FROM rollups WHERE verdict = 0 AND kind IN (?1, ?2) GROUP BY ad_id",
+            )?;
+            let rows = stmt
+                .query_map([EventKind::Impression.code(), EventKind::Click.code()], |r| {
+                    Ok(AdPerformance { ad_id: r.get(0)?, impressions: r.get(1)?, clicks: r.get(2)? })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(rows)

@@ -1,0 +1,365 @@
+//! Delivery and billing state: what each campaign may still spend (total, today in its
+//! time zone, the advertiser's balance), how fast it may spend (pacing), how often a
+//! user may see it (frequency caps), and how well its ads perform (quality for the
+//! auction). Pure: every method takes the time it should assume.
+//!
+//! The event writer is the only caller that changes this state (charges, counted
+//! impressions and clicks); the decision path only asks.
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+
+use crate::catalog::{FrequencyCap, Pacing};
+use crate::clock::{Millis, HOUR};
+use crate::fasthash::FastMap;
+use crate::money::CpmCarry;
+
+/// Prior for an ad's click-through rate: 1 click in 100 impressions, as if the ad had
+/// already shown 100 times. New ads start there, so they get a fair chance; evidence
+/// outweighs the prior after a few hundred impressions.
+pub const PRIOR_CLICKS: f64 = 1.0;
+pub const PRIOR_IMPRESSIONS: f64 = 100.0;
+
+/// Longest frequency-cap window the platform accepts (a week): the state for one
+/// (user, campaign) pair never needs to remember more.
+pub const MAX_CAP_HOURS: u32 = 168;
+
+/// What delivery needs to know of a campaign.
+#[derive(Debug, Clone)]
+pub struct CampaignLimits {
+    pub advertiser_id: i64,
+    pub total_budget_micros: i64,
+    pub daily_budget_micros: Option<i64>,
+    pub pacing: Pacing,
+    pub frequency_cap: Option<FrequencyCap>,
+    pub timezone: TimeZone,
+}
+
+#[derive(Debug, Clone)]
+struct CampaignMoney {
+    limits: CampaignLimits,
+    spent_micros: i64,
+    carry: CpmCarry,
+}
+
+/// A local calendar day of a campaign, as days since 1970-01-01.
+type DayIndex = i32;
+
+fn local_day(at_ms: Millis, tz: &TimeZone) -> (DayIndex, Millis, Millis) {
+    let ts = Timestamp::from_millisecond(at_ms).unwrap_or(Timestamp::UNIX_EPOCH);
+    let date = ts.to_zoned_datetime(tz.clone()).date();
+    let start = crate::report::start_of_day(date, tz);
+    let end = date.tomorrow().map_or(start + 24 * HOUR, |d| crate::report::start_of_day(d, tz));
+    let index = (date - jiff::civil::date(1970, 1, 1)).get_days();
+    (index, start, end)
+}
+
+/// Seconds since 2020-01-01, so a cap timestamp fits in four bytes until 2156.
+const CAP_EPOCH_MS: Millis = 1_577_836_800_000;
+
+fn cap_seconds(at_ms: Millis) -> u32 {
+    ((at_ms - CAP_EPOCH_MS).max(0) / 1000).min(u32::MAX as i64) as u32
+}
+
+/// Recent impression times of one user for one campaign, newest last, at most as many
+/// as the cap allows.
+type CapTimes = Vec<u32>;
+
+/// Delivery state of every campaign and advertiser.
+#[derive(Debug, Default)]
+pub struct DeliveryState {
+    campaigns: FastMap<i64, CampaignMoney>,
+    balances: FastMap<i64, i64>,
+    daily_spend: FastMap<(i64, DayIndex), i64>,
+    caps: FastMap<(u64, i64), CapTimes>,
+    max_cap_entries: usize,
+    ad_performance: FastMap<i64, (u64, u64)>,
+}
+
+impl DeliveryState {
+    pub fn new(max_cap_entries: usize) -> Self {
+        Self { max_cap_entries: max_cap_entries.max(1), ..Self::default() }
+    }
+
+    /// Adds or updates a campaign (on start and whenever the catalog changes).
+    pub fn set_campaign(&mut self, campaign_id: i64, limits: CampaignLimits) {
+        match self.campaigns.get_mut(&campaign_id) {
+            Some(c) => c.limits = limits,
+            None => {
+                self.campaigns
+                    .insert(campaign_id, CampaignMoney { limits, spent_micros: 0, carry: CpmCarry::default() });
+            }
+        }
+    }
+
+    pub fn credit(&mut self, advertiser_id: i64, amount_micros: i64) {
+        *self.balances.entry(advertiser_id).or_default() += amount_micros;
+    }
+
+    pub fn balance(&self, advertiser_id: i64) -> i64 {
+        self.balances.get(&advertiser_id).copied().unwrap_or(0)
+    }
+
+    pub fn spent(&self, campaign_id: i64) -> i64 {
+        self.campaigns.get(&campaign_id).map_or(0, |c| c.spent_micros)
+    }
+
+    pub fn spent_today(&self, campaign_id: i64, now_ms: Millis) -> i64 {
+        let Some(c) = self.campaigns.get(&campaign_id) else { return 0 };
+        let (day, _, _) = local_day(now_ms, &c.limits.timezone);
+        self.daily_spend.get(&(campaign_id, day)).copied().unwrap_or(0)
+    }
+
+    /// Restores spend read back from the store: `spent_micros` at `at_ms`.
+    pub fn restore_spend(&mut self, campaign_id: i64, at_ms: Millis, spent_micros: i64) {
+        let Some(c) = self.campaigns.get_mut(&campaign_id) else { return };
+        c.spent_micros += spent_micros;
+        let advertiser = c.limits.advertiser_id;
+        let (day, _, _) = local_day(at_ms, &c.limits.timezone);
+        *self.daily_spend.entry((campaign_id, day)).or_default() += spent_micros;
+        *self.balances.entry(advertiser).or_default() -= spent_micros;
+    }
+
+    /// Whether the campaign may win an auction now: money left in its total and daily
+    /// budgets and in its advertiser's balance, and, when paced evenly, not ahead of
+    /// its day's schedule.
+    pub fn can_serve(&self, campaign_id: i64, now_ms: Millis) -> bool {
+        let Some(c) = self.campaigns.get(&campaign_id) else { return false };
+        if c.spent_micros >= c.limits.total_budget_micros || self.balance(c.limits.advertiser_id) <= 0 {
+            return false;
+        }
+        let Some(daily) = c.limits.daily_budget_micros else { return true };
+        let (day, start, end) = local_day(now_ms, &c.limits.timezone);
+        let today = self.daily_spend.get(&(campaign_id, day)).copied().unwrap_or(0);
+        today < daily && (c.limits.pacing == Pacing::Asap || even_pacing_allows(daily, today, start, end, now_ms))
+    }
+
+    /// Whether `user_key` may see the campaign again under its frequency cap.
+    pub fn cap_allows(&self, user_key: u64, campaign_id: i64, now_ms: Millis) -> bool {
+        let Some(cap) = self.campaigns.get(&campaign_id).and_then(|c| c.limits.frequency_cap) else { return true };
+        let Some(times) = self.caps.get(&(user_key, campaign_id)) else { return true };
+        let window_start = cap_seconds(now_ms - i64::from(cap.per_hours) * HOUR);
+        times.iter().filter(|&&t| t > window_start).count() < cap.impressions as usize
+    }
+
+    /// Charges one valid impression at `cpm_micros` and remembers it for the cap.
+    /// Returns what was charged: never past the total or daily budget or the balance;
+    /// what cannot be paid is not charged and the impression still counts.
+    pub fn record_impression(
+        &mut self,
+        campaign_id: i64,
+        ad_id: i64,
+        user_key: u64,
+        cpm_micros: i64,
+        at_ms: Millis,
+    ) -> i64 {
+        self.ad_performance.entry(ad_id).or_default().0 += 1;
+        self.remember_capped_impression(campaign_id, user_key, at_ms);
+        let Some(c) = self.campaigns.get_mut(&campaign_id) else { return 0 };
+        let (day, _, _) = local_day(at_ms, &c.limits.timezone);
+        let today = self.daily_spend.entry((campaign_id, day)).or_default();
+        let balance = self.balances.entry(c.limits.advertiser_id).or_default();
+        let owed = c.carry.charge(cpm_micros);
+        let daily_left = c.limits.daily_budget_micros.map_or(i64::MAX, |d| d - *today);
+        let payable = owed.min(c.limits.total_budget_micros - c.spent_micros).min(daily_left).min(*balance).max(0);
+        c.spent_micros += payable;
+        *today += payable;
+        *balance -= payable;
+        if self.caps.len() > self.max_cap_entries {
+            self.expire_caps(at_ms);
+        }
+        payable
+    }
+
+    /// Replays a stored impression into the frequency-cap state (after a restart).
+    pub fn remember_capped_impression(&mut self, campaign_id: i64, user_key: u64, at_ms: Millis) {
+        let Some(cap) = self.campaigns.get(&campaign_id).and_then(|c| c.limits.frequency_cap) else { return };
+        let times = self.caps.entry((user_key, campaign_id)).or_default();
+        times.push(cap_seconds(at_ms));
+        if times.len() > cap.impressions as usize {
+            times.remove(0);
+        }
+    }
+
+    pub fn record_click(&mut self, ad_id: i64) {
+        self.ad_performance.entry(ad_id).or_default().1 += 1;
+    }
+
+    /// Restores an ad's counted impressions and clicks (after a restart).
+    pub fn restore_performance(&mut self, ad_id: i64, impressions: u64, clicks: u64) {
+        let p = self.ad_performance.entry(ad_id).or_default();
+        p.0 += impressions;
+        p.1 += clicks;
+    }
+
+    /// The ad's smoothed click-through rate, the quality the auction weighs bids by.
+    pub fn quality(&self, ad_id: i64) -> f64 {
+        let (impressions, clicks) = self.ad_performance.get(&ad_id).copied().unwrap_or((0, 0));
+        (clicks as f64 + PRIOR_CLICKS) / (impressions as f64 + PRIOR_IMPRESSIONS)
+    }
+
+    /// Forgets cap entries whose newest impression is out of every window, and daily
+    /// spend of days long past.
+    pub fn expire_caps(&mut self, now_ms: Millis) {
+        let oldest_useful = cap_seconds(now_ms - i64::from(MAX_CAP_HOURS) * HOUR);
+        self.caps.retain(|_, times| times.last().is_some_and(|&t| t > oldest_useful));
+        if self.caps.len() > self.max_cap_entries {
+            // Still full of live entries: drop the oldest half rather than grow without
+            // bound. A dropped user may see a capped campaign again early.
+            let mut newest: Vec<u32> = self.caps.values().filter_map(|t| t.last().copied()).collect();
+            newest.sort_unstable();
+            let cut = newest[newest.len() / 2];
+            self.caps.retain(|_, times| times.last().is_some_and(|&t| t > cut));
+        }
+        let today = (now_ms / (24 * HOUR)) as DayIndex;
+        self.daily_spend.retain(|(_, day), _| today - *day <= 2);
+    }
+
+    /// Number of (user, campaign) pairs in frequency-cap state.
+    pub fn capped_pairs(&self) -> usize {
+        self.caps.len()
+    }
+}
+
+/// Even pacing: by any moment of the day, at most the share of the daily budget that
+/// the elapsed share of the day allows, plus one percent of slack so that a campaign
+/// is never starved by rounding at the start of the day.
+pub fn even_pacing_allows(
+    daily_budget: i64,
+    spent_today: i64,
+    day_start: Millis,
+    day_end: Millis,
+    now_ms: Millis,
+) -> bool {
+    let length = (day_end - day_start).max(1) as i128;
+    let elapsed = (now_ms - day_start).clamp(0, day_end - day_start) as i128;
+    let allowed = daily_budget as i128 * elapsed / length + daily_budget as i128 / 100;
+    (spent_today as i128) < allowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const T0: Millis = 1_764_028_800_000; // 2025-11-25T00:00:00Z
+
+    fn limits(total: i64, daily: Option<i64>, pacing: Pacing, tz: &str) -> CampaignLimits {
+        CampaignLimits {
+            advertiser_id: 1,
+            total_budget_micros: total,
+            daily_budget_micros: daily,
+            pacing,
+            frequency_cap: None,
+            timezone: TimeZone::get(tz).expect("zone"),
+        }
+    }
+
+    fn state_with(l: CampaignLimits, balance: i64) -> DeliveryState {
+        let mut s = DeliveryState::new(1000);
+        s.set_campaign(7, l);
+        s.credit(1, balance);
+        s
+    }
+
+    #[test]
+    fn charges_stop_exactly_at_every_limit() {
+        let mut s = state_with(limits(2_500, None, Pacing::Asap, "UTC"), 1_000_000);
+        let total: i64 = (0..10).map(|_| s.record_impression(7, 1, 1, 1_000_000, T0)).sum();
+        assert_eq!(total, 2_500);
+        assert!(!s.can_serve(7, T0));
+
+        let mut s = state_with(limits(1_000_000, None, Pacing::Asap, "UTC"), 1_500);
+        let total: i64 = (0..4).map(|_| s.record_impression(7, 1, 1, 1_000_000, T0)).sum();
+        assert_eq!((total, s.balance(1)), (1_500, 0));
+
+        let mut s = state_with(limits(1_000_000, Some(3_000), Pacing::Asap, "UTC"), 1_000_000);
+        let day1: i64 = (0..5).map(|_| s.record_impression(7, 1, 1, 1_000_000, T0 + HOUR)).sum();
+        assert_eq!(day1, 3_000);
+        assert!(!s.can_serve(7, T0 + 2 * HOUR));
+        assert!(s.can_serve(7, T0 + 25 * HOUR), "a new day brings a new daily budget");
+    }
+
+    #[test]
+    fn daily_budgets_follow_the_campaigns_zone_across_dst() {
+        // Berlin leaves summer time on 2026-10-25: that local day has 25 hours.
+        let tz = "Europe/Berlin";
+        let mut s = state_with(limits(1_000_000_000, Some(1_000), Pacing::Asap, tz), 1_000_000_000);
+        let day_start = crate::report::start_of_day(jiff::civil::date(2026, 10, 25), &TimeZone::get(tz).expect("zone"));
+        s.record_impression(7, 1, 1, 1_000_000, day_start + 24 * HOUR + 30 * 60_000);
+        assert!(!s.can_serve(7, day_start + 24 * HOUR + 40 * 60_000), "still 25 Oct in Berlin");
+        assert!(s.can_serve(7, day_start + 25 * HOUR + 60_000), "26 Oct has begun");
+    }
+
+    #[test]
+    fn frequency_caps_hold_over_the_window_edges() {
+        let mut l = limits(1_000_000_000, None, Pacing::Asap, "UTC");
+        l.frequency_cap = Some(FrequencyCap { impressions: 2, per_hours: 1 });
+        let mut s = state_with(l, 1_000_000_000);
+        s.record_impression(7, 1, 42, 1_000, T0);
+        assert!(s.cap_allows(42, 7, T0 + 1000));
+        s.record_impression(7, 1, 42, 1_000, T0 + 10 * 60_000);
+        assert!(!s.cap_allows(42, 7, T0 + 20 * 60_000));
+        assert!(s.cap_allows(43, 7, T0 + 20 * 60_000), "other users are not affected");
+        assert!(!s.cap_allows(42, 7, T0 + HOUR - 1000), "a second before the first leaves the window");
+        assert!(s.cap_allows(42, 7, T0 + HOUR), "the window is (now − 1 h, now]");
+    }
+
+    #[test]
+    fn even_pacing_spreads_the_daily_budget_over_a_simulated_day() {
+        let tz = "America/New_York";
+        let mut s = state_with(limits(1_000_000_000, Some(1_000_000), Pacing::Even, tz), 1_000_000_000);
+        let start = crate::report::start_of_day(jiff::civil::date(2026, 6, 10), &TimeZone::get(tz).expect("zone"));
+        // Ten times more demand than budget, spread evenly: one request every 8.64 s,
+        // each impression worth 1 000 micros (CPM 1.00).
+        let mut spent_by_hour = Vec::new();
+        for i in 0..10_000i64 {
+            let now = start + i * 8_640;
+            if s.can_serve(7, now) {
+                s.record_impression(7, 1, i as u64, 1_000_000, now);
+            }
+            if (i + 1) % (10_000 / 24) == 0 {
+                spent_by_hour.push(s.spent_today(7, now));
+            }
+        }
+        let total = s.spent_today(7, start + 24 * HOUR - 1);
+        assert!(total <= 1_000_000 && total >= 990_000, "{total}");
+        let midday = spent_by_hour[11];
+        assert!((480_000..=520_000).contains(&midday), "half the budget by noon, got {midday}");
+    }
+
+    #[test]
+    fn quality_starts_at_the_prior_and_follows_evidence() {
+        let mut s = DeliveryState::new(10);
+        assert!((s.quality(1) - 0.01).abs() < 1e-9);
+        s.restore_performance(1, 10_000, 300);
+        assert!((s.quality(1) - 301.0 / 10_100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cap_state_is_small_and_bounded() {
+        let mut l = limits(1_000_000_000, None, Pacing::Asap, "UTC");
+        l.frequency_cap = Some(FrequencyCap { impressions: 3, per_hours: 24 });
+        let mut s = state_with(l, 1_000_000_000);
+        for user in 0..5_000u64 {
+            s.record_impression(7, 1, user, 1_000, T0 + user as i64);
+        }
+        assert!(s.capped_pairs() <= 1000);
+        s.expire_caps(T0 + i64::from(MAX_CAP_HOURS) * HOUR + 10_000);
+        assert_eq!(s.capped_pairs(), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn spend_never_exceeds_any_limit(
+            total in 1i64..5_000_000, daily in 1i64..5_000_000, balance in 0i64..5_000_000,
+            cpms in proptest::collection::vec(0i64..20_000_000, 0..300),
+        ) {
+            let mut s = state_with(limits(total, Some(daily), Pacing::Asap, "UTC"), balance);
+            let charged: i64 = cpms.iter().map(|&p| s.record_impression(7, 1, 1, p, T0)).sum();
+            prop_assert!(charged <= total && charged <= daily && charged <= balance);
+            prop_assert_eq!(s.balance(1), balance - charged);
+            prop_assert_eq!(s.spent(7), charged);
+        }
+    }
+}
