@@ -323,7 +323,7 @@ mod tests {
             }
         }
         let total = s.spent_today(7, start + 24 * HOUR - 1);
-        assert!(total <= 1_000_000 && total >= 990_000, "{total}");
+        assert!((990_000..=1_000_000).contains(&total), "{total}");
         let midday = spent_by_hour[11];
         assert!((480_000..=520_000).contains(&midday), "half the budget by noon, got {midday}");
     }
