@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod counting;
+mod delivery;
 mod durability;
 mod reports;
 mod support;

@@ -15,7 +15,7 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     pub store: Arc<dyn Store>,
     /// Kept so the data directory lives as long as the server.
-    _dir: Arc<tempfile::TempDir>,
+    dir: Arc<tempfile::TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -50,13 +50,17 @@ pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, config: ServerConfig, clo
         let _ = rx.await;
     }));
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    TestApp { base: format!("http://{addr}"), client, clock, store, _dir: dir, shutdown: Some(tx) }
+    TestApp { base: format!("http://{addr}"), client, clock, store, dir, shutdown: Some(tx) }
 }
 
 pub const BROWSER: &str =
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
 impl TestApp {
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

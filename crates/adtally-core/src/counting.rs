@@ -66,6 +66,8 @@ pub struct Arrival {
     pub decision: DecisionRef,
     pub ad_id: i64,
     pub user_key: u64,
+    /// Keyed hash of the client address; 0 when unknown (imports without `ip`), which
+    /// never counts towards the per-address limit.
     pub ip_key: u64,
     /// `bot`, `prefetch` or `datacenter` when the request itself gave it away.
     pub givt: Option<Verdict>,
@@ -183,7 +185,8 @@ impl CountingState {
         let over = |times: Option<&VecDeque<Millis>>| {
             times.is_some_and(|t| t.iter().filter(|&&at| at > a.at_ms - HOUR && at <= a.at_ms).count() >= limit)
         };
-        if over(self.clicks_by_user.get(&a.user_key)) || over(self.clicks_by_ip.get(&a.ip_key)) {
+        let by_ip = if a.ip_key == 0 { None } else { self.clicks_by_ip.get(&a.ip_key) };
+        if over(self.clicks_by_user.get(&a.user_key)) || over(by_ip) {
             return Verdict::ExcessiveActivity;
         }
         Verdict::Valid
@@ -202,13 +205,9 @@ impl CountingState {
             EventKind::Click => {
                 self.last_click.insert((a.user_key, a.ad_id), at_ms, now_ms);
                 let keep = self.config.max_clicks_per_hour as usize;
-                for (map, key) in [(&mut self.clicks_by_user, a.user_key), (&mut self.clicks_by_ip, a.ip_key)] {
-                    let mut times = map.remove(&key).unwrap_or_default();
-                    times.push_back(at_ms);
-                    while times.len() > keep.max(1) {
-                        times.pop_front();
-                    }
-                    map.insert(key, times, now_ms);
+                push_click_time(&mut self.clicks_by_user, a.user_key, at_ms, keep, now_ms);
+                if a.ip_key != 0 {
+                    push_click_time(&mut self.clicks_by_ip, a.ip_key, at_ms, keep, now_ms);
                 }
             }
             _ => {}
@@ -228,6 +227,16 @@ impl CountingState {
         self.clicks_by_user.expire(now_ms);
         self.clicks_by_ip.expire(now_ms);
     }
+}
+
+/// Appends a counted click's time, keeping only the newest `keep`.
+fn push_click_time(map: &mut ExpiringMap<u64, VecDeque<Millis>>, key: u64, at_ms: Millis, keep: usize, now_ms: Millis) {
+    let mut times = map.remove(&key).unwrap_or_default();
+    times.push_back(at_ms);
+    while times.len() > keep.max(1) {
+        times.pop_front();
+    }
+    map.insert(key, times, now_ms);
 }
 
 /// A hash map whose entries expire a fixed time after they were last written, with a
