@@ -3,6 +3,9 @@
 # measured in the same run on the same machine. Prints one JSON line per measurement
 # and a summary table. Usage: bench/http.sh [seconds] [connections]
 # SERVE_FLAGS=--skip-traffic-filters measures the paths without the IVT checks.
+# CAMPAIGNS=1000 CAP='{"impressions":3,"per_hours":24}' WARMUP=20 MODES=decisions
+# measures decisions among 1000 capped campaigns after 20 s of journeys from 100 000
+# users have filled the frequency-cap state.
 set -euo pipefail
 secs=${1:-10}
 conns=${2:-32}
@@ -27,15 +30,19 @@ api /v1/placements '{"id":"sidebar-main","name":"Sidebar","format":"sidebar","fl
 adv=$(api /v1/advertisers '{"name":"Bench","email":"b@bench.example"}' | json_id)
 api "/v1/advertisers/$adv/credits" '{"amount_micros":1000000000000000,"kind":"topup"}' >/dev/null
 for i in $(seq "${CAMPAIGNS:-20}"); do
-  c=$(api /v1/campaigns "{\"advertiser_id\":$adv,\"name\":\"c$i\",\"cpm_bid_micros\":$((1000000 + i * 10000)),\"total_budget_micros\":1000000000000000,\"pacing\":\"asap\"}" | json_id)
+  c=$(api /v1/campaigns "{\"advertiser_id\":$adv,\"name\":\"c$i\",\"cpm_bid_micros\":$((1000000 + i * 10000)),\"total_budget_micros\":1000000000000000,\"pacing\":\"asap\"${CAP:+,\"frequency_cap\":$CAP}}" | json_id)
   ad=$(api "/v1/campaigns/$c/ads" '{"format":"sidebar","headline":"Bench","target_url":"https://bench.example"}' | json_id)
   api "/v1/campaigns/$c/submit" '{}' >/dev/null
   api "/v1/ads/$ad/review" '{"decision":"approve"}' >/dev/null
 done
 
 run() { "$bin" loadgen --target "$1" --mode "$2" --connections "$conns" --duration "${secs}s"; }
+if [ -n "${WARMUP:-}" ]; then
+  "$bin" loadgen --target 127.0.0.1:18080 --mode journeys --connections "$conns" --duration "${WARMUP}s" --users 100000 >/dev/null
+  curl -s http://127.0.0.1:18080/metrics | grep '^adtally_frequency_cap_pairs'
+fi
 results=()
-for mode in impressions decisions journeys; do
+for mode in ${MODES:-impressions decisions journeys}; do
   base=$(run 127.0.0.1:18090 bare)
   real=$(run 127.0.0.1:18080 "$mode")
   echo "$base"

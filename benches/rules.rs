@@ -17,6 +17,46 @@ use adtally_core::traffic::{DatacenterRanges, UserAgentClassifier};
 
 const N: u64 = 1_000_000;
 
+/// Resident memory of this process, from /proc (Linux); 0 elsewhere.
+fn resident_bytes() -> isize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<isize>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Resident bytes per (user, campaign) pair (allocator overhead included) in frequency-cap state: 100 000 users who each
+/// saw one of 1 000 capped campaigns (cap 3 per 24 h) twice.
+fn bytes_per_capped_pair() -> (usize, f64) {
+    use adtally_core::catalog::{FrequencyCap, Pacing};
+    use adtally_core::delivery::{CampaignLimits, DeliveryState};
+    let mut state = DeliveryState::new(10_000_000);
+    for c in 0..1000 {
+        state.set_campaign(
+            c,
+            CampaignLimits {
+                advertiser_id: 1,
+                total_budget_micros: i64::MAX / 4,
+                daily_budget_micros: None,
+                pacing: Pacing::Asap,
+                frequency_cap: Some(FrequencyCap { impressions: 3, per_hours: 24 }),
+                timezone: adtally_core::jiff::tz::TimeZone::UTC,
+            },
+        );
+    }
+    state.credit(1, i64::MAX / 4);
+    let before = resident_bytes();
+    let t0 = 1_764_000_000_000i64;
+    for user in 0..100_000u64 {
+        for seen in 0..2 {
+            state.record_impression((user % 1000) as i64, 1, user, 1_000_000, t0 + seen * 60_000);
+        }
+    }
+    let after = resident_bytes();
+    let pairs = state.capped_pairs();
+    (pairs, (after - before) as f64 / pairs as f64)
+}
+
 fn time(mut f: impl FnMut(u64)) -> f64 {
     for i in 0..N / 10 {
         f(i);
@@ -29,6 +69,8 @@ fn time(mut f: impl FnMut(u64)) -> f64 {
 }
 
 fn main() {
+    let (pairs, bytes) = bytes_per_capped_pair();
+    println!("{}", serde_json::json!({"bench": "frequency_cap_state", "pairs": pairs, "resident_bytes_per_pair": bytes.round()}));
     let mut map: HashMap<u64, u64> = HashMap::new();
     let baseline = time(|i| {
         map.insert(i, i);

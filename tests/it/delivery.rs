@@ -91,6 +91,9 @@ async fn a_budget_of_500_impressions_buys_exactly_500_under_concurrency() {
     assert_eq!(charged_impressions(&app), 500);
     let (_, c) = app.get(&f.key, &format!("/v1/campaigns/{}", f.campaign_id)).await;
     assert_eq!(c["spend_micros"], 1_000_000);
+    assert_eq!(app.state.housekeeping().expect("housekeeping"), 1);
+    let (_, c) = app.get(&f.key, &format!("/v1/campaigns/{}", f.campaign_id)).await;
+    assert_eq!(c["status"], "completed", "a spent budget completes the campaign");
     let (_, me) = app.get(&f.key, "/v1/me").await;
     assert_eq!(me["balance_micros"], 5_000_000_000i64 - 1_000_000);
     let (_, ledger) = app.get(&f.key, "/v1/ledger").await;
@@ -225,4 +228,7 @@ async fn frequency_caps_and_dates_limit_who_sees_what() {
     assert_eq!(r.status().as_u16(), 200);
     let r = app.client.get(app.url("/v1/decision?placement=sidebar-main&uid=new")).send().await.expect("decision");
     assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(app.state.housekeeping().expect("housekeeping"), 1);
+    let (_, c) = app.get(&f.key, &format!("/v1/campaigns/{}", f.campaign_id)).await;
+    assert_eq!(c["status"], "completed", "a passed end date completes the campaign");
 }

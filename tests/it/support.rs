@@ -14,6 +14,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub clock: Arc<ManualClock>,
     pub store: Arc<dyn Store>,
+    pub state: Arc<adtally_server::AppState>,
     /// Kept so the data directory lives as long as the server.
     dir: Arc<tempfile::TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -45,12 +46,13 @@ pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, config: ServerConfig, clo
     let app =
         Application::build("127.0.0.1:0".parse().expect("addr"), store.clone(), options).await.expect("build app");
     let addr = app.local_addr().expect("local addr");
+    let state = app.state();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until(async move {
         let _ = rx.await;
     }));
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    TestApp { base: format!("http://{addr}"), client, clock, store, dir, shutdown: Some(tx) }
+    TestApp { base: format!("http://{addr}"), client, clock, store, state, dir, shutdown: Some(tx) }
 }
 
 pub const BROWSER: &str =

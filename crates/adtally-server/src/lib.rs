@@ -29,6 +29,8 @@ pub use crate::state::{AppState, ServerConfig};
 
 /// Largest JSON body the API accepts.
 const MAX_JSON_BODY: usize = 64 * 1024;
+/// How often campaigns are checked for completion and cap state is expired.
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// Largest NDJSON import body.
 const MAX_IMPORT_BODY: usize = 64 * 1024 * 1024;
 
@@ -154,6 +156,19 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let housekeeping = self.state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+            loop {
+                tick.tick().await;
+                let state = housekeeping.clone();
+                match tokio::task::spawn_blocking(move || state.housekeeping()).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(campaigns = n, "campaigns completed"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "housekeeping failed"),
+                    _ => {}
+                }
+            }
+        });
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await
     }

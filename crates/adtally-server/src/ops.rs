@@ -59,6 +59,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let _ = writeln!(out, "adtally_write_batches_total {}", counters.batches.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP adtally_write_batch_events_total Events in group commits.\n# TYPE adtally_write_batch_events_total counter");
     let _ = writeln!(out, "adtally_write_batch_events_total {}", counters.batch_events.load(Ordering::Relaxed));
+    let pairs = state.pipeline.delivery().capped_pairs();
+    let _ = writeln!(out, "# HELP adtally_frequency_cap_pairs (user, campaign) pairs in frequency-cap state.\n# TYPE adtally_frequency_cap_pairs gauge");
+    let _ = writeln!(out, "adtally_frequency_cap_pairs {pairs}");
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

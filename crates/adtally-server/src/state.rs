@@ -170,6 +170,31 @@ impl AppState {
         Ok(())
     }
 
+    /// Marks active campaigns whose end date has passed or whose total budget is spent as
+    /// `completed`, and drops expired frequency-cap state. Run every few seconds.
+    pub fn housekeeping(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now_ms();
+        let catalog = self.catalog();
+        let finished: Vec<Campaign> = {
+            let mut delivery = self.pipeline.delivery();
+            delivery.expire_caps(now);
+            catalog
+                .campaigns
+                .values()
+                .filter(|c| c.status == CampaignStatus::Active)
+                .filter(|c| c.end_at_ms.is_some_and(|end| end <= now) || delivery.spent(c.id) >= c.total_budget_micros)
+                .map(|c| Campaign { status: CampaignStatus::Completed, ..Campaign::clone(c) })
+                .collect()
+        };
+        for c in &finished {
+            self.store.update_campaign(c)?;
+        }
+        if !finished.is_empty() {
+            self.reload_catalog()?;
+        }
+        Ok(finished.len())
+    }
+
     /// Runs a store call on a blocking thread.
     pub async fn blocking<T: Send + 'static>(
         self: &Arc<Self>,
