@@ -70,7 +70,10 @@ fn time(mut f: impl FnMut(u64)) -> f64 {
 
 fn main() {
     let (pairs, bytes) = bytes_per_capped_pair();
-    println!("{}", serde_json::json!({"bench": "frequency_cap_state", "pairs": pairs, "resident_bytes_per_pair": bytes.round()}));
+    println!(
+        "{}",
+        serde_json::json!({"bench": "frequency_cap_state", "pairs": pairs, "resident_bytes_per_pair": bytes.round()})
+    );
     let mut map: HashMap<u64, u64> = HashMap::new();
     let baseline = time(|i| {
         map.insert(i, i);

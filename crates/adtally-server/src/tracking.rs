@@ -209,10 +209,9 @@ pub async fn decision(
             if !eligible {
                 continue;
             }
-            let qualities: Vec<f64> = c.ads.iter().map(|a| delivery.quality(a.id)).collect();
-            let pick = weighted_pick(&qualities, splitmix(draw ^ i as u64));
-            entrants.push((c, &c.ads[pick]));
-            bids.push(Bid { cpm_bid_micros: k.cpm_bid_micros, quality: qualities[pick] });
+            let (ad, quality) = pick_ad(&c.ads, |a| delivery.quality(a.id), splitmix(draw ^ i as u64));
+            entrants.push((c, ad));
+            bids.push(Bid { cpm_bid_micros: k.cpm_bid_micros, quality });
         }
     }
     let Some(won) = auction::run(&bids, placement.floor_cpm_micros, draw) else {
@@ -299,20 +298,25 @@ fn base_url(state: &AppState, visitor: &Visitor) -> String {
     format!("{scheme}://{host}")
 }
 
-/// An index drawn with probability proportional to its weight.
-fn weighted_pick(weights: &[f64], draw: u64) -> usize {
-    let total: f64 = weights.iter().sum();
-    if weights.len() <= 1 || total <= 0.0 {
-        return 0;
+/// One of a campaign's ads, drawn with probability proportional to its quality, and
+/// that quality. Two passes instead of a buffer: this runs for every campaign of every
+/// decision.
+fn pick_ad<'a>(ads: &'a [Arc<Ad>], quality: impl Fn(&Ad) -> f64, draw: u64) -> (&'a Arc<Ad>, f64) {
+    let first = &ads[0];
+    if ads.len() == 1 {
+        return (first, quality(first));
     }
+    let total: f64 = ads.iter().map(|a| quality(a)).sum();
     let mut point = (draw >> 11) as f64 / (1u64 << 53) as f64 * total;
-    for (i, w) in weights.iter().enumerate() {
-        if point < *w {
-            return i;
+    for ad in ads {
+        let q = quality(ad);
+        if point < q {
+            return (ad, q);
         }
-        point -= w;
+        point -= q;
     }
-    weights.len() - 1
+    let last = &ads[ads.len() - 1];
+    (last, quality(last))
 }
 
 /// SplitMix64: spreads decision ids into well-mixed draws for tie breaks and rotation.
