@@ -301,7 +301,7 @@ fn base_url(state: &AppState, visitor: &Visitor) -> String {
 /// One of a campaign's ads, drawn with probability proportional to its quality, and
 /// that quality. Two passes instead of a buffer: this runs for every campaign of every
 /// decision.
-fn pick_ad<'a>(ads: &'a [Arc<Ad>], quality: impl Fn(&Ad) -> f64, draw: u64) -> (&'a Arc<Ad>, f64) {
+fn pick_ad(ads: &[Arc<Ad>], quality: impl Fn(&Ad) -> f64, draw: u64) -> (&Arc<Ad>, f64) {
     let first = &ads[0];
     if ads.len() == 1 {
         return (first, quality(first));
