@@ -62,6 +62,9 @@ struct ServeArgs {
     /// Base URL for tracking links (default: from the request's Host header).
     #[arg(long, env = "ADTALLY_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Bonus on large top-ups, as PERCENT%@MIN_MICROS (e.g. 10%@100000000).
+    #[arg(long, env = "ADTALLY_TOPUP_BONUS")]
+    topup_bonus: Option<String>,
     /// Skip the bot, prefetch and data-centre checks (only to benchmark their cost).
     #[arg(long, hide = true)]
     skip_traffic_filters: bool,
@@ -138,6 +141,11 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
     }
     config.public_url = args.public_url.clone();
     config.traffic_filters = !args.skip_traffic_filters;
+    config.topup_bonus = args
+        .topup_bonus
+        .as_deref()
+        .map(|t| adtally_server::state::TopupBonus::parse(t).context("--topup-bonus must look like 10%@100000000"))
+        .transpose()?;
     Ok(config)
 }
 

@@ -1,6 +1,7 @@
 //! End-to-end tests: each starts the real server on a random port with its own
 //! temporary data directory and speaks HTTP to it. One test binary, so it links once.
 
+mod accounts;
 mod bad_input;
 mod counting;
 mod delivery;

@@ -19,7 +19,7 @@ use adtally_core::clock::Millis;
 use adtally_core::delivery::MAX_CAP_HOURS;
 use adtally_core::event::Device;
 use adtally_core::token::api_key_hash;
-use adtally_store::KeyOwner;
+use adtally_store::{AuditEntry, KeyOwner, PromoCode};
 
 use crate::error::{ApiError, Json, Path, Query};
 use crate::state::AppState;
@@ -53,6 +53,24 @@ impl Caller {
             Caller::Advertiser(id) => Some(id),
         }
     }
+    fn actor(self) -> String {
+        match self {
+            Caller::Admin => "admin".into(),
+            Caller::Advertiser(id) => format!("advertiser:{id}"),
+        }
+    }
+}
+
+/// Records a change in the audit log.
+async fn audit(state: &Arc<AppState>, caller: Caller, action: &str, target: String, detail: Value) -> AppResult<()> {
+    let entry = AuditEntry {
+        at_ms: state.clock.now_ms(),
+        actor: caller.actor(),
+        action: action.into(),
+        target,
+        detail: detail.to_string(),
+    };
+    state.blocking(move |s| s.audit(&entry)).await
 }
 
 const MAX_KEY_LEN: usize = 200;
@@ -70,7 +88,8 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         if hash == state.admin_key_hash {
             return Ok(Caller::Admin);
         }
-        match state.blocking(move |s| s.api_key_owner(&hash)).await? {
+        let now = state.clock.now_ms();
+        match state.blocking(move |s| s.api_key_owner(&hash, now)).await? {
             Some(KeyOwner::Admin) => Ok(Caller::Admin),
             Some(KeyOwner::Advertiser(id)) => Ok(Caller::Advertiser(id)),
             None => Err(ApiError::unauthorized()),
@@ -201,6 +220,14 @@ pub async fn create_advertiser(
     let now = state.clock.now_ms();
     let advertiser = state.blocking(move |s| s.create_advertiser(&name, &email, &timezone, now)).await?;
     state.reload_catalog()?;
+    audit(
+        &state,
+        caller,
+        "advertiser.create",
+        format!("advertiser:{}", advertiser.id),
+        json!({"name": advertiser.name}),
+    )
+    .await?;
     Ok(created(advertiser_json(&advertiser, 0)))
 }
 
@@ -228,8 +255,9 @@ pub async fn create_key(
     let key = random_key("adt_")?;
     let hash = api_key_hash(&key);
     let now = state.clock.now_ms();
-    state.blocking(move |s| s.add_api_key(KeyOwner::Advertiser(id), &hash, now)).await?;
-    Ok(created(json!({"api_key": key, "advertiser_id": id})))
+    let key_id = state.blocking(move |s| s.add_api_key(KeyOwner::Advertiser(id), &hash, now)).await?;
+    audit(&state, caller, "key.create", format!("key:{key_id}"), json!({"advertiser_id": id})).await?;
+    Ok(created(json!({"id": key_id, "api_key": key, "advertiser_id": id})))
 }
 
 #[derive(Deserialize)]
@@ -254,9 +282,32 @@ pub async fn add_credit(
     let now = state.clock.now_ms();
     let entry = state.blocking(move |s| s.add_credit(id, kind, amount, note.as_deref(), now)).await?;
     state.pipeline.delivery().credit(id, amount);
-    let balance = state.pipeline.delivery().balance(id);
+    audit(
+        &state,
+        caller,
+        "credit.add",
+        format!("advertiser:{id}"),
+        json!({"kind": kind.as_str(), "amount_micros": amount}),
+    )
+    .await?;
     let mut body = ledger_json(&entry);
-    body["balance_micros"] = json!(balance);
+    if let Some(bonus) =
+        state.config.topup_bonus.filter(|_| kind == CreditKind::Topup).and_then(|b| b.bonus_for(amount))
+    {
+        let note = format!("top-up bonus on {}", entry.id.unwrap_or(0));
+        let bonus_entry = state.blocking(move |s| s.add_credit(id, CreditKind::Bonus, bonus, Some(&note), now)).await?;
+        state.pipeline.delivery().credit(id, bonus);
+        audit(
+            &state,
+            caller,
+            "credit.add",
+            format!("advertiser:{id}"),
+            json!({"kind": "bonus", "amount_micros": bonus}),
+        )
+        .await?;
+        body["bonus"] = ledger_json(&bonus_entry);
+    }
+    body["balance_micros"] = json!(state.pipeline.delivery().balance(id));
     Ok(created(body))
 }
 
@@ -279,9 +330,9 @@ pub async fn ledger(
     caller: Caller,
     Query(q): Query<LedgerQuery>,
 ) -> AppResult<axum::Json<Value>> {
-    let id = caller
-        .advertiser_id()
-        .or(q.advertiser_id)
+    let id = q
+        .advertiser_id
+        .or(caller.advertiser_id())
         .ok_or_else(|| ApiError::invalid("the admin key must name an advertiser_id"))?;
     advertiser_for(&state, caller, id).await?;
     let entries = state.blocking(move |s| s.ledger(id)).await?;
@@ -325,6 +376,8 @@ pub async fn create_placement(
         }
     })?;
     state.reload_catalog()?;
+    let detail = json!({"format": placement.format.as_str()});
+    audit(&state, caller, "placement.create", format!("placement:{}", placement.slug), detail).await?;
     Ok(created(placement_json(&placement)))
 }
 
@@ -498,6 +551,8 @@ pub async fn create_campaign(
     body.apply(&mut campaign, &serving_placements(&state))?;
     let campaign = state.blocking(move |s| s.create_campaign(&campaign)).await?;
     state.reload_catalog()?;
+    audit(&state, caller, "campaign.create", format!("campaign:{}", campaign.id), json!({"name": campaign.name}))
+        .await?;
     Ok(created(campaign_json(&campaign, 0)))
 }
 
@@ -537,6 +592,7 @@ pub async fn patch_campaign(
     let saved = campaign.clone();
     state.blocking(move |s| s.update_campaign(&saved)).await?;
     state.reload_catalog()?;
+    audit(&state, caller, "campaign.update", format!("campaign:{id}"), json!({})).await?;
     let spend = state.pipeline.delivery().spent(id);
     Ok(axum::Json(campaign_json(&campaign, spend)))
 }
@@ -545,8 +601,11 @@ pub async fn campaign_action(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path((id, action)): Path<(i64, String)>,
-) -> AppResult<axum::Json<Value>> {
+) -> AppResult<Response> {
     let mut campaign = campaign_for(&state, caller, id).await?;
+    if action == "clone" {
+        return clone_campaign(&state, caller, campaign).await;
+    }
     let action = CampaignAction::parse(&action).ok_or_else(|| ApiError::not_found("campaign action"))?;
     let next = campaign.status.after(action).ok_or_else(|| {
         ApiError::conflict(
@@ -560,12 +619,44 @@ pub async fn campaign_action(
             return Err(ApiError::conflict("no_ads", "add at least one ad before submitting"));
         }
     }
+    let from = campaign.status;
     campaign.status = next;
     let saved = campaign.clone();
     state.blocking(move |s| s.update_campaign(&saved)).await?;
     state.reload_catalog()?;
+    let detail = json!({"from": from.as_str(), "to": next.as_str()});
+    audit(&state, caller, &format!("campaign.{action:?}").to_lowercase(), format!("campaign:{id}"), detail).await?;
     let spend = state.pipeline.delivery().spent(id);
-    Ok(axum::Json(campaign_json(&campaign, spend)))
+    Ok(axum::Json(campaign_json(&campaign, spend)).into_response())
+}
+
+/// A new `draft` with the same settings and copies of the ads, back in review.
+async fn clone_campaign(state: &Arc<AppState>, caller: Caller, original: Campaign) -> AppResult<Response> {
+    let now = state.clock.now_ms();
+    let mut name: String = original.name.chars().take(193).collect();
+    name.push_str(" (copy)");
+    let copy = Campaign { id: 0, name, status: CampaignStatus::Draft, created_at_ms: now, ..original.clone() };
+    let original_id = original.id;
+    let copy = state
+        .blocking(move |s| {
+            let copy = s.create_campaign(&copy)?;
+            for ad in s.ads(Some(original_id))? {
+                let fresh = Ad {
+                    id: 0,
+                    campaign_id: copy.id,
+                    status: AdStatus::PendingReview,
+                    rejection_reason: None,
+                    created_at_ms: now,
+                    ..ad
+                };
+                s.create_ad(&fresh)?;
+            }
+            Ok(copy)
+        })
+        .await?;
+    state.reload_catalog()?;
+    audit(state, caller, "campaign.clone", format!("campaign:{}", copy.id), json!({"from": original_id})).await?;
+    Ok(created(campaign_json(&copy, 0)))
 }
 
 // ---- ads --------------------------------------------------------------------------------
@@ -640,6 +731,7 @@ pub async fn create_ad(
     body.apply(&mut ad)?;
     let ad = state.blocking(move |s| s.create_ad(&ad)).await?;
     state.reload_catalog()?;
+    audit(&state, caller, "ad.create", format!("ad:{}", ad.id), json!({"campaign_id": campaign_id})).await?;
     Ok(created(ad_json(&ad)))
 }
 
@@ -695,6 +787,7 @@ pub async fn patch_ad(
     let saved = ad.clone();
     state.blocking(move |s| s.update_ad(&saved)).await?;
     state.reload_catalog()?;
+    audit(&state, caller, "ad.update", format!("ad:{id}"), json!({"status": ad.status.as_str()})).await?;
     Ok(axum::Json(ad_json(&ad)))
 }
 
@@ -743,5 +836,132 @@ pub async fn review_ad(
         })
         .await?;
     state.reload_catalog()?;
+    let detail = json!({"decision": body.decision, "reason": ad.rejection_reason});
+    audit(&state, caller, "ad.review", format!("ad:{id}"), detail).await?;
     Ok(axum::Json(ad_json(&ad)))
+}
+
+// ---- keys, promo codes, audit -------------------------------------------------------------
+
+fn key_json(k: &adtally_store::ApiKeyInfo) -> Value {
+    json!({"id": k.id, "advertiser_id": k.advertiser_id, "created_at": rfc3339(k.created_at_ms),
+           "last_used_at": k.last_used_at_ms.map(rfc3339), "revoked_at": k.revoked_at_ms.map(rfc3339)})
+}
+
+pub async fn list_keys(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> AppResult<axum::Json<Value>> {
+    advertiser_for(&state, caller, id).await?;
+    let keys = state.blocking(move |s| s.api_keys(id)).await?;
+    Ok(items(keys.iter().map(key_json).collect()))
+}
+
+pub async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(key_id): Path<i64>,
+) -> AppResult<axum::Json<Value>> {
+    let now = state.clock.now_ms();
+    let owner = caller.advertiser_id();
+    if !state.blocking(move |s| s.revoke_api_key(key_id, owner, now)).await? {
+        return Err(ApiError::not_found("key"));
+    }
+    audit(&state, caller, "key.revoke", format!("key:{key_id}"), json!({})).await?;
+    Ok(axum::Json(json!({"id": key_id, "revoked": true})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPromo {
+    code: String,
+    amount_micros: i64,
+    expires_at: Option<String>,
+    max_redemptions: Option<i64>,
+}
+
+pub async fn create_promo(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<NewPromo>,
+) -> AppResult<Response> {
+    caller.require_admin()?;
+    let code = text("code", &body.code, 3, 64)?;
+    if !code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(ApiError::invalid("code may use letters, digits, - and _"));
+    }
+    let amount = money("amount_micros", body.amount_micros, 1)?;
+    let expires_at_ms = body.expires_at.as_deref().map(|e| timestamp("expires_at", e)).transpose()?;
+    let max_redemptions = body.max_redemptions.unwrap_or(1);
+    if !(1..=1_000_000).contains(&max_redemptions) {
+        return Err(ApiError::invalid("max_redemptions must be 1 to 1000000"));
+    }
+    let promo = PromoCode {
+        code: code.clone(),
+        amount_micros: amount,
+        expires_at_ms,
+        max_redemptions,
+        created_at_ms: state.clock.now_ms(),
+    };
+    state.blocking(move |s| s.create_promo(&promo)).await.map_err(|e| {
+        if e.status == StatusCode::CONFLICT {
+            ApiError::conflict("conflict", "a promo code with this name exists")
+        } else {
+            e
+        }
+    })?;
+    audit(&state, caller, "promo.create", format!("promo:{code}"), json!({"amount_micros": amount})).await?;
+    Ok(created(
+        json!({"code": code, "amount_micros": amount, "expires_at": expires_at_ms.map(rfc3339), "max_redemptions": max_redemptions}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redeem {
+    code: String,
+}
+
+pub async fn redeem_promo(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<Redeem>,
+) -> AppResult<Response> {
+    let Caller::Advertiser(id) = caller else {
+        return Err(ApiError::invalid("promo codes are redeemed with an advertiser key"));
+    };
+    let code = text("code", &body.code, 1, 64)?;
+    let now = state.clock.now_ms();
+    let entry = state.blocking(move |s| s.redeem_promo(&code, id, now)).await?;
+    state.pipeline.delivery().credit(id, entry.amount_micros);
+    audit(&state, caller, "promo.redeem", format!("advertiser:{id}"), json!({"amount_micros": entry.amount_micros}))
+        .await?;
+    let mut body = ledger_json(&entry);
+    body["balance_micros"] = json!(state.pipeline.delivery().balance(id));
+    Ok(created(body))
+}
+
+#[derive(Deserialize)]
+pub struct AuditQuery {
+    limit: Option<usize>,
+}
+
+pub async fn audit_log(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> AppResult<axum::Json<Value>> {
+    caller.require_admin()?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let entries = state.blocking(move |s| s.audit_log(limit)).await?;
+    Ok(items(
+        entries
+            .iter()
+            .map(|e| {
+                let detail: Value = serde_json::from_str(&e.detail).unwrap_or(Value::Null);
+                json!({"at": rfc3339(e.at_ms), "actor": e.actor, "action": e.action, "target": e.target, "detail": detail})
+            })
+            .collect(),
+    ))
 }

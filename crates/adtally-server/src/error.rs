@@ -62,6 +62,10 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Conflict(what) => ApiError::conflict("conflict", format!("{what} already exists")),
             StoreError::NotFound(what) => ApiError::not_found(&what),
+            StoreError::Refused { code: "promo_not_found", message } => {
+                ApiError::new(StatusCode::NOT_FOUND, "promo_not_found", message)
+            }
+            StoreError::Refused { code, message } => ApiError::conflict(code, message),
             StoreError::Database(detail) => {
                 tracing::error!(%detail, "store failure");
                 ApiError::internal()

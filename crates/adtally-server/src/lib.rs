@@ -44,7 +44,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/t/conv", get(tracking::conversion_pixel));
     let api = Router::new()
         .route("/v1/advertisers", post(api::create_advertiser).get(api::list_advertisers))
-        .route("/v1/advertisers/{id}/keys", post(api::create_key))
+        .route("/v1/advertisers/{id}/keys", post(api::create_key).get(api::list_keys))
+        .route("/v1/keys/{id}/revoke", post(api::revoke_key))
+        .route("/v1/promo-codes", post(api::create_promo))
+        .route("/v1/promo-codes/redeem", post(api::redeem_promo))
+        .route("/v1/audit", get(api::audit_log))
         .route("/v1/advertisers/{id}/credits", post(api::add_credit))
         .route("/v1/me", get(api::me))
         .route("/v1/ledger", get(api::ledger))

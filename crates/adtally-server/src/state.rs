@@ -28,6 +28,8 @@ pub struct ServerConfig {
     /// Base of tracking URLs (`https://ads.example.com`); by default taken from the
     /// request's `Host` header.
     pub public_url: Option<String>,
+    /// Extra credit on large top-ups.
+    pub topup_bonus: Option<TopupBonus>,
     /// Apply the bot, prefetch and data-centre checks. Off only to measure what they
     /// cost (`serve --skip-traffic-filters`, hidden).
     pub traffic_filters: bool,
@@ -43,7 +45,29 @@ impl Default for ServerConfig {
             ],
             public_url: None,
             traffic_filters: true,
+            topup_bonus: None,
         }
+    }
+}
+
+/// "+`percent`% on every top-up of at least `min_topup_micros`".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopupBonus {
+    pub min_topup_micros: i64,
+    pub percent: u32,
+}
+
+impl TopupBonus {
+    /// The bonus a top-up earns, if any.
+    pub fn bonus_for(&self, topup_micros: i64) -> Option<i64> {
+        (topup_micros >= self.min_topup_micros && self.percent > 0)
+            .then(|| (i128::from(topup_micros) * i128::from(self.percent) / 100) as i64)
+    }
+
+    /// Parses `10%@100000000`: ten percent on top-ups of at least 100.00.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (percent, min) = text.trim().split_once("%@")?;
+        Some(Self { percent: percent.parse().ok().filter(|p| *p <= 100)?, min_topup_micros: min.parse().ok()? })
     }
 }
 

@@ -519,9 +519,9 @@ pub async fn conversion_postback(
     caller: Caller,
     Json(body): Json<ConversionPostback>,
 ) -> Result<Response, ApiError> {
-    let advertiser_id = caller
-        .advertiser_id()
-        .or(body.advertiser_id)
+    let advertiser_id = body
+        .advertiser_id
+        .or(caller.advertiser_id())
         .ok_or_else(|| ApiError::invalid("the admin key must name an advertiser_id"))?;
     if !caller.owns(advertiser_id) || !state.catalog().advertisers.contains_key(&advertiser_id) {
         return Err(ApiError::not_found("advertiser"));

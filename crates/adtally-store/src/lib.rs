@@ -24,6 +24,40 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0} was not found")]
     NotFound(String),
+    /// The store refused a request that broke a rule it enforces atomically.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
+}
+
+/// An API key as listed (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyInfo {
+    pub id: i64,
+    pub advertiser_id: Option<i64>,
+    pub created_at_ms: Millis,
+    pub last_used_at_ms: Option<Millis>,
+    pub revoked_at_ms: Option<Millis>,
+}
+
+/// A promo code the operator created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromoCode {
+    pub code: String,
+    pub amount_micros: i64,
+    pub expires_at_ms: Option<Millis>,
+    pub max_redemptions: i64,
+    pub created_at_ms: Millis,
+}
+
+/// Who changed what, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub at_ms: Millis,
+    /// `admin` or `advertiser:ID`.
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -101,8 +135,22 @@ pub trait Store: Send + Sync + 'static {
     fn create_advertiser(&self, name: &str, email: &str, timezone: &str, now: Millis) -> Result<Advertiser>;
     fn advertiser(&self, id: i64) -> Result<Option<Advertiser>>;
     fn advertisers(&self) -> Result<Vec<Advertiser>>;
-    fn add_api_key(&self, owner: KeyOwner, key_hash: &str, now: Millis) -> Result<()>;
-    fn api_key_owner(&self, key_hash: &str) -> Result<Option<KeyOwner>>;
+    /// Stores a key's hash; returns the key's id.
+    fn add_api_key(&self, owner: KeyOwner, key_hash: &str, now: Millis) -> Result<i64>;
+    /// The owner of an unrevoked key, noting when it was last used.
+    fn api_key_owner(&self, key_hash: &str, now: Millis) -> Result<Option<KeyOwner>>;
+    fn api_keys(&self, advertiser_id: i64) -> Result<Vec<ApiKeyInfo>>;
+    /// Revokes an advertiser key (of `advertiser_id`, when given); false if none matched.
+    fn revoke_api_key(&self, key_id: i64, advertiser_id: Option<i64>, now: Millis) -> Result<bool>;
+
+    // Promo codes and the audit log.
+    fn create_promo(&self, promo: &PromoCode) -> Result<()>;
+    /// Redeems a code for an advertiser atomically: once per advertiser, within its
+    /// expiry and redemption limit; the credit is written in the same transaction.
+    fn redeem_promo(&self, code: &str, advertiser_id: i64, now: Millis) -> Result<LedgerEntry>;
+    fn audit(&self, entry: &AuditEntry) -> Result<()>;
+    /// The newest entries first.
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>>;
 
     // Money in.
     fn add_credit(

@@ -18,7 +18,10 @@ use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
 use adtally_core::report::Dimension;
 
 use crate::rollup::{aggregate, RollupQuery, RollupRow, RollupSums};
-use crate::{AdPerformance, CampaignSpend, ConsistencyCheck, KeyOwner, PendingEvent, Result, Store, StoreError};
+use crate::{
+    AdPerformance, ApiKeyInfo, AuditEntry, CampaignSpend, ConsistencyCheck, KeyOwner, PendingEvent, PromoCode, Result,
+    Store, StoreError,
+};
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -39,8 +42,20 @@ CREATE TABLE advertisers (
     created_at_ms INTEGER NOT NULL
 );
 CREATE TABLE api_keys (
-    key_hash TEXT PRIMARY KEY, advertiser_id INTEGER REFERENCES advertisers(id),
-    created_at_ms INTEGER NOT NULL
+    id INTEGER PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, advertiser_id INTEGER REFERENCES advertisers(id),
+    created_at_ms INTEGER NOT NULL, last_used_at_ms INTEGER, revoked_at_ms INTEGER
+);
+CREATE TABLE promo_codes (
+    code TEXT PRIMARY KEY, amount_micros INTEGER NOT NULL, expires_at_ms INTEGER,
+    max_redemptions INTEGER NOT NULL, redemptions INTEGER NOT NULL DEFAULT 0, created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE promo_redemptions (
+    code TEXT NOT NULL REFERENCES promo_codes(code), advertiser_id INTEGER NOT NULL REFERENCES advertisers(id),
+    at_ms INTEGER NOT NULL, PRIMARY KEY (code, advertiser_id)
+);
+CREATE TABLE audit_log (
+    id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+    target TEXT NOT NULL, detail TEXT NOT NULL
 );
 CREATE TABLE credits (
     id INTEGER PRIMARY KEY, advertiser_id INTEGER NOT NULL REFERENCES advertisers(id),
@@ -341,7 +356,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn add_api_key(&self, owner: KeyOwner, key_hash: &str, now: Millis) -> Result<()> {
+    fn add_api_key(&self, owner: KeyOwner, key_hash: &str, now: Millis) -> Result<i64> {
         let advertiser = match owner {
             KeyOwner::Admin => None,
             KeyOwner::Advertiser(id) => Some(id),
@@ -351,16 +366,149 @@ impl Store for SqliteStore {
                 "INSERT INTO api_keys (key_hash, advertiser_id, created_at_ms) VALUES (?1, ?2, ?3)",
                 params![key_hash, advertiser, now],
             )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    fn api_key_owner(&self, key_hash: &str, now: Millis) -> Result<Option<KeyOwner>> {
+        self.with_conn(|c| {
+            let owner: Option<Option<i64>> = c
+                .query_row(
+                    "SELECT advertiser_id FROM api_keys WHERE key_hash = ?1 AND revoked_at_ms IS NULL",
+                    [key_hash],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if owner.is_some() {
+                // At most one write a minute per key, so reads stay reads.
+                c.execute(
+                    "UPDATE api_keys SET last_used_at_ms = ?2
+                     WHERE key_hash = ?1 AND (last_used_at_ms IS NULL OR last_used_at_ms < ?2 - 60000)",
+                    params![key_hash, now],
+                )?;
+            }
+            Ok(owner.map(|o| o.map_or(KeyOwner::Admin, KeyOwner::Advertiser)))
+        })
+    }
+
+    fn api_keys(&self, advertiser_id: i64) -> Result<Vec<ApiKeyInfo>> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id, advertiser_id, created_at_ms, last_used_at_ms, revoked_at_ms FROM api_keys
+                 WHERE advertiser_id = ?1 ORDER BY id",
+            )?;
+            let rows = stmt
+                .query_map([advertiser_id], |r| {
+                    Ok(ApiKeyInfo {
+                        id: r.get(0)?,
+                        advertiser_id: r.get(1)?,
+                        created_at_ms: r.get(2)?,
+                        last_used_at_ms: r.get(3)?,
+                        revoked_at_ms: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
+    fn revoke_api_key(&self, key_id: i64, advertiser_id: Option<i64>, now: Millis) -> Result<bool> {
+        self.with_conn(|c| {
+            let changed = c.execute(
+                "UPDATE api_keys SET revoked_at_ms = ?2 WHERE id = ?1 AND advertiser_id IS NOT NULL
+                 AND (?3 IS NULL OR advertiser_id = ?3) AND revoked_at_ms IS NULL",
+                params![key_id, now, advertiser_id],
+            )?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn create_promo(&self, promo: &PromoCode) -> Result<()> {
+        self.with_conn(|c| {
+            c.execute(
+                "INSERT INTO promo_codes (code, amount_micros, expires_at_ms, max_redemptions, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    promo.code,
+                    promo.amount_micros,
+                    promo.expires_at_ms,
+                    promo.max_redemptions,
+                    promo.created_at_ms
+                ],
+            )?;
             Ok(())
         })
     }
 
-    fn api_key_owner(&self, key_hash: &str) -> Result<Option<KeyOwner>> {
+    fn redeem_promo(&self, code: &str, advertiser_id: i64, now: Millis) -> Result<LedgerEntry> {
         self.with_conn(|c| {
-            let owner: Option<Option<i64>> = c
-                .query_row("SELECT advertiser_id FROM api_keys WHERE key_hash = ?1", [key_hash], |r| r.get(0))
+            // IMMEDIATE takes the write lock first, so concurrent redemptions queue up
+            // and each sees the count the previous one left.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let promo: Option<(i64, Option<i64>, i64, i64)> = tx
+                .query_row(
+                    "SELECT amount_micros, expires_at_ms, max_redemptions, redemptions FROM promo_codes WHERE code = ?1",
+                    [code],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
                 .optional()?;
-            Ok(owner.map(|o| o.map_or(KeyOwner::Admin, KeyOwner::Advertiser)))
+            let Some((amount, expires, max, used)) = promo else {
+                return Err(StoreError::Refused { code: "promo_not_found", message: "no promo code has this name".into() });
+            };
+            if expires.is_some_and(|e| e <= now) {
+                return Err(StoreError::Refused { code: "promo_expired", message: "this promo code has expired".into() });
+            }
+            if used >= max {
+                return Err(StoreError::Refused { code: "promo_exhausted", message: "this promo code has been used up".into() });
+            }
+            let fresh = tx.execute(
+                "INSERT OR IGNORE INTO promo_redemptions (code, advertiser_id, at_ms) VALUES (?1, ?2, ?3)",
+                params![code, advertiser_id, now],
+            )?;
+            if fresh == 0 {
+                return Err(StoreError::Refused {
+                    code: "promo_already_redeemed",
+                    message: "this advertiser has already redeemed this code".into(),
+                });
+            }
+            tx.execute("UPDATE promo_codes SET redemptions = redemptions + 1 WHERE code = ?1", [code])?;
+            let note = format!("promo code {code}");
+            tx.execute(
+                "INSERT INTO credits (advertiser_id, at_ms, kind, amount_micros, note) VALUES (?1, ?2, 'promo', ?3, ?4)",
+                params![advertiser_id, now, amount, note],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.commit()?;
+            Ok(LedgerEntry { id: Some(id), at_ms: now, kind: "promo".into(), amount_micros: amount, note: Some(note) })
+        })
+    }
+
+    fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        self.with_conn(|c| {
+            c.execute(
+                "INSERT INTO audit_log (at_ms, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![entry.at_ms, entry.actor, entry.action, entry.target, entry.detail],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>> {
+        self.with_conn(|c| {
+            let mut stmt =
+                c.prepare("SELECT at_ms, actor, action, target, detail FROM audit_log ORDER BY id DESC LIMIT ?1")?;
+            let rows = stmt
+                .query_map([limit as i64], |r| {
+                    Ok(AuditEntry {
+                        at_ms: r.get(0)?,
+                        actor: r.get(1)?,
+                        action: r.get(2)?,
+                        target: r.get(3)?,
+                        detail: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
         })
     }
 
