@@ -97,6 +97,7 @@ async fn every_endpoint_answers_each_caller_as_it_should() {
             [201, 201, 404],
         ),
         ("GET", format!("/v1/ads/{ad}"), Box::new(|_| None), [200, 200, 404]),
+        ("PATCH", format!("/v1/ads/{ad}"), Box::new(|_| Some(json!({"cta": "Apply"}))), [200, 200, 404]),
         ("GET", "/v1/ads?status=pending_review".into(), Box::new(|_| None), [200, 200, 200]),
         ("POST", format!("/v1/ads/{ad}/review"), Box::new(|_| Some(json!({"decision": "approve"}))), [200, 403, 403]),
         (
@@ -153,6 +154,38 @@ async fn every_endpoint_answers_each_caller_as_it_should() {
         let got = call(&app, who, &keys, "POST", "/v1/events", None).await;
         assert_eq!(got, import_want, "POST /v1/events as {who:?}");
     }
+    // State-changing calls on someone else's things, and without a key.
+    let (_, key_list) = app.get(&owner.key, &format!("/v1/advertisers/{a}/keys")).await;
+    let key_id = key_list["items"][0]["id"].as_i64().expect("key id");
+    let mut foreign = vec![format!("/v1/keys/{key_id}/revoke")];
+    foreign.extend(
+        ["submit", "pause", "resume", "archive", "restore"].map(|action| format!("/v1/campaigns/{c}/{action}")),
+    );
+    for path in &foreign {
+        assert_eq!(call(&app, Who::Other, &keys, "POST", path, None).await, 404, "POST {path} as Other");
+        assert_eq!(call(&app, Who::Nobody, &keys, "POST", path, None).await, 401, "POST {path} as Nobody");
+        assert_eq!(call(&app, Who::Garbage, &keys, "POST", path, None).await, 401, "POST {path} as Garbage");
+    }
+    assert_eq!(
+        call(&app, Who::Admin, &keys, "POST", "/v1/promo-codes/redeem", Some(json!({"code": "CODE1"}))).await,
+        400
+    );
+    assert_eq!(
+        call(&app, Who::Nobody, &keys, "POST", "/v1/promo-codes/redeem", Some(json!({"code": "CODE1"}))).await,
+        401
+    );
+    assert_eq!(
+        call(&app, Who::Owner, &keys, "POST", "/v1/promo-codes/redeem", Some(json!({"code": "CODE1"}))).await,
+        201
+    );
+    // Public endpoints need no key.
+    assert_eq!(call(&app, Who::Nobody, &keys, "GET", "/healthz", None).await, 200);
+    assert_eq!(call(&app, Who::Nobody, &keys, "GET", "/openapi.json", None).await, 200);
+    assert_eq!(
+        call(&app, Who::Nobody, &keys, "GET", &format!("/t/conv?advertiser={a}&uid=u1&value_micros=5"), None).await,
+        200
+    );
+
     // Ids that do not exist look exactly like ids of others.
     assert_eq!(call(&app, Who::Other, &keys, "GET", "/v1/campaigns/999999", None).await, 404);
     assert_eq!(call(&app, Who::Other, &keys, "GET", "/v1/ads/999999", None).await, 404);

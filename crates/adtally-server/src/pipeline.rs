@@ -266,10 +266,13 @@ impl Writer {
             })
             .collect();
         let result = {
-            let mut delivery = self.delivery.lock().unwrap_or_else(|p| p.into_inner());
             let counting = &mut self.counting;
             let touches = &mut self.touches;
+            let delivery = &self.delivery;
             self.store.append_events(now, &mut pending, &mut |i, event| {
+                // Locked per event, not per batch: decisions read this state and must not
+                // wait for the batch's inserts and commit.
+                let mut delivery = delivery.lock().unwrap_or_else(|p| p.into_inner());
                 judge(counting, touches, &mut delivery, submissions[i], event, now);
             })
         };
