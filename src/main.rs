@@ -197,31 +197,24 @@ async fn serve(args: ServeArgs) -> Result<()> {
 }
 
 async fn import(store: Arc<dyn Store>, file: &Path) -> Result<()> {
+    use adtally_server::import::{import_ndjson_from, ImportSummary, MAX_LINES};
     let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let (state, _) = adtally_server::build_state(store, offline_options())?;
-    let mut total = adtally_server::import::ImportSummary::default();
-    // The HTTP endpoint takes at most MAX_LINES per request; a file may be longer.
-    let mut start = 0;
-    let lines: Vec<usize> = body.iter().enumerate().filter(|(_, b)| **b == b'\n').map(|(i, _)| i).collect();
-    for chunk in lines.chunks(adtally_server::import::MAX_LINES / 2) {
-        let end = chunk.last().map_or(body.len(), |&i| i + 1);
-        let part = adtally_server::import::import_ndjson(&state, &body[start..end])
-            .await
-            .map_err(|e| anyhow::anyhow!(e.message))?;
-        total.accepted += part.accepted;
-        total.duplicates += part.duplicates;
-        total.rejected_count += part.rejected_count;
-        total.rejected.extend(part.rejected);
+    let mut total = ImportSummary::default();
+    // One request of the HTTP endpoint takes at most MAX_LINES; a file may be longer.
+    let (mut start, mut first_line) = (0, 1);
+    while start < body.len() {
+        let end = body[start..]
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(MAX_LINES - 1)
+            .map_or(body.len(), |(i, _)| start + i + 1);
+        let part =
+            import_ndjson_from(&state, &body[start..end], first_line).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        total.absorb(part);
+        first_line += MAX_LINES;
         start = end;
-    }
-    if start < body.len() {
-        let part = adtally_server::import::import_ndjson(&state, &body[start..])
-            .await
-            .map_err(|e| anyhow::anyhow!(e.message))?;
-        total.accepted += part.accepted;
-        total.duplicates += part.duplicates;
-        total.rejected_count += part.rejected_count;
-        total.rejected.extend(part.rejected);
     }
     println!("{}", total.to_json());
     Ok(())

@@ -69,6 +69,18 @@ impl ImportSummary {
             "verdicts": self.verdicts,
         })
     }
+    /// Adds the result of the next part of the same import.
+    pub fn absorb(&mut self, part: ImportSummary) {
+        self.accepted += part.accepted;
+        self.duplicates += part.duplicates;
+        self.rejected_count += part.rejected_count;
+        let room = MAX_LISTED_REJECTIONS.saturating_sub(self.rejected.len());
+        self.rejected.extend(part.rejected.into_iter().take(room));
+        for (verdict, n) in part.verdicts {
+            *self.verdicts.entry(verdict).or_default() += n;
+        }
+    }
+
     fn reject(&mut self, line: usize, error: String) {
         self.rejected_count += 1;
         if self.rejected.len() < MAX_LISTED_REJECTIONS {
@@ -89,12 +101,21 @@ pub async fn import_events(
 
 /// Imports NDJSON through the live pipeline. Used by the HTTP endpoint and the demo.
 pub async fn import_ndjson(state: &Arc<AppState>, body: &[u8]) -> Result<ImportSummary, ApiError> {
+    import_ndjson_from(state, body, 1).await
+}
+
+/// Imports a part of a larger file whose first line is line `first_line`.
+pub async fn import_ndjson_from(
+    state: &Arc<AppState>,
+    body: &[u8],
+    first_line: usize,
+) -> Result<ImportSummary, ApiError> {
     let mut summary = ImportSummary::default();
     let catalog = state.catalog();
     let mut chunk: Vec<Submission> = Vec::with_capacity(MAX_BATCH);
     let mut lines = 0;
     for (index, raw) in body.split(|&b| b == b'\n').enumerate() {
-        let number = index + 1;
+        let number = index + first_line;
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         if raw.iter().all(u8::is_ascii_whitespace) {
             continue;

@@ -195,6 +195,18 @@ impl SqliteStore {
     }
 }
 
+/// Runs a query and maps every row.
+fn query_all<T, P: rusqlite::Params>(
+    c: &Connection,
+    sql: &str,
+    params: P,
+    map: impl FnMut(&Row) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let rows = stmt.query_map(params, map)?.collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
 fn poisoned() -> StoreError {
     StoreError::Database("a connection lock was poisoned by an earlier panic".into())
 }
@@ -350,9 +362,12 @@ impl Store for SqliteStore {
 
     fn advertisers(&self) -> Result<Vec<Advertiser>> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare("SELECT id, name, email, timezone, created_at_ms FROM advertisers ORDER BY id")?;
-            let rows = stmt.query_map([], advertiser_from)?.collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+            query_all(
+                c,
+                "SELECT id, name, email, timezone, created_at_ms FROM advertisers ORDER BY id",
+                [],
+                advertiser_from,
+            )
         })
     }
 
@@ -393,12 +408,12 @@ impl Store for SqliteStore {
 
     fn api_keys(&self, advertiser_id: i64) -> Result<Vec<ApiKeyInfo>> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare(
+            query_all(
+                c,
                 "SELECT id, advertiser_id, created_at_ms, last_used_at_ms, revoked_at_ms FROM api_keys
                  WHERE advertiser_id = ?1 ORDER BY id",
-            )?;
-            let rows = stmt
-                .query_map([advertiser_id], |r| {
+                [advertiser_id],
+                |r| {
                     Ok(ApiKeyInfo {
                         id: r.get(0)?,
                         advertiser_id: r.get(1)?,
@@ -406,9 +421,8 @@ impl Store for SqliteStore {
                         last_used_at_ms: r.get(3)?,
                         revoked_at_ms: r.get(4)?,
                     })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+                },
+            )
         })
     }
 
@@ -495,10 +509,11 @@ impl Store for SqliteStore {
 
     fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>> {
         self.with_conn(|c| {
-            let mut stmt =
-                c.prepare("SELECT at_ms, actor, action, target, detail FROM audit_log ORDER BY id DESC LIMIT ?1")?;
-            let rows = stmt
-                .query_map([limit as i64], |r| {
+            query_all(
+                c,
+                "SELECT at_ms, actor, action, target, detail FROM audit_log ORDER BY id DESC LIMIT ?1",
+                [limit as i64],
+                |r| {
                     Ok(AuditEntry {
                         at_ms: r.get(0)?,
                         actor: r.get(1)?,
@@ -506,9 +521,8 @@ impl Store for SqliteStore {
                         target: r.get(3)?,
                         detail: r.get(4)?,
                     })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+                },
+            )
         })
     }
 
@@ -537,9 +551,9 @@ impl Store for SqliteStore {
 
     fn credit_totals(&self) -> Result<Vec<(i64, i64)>> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare("SELECT advertiser_id, SUM(amount_micros) FROM credits GROUP BY advertiser_id")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+            query_all(c, "SELECT advertiser_id, SUM(amount_micros) FROM credits GROUP BY advertiser_id", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
         })
     }
 
@@ -590,19 +604,15 @@ impl Store for SqliteStore {
 
     fn placements(&self) -> Result<Vec<Placement>> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare("SELECT id, slug, name, format, floor_cpm_micros FROM placements ORDER BY id")?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(Placement {
-                        id: r.get(0)?,
-                        slug: r.get(1)?,
-                        name: r.get(2)?,
-                        format: format_from(r.get(3)?)?,
-                        floor_cpm_micros: r.get(4)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+            query_all(c, "SELECT id, slug, name, format, floor_cpm_micros FROM placements ORDER BY id", [], |r| {
+                Ok(Placement {
+                    id: r.get(0)?,
+                    slug: r.get(1)?,
+                    name: r.get(2)?,
+                    format: format_from(r.get(3)?)?,
+                    floor_cpm_micros: r.get(4)?,
+                })
+            })
         })
     }
 
@@ -672,11 +682,12 @@ impl Store for SqliteStore {
 
     fn campaigns(&self, advertiser_id: Option<i64>) -> Result<Vec<Campaign>> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare(&format!(
-                "SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE ?1 IS NULL OR advertiser_id = ?1 ORDER BY id"
-            ))?;
-            let rows = stmt.query_map([advertiser_id], campaign_from)?.collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+            query_all(
+                c,
+                &format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE ?1 IS NULL OR advertiser_id = ?1 ORDER BY id"),
+                [advertiser_id],
+                campaign_from,
+            )
         })
     }
 
@@ -735,10 +746,8 @@ impl Store for SqliteStore {
 
     fn ads(&self, campaign_id: Option<i64>) -> Result<Vec<Ad>> {
         self.with_conn(|c| {
-            let mut stmt =
-                c.prepare(&format!("SELECT {AD_COLUMNS} FROM ads WHERE ?1 IS NULL OR campaign_id = ?1 ORDER BY id"))?;
-            let rows = stmt.query_map([campaign_id], ad_from)?.collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+            let sql = format!("SELECT {AD_COLUMNS} FROM ads WHERE ?1 IS NULL OR campaign_id = ?1 ORDER BY id");
+            query_all(c, &sql, [campaign_id], ad_from)
         })
     }
 
@@ -808,53 +817,49 @@ impl Store for SqliteStore {
     }
 
     fn valid_events_since(&self, since_ms: Millis) -> Result<Vec<Event>> {
+        // Ids start with their commit time: nothing committed before `since_ms` can have
+        // happened after it.
         self.with_conn(|c| {
-            let mut stmt = c.prepare(
+            query_all(
+                c,
                 "SELECT at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id, placement_id, user_key,
                  ip_key, device, country, cost_micros, value_micros FROM events
                  WHERE id >= ?1 AND at_ms >= ?2 AND verdict = 0 ORDER BY id",
-            )?;
-            // Ids start with their commit time: nothing committed before `since_ms`
-            // can have happened after it.
-            let rows =
-                stmt.query_map([since_ms.max(0) << 20, since_ms], event_from)?.collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+                [since_ms.max(0) << 20, since_ms],
+                event_from,
+            )
         })
     }
 
     fn campaign_spend(&self, since_ms: Millis) -> Result<Vec<CampaignSpend>> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare(
+            query_all(
+                c,
                 "SELECT advertiser_id, campaign_id, CASE WHEN bucket_ms >= ?1 THEN bucket_ms ELSE 0 END AS b,
                  SUM(cost_micros) FROM rollups WHERE cost_micros != 0 GROUP BY advertiser_id, campaign_id, b",
-            )?;
-            let rows = stmt
-                .query_map([since_ms], |r| {
+                [since_ms],
+                |r| {
                     Ok(CampaignSpend {
                         advertiser_id: r.get(0)?,
                         campaign_id: r.get(1)?,
                         bucket_ms: r.get(2)?,
                         spend_micros: r.get(3)?,
                     })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+                },
+            )
         })
     }
 
     fn ad_performance(&self) -> Result<Vec<AdPerformance>> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare(
+            query_all(
+                c,
                 "SELECT ad_id, SUM(CASE WHEN kind = ?1 THEN events ELSE 0 END),
                  SUM(CASE WHEN kind = ?2 THEN events ELSE 0 END)
                  FROM rollups WHERE verdict = 0 AND kind IN (?1, ?2) GROUP BY ad_id",
-            )?;
-            let rows = stmt
-                .query_map([EventKind::Impression.code(), EventKind::Click.code()], |r| {
-                    Ok(AdPerformance { ad_id: r.get(0)?, impressions: r.get(1)?, clicks: r.get(2)? })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+                [EventKind::Impression.code(), EventKind::Click.code()],
+                |r| Ok(AdPerformance { ad_id: r.get(0)?, impressions: r.get(1)?, clicks: r.get(2)? }),
+            )
         })
     }
 
