@@ -163,6 +163,8 @@ async fn the_auction_weighs_bids_by_quality_and_charges_the_second_price() {
         app.client.post(app.url("/v1/events")).bearer_auth(ADMIN).body(lines.join("\n")).send().await.expect("import");
     let summary: Value = r.json().await.expect("json");
     assert_eq!(summary["accepted"], 220, "{summary}");
+    // Housekeeping re-ranks every few seconds; do it now.
+    app.state.rerank();
 
     // Now B ranks 2.00 × 21/300 = 0.14 against A's 3.00 × 2/201 ≈ 0.03: B wins every
     // auction and pays the floor, since A's rank would need only 0.43 CPM from B.

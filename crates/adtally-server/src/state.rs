@@ -78,6 +78,48 @@ pub struct Candidate {
     pub ads: Vec<Arc<Ad>>,
 }
 
+/// A candidate with the qualities it competes with, as of the last ranking.
+#[derive(Debug, Clone)]
+pub struct Ranked {
+    pub candidate: Candidate,
+    /// Each ad's smoothed CTR; an ad is shown with probability proportional to it.
+    pub ad_quality: Vec<f64>,
+    /// The quality the campaign bids with: the expected quality of the ad it will show
+    /// under that rotation, Σq² / Σq.
+    pub quality: f64,
+    /// `cpm_bid_micros × quality`.
+    pub rank: f64,
+}
+
+/// Candidates per format, best rank first. Rebuilt when the catalog changes and by
+/// housekeeping every few seconds, so that a decision walks only as far down the list
+/// as it needs to find the winner and the runner-up.
+#[derive(Debug, Default)]
+pub struct Ranking {
+    pub by_format: HashMap<Format, Vec<Ranked>>,
+}
+
+impl Ranking {
+    pub fn build(catalog: &ServingCatalog, delivery: &adtally_core::delivery::DeliveryState) -> Self {
+        let mut by_format = HashMap::new();
+        for (format, candidates) in &catalog.candidates {
+            let mut ranked: Vec<Ranked> = candidates
+                .iter()
+                .map(|c| {
+                    let ad_quality: Vec<f64> = c.ads.iter().map(|a| delivery.quality(a.id)).collect();
+                    let sum: f64 = ad_quality.iter().sum();
+                    let quality = if sum > 0.0 { ad_quality.iter().map(|q| q * q).sum::<f64>() / sum } else { 0.0 };
+                    let rank = c.campaign.cpm_bid_micros as f64 * quality;
+                    Ranked { candidate: c.clone(), ad_quality, quality, rank }
+                })
+                .collect();
+            ranked.sort_by(|a, b| b.rank.total_cmp(&a.rank));
+            by_format.insert(*format, ranked);
+        }
+        Self { by_format }
+    }
+}
+
 /// An immutable snapshot of everything the decision and tracking paths read; replaced
 /// whole after every management change.
 #[derive(Debug, Default)]
@@ -133,6 +175,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub pipeline: Pipeline,
     catalog: RwLock<Arc<ServingCatalog>>,
+    ranking: RwLock<Arc<Ranking>>,
     pub signer: TokenSigner,
     pub user_agents: UserAgentClassifier,
     bot_cache: Mutex<HashMap<u64, bool>>,
@@ -159,10 +202,12 @@ impl AppState {
         admin_key_hash: String,
     ) -> Result<Self, StoreError> {
         let catalog = ServingCatalog::load(store.as_ref())?;
+        let ranking = Ranking::build(&catalog, &pipeline.delivery());
         Ok(Self {
             store,
             pipeline,
             catalog: RwLock::new(Arc::new(catalog)),
+            ranking: RwLock::new(Arc::new(ranking)),
             signer,
             user_agents: UserAgentClassifier::new(),
             bot_cache: Mutex::new(HashMap::new()),
@@ -181,6 +226,17 @@ impl AppState {
         self.catalog.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    pub fn ranking(&self) -> Arc<Ranking> {
+        self.ranking.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-ranks the candidates with the ads' current quality.
+    pub fn rerank(&self) {
+        let catalog = self.catalog();
+        let ranking = Ranking::build(&catalog, &self.pipeline.delivery());
+        *self.ranking.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ranking);
+    }
+
     /// Reloads the serving catalog and budgets after a management change.
     pub fn reload_catalog(&self) -> Result<(), StoreError> {
         let catalog = ServingCatalog::load(self.store.as_ref())?;
@@ -191,11 +247,13 @@ impl AppState {
             }
         }
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
+        self.rerank();
         Ok(())
     }
 
     /// Marks active campaigns whose end date has passed or whose total budget is spent as
-    /// `completed`, and drops expired frequency-cap state. Run every few seconds.
+    /// `completed`, drops expired frequency-cap state, and re-ranks the candidates with
+    /// the ads' latest quality. Run every few seconds.
     pub fn housekeeping(&self) -> Result<usize, StoreError> {
         let now = self.clock.now_ms();
         let catalog = self.catalog();
@@ -213,7 +271,9 @@ impl AppState {
         for c in &finished {
             self.store.update_campaign(c)?;
         }
-        if !finished.is_empty() {
+        if finished.is_empty() {
+            self.rerank();
+        } else {
             self.reload_catalog()?;
         }
         Ok(finished.len())

@@ -20,8 +20,7 @@ use adtally_core::traffic::{givt_verdict, is_prefetch};
 use crate::api::{text, Caller};
 use crate::error::{ApiError, Json, Path, Query};
 use crate::pipeline::{Outcome, Submission};
-use crate::state::{AppState, Candidate};
-use adtally_core::catalog::Ad;
+use crate::state::{AppState, Ranked};
 
 /// A transparent 1×1 GIF.
 const PIXEL: &[u8] = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;";
@@ -191,35 +190,43 @@ pub async fn decision(
 
     let user_key = visitor.user_key(&state, uid, now);
 
-    // Each campaign that may serve enters with one of its ads, drawn in proportion to
-    // the ads' quality (so better ads rotate in more), and bids weighted by that quality.
-    let mut entrants: Vec<(&Candidate, &Arc<Ad>)> = Vec::new();
-    let mut bids: Vec<Bid> = Vec::new();
+    // Walk the ranking, best first, until the winner and the runner-up are known: the
+    // first two campaigns that may serve (all of equal top rank, for a fair tie break).
+    let ranking = state.ranking();
+    let ranked = ranking.by_format.get(&placement.format).map_or(&[][..], Vec::as_slice);
+    let mut entrants: Vec<&Ranked> = Vec::with_capacity(4);
     {
         let delivery = state.pipeline.delivery();
-        let campaigns = catalog.candidates.get(&placement.format).map_or(&[][..], Vec::as_slice);
-        for (i, c) in campaigns.iter().enumerate() {
-            let k = &c.campaign;
+        for r in ranked {
+            let k = &r.candidate.campaign;
+            if k.cpm_bid_micros < placement.floor_cpm_micros {
+                continue;
+            }
+            if entrants.len() >= 2 && r.rank < entrants[1].rank {
+                break;
+            }
             let eligible = k.start_at_ms.is_none_or(|s| s <= now)
                 && k.end_at_ms.is_none_or(|e| now < e)
                 && (k.targeting.devices.is_empty() || k.targeting.devices.contains(&device))
                 && (k.targeting.placements.is_empty() || k.targeting.placements.iter().any(|p| p == slug))
                 && delivery.can_serve(k.id, now)
                 && delivery.cap_allows(user_key, k.id, now);
-            if !eligible {
-                continue;
+            if eligible {
+                entrants.push(r);
             }
-            let (ad, quality) = pick_ad(&c.ads, |a| delivery.quality(a.id), splitmix(draw ^ i as u64));
-            entrants.push((c, ad));
-            bids.push(Bid { cpm_bid_micros: k.cpm_bid_micros, quality });
         }
     }
+    let bids: Vec<Bid> = entrants
+        .iter()
+        .map(|r| Bid { cpm_bid_micros: r.candidate.campaign.cpm_bid_micros, quality: r.quality })
+        .collect();
     let Some(won) = auction::run(&bids, placement.floor_cpm_micros, draw) else {
         state.decisions_unfilled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Ok(no_fill(&visitor));
     };
-    let (chosen, ad) = entrants[won.winner];
-    let campaign = &chosen.campaign;
+    let winner = entrants[won.winner];
+    let ad = &winner.candidate.ads[weighted_pick(&winner.ad_quality, splitmix(draw ^ 0x5eed))];
+    let campaign = &winner.candidate.campaign;
 
     let (Ok(advertiser_id), Ok(campaign_id), Ok(ad_id), Ok(placement_id)) = (
         u32::try_from(campaign.advertiser_id),
@@ -298,25 +305,20 @@ fn base_url(state: &AppState, visitor: &Visitor) -> String {
     format!("{scheme}://{host}")
 }
 
-/// One of a campaign's ads, drawn with probability proportional to its quality, and
-/// that quality. Two passes instead of a buffer: this runs for every campaign of every
-/// decision.
-fn pick_ad(ads: &[Arc<Ad>], quality: impl Fn(&Ad) -> f64, draw: u64) -> (&Arc<Ad>, f64) {
-    let first = &ads[0];
-    if ads.len() == 1 {
-        return (first, quality(first));
+/// An index drawn with probability proportional to its weight.
+fn weighted_pick(weights: &[f64], draw: u64) -> usize {
+    let total: f64 = weights.iter().sum();
+    if weights.len() <= 1 || total <= 0.0 {
+        return 0;
     }
-    let total: f64 = ads.iter().map(|a| quality(a)).sum();
     let mut point = (draw >> 11) as f64 / (1u64 << 53) as f64 * total;
-    for ad in ads {
-        let q = quality(ad);
-        if point < q {
-            return (ad, q);
+    for (i, w) in weights.iter().enumerate() {
+        if point < *w {
+            return i;
         }
-        point -= q;
+        point -= w;
     }
-    let last = &ads[ads.len() - 1];
-    (last, quality(last))
+    weights.len() - 1
 }
 
 /// SplitMix64: spreads decision ids into well-mixed draws for tie breaks and rotation.
