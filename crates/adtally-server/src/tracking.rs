@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -168,9 +168,10 @@ struct DecisionBody<'a> {
 pub async fn decision(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Query(q): Query<DecisionQuery>,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let headers = request.headers();
     let slug =
         q.placement.as_deref().ok_or_else(|| ApiError::bad_request("missing_placement", "placement is required"))?;
     let uid = q.uid.as_deref().filter(|u| !u.is_empty());
@@ -182,7 +183,7 @@ pub async fn decision(
         .placements
         .get(slug)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_placement", "no placement has this id"))?;
-    let visitor = Visitor::new(&state, peer, &headers);
+    let visitor = Visitor::new(&state, peer, headers);
     let now = state.clock.now_ms();
     let device = state.user_agents.device(visitor.user_agent);
     let decision_id = state.next_decision_id(now);
@@ -384,11 +385,12 @@ fn pixel() -> Response {
 pub async fn impression(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
     Path(token): Path<String>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    track(&state, EventKind::Impression, &method, peer, &headers, &token).await?;
+    // The request itself, not the `HeaderMap` extractor: that one clones every header.
+    let (method, headers) = (request.method(), request.headers());
+    track(&state, EventKind::Impression, method, peer, headers, &token).await?;
     Ok(if method == Method::POST { StatusCode::NO_CONTENT.into_response() } else { pixel() })
 }
 
@@ -396,11 +398,12 @@ pub async fn impression(
 pub async fn viewable(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
     Path(token): Path<String>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    track(&state, EventKind::Viewable, &method, peer, &headers, &token).await?;
+    // The request itself, not the `HeaderMap` extractor: that one clones every header.
+    let (method, headers) = (request.method(), request.headers());
+    track(&state, EventKind::Viewable, method, peer, headers, &token).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -409,11 +412,12 @@ pub async fn viewable(
 pub async fn click(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    headers: HeaderMap,
     Path(token): Path<String>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let Some(t) = track(&state, EventKind::Click, &method, peer, &headers, &token).await? else {
+    // The request itself, not the `HeaderMap` extractor: that one clones every header.
+    let (method, headers) = (request.method(), request.headers());
+    let Some(t) = track(&state, EventKind::Click, method, peer, headers, &token).await? else {
         return Err(ApiError::bad_request("invalid_token", "this click link is not valid"));
     };
     let catalog = state.catalog();
