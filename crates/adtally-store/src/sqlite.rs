@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use adtally_core::catalog::{
@@ -273,8 +274,25 @@ fn campaign_from(row: &Row) -> rusqlite::Result<Campaign> {
     })
 }
 
-fn join_devices(t: &Targeting) -> String {
-    t.devices.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(",")
+/// The columns a campaign's owner may change, in the order both the insert and the
+/// update bind them.
+fn campaign_values(k: &Campaign) -> [Value; 12] {
+    let int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
+    let devices = k.targeting.devices.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(",");
+    [
+        Value::Text(k.name.clone()),
+        Value::Text(k.status.as_str().into()),
+        Value::Integer(k.cpm_bid_micros),
+        Value::Integer(k.total_budget_micros),
+        int(k.daily_budget_micros),
+        int(k.start_at_ms),
+        int(k.end_at_ms),
+        Value::Text(k.pacing.as_str().into()),
+        Value::Text(devices),
+        Value::Text(k.targeting.placements.join(",")),
+        int(k.frequency_cap.map(|f| i64::from(f.impressions))),
+        int(k.frequency_cap.map(|f| i64::from(f.per_hours))),
+    ]
 }
 
 const AD_COLUMNS: &str = "id, campaign_id, advertiser_id, format, headline, body, image_url, cta, target_url, \
@@ -618,27 +636,14 @@ impl Store for SqliteStore {
 
     fn create_campaign(&self, k: &Campaign) -> Result<Campaign> {
         self.with_conn(|c| {
+            let mut values = campaign_values(k).to_vec();
+            values.extend([Value::Integer(k.advertiser_id), Value::Integer(k.created_at_ms)]);
             c.execute(
-                "INSERT INTO campaigns (advertiser_id, name, status, cpm_bid_micros, total_budget_micros,
-                 daily_budget_micros, start_at_ms, end_at_ms, pacing, target_devices, target_placements,
-                 cap_impressions, cap_per_hours, created_at_ms)
+                "INSERT INTO campaigns (name, status, cpm_bid_micros, total_budget_micros, daily_budget_micros,
+                 start_at_ms, end_at_ms, pacing, target_devices, target_placements, cap_impressions, cap_per_hours,
+                 advertiser_id, created_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                params![
-                    k.advertiser_id,
-                    k.name,
-                    k.status.as_str(),
-                    k.cpm_bid_micros,
-                    k.total_budget_micros,
-                    k.daily_budget_micros,
-                    k.start_at_ms,
-                    k.end_at_ms,
-                    k.pacing.as_str(),
-                    join_devices(&k.targeting),
-                    k.targeting.placements.join(","),
-                    k.frequency_cap.map(|f| f.impressions),
-                    k.frequency_cap.map(|f| f.per_hours),
-                    k.created_at_ms
-                ],
+                rusqlite::params_from_iter(values),
             )?;
             Ok(Campaign { id: c.last_insert_rowid(), ..k.clone() })
         })
@@ -646,25 +651,13 @@ impl Store for SqliteStore {
 
     fn update_campaign(&self, k: &Campaign) -> Result<()> {
         self.with_conn(|c| {
+            let mut values = campaign_values(k).to_vec();
+            values.push(Value::Integer(k.id));
             let changed = c.execute(
-                "UPDATE campaigns SET name = ?2, status = ?3, cpm_bid_micros = ?4, total_budget_micros = ?5,
-                 daily_budget_micros = ?6, start_at_ms = ?7, end_at_ms = ?8, pacing = ?9, target_devices = ?10,
-                 target_placements = ?11, cap_impressions = ?12, cap_per_hours = ?13 WHERE id = ?1",
-                params![
-                    k.id,
-                    k.name,
-                    k.status.as_str(),
-                    k.cpm_bid_micros,
-                    k.total_budget_micros,
-                    k.daily_budget_micros,
-                    k.start_at_ms,
-                    k.end_at_ms,
-                    k.pacing.as_str(),
-                    join_devices(&k.targeting),
-                    k.targeting.placements.join(","),
-                    k.frequency_cap.map(|f| f.impressions),
-                    k.frequency_cap.map(|f| f.per_hours)
-                ],
+                "UPDATE campaigns SET name = ?1, status = ?2, cpm_bid_micros = ?3, total_budget_micros = ?4,
+                 daily_budget_micros = ?5, start_at_ms = ?6, end_at_ms = ?7, pacing = ?8, target_devices = ?9,
+                 target_placements = ?10, cap_impressions = ?11, cap_per_hours = ?12 WHERE id = ?13",
+                rusqlite::params_from_iter(values),
             )?;
             if changed == 0 {
                 return Err(StoreError::NotFound(format!("campaign {}", k.id)));
