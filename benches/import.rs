@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
-use adtally_core::catalog::{Ad, AdStatus, Campaign, CampaignStatus, CreditKind, Format, Pacing, Targeting};
+use adtally_core::catalog::{Ad, AdStatus, Campaign, CampaignStatus, CreditKind, Format, Pacing};
 use adtally_core::clock::{Clock, SystemClock};
 use adtally_server::import::import_ndjson;
 use adtally_server::{build_state, Options, ServerConfig};
@@ -78,19 +78,9 @@ fn adtally(body: &str, runtime: &tokio::runtime::Runtime) -> f64 {
     store.create_placement("sidebar-main", "s", Format::Sidebar, 0).expect("placement");
     let c = store
         .create_campaign(&Campaign {
-            id: 0,
-            advertiser_id: adv.id,
-            name: "c".into(),
             status: CampaignStatus::Active,
-            cpm_bid_micros: 2_000_000,
-            total_budget_micros: 1_000_000_000_000,
-            daily_budget_micros: None,
-            start_at_ms: None,
-            end_at_ms: None,
             pacing: Pacing::Asap,
-            targeting: Targeting::default(),
-            frequency_cap: None,
-            created_at_ms: now,
+            ..Campaign::draft(adv.id, "c", 2_000_000, 1_000_000_000_000, now)
         })
         .expect("campaign");
     let ad = store

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
 
-use adtally_core::catalog::{Ad, AdStatus, Campaign, CampaignStatus, CreditKind, Format, Pacing, Targeting};
+use adtally_core::catalog::{Ad, AdStatus, Campaign, CampaignStatus, CreditKind, Format, Pacing};
 use adtally_core::clock::{Clock, SystemClock, DAY, HOUR};
 use adtally_server::build_state;
 use adtally_server::import::import_ndjson;
@@ -139,19 +139,9 @@ pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
     let mut campaigns = Vec::new();
     for (adv, name, format, bid, ads, daily, conv, value) in plans {
         let c = store.create_campaign(&Campaign {
-            id: 0,
-            advertiser_id: advertiser_ids[adv],
-            name: name.into(),
             status: CampaignStatus::Active,
-            cpm_bid_micros: bid,
-            total_budget_micros: 900_000_000,
-            daily_budget_micros: None,
-            start_at_ms: None,
-            end_at_ms: None,
             pacing: Pacing::Asap,
-            targeting: Targeting::default(),
-            frequency_cap: None,
-            created_at_ms: now - 35 * DAY,
+            ..Campaign::draft(advertiser_ids[adv], name, bid, 900_000_000, now - 35 * DAY)
         })?;
         let mut ad_ids = Vec::new();
         for (headline, ctr) in ads {

@@ -129,6 +129,34 @@ pub struct Campaign {
     pub created_at_ms: Millis,
 }
 
+impl Campaign {
+    /// A new draft with the defaults: even pacing, no daily budget, no dates, no
+    /// targeting, no frequency cap.
+    pub fn draft(
+        advertiser_id: i64,
+        name: &str,
+        cpm_bid_micros: i64,
+        total_budget_micros: i64,
+        created_at_ms: Millis,
+    ) -> Self {
+        Campaign {
+            id: 0,
+            advertiser_id,
+            name: name.into(),
+            status: CampaignStatus::Draft,
+            cpm_bid_micros,
+            total_budget_micros,
+            daily_budget_micros: None,
+            start_at_ms: None,
+            end_at_ms: None,
+            pacing: Pacing::Even,
+            targeting: Targeting::default(),
+            frequency_cap: None,
+            created_at_ms,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AdStatus {
     PendingReview,

@@ -533,21 +533,7 @@ pub async fn create_campaign(
         return Err(ApiError::invalid("name, cpm_bid_micros and total_budget_micros are required"));
     };
     body.advertiser_id = None;
-    let mut campaign = Campaign {
-        id: 0,
-        advertiser_id,
-        name: String::new(),
-        status: CampaignStatus::Draft,
-        cpm_bid_micros: 0,
-        total_budget_micros: 0,
-        daily_budget_micros: None,
-        start_at_ms: None,
-        end_at_ms: None,
-        pacing: Pacing::Even,
-        targeting: Targeting::default(),
-        frequency_cap: None,
-        created_at_ms: state.clock.now_ms(),
-    };
+    let mut campaign = Campaign::draft(advertiser_id, "", 0, 0, state.clock.now_ms());
     body.apply(&mut campaign, &serving_placements(&state))?;
     let campaign = state.blocking(move |s| s.create_campaign(&campaign)).await?;
     state.reload_catalog()?;
