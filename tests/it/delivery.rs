@@ -91,7 +91,8 @@ async fn a_budget_of_500_impressions_buys_exactly_500_under_concurrency() {
     assert_eq!(charged_impressions(&app), 500);
     let (_, c) = app.get(&f.key, &format!("/v1/campaigns/{}", f.campaign_id)).await;
     assert_eq!(c["spend_micros"], 1_000_000);
-    assert_eq!(app.state.housekeeping().expect("housekeeping"), 1);
+    // The background task may have got there first; either way the campaign is done.
+    app.state.housekeeping().expect("housekeeping");
     let (_, c) = app.get(&f.key, &format!("/v1/campaigns/{}", f.campaign_id)).await;
     assert_eq!(c["status"], "completed", "a spent budget completes the campaign");
     let (_, me) = app.get(&f.key, "/v1/me").await;
@@ -230,7 +231,8 @@ async fn frequency_caps_and_dates_limit_who_sees_what() {
     assert_eq!(r.status().as_u16(), 200);
     let r = app.client.get(app.url("/v1/decision?placement=sidebar-main&uid=new")).send().await.expect("decision");
     assert_eq!(r.status().as_u16(), 204);
-    assert_eq!(app.state.housekeeping().expect("housekeeping"), 1);
+    // The background task may have got there first; either way the campaign is done.
+    app.state.housekeeping().expect("housekeeping");
     let (_, c) = app.get(&f.key, &format!("/v1/campaigns/{}", f.campaign_id)).await;
     assert_eq!(c["status"], "completed", "a passed end date completes the campaign");
 }
