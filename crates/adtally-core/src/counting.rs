@@ -125,7 +125,7 @@ impl CountingState {
         &self.config
     }
 
-    /// Number of decisions remembered; for the memory gauge.
+    /// Number of decisions remembered (bounded by `max_entries`).
     pub fn tracked_decisions(&self) -> usize {
         self.decisions.len()
     }
@@ -438,16 +438,27 @@ mod tests {
 
     #[test]
     fn remembered_events_survive_a_restart() {
-        let mut before = CountingState::new(CountingConfig::default());
+        // A state rebuilt from the stored events judges what follows exactly as the state
+        // that saw them live.
+        let mut live = CountingState::new(CountingConfig::default());
         let imp = arrival(Impression, 1, T0);
         let click = arrival(Click, 1, T0 + 100);
-        before.judge(&imp, T0);
-        before.judge(&click, T0);
-        let mut after = CountingState::new(CountingConfig::default());
-        after.remember(&imp, 1, T0);
-        after.remember(&click, 1, T0);
-        let repeat = Arrival { ..arrival(Click, 1, T0 + 5_000) };
-        assert_eq!(after.judge(&repeat, T0).verdict, Duplicate);
+        live.judge(&imp, T0);
+        live.judge(&click, T0);
+        let mut rebuilt = CountingState::new(CountingConfig::default());
+        rebuilt.remember(&imp, 1, T0);
+        rebuilt.remember(&click, 1, T0);
+        let follow_ups = [
+            arrival(Impression, 1, T0 + 1_000),
+            arrival(Click, 1, T0 + 5_000),
+            arrival(Impression, 2, T0 + 6_000),
+            arrival(Click, 2, T0 + 7_000),
+            arrival(Viewable, 1, T0 + 8_000),
+        ];
+        let judge_all = |s: &mut CountingState| follow_ups.iter().map(|a| s.judge(a, T0).verdict).collect::<Vec<_>>();
+        let expected = [Duplicate, Duplicate, Valid, Duplicate, Valid];
+        assert_eq!(judge_all(&mut live), expected);
+        assert_eq!(judge_all(&mut rebuilt), expected);
     }
 
     #[test]

@@ -22,4 +22,3 @@ pub mod traffic;
 pub use event::{Device, EventKind, Verdict};
 /// Re-exported so that every crate uses the same time-zone database.
 pub use jiff;
-pub use money::Micros;

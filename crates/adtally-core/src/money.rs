@@ -1,11 +1,6 @@
-//! Money as integer micros of the account currency (1.00 = 1 000 000). No floats.
-
-use serde::{Deserialize, Serialize};
-
-/// An amount of money in micros of the account currency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Micros(pub i64);
+//! Money is `i64` micros of the account currency (1.00 = 1 000 000) everywhere; this
+//! module holds the one piece of arithmetic that needs care: charging CPM prices one
+//! impression at a time without losing fractions of a micro.
 
 /// Charges CPM-priced impressions one at a time while keeping the sub-micro remainder,
 /// so that N impressions at CPM P cost exactly ⌊N·P/1000⌋ micros in total.

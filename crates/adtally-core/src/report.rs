@@ -41,8 +41,6 @@ pub enum Dimension {
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 5] = [Self::Campaign, Self::Ad, Self::Placement, Self::Device, Self::Country];
-
     pub fn parse(text: &str) -> Option<Self> {
         Some(match text {
             "campaign" => Self::Campaign,

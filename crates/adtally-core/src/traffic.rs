@@ -226,14 +226,17 @@ fn unescape_literal(pattern: &str) -> Option<String> {
 }
 
 /// Headers that mark a request the browser made on speculation, not for a person.
-pub fn is_prefetch(header: impl Fn(&str) -> Option<String>) -> bool {
-    let says_prefetch = |name: &str| {
-        header(name).is_some_and(|v| {
-            let v = v.to_ascii_lowercase();
-            v.contains("prefetch") || v.contains("prerender") || v.contains("preview")
-        })
-    };
-    says_prefetch("sec-purpose") || says_prefetch("purpose") || says_prefetch("x-purpose") || says_prefetch("x-moz")
+pub fn is_prefetch<'a>(header: impl Fn(&str) -> Option<&'a str>) -> bool {
+    ["sec-purpose", "purpose", "x-purpose", "x-moz"]
+        .into_iter()
+        .any(|name| header(name).is_some_and(purpose_is_prefetch))
+}
+
+/// Whether a `Sec-Purpose`/`Purpose`-style value announces a prefetch, prerender or
+/// preview (case-insensitive). Also applied to the `purpose` field of imported events.
+pub fn purpose_is_prefetch(value: &str) -> bool {
+    let contains = |word: &str| value.as_bytes().windows(word.len()).any(|w| w.eq_ignore_ascii_case(word.as_bytes()));
+    contains("prefetch") || contains("prerender") || contains("preview")
 }
 
 /// Published cloud and hosting address ranges, searchable by address.
@@ -387,12 +390,14 @@ mod tests {
     #[test]
     fn prefetch_headers() {
         let headers = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string())
+            move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
         };
         assert!(is_prefetch(headers(&[("sec-purpose", "prefetch;prerender")])));
         assert!(is_prefetch(headers(&[("purpose", "prefetch")])));
         assert!(is_prefetch(headers(&[("x-moz", "prefetch")])));
+        assert!(is_prefetch(headers(&[("purpose", "Prefetch")])));
         assert!(!is_prefetch(headers(&[("accept", "image/gif")])));
+        assert!(!is_prefetch(headers(&[("sec-purpose", "")])));
     }
 }
 

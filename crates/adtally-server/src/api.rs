@@ -22,7 +22,7 @@ use adtally_core::token::api_key_hash;
 use adtally_store::{AuditEntry, KeyOwner, PromoCode};
 
 use crate::error::{ApiError, Json, Path, Query};
-use crate::state::AppState;
+use crate::state::{AppState, ServingCatalog};
 
 type AppResult<T> = Result<T, ApiError>;
 
@@ -435,7 +435,7 @@ pub const MIN_CPM_BID_MICROS: i64 = 10_000;
 
 impl CampaignInput {
     /// Applies the fields to `c` and validates the result as a whole.
-    fn apply(self, c: &mut Campaign, placements: &ServingPlacements) -> AppResult<()> {
+    fn apply(self, c: &mut Campaign, catalog: &ServingCatalog) -> AppResult<()> {
         if let Some(name) = self.name {
             c.name = text("name", &name, 1, 200)?;
         }
@@ -472,7 +472,7 @@ impl CampaignInput {
                 }
             }
             for slug in slugs {
-                if !placements.0.contains(&slug) {
+                if !catalog.placements.contains_key(&slug) {
                     return Err(ApiError::invalid(format!(
                         "unknown placement {:?} in targeting",
                         slug.chars().take(64).collect::<String>()
@@ -505,13 +505,6 @@ impl CampaignInput {
     }
 }
 
-/// Placement slugs that exist, for validating targeting.
-struct ServingPlacements(Vec<String>);
-
-fn serving_placements(state: &AppState) -> ServingPlacements {
-    ServingPlacements(state.catalog().placements.keys().cloned().collect())
-}
-
 pub async fn create_campaign(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -534,7 +527,7 @@ pub async fn create_campaign(
     };
     body.advertiser_id = None;
     let mut campaign = Campaign::draft(advertiser_id, "", 0, 0, state.clock.now_ms());
-    body.apply(&mut campaign, &serving_placements(&state))?;
+    body.apply(&mut campaign, &state.catalog())?;
     let campaign = state.blocking(move |s| s.create_campaign(&campaign)).await?;
     state.reload_catalog()?;
     audit(&state, caller, "campaign.create", format!("campaign:{}", campaign.id), json!({"name": campaign.name}))
@@ -574,7 +567,7 @@ pub async fn patch_campaign(
     if body.advertiser_id.is_some() {
         return Err(ApiError::invalid("a campaign cannot change advertiser"));
     }
-    body.apply(&mut campaign, &serving_placements(&state))?;
+    body.apply(&mut campaign, &state.catalog())?;
     let saved = campaign.clone();
     state.blocking(move |s| s.update_campaign(&saved)).await?;
     state.reload_catalog()?;

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use adtally_core::clock::DAY;
 use adtally_core::counting::DecisionRef;
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
-use adtally_core::traffic::givt_verdict;
+use adtally_core::traffic::{givt_verdict, purpose_is_prefetch};
 
 use crate::api::{text, Caller};
 use crate::error::ApiError;
@@ -146,7 +146,7 @@ async fn submit(state: &Arc<AppState>, chunk: Vec<Submission>, summary: &mut Imp
     }
     for outcome in state.pipeline.submit(chunk).await? {
         match outcome {
-            Outcome::Stored { verdict, .. } => {
+            Outcome::Stored { verdict } => {
                 summary.accepted += 1;
                 *summary.verdicts.entry(verdict.as_str()).or_default() += 1;
             }
@@ -244,10 +244,9 @@ fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Result<
         None => user_agent.as_deref().map_or(Device::Desktop, |ua| state.user_agents.device(ua)),
     };
     let country = line.country.as_deref().map_or(Country::UNKNOWN, Country::parse);
-    let purpose = line.purpose.as_deref().unwrap_or("").to_ascii_lowercase();
     let givt = givt_verdict(
         user_agent.as_deref().is_some_and(|ua| state.is_bot(ua)),
-        purpose.contains("prefetch") || purpose.contains("prerender"),
+        line.purpose.as_deref().is_some_and(purpose_is_prefetch),
         ip.is_some_and(|ip| state.datacenters.contains(ip)),
     );
     let dedup_key = match (kind, &order_id) {

@@ -53,7 +53,6 @@ pub struct Submission {
 pub enum Outcome {
     Stored {
         verdict: Verdict,
-        cost_micros: i64,
     },
     /// Its idempotency key was seen before; nothing was stored.
     AlreadyStored,
@@ -285,7 +284,7 @@ impl Writer {
                         Outcome::AlreadyStored
                     } else {
                         self.counters.add(p.event.kind, p.event.verdict);
-                        Outcome::Stored { verdict: p.event.verdict, cost_micros: p.event.cost_micros }
+                        Outcome::Stored { verdict: p.event.verdict }
                     }
                 });
                 for job in jobs {

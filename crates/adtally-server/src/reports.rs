@@ -103,16 +103,17 @@ async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams) -> Resul
     let mut totals = Counts::default();
     for r in found {
         let key = RowKey {
-            period_ms: period_start(r.bucket_ms, spec.granularity, &tz),
-            campaign_id: r.campaign_id,
-            ad_id: r.ad_id,
-            placement_id: r.placement_id,
-            device: r.device,
-            country: r.country,
+            period_ms: period_start(r.key.bucket_ms, spec.granularity, &tz),
+            campaign_id: r.key.campaign_id,
+            ad_id: r.key.ad_id,
+            placement_id: r.key.placement_id,
+            device: r.key.device,
+            country: r.key.country,
         };
         let s = r.sums;
-        rows.entry(key).or_default().add(r.kind, r.verdict, s.events, s.cost_micros, s.value_micros);
-        totals.add(r.kind, r.verdict, s.events, s.cost_micros, s.value_micros);
+        let (kind, verdict) = (r.key.kind, r.key.verdict);
+        rows.entry(key).or_default().add(kind, verdict, s.events, s.cost_micros, s.value_micros);
+        totals.add(kind, verdict, s.events, s.cost_micros, s.value_micros);
     }
     Ok(Report { spec, tz, rows, totals, catalog })
 }

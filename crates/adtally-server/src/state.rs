@@ -39,10 +39,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             counting: CountingConfig::default(),
-            trusted_proxies: vec![
-                ("127.0.0.0".parse().unwrap_or(IpAddr::from([127, 0, 0, 0])), 8),
-                (IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), 128),
-            ],
+            trusted_proxies: vec![(IpAddr::from([127, 0, 0, 0]), 8), (IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), 128)],
             public_url: None,
             traffic_filters: true,
             topup_bonus: None,

@@ -53,7 +53,7 @@ impl<'a> Visitor<'a> {
             return None;
         }
         let bot = self.user_agent.len() > MAX_UA_LEN || state.is_bot(self.user_agent);
-        let prefetch = is_prefetch(|name| self.header(name).map(str::to_owned));
+        let prefetch = is_prefetch(|name| self.header(name));
         givt_verdict(bot, prefetch, state.datacenters.contains(self.ip))
     }
 
@@ -537,7 +537,7 @@ pub async fn conversion_postback(
     let user_key = state.signer.keyed_hash(&[b"uid", uid.as_bytes()]);
     let outcome = submit_conversion(&state, advertiser_id, user_key, 0, None, value, order).await?;
     let (status, body) = match outcome {
-        Outcome::Stored { verdict, .. } => {
+        Outcome::Stored { verdict } => {
             (StatusCode::CREATED, serde_json::json!({"status": "recorded", "verdict": verdict.as_str()}))
         }
         Outcome::AlreadyStored => (StatusCode::OK, serde_json::json!({"status": "duplicate_order"})),

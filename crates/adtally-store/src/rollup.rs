@@ -66,17 +66,10 @@ pub struct RollupQuery {
     pub group_by: Vec<Dimension>,
 }
 
-/// A grouped row. Dimensions not grouped by hold their default (0, desktop, `ZZ`) and
-/// mean "all".
+/// A grouped row. In its key, the advertiser and every dimension not grouped by hold
+/// their default (0, desktop, `ZZ`; bucket 0 without time grouping) and mean "all".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RollupRow {
-    pub bucket_ms: Millis,
-    pub campaign_id: i64,
-    pub ad_id: i64,
-    pub placement_id: i64,
-    pub device: Device,
-    pub country: Country,
-    pub kind: EventKind,
-    pub verdict: Verdict,
+    pub key: RollupKey,
     pub sums: RollupSums,
 }

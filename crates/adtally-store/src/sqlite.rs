@@ -18,7 +18,7 @@ use adtally_core::clock::{Millis, DAY};
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
 use adtally_core::report::Dimension;
 
-use crate::rollup::{aggregate, RollupQuery, RollupRow, RollupSums};
+use crate::rollup::{aggregate, RollupKey, RollupQuery, RollupRow, RollupSums};
 use crate::{
     AdPerformance, ApiKeyInfo, AuditEntry, CampaignSpend, ConsistencyCheck, KeyOwner, PendingEvent, PromoCode, Result,
     Store, StoreError,
@@ -884,26 +884,26 @@ impl Store for SqliteStore {
             group.join(", ")
         );
         self.with_conn(|c| {
-            let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt
-                .query_map(params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id], |r| {
-                    let kind: i64 = r.get(6)?;
-                    let verdict: i64 = r.get(7)?;
-                    Ok(RollupRow {
-                        bucket_ms: r.get(0)?,
-                        campaign_id: r.get(1)?,
-                        ad_id: r.get(2)?,
-                        placement_id: r.get(3)?,
-                        device: Device::from_code(r.get(4)?).unwrap_or_default(),
-                        country: Country::parse(&r.get::<_, String>(5)?),
-                        kind: EventKind::from_code(kind).ok_or_else(|| bad_column("kind", &kind.to_string()))?,
-                        verdict: Verdict::from_code(verdict)
-                            .ok_or_else(|| bad_column("verdict", &verdict.to_string()))?,
-                        sums: RollupSums { events: r.get(8)?, cost_micros: r.get(9)?, value_micros: r.get(10)? },
-                    })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(rows)
+            let params = params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id];
+            query_all(c, &sql, params, |r| {
+                let kind: i64 = r.get(6)?;
+                let verdict: i64 = r.get(7)?;
+                let key = RollupKey {
+                    bucket_ms: r.get(0)?,
+                    advertiser_id: 0,
+                    campaign_id: r.get(1)?,
+                    ad_id: r.get(2)?,
+                    placement_id: r.get(3)?,
+                    device: Device::from_code(r.get(4)?).unwrap_or_default(),
+                    country: Country::parse(&r.get::<_, String>(5)?),
+                    kind: EventKind::from_code(kind).ok_or_else(|| bad_column("kind", &kind.to_string()))?,
+                    verdict: Verdict::from_code(verdict).ok_or_else(|| bad_column("verdict", &verdict.to_string()))?,
+                };
+                Ok(RollupRow {
+                    key,
+                    sums: RollupSums { events: r.get(8)?, cost_micros: r.get(9)?, value_micros: r.get(10)? },
+                })
+            })
         })
     }
 
