@@ -8,3 +8,4 @@ mod delivery;
 mod durability;
 mod reports;
 mod support;
+mod trust;
