@@ -71,20 +71,31 @@ pub enum KeyOwner {
     Advertiser(i64),
 }
 
+/// What makes an event unique beyond its own id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Idempotency {
+    /// An imported event's id: an event whose id was stored before is skipped.
+    Import(String),
+    /// A conversion's order id (the key names the advertiser). An `authoritative` one
+    /// (the advertiser's authenticated postback, or the operator's import) replaces a
+    /// pixel conversion stored under the same order id, which becomes `duplicate`; a
+    /// pixel never replaces anything, and an order id already held by an
+    /// authoritative conversion is skipped.
+    Order { key: String, authoritative: bool },
+}
+
 /// An event on its way into the store.
 #[derive(Debug, Clone)]
 pub struct PendingEvent {
     pub event: Event,
-    /// Idempotency key: an imported event's id, or a conversion's order id. An event
-    /// whose key was stored before is skipped, not stored again.
-    pub dedup_key: Option<String>,
+    pub idempotency: Option<Idempotency>,
     /// Set by the store: the key was seen before and the event was not stored.
     pub skipped_as_duplicate: bool,
 }
 
 impl PendingEvent {
     pub fn new(event: Event) -> Self {
-        Self { event, dedup_key: None, skipped_as_duplicate: false }
+        Self { event, idempotency: None, skipped_as_duplicate: false }
     }
 }
 
@@ -205,7 +216,7 @@ pub trait Store: Send + Sync + 'static {
 
     // Events.
     /// Appends a batch in one transaction, with ids that start with `now_ms`. For each
-    /// event whose `dedup_key` is new (or absent), calls `judge` with its index — which sets the verdict and cost — then stores it and its
+    /// event whose idempotency key is new (or absent), calls `judge` with its index — which sets the verdict and cost — then stores it and its
     /// rollup. Only the single event writer calls this.
     fn append_events(
         &self,

@@ -18,12 +18,12 @@ use adtally_core::catalog::{
 use adtally_core::clock::{Millis, DAY};
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
 use adtally_core::metrics::saturate;
-use adtally_core::report::Dimension;
+use adtally_core::report::{bucket_of, Dimension};
 
 use crate::rollup::{aggregate, RollupQuery, RollupRow, RollupSums};
 use crate::{
-    AdPerformance, ApiKeyInfo, AuditEntry, CampaignSpend, ConsistencyCheck, KeyOwner, PendingEvent, PromoCode, Result,
-    Store, StoreError, Totals,
+    AdPerformance, ApiKeyInfo, AuditEntry, CampaignSpend, ConsistencyCheck, Idempotency, KeyOwner, PendingEvent,
+    PromoCode, Result, Store, StoreError, Totals,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -125,6 +125,11 @@ INSERT INTO rollups_v2
 DROP TABLE rollups;
 ALTER TABLE rollups_v2 RENAME TO rollups;
 CREATE INDEX rollups_advertiser ON rollups(advertiser_id, bucket_ms);
+-- Which event holds an order id, and whether an authoritative postback put it there (a
+-- pixel's conversion may be replaced by the postback, never the reverse). Keys from
+-- before count as authoritative: the event they name was not recorded.
+ALTER TABLE dedup_keys ADD COLUMN event_id INTEGER;
+ALTER TABLE dedup_keys ADD COLUMN authoritative INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE advertisers ADD COLUMN max_conversion_value_micros INTEGER NOT NULL DEFAULT 1000000000;
 "#,
 ];
@@ -388,6 +393,40 @@ fn event_from(row: &Row) -> rusqlite::Result<Event> {
         cost_micros: row.get(12)?,
         value_micros: row.get(13)?,
     })
+}
+
+/// Marks a stored conversion `duplicate` because an authoritative one replaced it, and
+/// takes it out of its rollup row. Returns the event as it now is, for the caller to add
+/// to the rollups under its new verdict in the same transaction; `None` when it was not
+/// counted anyway.
+fn supersede(tx: &rusqlite::Transaction<'_>, id: i64) -> Result<Option<Event>> {
+    let sql = "SELECT at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id, placement_id, user_key,
+               ip_key, device, country, cost_micros, value_micros FROM events WHERE id = ?1";
+    let Some(mut event) = tx.query_row(sql, [id], event_from).optional()? else { return Ok(None) };
+    if event.verdict == Verdict::Duplicate {
+        return Ok(None);
+    }
+    tx.execute("UPDATE events SET verdict = ?2 WHERE id = ?1", params![id, Verdict::Duplicate.code()])?;
+    tx.execute(
+        "UPDATE rollups SET events = events - 1, cost_micros = cost_micros - ?10, value_micros = value_micros - ?11
+         WHERE bucket_ms = ?1 AND advertiser_id = ?2 AND campaign_id = ?3 AND ad_id = ?4 AND placement_id = ?5
+           AND device = ?6 AND country = ?7 AND kind = ?8 AND verdict = ?9",
+        params![
+            bucket_of(event.at_ms),
+            event.advertiser_id,
+            db_id(event.campaign_id),
+            db_id(event.ad_id),
+            db_id(event.placement_id),
+            event.device.code(),
+            event.country.as_str(),
+            event.kind.code(),
+            event.verdict.code(),
+            event.cost_micros,
+            event.value_micros
+        ],
+    )?;
+    event.verdict = Verdict::Duplicate;
+    Ok(Some(event))
 }
 
 impl Store for SqliteStore {
@@ -811,33 +850,68 @@ impl Store for SqliteStore {
         judge: &mut dyn FnMut(usize, &mut Event),
     ) -> Result<()> {
         let mut writer = self.writer.lock().map_err(|_| poisoned())?;
-        let mut next_id = writer.last_id.max((now_ms.max(0) << 20) - 1);
+        let first_id = writer.last_id.max((now_ms.max(0) << 20) - 1) + 1;
         let tx = writer.conn.transaction()?;
+        let mut next_id = first_id;
+        // Stored events of this batch by id, and conversions this batch superseded.
+        let mut ids: Vec<Option<i64>> = vec![None; batch.len()];
+        let mut superseded: Vec<Event> = Vec::new();
         {
-            let mut claim = tx.prepare_cached("INSERT OR IGNORE INTO dedup_keys (key) VALUES (?1)")?;
-            for (index, pending) in batch.iter_mut().enumerate() {
-                if let Some(key) = &pending.dedup_key {
-                    if claim.execute([key])? == 0 {
-                        pending.skipped_as_duplicate = true;
+            let mut claim_import = tx.prepare_cached(
+                "INSERT OR IGNORE INTO dedup_keys (key, event_id, authoritative) VALUES (?1, NULL, 1)",
+            )?;
+            let mut holder = tx.prepare_cached("SELECT event_id, authoritative FROM dedup_keys WHERE key = ?1")?;
+            let mut claim_order = tx.prepare_cached(
+                "INSERT INTO dedup_keys (key, event_id, authoritative) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id, authoritative = excluded.authoritative",
+            )?;
+            for index in 0..batch.len() {
+                match batch[index].idempotency.clone() {
+                    None => {}
+                    Some(Idempotency::Import(key)) if claim_import.execute([&key])? == 0 => {
+                        batch[index].skipped_as_duplicate = true;
                         continue;
                     }
+                    Some(Idempotency::Import(_)) => {}
+                    Some(Idempotency::Order { key, authoritative }) => {
+                        let held: Option<(Option<i64>, bool)> =
+                            holder.query_row([&key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+                        match held {
+                            None => {}
+                            Some((Some(old_id), false)) if authoritative => {
+                                // The advertiser's own postback wins over an anonymous pixel.
+                                if let Some(old) = ids.iter().position(|id| *id == Some(old_id)) {
+                                    // Not inserted yet: it goes in as `duplicate`.
+                                    batch[old].event.verdict = Verdict::Duplicate;
+                                } else {
+                                    superseded.extend(supersede(&tx, old_id)?);
+                                }
+                            }
+                            Some(_) => {
+                                batch[index].skipped_as_duplicate = true;
+                                continue;
+                            }
+                        }
+                        claim_order.execute(params![key, next_id, authoritative])?;
+                    }
                 }
-                judge(index, &mut pending.event);
+                judge(index, &mut batch[index].event);
+                ids[index] = Some(next_id);
+                next_id += 1;
             }
-            let stored: Vec<&Event> = batch.iter().filter(|p| !p.skipped_as_duplicate).map(|p| &p.event).collect();
+            let stored: Vec<(i64, &Event)> =
+                batch.iter().zip(&ids).filter_map(|(p, id)| Some(((*id)?, &p.event))).collect();
             let mut chunks = stored.chunks_exact(ROWS_PER_INSERT);
             let mut insert_many = tx.prepare_cached(&insert_events_sql(ROWS_PER_INSERT))?;
             for chunk in chunks.by_ref() {
-                for (i, e) in chunk.iter().enumerate() {
-                    next_id += 1;
-                    bind_event(&mut insert_many, 1 + i * EVENT_COLUMNS, next_id, e)?;
+                for (i, (id, e)) in chunk.iter().enumerate() {
+                    bind_event(&mut insert_many, 1 + i * EVENT_COLUMNS, *id, e)?;
                 }
                 insert_many.raw_execute()?;
             }
             let mut insert_one = tx.prepare_cached(&insert_events_sql(1))?;
-            for e in chunks.remainder() {
-                next_id += 1;
-                bind_event(&mut insert_one, 1, next_id, e)?;
+            for (id, e) in chunks.remainder() {
+                bind_event(&mut insert_one, 1, *id, e)?;
                 insert_one.raw_execute()?;
             }
             let mut upsert = tx.prepare_cached(
@@ -848,7 +922,8 @@ impl Store for SqliteStore {
                    cost_micros = MIN(cost_micros, 9223372036854775807 - excluded.cost_micros) + excluded.cost_micros,
                    value_micros = MIN(value_micros, 9223372036854775807 - excluded.value_micros) + excluded.value_micros",
             )?;
-            for (k, s) in aggregate(stored.iter().copied()) {
+            let events = stored.iter().map(|(_, e)| *e).chain(superseded.iter());
+            for (k, s) in aggregate(events) {
                 upsert.execute(params![
                     k.bucket_ms,
                     k.advertiser_id,
@@ -866,7 +941,7 @@ impl Store for SqliteStore {
             }
         }
         tx.commit()?;
-        writer.last_id = next_id;
+        writer.last_id = next_id - 1;
         Ok(())
     }
 
