@@ -220,9 +220,9 @@ async fn internationalized_target_urls_are_normalized() {
     let ad: Value = ad.json().await.expect("json");
     assert_eq!(s, 200, "{ad}");
     let expected = "https://xn--bcher-kva.example/%C3%BC?q=stra%C3%9Fe";
-    assert_eq!(ad["target_url"], expected);
-    let (s, _) = app.post(ADMIN, &format!("/v1/ads/{}/review", a.ad_id), json!({"decision": "approve"})).await;
-    assert_eq!(s, 200);
+    assert_eq!(ad["revision"]["target_url"], expected);
+    let (s, ad) = app.post(ADMIN, &format!("/v1/ads/{}/review", a.ad_id), json!({"decision": "approve"})).await;
+    assert_eq!((s, ad["target_url"].as_str()), (200, Some(expected)));
     let d = app.decision("sidebar-main", "reader").await;
     app.hit(d["impression_url"].as_str().expect("url")).await;
     let r = app.hit(d["click_url"].as_str().expect("url")).await;
@@ -245,4 +245,62 @@ async fn internationalized_target_urls_are_normalized() {
             .await;
         assert_eq!(s, 400, "{bad}: {body}");
     }
+}
+
+/// Defect 4: after an approved ad's target URL was edited, clicks on ads served before
+/// the edit went to the new, unreviewed URL. The approved version keeps serving; a click
+/// goes to the target of the version its decision served.
+#[tokio::test]
+async fn clicks_go_to_the_reviewed_version_that_was_served() {
+    let app = spawn_app().await;
+    let a = fixture(&app, "sidebar-main", 2_000_000).await;
+    let served_before = app.decision("sidebar-main", "early").await;
+    let patch = |target: &'static str| {
+        app.client
+            .patch(app.url(&format!("/v1/ads/{}", a.ad_id)))
+            .bearer_auth(&a.key)
+            .json(&json!({"target_url": target, "headline": "Changed"}))
+            .send()
+    };
+    let r = patch("https://phish.example/login").await.expect("patch");
+    assert_eq!(r.status().as_u16(), 200);
+    let ad: Value = r.json().await.expect("json");
+    assert_eq!((ad["status"].as_str(), ad["version"].as_i64()), (Some("approved"), Some(1)), "{ad}");
+    assert_eq!(ad["target_url"], "https://acme.example/landing?x=1");
+    assert_eq!(ad["revision"]["status"], "pending_review");
+    assert_eq!(ad["revision"]["target_url"], "https://phish.example/login");
+    let (_, queue) = app.get(ADMIN, "/v1/ads?status=pending_review").await;
+    assert_eq!(queue["items"][0]["id"].as_i64(), Some(a.ad_id), "{queue}");
+
+    // The approved version keeps serving, and its clicks go where it was approved to.
+    let served_during = app.decision("sidebar-main", "middle").await;
+    assert_eq!(served_during["ad"]["headline"], "Hello");
+    for d in [&served_before, &served_during] {
+        app.hit(d["impression_url"].as_str().expect("url")).await;
+        let r = app.hit(d["click_url"].as_str().expect("url")).await;
+        assert_eq!(r.headers()["location"], "https://acme.example/landing?x=1");
+    }
+
+    // Rejected: nothing changes for visitors.
+    let (s, ad) = app
+        .post(ADMIN, &format!("/v1/ads/{}/review", a.ad_id), json!({"decision": "reject", "reason": "phishing"}))
+        .await;
+    assert_eq!(
+        (s, ad["status"].as_str(), ad["revision"]["status"].as_str()),
+        (200, Some("approved"), Some("rejected"))
+    );
+    assert_eq!(app.decision("sidebar-main", "later").await["ad"]["headline"], "Hello");
+
+    // An honest edit, approved, becomes version 2; old decisions still go to version 1.
+    let r = patch("https://acme.example/new").await.expect("patch");
+    assert_eq!(r.status().as_u16(), 200);
+    let (s, ad) = app.post(ADMIN, &format!("/v1/ads/{}/review", a.ad_id), json!({"decision": "approve"})).await;
+    assert_eq!((s, ad["version"].as_i64(), ad["revision"].clone()), (200, Some(2), Value::Null), "{ad}");
+    let served_after = app.decision("sidebar-main", "late").await;
+    assert_eq!(served_after["ad"]["headline"], "Changed");
+    app.hit(served_after["impression_url"].as_str().expect("url")).await;
+    let r = app.hit(served_after["click_url"].as_str().expect("url")).await;
+    assert_eq!(r.headers()["location"], "https://acme.example/new");
+    let r = app.hit(served_before["click_url"].as_str().expect("url")).await;
+    assert_eq!(r.headers()["location"], "https://acme.example/landing?x=1");
 }

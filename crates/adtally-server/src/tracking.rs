@@ -245,6 +245,7 @@ pub async fn decision(
         advertiser_id,
         campaign_id,
         ad_id,
+        ad_version: ad.version,
         placement_id,
         user_key,
         device,
@@ -422,9 +423,12 @@ pub async fn click(
     let Some(t) = track(&state, EventKind::Click, method, peer, headers, &token).await? else {
         return Err(ApiError::bad_request("invalid_token", "this click link is not valid"));
     };
+    // The version the decision served, whatever the ad says now: an edit is reviewed
+    // before anyone is sent to its URL.
     let catalog = state.catalog();
-    let ad = catalog.ads.get(&i64::from(t.ad_id)).ok_or_else(|| ApiError::not_found("ad"))?;
-    let location = redirect_target(&ad.target_url).ok_or_else(|| ApiError::not_found("ad"))?;
+    let target =
+        catalog.click_targets.get(&(i64::from(t.ad_id), t.ad_version)).ok_or_else(|| ApiError::not_found("ad"))?;
+    let location = redirect_target(target).ok_or_else(|| ApiError::not_found("ad"))?;
     Ok((
         StatusCode::FOUND,
         [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],

@@ -41,6 +41,14 @@ pub struct ApiKeyInfo {
     pub revoked_at_ms: Option<Millis>,
 }
 
+/// An ad version that was approved, and where its clicks go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovedVersion {
+    pub ad_id: i64,
+    pub version: u32,
+    pub target_url: String,
+}
+
 /// A promo code the operator created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromoCode {
@@ -190,6 +198,15 @@ pub trait Store: Send + Sync + 'static {
         note: Option<&str>,
         now: Millis,
     ) -> Result<LedgerEntry>;
+    /// A top-up and the bonus it earns, in one transaction: both or neither.
+    fn add_topup(
+        &self,
+        advertiser_id: i64,
+        amount_micros: i64,
+        note: Option<&str>,
+        bonus_micros: Option<i64>,
+        now: Millis,
+    ) -> Result<(LedgerEntry, Option<LedgerEntry>)>;
     /// Sum of credits per advertiser.
     fn credit_totals(&self) -> Result<Vec<(i64, i64)>>;
     /// Credits and daily spend of one advertiser, oldest first.
@@ -206,11 +223,22 @@ pub trait Store: Send + Sync + 'static {
     fn placements(&self) -> Result<Vec<Placement>>;
     /// Inserts a campaign (its `id` is ignored) and returns it with its id.
     fn create_campaign(&self, campaign: &Campaign) -> Result<Campaign>;
+    /// Inserts a campaign and its ads (their `campaign_id` is the new campaign's) in one
+    /// transaction, as a clone needs.
+    fn create_campaign_with_ads(&self, campaign: &Campaign, ads: &[Ad]) -> Result<Campaign>;
     fn update_campaign(&self, campaign: &Campaign) -> Result<()>;
     fn campaign(&self, id: i64) -> Result<Option<Campaign>>;
     fn campaigns(&self, advertiser_id: Option<i64>) -> Result<Vec<Campaign>>;
+    /// Inserts an ad (its `id` is ignored) and returns it with its id.
     fn create_ad(&self, ad: &Ad) -> Result<Ad>;
-    fn update_ad(&self, ad: &Ad) -> Result<()>;
+    /// Writes an ad and its revision. Whenever the ad is approved, the target URL of its
+    /// version is kept for good (see [`Store::approved_versions`]).
+    fn update_ad(&self, ad: &Ad, now: Millis) -> Result<()>;
+    /// A review's outcome, in one transaction: the ad as [`Store::update_ad`] writes it,
+    /// and its campaign activated if it was waiting for review and the ad is approved.
+    fn review_ad(&self, ad: &Ad, now: Millis) -> Result<()>;
+    /// The target URL of every ad version ever approved.
+    fn approved_versions(&self) -> Result<Vec<ApprovedVersion>>;
     fn ad(&self, id: i64) -> Result<Option<Ad>>;
     fn ads(&self, campaign_id: Option<i64>) -> Result<Vec<Ad>>;
 
