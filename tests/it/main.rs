@@ -4,6 +4,7 @@
 mod accounts;
 mod bad_input;
 mod counting;
+mod crash_loop;
 mod delivery;
 mod durability;
 mod reports;
