@@ -157,7 +157,8 @@ async fn submit(state: &Arc<AppState>, chunk: Vec<Submission>, summary: &mut Imp
     Ok(())
 }
 
-fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Result<Submission, String> {
+/// One NDJSON line as a submission, or why it is refused. Public for the fuzz target.
+pub fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Result<Submission, String> {
     if raw.len() > MAX_LINE_BYTES {
         return Err(format!("line is longer than {MAX_LINE_BYTES} bytes"));
     }
