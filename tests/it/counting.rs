@@ -137,6 +137,11 @@ async fn a_mix_of_humans_bots_and_mistakes_gets_exact_verdicts() {
     let humans = [d("h1").await, d("h2").await, d("h3").await, d("h4").await, d("h5").await];
     for h in &humans {
         assert_eq!(get(url(h, "impression_url"), vec![]).await, 200);
+    }
+    // A viewable beacon needs a second in view: sooner than 750 ms it is `too_early`.
+    assert_eq!(get(url(&humans[0], "viewable_url"), vec![]).await, 204);
+    app.clock.advance(SECOND);
+    for h in &humans {
         assert_eq!(get(url(h, "viewable_url"), vec![]).await, 204);
     }
     // A crawler loads and clicks.
@@ -210,6 +215,7 @@ async fn a_mix_of_humans_bots_and_mistakes_gets_exact_verdicts() {
         ("duplicate", "click", 2),
         ("no_impression", "click", 1),
         ("excessive_activity", "click", 0),
+        ("too_early", "viewable", 1),
     ];
     for (reason, kind, n) in expect {
         assert_eq!(reasons[reason][kind], n, "{reason} {kind}: {ivt}");

@@ -9,7 +9,9 @@
 //! 3. Per kind of event:
 //!    - impression: `duplicate` if the decision already has a counted impression;
 //!    - viewable: `no_impression` without a counted impression, `duplicate` if the
-//!      decision already has a counted viewable;
+//!      decision already has a counted viewable, `too_early` if it arrives less than
+//!      [`MIN_VIEWABLE_DELAY_MS`] after the counted impression (a tag needs one continuous
+//!      second in view to send it; the margin allows for clock and network jitter);
 //!    - click: `no_impression` without a counted impression, `duplicate` if the decision
 //!      already has a counted click or the same user has a counted click on the same ad
 //!      less than the dedup window ago, `excessive_activity` if the user or the address
@@ -80,6 +82,12 @@ pub struct Judgement {
     pub decision_id: u64,
 }
 
+/// The least time between a counted impression and its viewable beacon. MRC display
+/// viewability needs one continuous second in view, so a beacon sooner than this did not
+/// come from a measuring tag. (Video, two seconds while playing, would take 1 500 ms once
+/// the `video` format exists.)
+pub const MIN_VIEWABLE_DELAY_MS: Millis = 750;
+
 const IMPRESSION: u8 = 1;
 const VIEWABLE: u8 = 2;
 const CLICK: u8 = 4;
@@ -97,8 +105,8 @@ fn mark_of(kind: EventKind) -> u8 {
 #[derive(Debug)]
 pub struct CountingState {
     config: CountingConfig,
-    /// What each decision has had counted.
-    decisions: ExpiringMap<u64, u8>,
+    /// What each decision has had counted, and when its impression was counted.
+    decisions: ExpiringMap<u64, (u8, Millis)>,
     /// Latest counted impression per (user, ad), for imported clicks: (decision, time).
     imported_impressions: ExpiringMap<(u64, i64), (u64, Millis)>,
     /// Time of the latest counted click per (user, ad).
@@ -161,12 +169,13 @@ impl CountingState {
                 return Verdict::Expired;
             }
         }
-        let marks = self.decisions.get(&decision_id).copied().unwrap_or(0);
+        let (marks, impression_at) = self.decisions.get(&decision_id).copied().unwrap_or((0, 0));
         match a.kind {
             EventKind::Impression if marks & IMPRESSION != 0 => Verdict::Duplicate,
             EventKind::Impression | EventKind::Conversion => Verdict::Valid,
             EventKind::Viewable | EventKind::Click if marks & IMPRESSION == 0 => Verdict::NoImpression,
             EventKind::Viewable if marks & VIEWABLE != 0 => Verdict::Duplicate,
+            EventKind::Viewable if a.at_ms - impression_at < MIN_VIEWABLE_DELAY_MS => Verdict::TooEarly,
             EventKind::Viewable => Verdict::Valid,
             EventKind::Click => self.click_verdict(a, marks),
         }
@@ -195,8 +204,9 @@ impl CountingState {
     fn record(&mut self, kind: EventKind, at_ms: Millis, decision_id: u64, a: &Arrival, now_ms: Millis) {
         let mark = mark_of(kind);
         if mark != 0 {
-            let marks = self.decisions.get(&decision_id).copied().unwrap_or(0);
-            self.decisions.insert(decision_id, marks | mark, now_ms);
+            let (marks, impression_at) = self.decisions.get(&decision_id).copied().unwrap_or((0, at_ms));
+            let impression_at = if kind == EventKind::Impression { at_ms } else { impression_at };
+            self.decisions.insert(decision_id, (marks | mark, impression_at), now_ms);
         }
         match kind {
             EventKind::Impression if matches!(a.decision, DecisionRef::Imported { .. }) => {
@@ -335,6 +345,17 @@ mod tests {
             ],
             &[Valid, Duplicate, Valid, Duplicate, Valid, Duplicate],
         );
+    }
+
+    #[test]
+    fn a_viewable_sooner_than_750_ms_after_the_impression_is_too_early() {
+        let at = |ms| arrival(Viewable, 1, T0 + ms);
+        check(
+            &[arrival(Impression, 1, T0), at(0), at(749), at(750), at(751)],
+            &[Valid, TooEarly, TooEarly, Valid, Duplicate],
+        );
+        // Measured from the counted impression, not from the decision.
+        check(&[arrival(Impression, 1, T0 + 5_000), at(5_500), at(5_800)], &[Valid, TooEarly, Valid]);
     }
 
     #[test]

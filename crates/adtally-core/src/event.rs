@@ -55,10 +55,13 @@ pub enum Verdict {
     Duplicate = 6,
     /// Too many counted clicks from one user or one address in a rolling hour (SIVT).
     ExcessiveActivity = 7,
+    /// A viewable beacon sooner after its impression than a tag could have measured one
+    /// second in view (SIVT). Last because codes are stored: new variants append.
+    TooEarly = 8,
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 8] = [
+    pub const ALL: [Verdict; 9] = [
         Self::Valid,
         Self::Bot,
         Self::Prefetch,
@@ -67,6 +70,7 @@ impl Verdict {
         Self::NoImpression,
         Self::Duplicate,
         Self::ExcessiveActivity,
+        Self::TooEarly,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +83,7 @@ impl Verdict {
             Self::NoImpression => "no_impression",
             Self::Duplicate => "duplicate",
             Self::ExcessiveActivity => "excessive_activity",
+            Self::TooEarly => "too_early",
         }
     }
     pub fn is_valid(self) -> bool {
