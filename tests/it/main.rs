@@ -3,8 +3,10 @@
 
 mod accounts;
 mod bad_input;
+mod browser;
 mod counting;
 mod delivery;
 mod durability;
 mod reports;
 mod support;
+mod webdriver;

@@ -59,7 +59,8 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 /// FNV-1a of the body, computed once: a stable ETag without a hashing crate.
 fn etag(asset: &Asset) -> &HeaderValue {
     asset.etag.get_or_init(|| {
-        let h = asset.body.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let h =
+            asset.body.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
         HeaderValue::from_str(&format!("\"{h:016x}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
     })
 }

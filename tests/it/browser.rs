@@ -1,0 +1,414 @@
+//! The browser faces end to end in real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`; `.ci/run` installs them): the ad tag on a publisher page served
+//! from another origin, and the dashboard. Ignored in a plain `cargo test`; run with
+//! `cargo test --test it browser -- --include-ignored`. Screenshots go to
+//! `target/browser-screenshots/` (or `$ADTALLY_SCREENSHOTS`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use adtally_core::clock::{Clock, SystemClock};
+use axum::extract::{Query, State};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use serde_json::{json, Value};
+
+use crate::support::{fixture, fixture_for_existing_placement, spawn_app, TestApp, ADMIN};
+use crate::webdriver::Browser;
+
+fn screenshots() -> PathBuf {
+    std::env::var_os("ADTALLY_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots"))
+}
+
+/// Viewability is measured in real time by the page, so the server's clock must follow
+/// the wall clock (test servers start on a manual clock).
+fn follow_wall_clock(app: &TestApp) -> tokio::task::JoinHandle<()> {
+    let clock = app.clock.clone();
+    tokio::spawn(async move {
+        loop {
+            clock.set(SystemClock.now_ms());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+}
+
+/// A publisher's site on its own port (another origin than the ad server): pages that
+/// embed the tag, an image for the ads, and the advertisers' landing page.
+async fn publisher(ad_server: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let origin = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = axum::Router::new()
+        .route("/article", get(article))
+        .route("/slot", get(one_slot))
+        .route("/landing", get(|| async { Html("<!doctype html><title>Landing</title><h1>Thanks for visiting</h1>") }))
+        .route("/img.svg", get(|| async {
+            ([("content-type", "image/svg+xml")],
+             r##"<svg xmlns="http://www.w3.org/2000/svg" width="600" height="314"><rect width="600" height="314" fill="#f4a261"/><circle cx="300" cy="157" r="90" fill="#2a9d8f"/></svg>"##)
+        }))
+        .with_state(Arc::new(ad_server.to_owned()));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    origin
+}
+
+/// Collects the page's own errors so the test can assert there were none.
+const ERROR_TRAP: &str =
+    "<script>window.pageErrors=[];addEventListener('error',function(e){pageErrors.push(String(e.message))});\
+addEventListener('unhandledrejection',function(e){pageErrors.push(String(e.reason))});</script>";
+
+/// Two slots above the fold, one whose placement has no ad, one far below the fold.
+async fn article(State(ad_server): State<Arc<String>>) -> impl IntoResponse {
+    Html(format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>Publisher</title>{ERROR_TRAP}
+<script async src="{ad_server}/tag.js"></script>
+<style>body{{font:16px sans-serif;margin:20px}} .spacer{{height:2400px;background:linear-gradient(#fff,#eee)}}</style></head>
+<body><h1>A publisher's article</h1>
+<div data-adtally-placement="top" id="top"></div>
+<p id="before">Text before the empty slot.</p><div data-adtally-placement="nothing" id="nothing"></div><p id="after">Text after it.</p>
+<div data-adtally-placement="side" id="side"></div>
+<div class="spacer"></div>
+<div data-adtally-placement="below" id="below"></div>
+<div class="spacer"></div></body></html>"#
+    ))
+}
+
+async fn one_slot(State(ad_server): State<Arc<String>>, Query(q): Query<HashMap<String, String>>) -> impl IntoResponse {
+    let slug: String =
+        q.get("p").map_or("", String::as_str).chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+    Html(format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>Slot</title>{ERROR_TRAP}
+<script async src="{ad_server}/tag.js"></script></head>
+<body><h1>One slot</h1><div data-adtally-placement="{slug}" id="slot"></div></body></html>"#
+    ))
+}
+
+/// Valid counts per placement for the advertiser, lifetime.
+async fn by_placement(app: &TestApp, key: &str) -> HashMap<String, (i64, i64, i64)> {
+    let (s, r) = app.get(key, "/v1/reports?range=lifetime&group_by=placement").await;
+    assert_eq!(s, 200, "{r}");
+    let mut out = HashMap::new();
+    for row in r["rows"].as_array().into_iter().flatten() {
+        let n = |k: &str| row[k].as_i64().unwrap_or(0);
+        out.insert(
+            row["placement"].as_str().unwrap_or("?").to_owned(),
+            (n("impressions"), n("viewable_impressions"), n("clicks")),
+        );
+    }
+    out
+}
+
+fn counts(map: &HashMap<String, (i64, i64, i64)>, placement: &str) -> (i64, i64, i64) {
+    map.get(placement).copied().unwrap_or((0, 0, 0))
+}
+
+async fn created(app: &TestApp, key: &str, path: &str, body: Value) -> Value {
+    let (s, v) = app.post(key, path, body).await;
+    assert!(s == 201 || s == 200, "{path}: {s} {v}");
+    v
+}
+
+const SLOT_RENDERED: &str = "document.getElementById('{}').getAttribute('data-adtally-state') === 'rendered'";
+
+fn rendered(id: &str) -> String {
+    SLOT_RENDERED.replace("{}", id)
+}
+
+async fn sleep_ms(ms: u64) {
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver (installed by .ci/run)"]
+async fn browser_tag_renders_counts_viewability_and_clicks() {
+    let app = spawn_app().await;
+    let _clock = follow_wall_clock(&app);
+    let site = publisher(&app.base).await;
+
+    for (slug, format) in [("top", "compact"), ("side", "sidebar"), ("below", "sidebar"), ("nothing", "compact")] {
+        created(
+            &app,
+            ADMIN,
+            "/v1/placements",
+            json!({"id": slug, "name": slug, "format": format, "floor_cpm_micros": 0}),
+        )
+        .await;
+    }
+    let adv = created(&app, ADMIN, "/v1/advertisers", json!({"name": "Acme", "email": "a@acme.example"})).await;
+    let id = adv["id"].as_i64().expect("id");
+    let key = created(&app, ADMIN, &format!("/v1/advertisers/{id}/keys"), json!({})).await["api_key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    created(
+        &app,
+        ADMIN,
+        &format!("/v1/advertisers/{id}/credits"),
+        json!({"amount_micros": 100_000_000, "kind": "topup"}),
+    )
+    .await;
+    // The campaign leaves out `nothing`: that slot has no eligible ad.
+    let c = created(
+        &app,
+        &key,
+        "/v1/campaigns",
+        json!({"name": "Spring", "cpm_bid_micros": 2_000_000,
+        "total_budget_micros": 50_000_000, "pacing": "asap", "targeting": {"placements": ["top", "side", "below"]}}),
+    )
+    .await;
+    let cid = c["id"].as_i64().expect("id");
+    for format in ["compact", "sidebar"] {
+        let ad = created(
+            &app,
+            &key,
+            &format!("/v1/campaigns/{cid}/ads"),
+            json!({"format": format,
+            "headline": format!("A {format} ad"), "body": "Rust jobs in Berlin", "cta": "Apply",
+            "image_url": format!("{site}/img.svg"), "target_url": format!("{site}/landing?ad={format}")}),
+        )
+        .await;
+        if format == "compact" {
+            created(&app, &key, &format!("/v1/campaigns/{cid}/submit"), json!({})).await;
+        }
+        created(&app, ADMIN, &format!("/v1/ads/{}/review", ad["id"]), json!({"decision": "approve"})).await;
+    }
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{site}/article")).await;
+    for slot in ["top", "side", "below"] {
+        browser.wait_for(&rendered(slot), slot).await;
+    }
+    browser
+        .wait_for("document.getElementById('nothing').getAttribute('data-adtally-state') === 'empty'", "no fill")
+        .await;
+    // The slot without an ad is untouched: no children, no height, no layout shift.
+    let empty = browser
+        .js("var n=document.getElementById('nothing');return [n.childNodes.length, n.offsetHeight, \
+             document.getElementById('after').offsetTop - document.getElementById('before').offsetTop - document.getElementById('before').offsetHeight];", json!([]))
+        .await;
+    assert_eq!(empty[0], 0, "{empty}");
+    assert_eq!(empty[1], 0, "{empty}");
+    // The ads are real links with alt text and an "Ad" label.
+    let top = browser
+        .js("var a=document.querySelector('#top a');return [a.href.indexOf('/t/c/')>0, a.querySelector('img').alt, a.textContent];", json!([]))
+        .await;
+    assert_eq!(top[0], true, "{top}");
+    assert_eq!(top[1], "A compact ad");
+    assert!(top[2].as_str().unwrap_or("").contains("Ad"), "{top}");
+    browser.screenshot(&screenshots().join("tag-page.png")).await;
+
+    // Above the fold for more than a second: viewable. Below the fold: rendered, counted
+    // as an impression, never seen.
+    sleep_ms(1_600).await;
+    let m = by_placement(&app, &key).await;
+    assert_eq!(counts(&m, "top"), (1, 1, 0), "{m:?}");
+    assert_eq!(counts(&m, "side"), (1, 1, 0), "{m:?}");
+    assert_eq!(counts(&m, "below"), (1, 0, 0), "{m:?}");
+    assert_eq!(counts(&m, "nothing"), (0, 0, 0), "{m:?}");
+
+    // Scrolled into view for half a second, then away: not viewable.
+    let scroll_to_below = "document.getElementById('below').scrollIntoView({block:'center'});";
+    browser.js(scroll_to_below, json!([])).await;
+    sleep_ms(500).await;
+    browser.js("window.scrollTo(0, 0);", json!([])).await;
+    sleep_ms(1_600).await;
+    assert_eq!(counts(&by_placement(&app, &key).await, "below"), (1, 0, 0));
+    // In view and kept there past a second: counted.
+    browser.js(scroll_to_below, json!([])).await;
+    sleep_ms(1_600).await;
+    browser.screenshot(&screenshots().join("tag-page-below.png")).await;
+    assert_eq!(counts(&by_placement(&app, &key).await, "below"), (1, 1, 0));
+    // Away and back again: still once.
+    browser.js("window.scrollTo(0, 0);", json!([])).await;
+    browser.js(scroll_to_below, json!([])).await;
+    sleep_ms(1_300).await;
+    let m = by_placement(&app, &key).await;
+    assert_eq!(counts(&m, "below"), (1, 1, 0), "{m:?}");
+    let errors = browser.js("return window.pageErrors;", json!([])).await;
+    assert_eq!(errors, json!([]), "the page saw errors");
+
+    // A double click lands on the target page and counts one click.
+    browser.js("window.scrollTo(0, 0);", json!([])).await;
+    browser.double_click("#side a").await;
+    browser.wait_for("location.pathname === '/landing'", "landing page").await;
+    assert_eq!(browser.current_url().await, format!("{site}/landing?ad=sidebar"));
+    sleep_ms(300).await;
+    assert_eq!(counts(&by_placement(&app, &key).await, "side"), (1, 1, 1));
+
+    // Another view of the page: new impressions; a single click on the compact ad.
+    browser.goto(&format!("{site}/article")).await;
+    for slot in ["top", "side", "below"] {
+        browser.wait_for(&rendered(slot), slot).await;
+    }
+    sleep_ms(300).await;
+    browser.click("#top a").await;
+    browser.wait_for("location.pathname === '/landing'", "landing page").await;
+    assert_eq!(browser.current_url().await, format!("{site}/landing?ad=compact"));
+    sleep_ms(300).await;
+    let m = by_placement(&app, &key).await;
+    assert_eq!((counts(&m, "top").0, counts(&m, "top").2), (2, 1), "{m:?}");
+    assert_eq!((counts(&m, "side").0, counts(&m, "side").2), (2, 1), "{m:?}");
+    assert_eq!(counts(&m, "below").0, 2, "{m:?}");
+    assert_eq!(counts(&m, "nothing"), (0, 0, 0), "{m:?}");
+}
+
+fn thousands(n: i64) -> String {
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+fn percent(v: &Value) -> String {
+    v.as_f64().map_or("—".to_owned(), |p| format!("{p:.2}%"))
+}
+
+async fn sign_in(browser: &Browser, base: &str, key: &str) {
+    browser.goto(&format!("{base}/")).await;
+    browser.fill("#key", key).await;
+    browser.click("#signin button[type=submit]").await;
+    browser.wait_for("document.getElementById('signout')", "signed in").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver (installed by .ci/run)"]
+async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
+    let app = spawn_app().await;
+    let _clock = follow_wall_clock(&app);
+    let site = publisher(&app.base).await;
+    let f = fixture(&app, "side", 1_000_000).await;
+    // Some traffic: three people see the ad, one clicks.
+    for uid in ["u1", "u2", "u3"] {
+        let d = app.decision("side", uid).await;
+        app.hit(d["impression_url"].as_str().expect("url")).await;
+        if uid == "u1" {
+            app.hit(d["click_url"].as_str().expect("url")).await;
+        }
+    }
+    let other = fixture_for_existing_placement(&app, "UTC", 1_000_000, 1_000_000_000).await;
+
+    let browser = Browser::start().await;
+    sign_in(&browser, &app.base, &f.key).await;
+    browser.wait_for("document.querySelector('#campaigns tfoot')", "campaigns table").await;
+    // Only this advertiser's campaign; the overview's numbers are the API's.
+    let rows = browser.js("return document.querySelectorAll('#campaigns tbody tr').length;", json!([])).await;
+    assert_eq!(rows, 1);
+    let (_, api) = app.get(&f.key, "/v1/reports?range=last_7_days&group_by=campaign").await;
+    let t = &api["totals"];
+    let cell = |col: &str| format!("document.querySelector('#campaigns tfoot [data-col={col}]').textContent");
+    for (col, want) in [
+        ("impressions", thousands(t["impressions"].as_i64().unwrap_or(-1))),
+        ("clicks", thousands(t["clicks"].as_i64().unwrap_or(-1))),
+        ("ctr", percent(&t["ctr"])),
+    ] {
+        let got = browser.js(&format!("return {};", cell(col)), json!([])).await;
+        assert_eq!(got, json!(want), "{col}");
+    }
+    assert_eq!(t["impressions"], 3);
+    assert_eq!(t["clicks"], 1);
+    browser.screenshot(&screenshots().join("dashboard-overview.png")).await;
+
+    // The campaign page: same numbers as the API for the same range, a chart with one
+    // bar per day (days without traffic as zero), and CSV equal to the API's.
+    browser.click("#campaigns tbody a").await;
+    browser.wait_for("document.getElementById('kpis')", "campaign page").await;
+    let (_, api) = app.get(&f.key, &format!("/v1/reports?range=last_7_days&campaign_id={}", f.campaign_id)).await;
+    let t = &api["totals"];
+    let tile = |m: &str| format!("return document.querySelector('[data-metric={m}] strong').textContent;");
+    assert_eq!(
+        browser.js(&tile("impressions"), json!([])).await,
+        json!(thousands(t["impressions"].as_i64().unwrap_or(-1)))
+    );
+    assert_eq!(browser.js(&tile("clicks"), json!([])).await, json!(thousands(t["clicks"].as_i64().unwrap_or(-1))));
+    assert_eq!(browser.js(&tile("ctr"), json!([])).await, json!(percent(&t["ctr"])));
+    let days = browser.js("return document.querySelectorAll('#daily-chart g[data-date]').length;", json!([])).await;
+    assert_eq!(days, 7, "last 7 days = 7 bars");
+    browser.screenshot(&screenshots().join("dashboard-campaign.png")).await;
+    let csv_path =
+        browser.js("return document.querySelector('button[data-csv]').getAttribute('data-csv');", json!([])).await;
+    let csv_path = csv_path.as_str().expect("csv path").to_owned();
+    assert!(
+        csv_path.contains(&format!("campaign_id={}", f.campaign_id)) && csv_path.ends_with("format=csv"),
+        "{csv_path}"
+    );
+    browser.click("button[data-csv]").await;
+    let downloaded = browser.downloaded(&format!("adtally-campaign-{}-daily.csv", f.campaign_id)).await;
+    let (s, api_csv) = app.get_text(&f.key, &csv_path).await;
+    assert_eq!(s, 200);
+    assert_eq!(downloaded, api_csv);
+    assert!(api_csv.lines().count() >= 2, "{api_csv}");
+
+    // Another advertiser's campaign is not found, in the API and on the page.
+    let (s, _) = app.get(&f.key, &format!("/v1/campaigns/{}", other.campaign_id)).await;
+    assert_eq!(s, 404);
+    browser.goto(&format!("{}/#/campaigns/{}", app.base, other.campaign_id)).await;
+    browser.wait_for("document.getElementById('not-found')", "not found").await;
+
+    // No cookie carries the sign-in, so a forged cross-site form post has nothing to
+    // ride on: without the Bearer key it is refused.
+    assert_eq!(browser.js("return document.cookie;", json!([])).await, "");
+    let forged = app
+        .client
+        .post(app.url("/v1/campaigns"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", site.as_str())
+        .body("name=Forged&cpm_bid_micros=1000000&total_budget_micros=1000000")
+        .send()
+        .await
+        .expect("forged post");
+    assert_eq!(forged.status().as_u16(), 401);
+
+    // A campaign and an ad created through the forms, submitted, approved by the
+    // operator in the moderation queue, and served on a publisher's page.
+    browser.goto(&format!("{}/#/campaigns/new", app.base)).await;
+    browser.fill("#c-name", "Winter sale").await;
+    browser.fill("#c-bid", "50").await;
+    browser.fill("#c-total", "100.00").await;
+    browser.click("#c-save").await;
+    browser.wait_for("document.getElementById('ad-form')", "ad form").await;
+    browser.fill("#a-headline", "Winter sale: all jobs boards half price").await;
+    browser.fill("#a-body", "Two weeks only").await;
+    browser.fill("#a-target", &format!("{site}/landing?ad=winter")).await;
+    assert_eq!(
+        browser.js("return document.querySelector('#a-preview .adtally-h').textContent;", json!([])).await,
+        "Winter sale: all jobs boards half price",
+        "live preview"
+    );
+    browser.click("#a-save").await;
+    browser
+        .wait_for("document.getElementById('campaign-name') && document.getElementById('action-submit')", "campaign")
+        .await;
+    assert_eq!(browser.text("#campaign-name").await, "Winter sale");
+    browser.click("#action-submit").await;
+    browser.wait_for("document.querySelector('.head .badge').textContent === 'pending review'", "submitted").await;
+
+    browser.click("#signout").await;
+    sign_in(&browser, &app.base, ADMIN).await;
+    let (_, pending) = app.get(ADMIN, "/v1/ads?status=pending_review").await;
+    let ad_id = pending["items"][0]["id"].as_i64().expect("a pending ad");
+    assert_eq!(pending["items"][0]["headline"], "Winter sale: all jobs boards half price");
+    browser.goto(&format!("{}/#/moderation", app.base)).await;
+    browser.click(&format!("#approve-{ad_id}")).await;
+    browser.wait_for("document.getElementById('queue-empty')", "queue empty").await;
+    let (_, ad) = app.get(ADMIN, &format!("/v1/ads/{ad_id}")).await;
+    assert_eq!(ad["status"], "approved");
+
+    // Bid 50.00 against 1.00: the new campaign wins the slot.
+    browser.goto(&format!("{site}/slot?p=side")).await;
+    browser.wait_for(&rendered("slot"), "slot").await;
+    assert_eq!(browser.text("#slot .adtally-h").await, "Winter sale: all jobs boards half price");
+    browser.screenshot(&screenshots().join("tag-page-new-campaign.png")).await;
+}
