@@ -336,7 +336,33 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     assert_eq!(browser.js(&tile("ctr"), json!([])).await, json!(percent(&t["ctr"])));
     let days = browser.js("return document.querySelectorAll('#daily-chart g[data-date]').length;", json!([])).await;
     assert_eq!(days, 7, "last 7 days = 7 bars");
+    browser.resize(1280, 1500).await;
     browser.screenshot(&screenshots().join("dashboard-campaign.png")).await;
+    browser.resize(1280, 800).await;
+
+    // The range picker is reflected in the URL and the numbers follow it.
+    browser
+        .js(
+            "var s=document.getElementById('range');s.value='lifetime';s.dispatchEvent(new Event('change'));",
+            json!([]),
+        )
+        .await;
+    browser
+        .wait_for("location.hash.indexOf('range=lifetime') > 0 && document.getElementById('kpis')", "lifetime")
+        .await;
+    let (_, life) = app.get(&f.key, &format!("/v1/reports?range=lifetime&campaign_id={}", f.campaign_id)).await;
+    browser
+        .wait_for(
+            &format!(
+                "{} === '{}'",
+                tile("impressions").trim_start_matches("return ").trim_end_matches(';'),
+                thousands(life["totals"]["impressions"].as_i64().unwrap_or(-1))
+            ),
+            "lifetime numbers",
+        )
+        .await;
+    browser.js("history.back();", json!([])).await;
+    browser.wait_for("location.hash.indexOf('range=last_7_days') > 0 && document.getElementById('kpis')", "back").await;
     let csv_path =
         browser.js("return document.querySelector('button[data-csv]').getAttribute('data-csv');", json!([])).await;
     let csv_path = csv_path.as_str().expect("csv path").to_owned();
@@ -401,6 +427,8 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     let ad_id = pending["items"][0]["id"].as_i64().expect("a pending ad");
     assert_eq!(pending["items"][0]["headline"], "Winter sale: all jobs boards half price");
     browser.goto(&format!("{}/#/moderation", app.base)).await;
+    browser.find(&format!("#approve-{ad_id}")).await;
+    browser.screenshot(&screenshots().join("dashboard-moderation.png")).await;
     browser.click(&format!("#approve-{ad_id}")).await;
     browser.wait_for("document.getElementById('queue-empty')", "queue empty").await;
     let (_, ad) = app.get(ADMIN, &format!("/v1/ads/{ad_id}")).await;
@@ -411,4 +439,75 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     browser.wait_for(&rendered("slot"), "slot").await;
     assert_eq!(browser.text("#slot .adtally-h").await, "Winter sale: all jobs boards half price");
     browser.screenshot(&screenshots().join("tag-page-new-campaign.png")).await;
+}
+
+/// What the browser faces promise over HTTP, checked without a browser (runs in plain
+/// `cargo test`): content types, caching, the CSP, and CORS on the tracking routes.
+#[tokio::test]
+async fn web_assets_headers_and_cors() {
+    let app = spawn_app().await;
+    let get = |path: &str, headers: Vec<(&'static str, String)>| {
+        let mut req = app.client.get(app.url(path));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    let tag = get("/tag.js", vec![]).await.expect("tag");
+    assert_eq!(tag.status().as_u16(), 200);
+    assert_eq!(tag.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(tag.headers()["cache-control"], "public, max-age=300");
+    let etag = tag.headers()["etag"].to_str().expect("etag").to_owned();
+    let again = get("/tag.js", vec![("if-none-match", etag)]).await.expect("tag again");
+    assert_eq!(again.status().as_u16(), 304);
+
+    let page = get("/", vec![]).await.expect("dashboard");
+    assert_eq!(page.status().as_u16(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().expect("csp").to_owned();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    let html = page.text().await.expect("html");
+    assert!(!html.contains("<script>") && html.contains(r#"src="/assets/app.js""#), "no inline script");
+    for (asset, kind) in [("/assets/app.js", "text/javascript"), ("/assets/app.css", "text/css")] {
+        let r = get(asset, vec![]).await.expect("asset");
+        assert_eq!(r.status().as_u16(), 200);
+        assert!(r.headers()["content-type"].to_str().unwrap_or("").starts_with(kind));
+    }
+    let missing = get("/assets/../../etc/passwd", vec![]).await.expect("missing");
+    assert_eq!(missing.status().as_u16(), 404);
+    let missing = get("/assets/nope.js", vec![]).await.expect("missing");
+    assert_eq!(missing.status().as_u16(), 404);
+    let body: Value = missing.json().await.expect("error json");
+    assert_eq!(body["error"]["code"], "not_found");
+
+    // Preflights from any origin are answered, never routed to a handler.
+    for path in ["/v1/decision?placement=x", "/t/i/abc", "/t/v/abc", "/t/c/abc", "/t/conv"] {
+        let r = app
+            .client
+            .request(reqwest::Method::OPTIONS, app.url(path))
+            .header("origin", "https://news.example")
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .expect("preflight");
+        assert_eq!(r.status().as_u16(), 204, "{path}");
+        assert_eq!(r.headers()["access-control-allow-origin"], "*", "{path}");
+    }
+    fixture(&app, "side", 1_000_000).await;
+    let d =
+        get("/v1/decision?placement=side&uid=v1", vec![("origin", "https://news.example".into())]).await.expect("d");
+    assert_eq!(d.headers()["access-control-allow-origin"], "*");
+    let d: Value = d.json().await.expect("decision");
+    let pixel = app
+        .client
+        .post(d["impression_url"].as_str().expect("url"))
+        .header("origin", "https://news.example")
+        .header("user-agent", crate::support::BROWSER)
+        .send()
+        .await
+        .expect("beacon");
+    assert_eq!(pixel.status().as_u16(), 204);
+    assert_eq!(pixel.headers()["access-control-allow-origin"], "*");
+    // The management API is not opened to other origins.
+    let me = get("/v1/me", vec![("origin", "https://news.example".into())]).await.expect("me");
+    assert!(me.headers().get("access-control-allow-origin").is_none());
 }

@@ -215,6 +215,11 @@ impl Browser {
         self.cmd("GET", &format!("/element/{}/text", e.0), Value::Null).await.as_str().unwrap_or_default().to_owned()
     }
 
+    /// Sets the window size (screenshots show the viewport only).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.cmd("POST", "/window/rect", json!({"width": width, "height": height})).await;
+    }
+
     /// Saves a PNG of the viewport.
     pub async fn screenshot(&self, path: &Path) {
         let b64 = self.cmd("GET", "/screenshot", Value::Null).await;

@@ -472,7 +472,7 @@
       svg.appendChild(s("text", { x: L - 6, y: y(maxI * f) + 4, "text-anchor": "end", class: "axis" }, intFmt.format(Math.round(maxI * f))));
       svg.appendChild(s("text", { x: W - R + 6, y: yc(maxC * f) + 4, class: "axis ctr" }, (maxC * f).toFixed(1) + "%"));
     });
-    var path = "";
+    var path = "", pen = false;
     data.forEach(function (d, i) {
       var x = L + i * bw;
       var g = s("g", { "data-date": d.date });
@@ -481,11 +481,20 @@
       g.appendChild(s("rect", { x: x + bw * 0.1, width: Math.max(1, bw * 0.8), y: y(d.impressions), height: y(0) - y(d.impressions), class: "imp" }));
       g.appendChild(s("rect", { x: x + bw * 0.3, width: Math.max(1, bw * 0.4), y: y(d.clicks), height: y(0) - y(d.clicks), class: "clk" }));
       svg.appendChild(g);
-      path += (i ? "L" : "M") + (x + bw / 2).toFixed(1) + " " + yc(d.ctr || 0).toFixed(1);
+      // CTR is undefined on a day without impressions: the line breaks there.
+      if (d.ctr !== null && d.ctr !== undefined) {
+        path += (pen ? "L" : "M") + (x + bw / 2).toFixed(1) + " " + yc(d.ctr).toFixed(1);
+      }
+      pen = d.ctr !== null && d.ctr !== undefined;
       var every = Math.ceil(data.length / 8);
       if (i % every === 0) svg.appendChild(s("text", { x: x + bw / 2, y: H - 8, "text-anchor": "middle", class: "axis" }, d.date.slice(5)));
     });
-    svg.appendChild(s("path", { d: path, class: "ctrline" }));
+    if (path) svg.appendChild(s("path", { d: path, class: "ctrline" }));
+    data.forEach(function (d, i) {
+      if (d.ctr !== null && d.ctr !== undefined) {
+        svg.appendChild(s("circle", { cx: L + i * bw + bw / 2, cy: yc(d.ctr), r: 3, class: "ctrdot" }));
+      }
+    });
     return h("figure", null, svg, h("figcaption", null, h("span", { class: "key imp" }), "Impressions ",
       h("span", { class: "key clk" }), "Clicks ", h("span", { class: "key ctr" }), "CTR (right axis)"));
   }
