@@ -95,7 +95,7 @@ async fn decisions_beacons_and_clicks_count_exactly_once() {
     }
     let consistency = app.store.consistency_check().expect("check");
     assert!(consistency.is_consistent(), "{consistency:?}");
-    assert_eq!(consistency.raw_events, 15 + 5 + 6 + 2 + 1);
+    assert_eq!(consistency.raw_events(), 15 + 5 + 6 + 2 + 1);
 
     // The ledger balances: credits minus spend.
     let (_, me) = app.get(&f.key, "/v1/me").await;

@@ -9,4 +9,5 @@ mod delivery;
 mod durability;
 mod reports;
 mod support;
+mod trust;
 mod webdriver;

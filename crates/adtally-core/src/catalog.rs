@@ -4,6 +4,10 @@
 use crate::clock::Millis;
 use crate::event::Device;
 
+/// What a conversion pixel may claim at most, unless the operator sets otherwise: the
+/// pixel is anonymous, so its value is capped (1 000.00 by default).
+pub const DEFAULT_MAX_CONVERSION_VALUE_MICROS: i64 = 1_000_000_000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advertiser {
     pub id: i64,
@@ -11,7 +15,24 @@ pub struct Advertiser {
     pub email: String,
     /// IANA zone name; reports, daily budgets and pacing follow it.
     pub timezone: String,
+    /// The most an anonymous conversion pixel's value counts for; larger values are
+    /// capped to it. Authenticated postbacks are not capped.
+    pub max_conversion_value_micros: i64,
     pub created_at_ms: Millis,
+}
+
+impl Advertiser {
+    /// A new advertiser (its `id` is the store's to give) with the default pixel cap.
+    pub fn new(name: &str, email: &str, timezone: &str, created_at_ms: Millis) -> Self {
+        Advertiser {
+            id: 0,
+            name: name.into(),
+            email: email.into(),
+            timezone: timezone.into(),
+            max_conversion_value_micros: DEFAULT_MAX_CONVERSION_VALUE_MICROS,
+            created_at_ms,
+        }
+    }
 }
 
 /// Ad formats a placement can show.

@@ -155,17 +155,22 @@ impl Default for Country {
 
 /// One event as it is stored. Ids are the store's integer ids; `user_key` and
 /// `ip_key` are keyed hashes, never raw identifiers or addresses.
+///
+/// Every event belongs to exactly one advertiser. Impressions, viewables and clicks
+/// always name their decision, campaign, ad and placement; a conversion names none of
+/// them until attribution credits it to a touch, and then no decision. `None` is the
+/// only way to say "no such thing": no id is ever a stand-in for absence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub at_ms: Millis,
     pub kind: EventKind,
     pub verdict: Verdict,
-    /// The decision this event belongs to; 0 when there is none (conversions).
-    pub decision_id: u64,
+    /// The decision this event belongs to (never for conversions).
+    pub decision_id: Option<u64>,
     pub advertiser_id: i64,
-    pub campaign_id: i64,
-    pub ad_id: i64,
-    pub placement_id: i64,
+    pub campaign_id: Option<i64>,
+    pub ad_id: Option<i64>,
+    pub placement_id: Option<i64>,
     pub user_key: u64,
     pub ip_key: u64,
     pub device: Device,

@@ -33,13 +33,23 @@ pub enum Caller {
     Advertiser(i64),
 }
 
-impl Caller {
-    pub fn require_admin(self) -> AppResult<()> {
-        match self {
-            Caller::Admin => Ok(()),
+/// The operator, from the bearer key. Taking this extractor instead of [`Caller`] makes a
+/// route admin-only, and the refusal (403) comes before the body is read or parsed: an
+/// advertiser key learns nothing about an admin route's body schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller::Admin => Ok(Admin(Caller::Admin)),
             Caller::Advertiser(_) => Err(ApiError::forbidden()),
         }
     }
+}
+
+impl Caller {
     /// Whether the caller may see things owned by `advertiser_id`.
     pub fn owns(self, advertiser_id: i64) -> bool {
         match self {
@@ -150,6 +160,7 @@ fn random_key(prefix: &str) -> AppResult<String> {
 
 fn advertiser_json(a: &Advertiser, balance_micros: i64) -> Value {
     json!({"id": a.id, "name": a.name, "email": a.email, "timezone": a.timezone,
+           "max_conversion_value_micros": a.max_conversion_value_micros,
            "balance_micros": balance_micros, "created_at": rfc3339(a.created_at_ms)})
 }
 
@@ -200,25 +211,38 @@ pub struct NewAdvertiser {
     name: String,
     email: String,
     timezone: Option<String>,
+    max_conversion_value_micros: Option<i64>,
+}
+
+fn email_address(value: &str) -> AppResult<String> {
+    let email = text("email", value, 3, 254)?;
+    if !email.contains('@') {
+        return Err(ApiError::invalid("email must be an email address"));
+    }
+    Ok(email)
+}
+
+fn timezone_name(value: &str) -> AppResult<String> {
+    let timezone = value.trim().to_owned();
+    if timezone.len() > 64 || adtally_core::jiff::tz::TimeZone::get(&timezone).is_err() {
+        return Err(ApiError::invalid("timezone must be an IANA time zone name like Europe/Berlin"));
+    }
+    Ok(timezone)
 }
 
 pub async fn create_advertiser(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Admin(caller): Admin,
     Json(body): Json<NewAdvertiser>,
 ) -> AppResult<Response> {
-    caller.require_admin()?;
     let name = text("name", &body.name, 1, 200)?;
-    let email = text("email", &body.email, 3, 254)?;
-    if !email.contains('@') {
-        return Err(ApiError::invalid("email must be an email address"));
+    let email = email_address(&body.email)?;
+    let timezone = timezone_name(body.timezone.as_deref().unwrap_or("UTC"))?;
+    let mut advertiser = Advertiser::new(&name, &email, &timezone, state.clock.now_ms());
+    if let Some(max) = body.max_conversion_value_micros {
+        advertiser.max_conversion_value_micros = money("max_conversion_value_micros", max, 0)?;
     }
-    let timezone = body.timezone.as_deref().unwrap_or("UTC").trim().to_owned();
-    if timezone.len() > 64 || adtally_core::jiff::tz::TimeZone::get(&timezone).is_err() {
-        return Err(ApiError::invalid("timezone must be an IANA time zone name like Europe/Berlin"));
-    }
-    let now = state.clock.now_ms();
-    let advertiser = state.blocking(move |s| s.create_advertiser(&name, &email, &timezone, now)).await?;
+    let advertiser = state.blocking(move |s| s.create_advertiser(&advertiser)).await?;
     state.reload_catalog()?;
     audit(
         &state,
@@ -231,8 +255,51 @@ pub async fn create_advertiser(
     Ok(created(advertiser_json(&advertiser, 0)))
 }
 
-pub async fn list_advertisers(State(state): State<Arc<AppState>>, caller: Caller) -> AppResult<axum::Json<Value>> {
-    caller.require_admin()?;
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvertiserPatch {
+    name: Option<String>,
+    email: Option<String>,
+    timezone: Option<String>,
+    max_conversion_value_micros: Option<i64>,
+}
+
+/// `PATCH /v1/advertisers/{id}`: the operator changes an account's details or its pixel cap.
+pub async fn patch_advertiser(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(id): Path<i64>,
+    Json(body): Json<AdvertiserPatch>,
+) -> AppResult<axum::Json<Value>> {
+    let mut advertiser = advertiser_for(&state, caller, id).await?;
+    if let Some(name) = &body.name {
+        advertiser.name = text("name", name, 1, 200)?;
+    }
+    if let Some(email) = &body.email {
+        advertiser.email = email_address(email)?;
+    }
+    if let Some(timezone) = &body.timezone {
+        advertiser.timezone = timezone_name(timezone)?;
+    }
+    if let Some(max) = body.max_conversion_value_micros {
+        advertiser.max_conversion_value_micros = money("max_conversion_value_micros", max, 0)?;
+    }
+    let stored = advertiser.clone();
+    state.blocking(move |s| s.update_advertiser(&stored)).await?;
+    state.reload_catalog()?;
+    audit(
+        &state,
+        caller,
+        "advertiser.update",
+        format!("advertiser:{id}"),
+        json!({"max_conversion_value_micros": advertiser.max_conversion_value_micros}),
+    )
+    .await?;
+    let balance = state.pipeline.delivery().balance(id);
+    Ok(axum::Json(advertiser_json(&advertiser, balance)))
+}
+
+pub async fn list_advertisers(State(state): State<Arc<AppState>>, _: Admin) -> AppResult<axum::Json<Value>> {
     let all = state.blocking(|s| s.advertisers()).await?;
     let delivery = state.pipeline.delivery();
     Ok(items(all.iter().map(|a| advertiser_json(a, delivery.balance(a.id))).collect()))
@@ -247,10 +314,9 @@ async fn advertiser_for(state: &Arc<AppState>, caller: Caller, id: i64) -> AppRe
 
 pub async fn create_key(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<i64>,
 ) -> AppResult<Response> {
-    caller.require_admin()?;
     advertiser_for(&state, caller, id).await?;
     let key = random_key("adt_")?;
     let hash = api_key_hash(&key);
@@ -270,11 +336,10 @@ pub struct NewCredit {
 
 pub async fn add_credit(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<i64>,
     Json(body): Json<NewCredit>,
 ) -> AppResult<Response> {
-    caller.require_admin()?;
     advertiser_for(&state, caller, id).await?;
     let amount = money("amount_micros", body.amount_micros, 1)?;
     let kind = CreditKind::parse(&body.kind).ok_or_else(|| ApiError::invalid("kind must be topup, bonus or promo"))?;
@@ -357,10 +422,9 @@ pub struct NewPlacement {
 
 pub async fn create_placement(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Admin(caller): Admin,
     Json(body): Json<NewPlacement>,
 ) -> AppResult<Response> {
-    caller.require_admin()?;
     let slug = text("id", &body.id, 1, 64)?;
     if !slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
         return Err(ApiError::invalid("id must be a slug of lowercase letters, digits, - and _"));
@@ -779,11 +843,10 @@ pub struct Review {
 
 pub async fn review_ad(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<i64>,
     Json(body): Json<Review>,
 ) -> AppResult<axum::Json<Value>> {
-    caller.require_admin()?;
     let mut ad = ad_for(&state, caller, id).await?;
     match body.decision.as_str() {
         "approve" => {
@@ -862,10 +925,9 @@ pub struct NewPromo {
 
 pub async fn create_promo(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Admin(caller): Admin,
     Json(body): Json<NewPromo>,
 ) -> AppResult<Response> {
-    caller.require_admin()?;
     let code = text("code", &body.code, 3, 64)?;
     if !code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(ApiError::invalid("code may use letters, digits, - and _"));
@@ -928,10 +990,9 @@ pub struct AuditQuery {
 
 pub async fn audit_log(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    _: Admin,
     Query(q): Query<AuditQuery>,
 ) -> AppResult<axum::Json<Value>> {
-    caller.require_admin()?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let entries = state.blocking(move |s| s.audit_log(limit)).await?;
     Ok(items(

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -46,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn(web::cors));
     let api = Router::new()
         .route("/v1/advertisers", post(api::create_advertiser).get(api::list_advertisers))
+        .route("/v1/advertisers/{id}", patch(api::patch_advertiser))
         .route("/v1/advertisers/{id}/keys", post(api::create_key).get(api::list_keys))
         .route("/v1/keys/{id}/revoke", post(api::revoke_key))
         .route("/v1/promo-codes", post(api::create_promo))

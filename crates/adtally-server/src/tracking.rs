@@ -354,11 +354,11 @@ async fn track(
             at_ms: now,
             kind,
             verdict: Verdict::Valid,
-            decision_id: t.decision_id,
+            decision_id: Some(t.decision_id),
             advertiser_id: t.advertiser_id.into(),
-            campaign_id: t.campaign_id.into(),
-            ad_id: t.ad_id.into(),
-            placement_id: t.placement_id.into(),
+            campaign_id: Some(t.campaign_id.into()),
+            ad_id: Some(t.ad_id.into()),
+            placement_id: Some(t.placement_id.into()),
             user_key: t.user_key,
             ip_key: visitor.ip_key(state, now),
             device: t.device,
@@ -463,11 +463,11 @@ async fn submit_conversion(
             at_ms: now,
             kind: EventKind::Conversion,
             verdict: Verdict::Valid,
-            decision_id: 0,
+            decision_id: None,
             advertiser_id,
-            campaign_id: 0,
-            ad_id: 0,
-            placement_id: 0,
+            campaign_id: None,
+            ad_id: None,
+            placement_id: None,
             user_key,
             ip_key,
             device: Device::Desktop,
@@ -492,10 +492,13 @@ pub async fn conversion_pixel(
     Query(q): Query<ConversionPixel>,
 ) -> Result<Response, ApiError> {
     let advertiser_id = q.advertiser.ok_or_else(|| ApiError::invalid("advertiser is required"))?;
-    if !state.catalog().advertisers.contains_key(&advertiser_id) {
-        return Err(ApiError::not_found("advertiser"));
-    }
+    let cap = match state.catalog().advertisers.get(&advertiser_id) {
+        Some((advertiser, _)) => advertiser.max_conversion_value_micros,
+        None => return Err(ApiError::not_found("advertiser")),
+    };
     let (value, order) = conversion_fields(q.value_micros, q.order_id.as_deref())?;
+    // The pixel is anonymous: whatever it claims counts for at most the advertiser's cap.
+    let value = value.min(cap);
     if q.uid.as_ref().is_some_and(|u| u.len() > MAX_UID_LEN) {
         return Err(ApiError::invalid(format!("uid must be at most {MAX_UID_LEN} bytes")));
     }

@@ -9,11 +9,13 @@
 mod rollup;
 mod sqlite;
 
+use std::collections::BTreeMap;
+
 use adtally_core::catalog::{Ad, Advertiser, Campaign, CreditKind, LedgerEntry, Placement};
 use adtally_core::clock::Millis;
 use adtally_core::event::Event;
 
-pub use rollup::{RollupKey, RollupQuery, RollupRow};
+pub use rollup::{RollupKey, RollupQuery, RollupRow, RollupSums};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -104,22 +106,36 @@ pub struct AdPerformance {
     pub clicks: i64,
 }
 
-/// Totals over the raw events and over the rollups; equal when the store is consistent.
+/// Events, cost and value of one advertiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    pub events: i64,
+    pub cost_micros: i128,
+    pub value_micros: i128,
+}
+
+/// Totals per advertiser over the raw events and over the rollups; equal, advertiser by
+/// advertiser, when the store is consistent. Grand totals alone would hide events
+/// credited to the wrong advertiser.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConsistencyCheck {
-    pub raw_events: i64,
-    pub rollup_events: i64,
-    pub raw_cost_micros: i64,
-    pub rollup_cost_micros: i64,
-    pub raw_value_micros: i64,
-    pub rollup_value_micros: i64,
+    pub raw: BTreeMap<i64, Totals>,
+    pub rollups: BTreeMap<i64, Totals>,
 }
 
 impl ConsistencyCheck {
     pub fn is_consistent(&self) -> bool {
-        self.raw_events == self.rollup_events
-            && self.raw_cost_micros == self.rollup_cost_micros
-            && self.raw_value_micros == self.rollup_value_micros
+        self.raw == self.rollups
+    }
+
+    /// Raw events over all advertisers.
+    pub fn raw_events(&self) -> i64 {
+        self.raw.values().map(|t| t.events).sum()
+    }
+
+    /// Raw cost over all advertisers.
+    pub fn raw_cost_micros(&self) -> i128 {
+        self.raw.values().map(|t| t.cost_micros).sum()
     }
 }
 
@@ -132,7 +148,9 @@ pub trait Store: Send + Sync + 'static {
     fn meta_init(&self, key: &str, value: &str) -> Result<String>;
 
     // Accounts and keys.
-    fn create_advertiser(&self, name: &str, email: &str, timezone: &str, now: Millis) -> Result<Advertiser>;
+    /// Inserts an advertiser (its `id` is ignored) and returns it with its id.
+    fn create_advertiser(&self, advertiser: &Advertiser) -> Result<Advertiser>;
+    fn update_advertiser(&self, advertiser: &Advertiser) -> Result<()>;
     fn advertiser(&self, id: i64) -> Result<Option<Advertiser>>;
     fn advertisers(&self) -> Result<Vec<Advertiser>>;
     /// Stores a key's hash; returns the key's id.

@@ -4,6 +4,7 @@
 //! small pool of others. SQLite serialises writers, so a management write waits (busy
 //! timeout) for the writer's current batch rather than failing.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -16,12 +17,13 @@ use adtally_core::catalog::{
 };
 use adtally_core::clock::{Millis, DAY};
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
+use adtally_core::metrics::saturate;
 use adtally_core::report::Dimension;
 
-use crate::rollup::{aggregate, RollupKey, RollupQuery, RollupRow, RollupSums};
+use crate::rollup::{aggregate, RollupQuery, RollupRow, RollupSums};
 use crate::{
     AdPerformance, ApiKeyInfo, AuditEntry, CampaignSpend, ConsistencyCheck, KeyOwner, PendingEvent, PromoCode, Result,
-    Store, StoreError,
+    Store, StoreError, Totals,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -36,7 +38,8 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE advertisers (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL, timezone TEXT NOT NULL,
@@ -103,7 +106,54 @@ CREATE TABLE rollups (
     PRIMARY KEY (bucket_ms, ad_id, placement_id, device, country, kind, verdict)
 ) WITHOUT ROWID;
 CREATE INDEX rollups_advertiser ON rollups(advertiser_id, bucket_ms);
-"#];
+"#,
+    r#"
+-- The rollup key carries the advertiser and the campaign: before, two advertisers'
+-- unattributed conversions in one quarter hour shared a row. Rebuilt from the raw
+-- events, which also repairs rows merged that way.
+CREATE TABLE rollups_v2 (
+    bucket_ms INTEGER NOT NULL, advertiser_id INTEGER NOT NULL, campaign_id INTEGER NOT NULL,
+    ad_id INTEGER NOT NULL, placement_id INTEGER NOT NULL, device INTEGER NOT NULL,
+    country TEXT NOT NULL, kind INTEGER NOT NULL, verdict INTEGER NOT NULL,
+    events INTEGER NOT NULL, cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL,
+    PRIMARY KEY (bucket_ms, advertiser_id, campaign_id, ad_id, placement_id, device, country, kind, verdict)
+) WITHOUT ROWID;
+INSERT INTO rollups_v2
+    SELECT (at_ms / 900000) * 900000, advertiser_id, campaign_id, ad_id, placement_id, device, country, kind,
+           verdict, COUNT(*), SUM(cost_micros), SUM(value_micros)
+    FROM events GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9;
+DROP TABLE rollups;
+ALTER TABLE rollups_v2 RENAME TO rollups;
+CREATE INDEX rollups_advertiser ON rollups(advertiser_id, bucket_ms);
+ALTER TABLE advertisers ADD COLUMN max_conversion_value_micros INTEGER NOT NULL DEFAULT 1000000000;
+"#,
+];
+
+/// Absent ids (a conversion's campaign, ad and placement before attribution; its
+/// decision always) are stored as 0: they are key columns of a `WITHOUT ROWID` table,
+/// which cannot hold NULL, and store ids start at 1. These two functions are the only
+/// place that knows the encoding; everything above the store sees `Option`.
+fn db_id(id: Option<i64>) -> i64 {
+    id.unwrap_or(0)
+}
+
+fn id_from_db(value: i64) -> Option<i64> {
+    (value > 0).then_some(value)
+}
+
+/// `SUM` of a money column that cannot overflow: SQLite's `SUM` fails on integer
+/// overflow, which would turn every later report into an error. The high and low 32 bits
+/// are summed apart (each sum stays far inside `i64` for any possible number of rows) and
+/// joined in `i128` by [`wide`].
+fn wide_sum(column: &str) -> String {
+    format!("SUM({column} >> 32), SUM({column} & 4294967295)")
+}
+
+fn wide(row: &Row, first: usize) -> rusqlite::Result<i128> {
+    let high: Option<i64> = row.get(first)?;
+    let low: Option<i64> = row.get(first + 1)?;
+    Ok((i128::from(high.unwrap_or(0)) << 32) + i128::from(low.unwrap_or(0)))
+}
 
 /// The writer's connection and the last event id it assigned.
 struct EventWriter {
@@ -131,11 +181,11 @@ fn bind_event(stmt: &mut rusqlite::CachedStatement<'_>, first: usize, id: i64, e
         e.at_ms,
         e.kind.code().into(),
         e.verdict.code().into(),
-        e.decision_id as i64,
+        e.decision_id.map_or(0, |d| d as i64),
         e.advertiser_id,
-        e.campaign_id,
-        e.ad_id,
-        e.placement_id,
+        db_id(e.campaign_id),
+        db_id(e.ad_id),
+        db_id(e.placement_id),
         e.user_key as i64,
         e.ip_key as i64,
         e.device.code().into(),
@@ -230,6 +280,7 @@ fn advertiser_from(row: &Row) -> rusqlite::Result<Advertiser> {
         email: row.get(2)?,
         timezone: row.get(3)?,
         created_at_ms: row.get(4)?,
+        max_conversion_value_micros: row.get(5)?,
     })
 }
 
@@ -325,11 +376,11 @@ fn event_from(row: &Row) -> rusqlite::Result<Event> {
         at_ms: row.get(0)?,
         kind: EventKind::from_code(kind).ok_or_else(|| bad_column("kind", &kind.to_string()))?,
         verdict: Verdict::from_code(verdict).ok_or_else(|| bad_column("verdict", &verdict.to_string()))?,
-        decision_id: row.get::<_, i64>(3)? as u64,
+        decision_id: id_from_db(row.get(3)?).map(|d| d as u64),
         advertiser_id: row.get(4)?,
-        campaign_id: row.get(5)?,
-        ad_id: row.get(6)?,
-        placement_id: row.get(7)?,
+        campaign_id: id_from_db(row.get(5)?),
+        ad_id: id_from_db(row.get(6)?),
+        placement_id: id_from_db(row.get(7)?),
         user_key: row.get::<_, i64>(8)? as u64,
         ip_key: row.get::<_, i64>(9)? as u64,
         device: Device::from_code(device).unwrap_or_default(),
@@ -351,26 +402,35 @@ impl Store for SqliteStore {
         })
     }
 
-    fn create_advertiser(&self, name: &str, email: &str, timezone: &str, now: Millis) -> Result<Advertiser> {
+    fn create_advertiser(&self, a: &Advertiser) -> Result<Advertiser> {
         self.with_conn(|c| {
             c.execute(
-                "INSERT INTO advertisers (name, email, timezone, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![name, email, timezone, now],
+                "INSERT INTO advertisers (name, email, timezone, max_conversion_value_micros, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![a.name, a.email, a.timezone, a.max_conversion_value_micros, a.created_at_ms],
             )?;
-            Ok(Advertiser {
-                id: c.last_insert_rowid(),
-                name: name.into(),
-                email: email.into(),
-                timezone: timezone.into(),
-                created_at_ms: now,
-            })
+            Ok(Advertiser { id: c.last_insert_rowid(), ..a.clone() })
+        })
+    }
+
+    fn update_advertiser(&self, a: &Advertiser) -> Result<()> {
+        self.with_conn(|c| {
+            let n = c.execute(
+                "UPDATE advertisers SET name = ?2, email = ?3, timezone = ?4, max_conversion_value_micros = ?5
+                 WHERE id = ?1",
+                params![a.id, a.name, a.email, a.timezone, a.max_conversion_value_micros],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("advertiser {}", a.id)));
+            }
+            Ok(())
         })
     }
 
     fn advertiser(&self, id: i64) -> Result<Option<Advertiser>> {
         self.with_conn(|c| {
             Ok(c.query_row(
-                "SELECT id, name, email, timezone, created_at_ms FROM advertisers WHERE id = ?1",
+                "SELECT id, name, email, timezone, created_at_ms, max_conversion_value_micros FROM advertisers WHERE id = ?1",
                 [id],
                 advertiser_from,
             )
@@ -382,7 +442,7 @@ impl Store for SqliteStore {
         self.with_conn(|c| {
             query_all(
                 c,
-                "SELECT id, name, email, timezone, created_at_ms FROM advertisers ORDER BY id",
+                "SELECT id, name, email, timezone, created_at_ms, max_conversion_value_micros FROM advertisers ORDER BY id",
                 [],
                 advertiser_from,
             )
@@ -785,22 +845,23 @@ impl Store for SqliteStore {
                  kind, verdict, events, cost_micros, value_micros)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT DO UPDATE SET events = events + excluded.events,
-                   cost_micros = cost_micros + excluded.cost_micros, value_micros = value_micros + excluded.value_micros",
+                   cost_micros = MIN(cost_micros, 9223372036854775807 - excluded.cost_micros) + excluded.cost_micros,
+                   value_micros = MIN(value_micros, 9223372036854775807 - excluded.value_micros) + excluded.value_micros",
             )?;
             for (k, s) in aggregate(stored.iter().copied()) {
                 upsert.execute(params![
                     k.bucket_ms,
                     k.advertiser_id,
-                    k.campaign_id,
-                    k.ad_id,
-                    k.placement_id,
+                    db_id(k.campaign_id),
+                    db_id(k.ad_id),
+                    db_id(k.placement_id),
                     k.device.code(),
                     k.country.as_str(),
                     k.kind.code(),
                     k.verdict.code(),
                     s.events,
-                    s.cost_micros,
-                    s.value_micros
+                    saturate(s.cost_micros),
+                    saturate(s.value_micros)
                 ])?;
             }
         }
@@ -876,11 +937,13 @@ impl Store for SqliteStore {
         group.extend(select[1..].iter().copied().filter(|c| !c.starts_with('0') && !c.starts_with('\'')));
         group.extend(["kind", "verdict"]);
         let sql = format!(
-            "SELECT {}, kind, verdict, SUM(events), SUM(cost_micros), SUM(value_micros) FROM rollups
+            "SELECT {}, kind, verdict, SUM(events), {}, {} FROM rollups
              WHERE bucket_ms >= ?1 AND bucket_ms < ?2 AND (?3 IS NULL OR advertiser_id = ?3)
                AND (?4 IS NULL OR campaign_id = ?4) AND (?5 IS NULL OR ad_id = ?5)
              GROUP BY {}",
             select.join(", "),
+            wide_sum("cost_micros"),
+            wide_sum("value_micros"),
             group.join(", ")
         );
         self.with_conn(|c| {
@@ -888,20 +951,16 @@ impl Store for SqliteStore {
             query_all(c, &sql, params, |r| {
                 let kind: i64 = r.get(6)?;
                 let verdict: i64 = r.get(7)?;
-                let key = RollupKey {
+                Ok(RollupRow {
                     bucket_ms: r.get(0)?,
-                    advertiser_id: 0,
-                    campaign_id: r.get(1)?,
-                    ad_id: r.get(2)?,
-                    placement_id: r.get(3)?,
+                    campaign_id: id_from_db(r.get(1)?),
+                    ad_id: id_from_db(r.get(2)?),
+                    placement_id: id_from_db(r.get(3)?),
                     device: Device::from_code(r.get(4)?).unwrap_or_default(),
                     country: Country::parse(&r.get::<_, String>(5)?),
                     kind: EventKind::from_code(kind).ok_or_else(|| bad_column("kind", &kind.to_string()))?,
                     verdict: Verdict::from_code(verdict).ok_or_else(|| bad_column("verdict", &verdict.to_string()))?,
-                };
-                Ok(RollupRow {
-                    key,
-                    sums: RollupSums { events: r.get(8)?, cost_micros: r.get(9)?, value_micros: r.get(10)? },
+                    sums: RollupSums { events: r.get(8)?, cost_micros: wide(r, 9)?, value_micros: wide(r, 11)? },
                 })
             })
         })
@@ -909,17 +968,23 @@ impl Store for SqliteStore {
 
     fn consistency_check(&self) -> Result<ConsistencyCheck> {
         self.with_conn(|c| {
-            let (raw_events, raw_cost_micros, raw_value_micros) = c.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(cost_micros), 0), COALESCE(SUM(value_micros), 0) FROM events",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
-            let (rollup_events, rollup_cost_micros, rollup_value_micros) = c.query_row(
-                "SELECT COALESCE(SUM(events), 0), COALESCE(SUM(cost_micros), 0), COALESCE(SUM(value_micros), 0) FROM rollups",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
-            Ok(ConsistencyCheck { raw_events, rollup_events, raw_cost_micros, rollup_cost_micros, raw_value_micros, rollup_value_micros })
+            let per_advertiser = |sql: &str| -> Result<BTreeMap<i64, Totals>> {
+                let rows = query_all(c, sql, [], |r| {
+                    Ok((r.get(0)?, Totals { events: r.get(1)?, cost_micros: wide(r, 2)?, value_micros: wide(r, 4)? }))
+                })?;
+                Ok(rows.into_iter().collect())
+            };
+            let raw = per_advertiser(&format!(
+                "SELECT advertiser_id, COUNT(*), {}, {} FROM events GROUP BY advertiser_id",
+                wide_sum("cost_micros"),
+                wide_sum("value_micros")
+            ))?;
+            let rollups = per_advertiser(&format!(
+                "SELECT advertiser_id, SUM(events), {}, {} FROM rollups GROUP BY advertiser_id",
+                wide_sum("cost_micros"),
+                wide_sum("value_micros")
+            ))?;
+            Ok(ConsistencyCheck { raw, rollups })
         })
     }
 }
