@@ -132,17 +132,39 @@ impl Browser {
 
     /// One WebDriver command; panics with the driver's message on an error.
     pub async fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
+        self.try_cmd(method, path, body).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn try_cmd(&self, method: &str, path: &str, body: Value) -> Result<Value, String> {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let req = match method {
             "GET" => self.http.get(url),
             "DELETE" => self.http.delete(url),
             _ => self.http.post(url).json(&body),
         };
-        let r = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let r = req.send().await.map_err(|e| format!("{method} {path}: {e}"))?;
         let status = r.status();
         let v: Value = r.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{method} {path}: {status} {v}");
-        v["value"].clone()
+        if !status.is_success() {
+            return Err(format!("{method} {path}: {status} {}", v["value"]["message"]));
+        }
+        Ok(v["value"].clone())
+    }
+
+    /// Runs a command on the element `css` selects. The dashboard re-renders after each
+    /// answer it gets, so an element found a moment ago may be gone: find it again.
+    async fn on_element(&self, css: &str, method: &str, action: &str, body: Value) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let e = self.find(css).await;
+            match self.try_cmd(method, &format!("/element/{}{action}", e.0), body.clone()).await {
+                Ok(v) => return v,
+                Err(err) if err.contains("stale element") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => panic!("{css}: {err}"),
+            }
+        }
     }
 
     pub async fn goto(&self, url: &str) {
@@ -187,8 +209,7 @@ impl Browser {
     }
 
     pub async fn click(&self, css: &str) {
-        let e = self.find(css).await;
-        self.cmd("POST", &format!("/element/{}/click", e.0), json!({})).await;
+        self.on_element(css, "POST", "/click", json!({})).await;
     }
 
     /// Two clicks in a row at the element's centre, as a person double-clicks.
@@ -205,14 +226,12 @@ impl Browser {
 
     /// Types into a field after clearing it.
     pub async fn fill(&self, css: &str, text: &str) {
-        let e = self.find(css).await;
-        self.cmd("POST", &format!("/element/{}/clear", e.0), json!({})).await;
-        self.cmd("POST", &format!("/element/{}/value", e.0), json!({"text": text})).await;
+        self.on_element(css, "POST", "/clear", json!({})).await;
+        self.on_element(css, "POST", "/value", json!({"text": text})).await;
     }
 
     pub async fn text(&self, css: &str) -> String {
-        let e = self.find(css).await;
-        self.cmd("GET", &format!("/element/{}/text", e.0), Value::Null).await.as_str().unwrap_or_default().to_owned()
+        self.on_element(css, "GET", "/text", Value::Null).await.as_str().unwrap_or_default().to_owned()
     }
 
     /// Sets the window size (screenshots show the viewport only).

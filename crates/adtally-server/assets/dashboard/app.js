@@ -125,11 +125,21 @@
     sessionStorage.removeItem(KEY);
     me = null;
     advertisersById = null;
-    if (location.hash && location.hash !== "#/") location.hash = "#/";
-    signInPage(message);
+    generation++; // answers still on their way belong to the signed-out session
+    if (location.hash && location.hash !== "#/") {
+      // The hash change renders the sign-in page; rendering it here too would replace
+      // a form someone may already be typing in.
+      pendingMessage = message;
+      location.hash = "#/";
+    } else {
+      signInPage(message);
+    }
   }
 
+  var pendingMessage = null;
   function signInPage(message) {
+    message = message || pendingMessage;
+    pendingMessage = null;
     nav.textContent = "";
     var input = h("input", { id: "key", name: "key", type: "password", autocomplete: "off", required: true, spellcheck: "false" });
     var error = h("p", { class: "error", role: "alert" }, message || "");
@@ -198,17 +208,17 @@
     var m;
     var done;
     if (r.path === "/") { renderNav("campaigns"); done = overview(r.query, gen); }
-    else if (r.path === "/campaigns/new") { renderNav("campaigns"); done = campaignForm(null); }
+    else if (r.path === "/campaigns/new") { renderNav("campaigns"); done = campaignForm(null, gen); }
     else if ((m = /^\/campaigns\/(\d+)$/.exec(r.path))) { renderNav("campaigns"); done = campaignPage(m[1], r.query, gen); }
-    else if ((m = /^\/campaigns\/(\d+)\/edit$/.exec(r.path))) { renderNav("campaigns"); done = campaignForm(m[1]); }
-    else if ((m = /^\/campaigns\/(\d+)\/ads\/new$/.exec(r.path))) { renderNav("campaigns"); done = adForm(m[1], null); }
-    else if ((m = /^\/ads\/(\d+)\/edit$/.exec(r.path))) { renderNav("campaigns"); done = adForm(null, m[1]); }
-    else if (r.path === "/ledger" && !isAdmin()) { renderNav("ledger"); done = ledgerPage(); }
-    else if (r.path === "/moderation" && isAdmin()) { renderNav("moderation"); done = moderationPage(); }
-    else if (r.path === "/advertisers" && isAdmin()) { renderNav("advertisers"); done = advertisersPage(); }
-    else if (r.path === "/placements" && isAdmin()) { renderNav("placements"); done = placementsPage(); }
+    else if ((m = /^\/campaigns\/(\d+)\/edit$/.exec(r.path))) { renderNav("campaigns"); done = campaignForm(m[1], gen); }
+    else if ((m = /^\/campaigns\/(\d+)\/ads\/new$/.exec(r.path))) { renderNav("campaigns"); done = adForm(m[1], null, gen); }
+    else if ((m = /^\/ads\/(\d+)\/edit$/.exec(r.path))) { renderNav("campaigns"); done = adForm(null, m[1], gen); }
+    else if (r.path === "/ledger" && !isAdmin()) { renderNav("ledger"); done = ledgerPage(gen); }
+    else if (r.path === "/moderation" && isAdmin()) { renderNav("moderation"); done = moderationPage(gen); }
+    else if (r.path === "/advertisers" && isAdmin()) { renderNav("advertisers"); done = advertisersPage(gen); }
+    else if (r.path === "/placements" && isAdmin()) { renderNav("placements"); done = placementsPage(gen); }
     else { renderNav(""); notFound("This page does not exist."); }
-    if (done && done.catch) done.catch(failed);
+    if (done && done.catch) done.catch(function (e) { if (gen === generation) failed(e); });
     main.focus({ preventScroll: true });
   }
 
@@ -506,8 +516,9 @@
   }
   function formError() { return h("p", { class: "error", role: "alert" }); }
 
-  function campaignForm(id) {
+  function campaignForm(id, gen) {
     return Promise.all([id ? get("/v1/campaigns/" + id) : Promise.resolve(null), get("/v1/placements")]).then(function (res) {
+      if (gen !== generation) return;
       var c = res[0], placements = res[1].items;
       var name = h("input", { id: "c-name", required: true, maxlength: 200, value: c ? c.name : "" });
       var bid = h("input", { id: "c-bid", required: true, inputmode: "decimal", value: c ? microsInput(c.cpm_bid_micros) : "2.00" });
@@ -570,8 +581,9 @@
       h("span", { class: "adtally-label" }, "Ad"));
   }
 
-  function adForm(campaignId, adId) {
+  function adForm(campaignId, adId, gen) {
     return (adId ? get("/v1/ads/" + adId) : Promise.resolve(null)).then(function (ad) {
+      if (gen !== generation) return;
       var cid = ad ? ad.campaign_id : campaignId;
       var format = h("select", { id: "a-format" }, ["compact", "sidebar"].map(function (f) {
         return h("option", { value: f, selected: ad ? ad.format === f : f === "sidebar" }, f);
@@ -613,8 +625,9 @@
 
   // ---- advertiser: billing -----------------------------------------------------------
 
-  function ledgerPage() {
+  function ledgerPage(gen) {
     return get("/v1/ledger").then(function (l) {
+      if (gen !== generation) return;
       var code = h("input", { id: "promo-code", required: true, maxlength: 64 });
       var error = formError();
       show(h("h1", null, "Billing"),
@@ -636,8 +649,9 @@
 
   // ---- operator ----------------------------------------------------------------------
 
-  function moderationPage() {
+  function moderationPage(gen) {
     return Promise.all([get("/v1/ads?status=pending_review"), get("/v1/ads?status=approved")]).then(function (res) {
+      if (gen !== generation) return;
       var pending = res[0].items;
       var approvedByCampaign = {};
       res[1].items.forEach(function (a) { (approvedByCampaign[a.campaign_id] = approvedByCampaign[a.campaign_id] || []).push(a); });
@@ -673,8 +687,9 @@
     });
   }
 
-  function advertisersPage() {
+  function advertisersPage(gen) {
     return get("/v1/advertisers").then(function (list) {
+      if (gen !== generation) return;
       advertisersById = {};
       list.items.forEach(function (a) { advertisersById[a.id] = a; });
       var name = h("input", { id: "adv-name", required: true }), email = h("input", { id: "adv-email", type: "email", required: true });
@@ -728,8 +743,9 @@
     });
   }
 
-  function placementsPage() {
+  function placementsPage(gen) {
     return get("/v1/placements").then(function (list) {
+      if (gen !== generation) return;
       var origin = location.origin;
       var id = h("input", { id: "p-id", required: true, pattern: "[a-z0-9][a-z0-9-]*", placeholder: "sidebar-main" });
       var name = h("input", { id: "p-name", required: true });
