@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use adtally_core::clock::{Clock, SystemClock};
 use axum::extract::{Query, State};
@@ -37,10 +38,26 @@ fn follow_wall_clock(app: &TestApp) -> tokio::task::JoinHandle<()> {
 }
 
 /// A publisher's site on its own port (another origin than the ad server): pages that
-/// embed the tag, an image for the ads, and the advertisers' landing page.
-async fn publisher(ad_server: &str) -> String {
+/// embed the tag, an image for the ads, and the advertisers' landing page. Under
+/// `/stub/` it also plays a stand-in ad server for video ads (see the video test).
+struct Site {
+    ad_server: String,
+    origin: String,
+    /// A WebM clip recorded by the browser itself (no video file ships with the tests).
+    clip: Mutex<Vec<u8>>,
+    /// Beacons the stand-in ad server received: (path, when).
+    hits: Mutex<Vec<(String, Instant)>>,
+}
+
+async fn publisher(ad_server: &str) -> Arc<Site> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let origin = format!("http://{}", listener.local_addr().expect("addr"));
+    let site = Arc::new(Site {
+        ad_server: ad_server.to_owned(),
+        origin,
+        clip: Mutex::new(Vec::new()),
+        hits: Mutex::new(Vec::new()),
+    });
     let app = axum::Router::new()
         .route("/article", get(article))
         .route("/slot", get(one_slot))
@@ -49,11 +66,19 @@ async fn publisher(ad_server: &str) -> String {
             ([("content-type", "image/svg+xml")],
              r##"<svg xmlns="http://www.w3.org/2000/svg" width="600" height="314"><rect width="600" height="314" fill="#f4a261"/><circle cx="300" cy="157" r="90" fill="#2a9d8f"/></svg>"##)
         }))
-        .with_state(Arc::new(ad_server.to_owned()));
+        .route("/recorder", get(|| async { Html(RECORDER) }))
+        .route("/clip.webm", get(clip).post(save_clip))
+        .route("/video", get(video_page))
+        .route("/stub/tag.js", get(|| async {
+            ([("content-type", "text/javascript")], include_str!("../../crates/adtally-server/assets/tag.js"))
+        }))
+        .route("/stub/v1/decision", get(stub_decision))
+        .route("/stub/t/{kind}/{slot}", get(stub_beacon).post(stub_beacon))
+        .with_state(site.clone());
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    origin
+    site
 }
 
 /// Collects the page's own errors so the test can assert there were none.
@@ -62,7 +87,8 @@ const ERROR_TRAP: &str =
 addEventListener('unhandledrejection',function(e){pageErrors.push(String(e.reason))});</script>";
 
 /// Two slots above the fold, one whose placement has no ad, one far below the fold.
-async fn article(State(ad_server): State<Arc<String>>) -> impl IntoResponse {
+async fn article(State(site): State<Arc<Site>>) -> impl IntoResponse {
+    let ad_server = &site.ad_server;
     Html(format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><title>Publisher</title>{ERROR_TRAP}
 <script async src="{ad_server}/tag.js"></script>
@@ -77,7 +103,8 @@ async fn article(State(ad_server): State<Arc<String>>) -> impl IntoResponse {
     ))
 }
 
-async fn one_slot(State(ad_server): State<Arc<String>>, Query(q): Query<HashMap<String, String>>) -> impl IntoResponse {
+async fn one_slot(State(site): State<Arc<Site>>, Query(q): Query<HashMap<String, String>>) -> impl IntoResponse {
+    let ad_server = &site.ad_server;
     let slug: String =
         q.get("p").map_or("", String::as_str).chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
     Html(format!(
@@ -85,6 +112,66 @@ async fn one_slot(State(ad_server): State<Arc<String>>, Query(q): Query<HashMap<
 <script async src="{ad_server}/tag.js"></script></head>
 <body><h1>One slot</h1><div data-adtally-placement="{slug}" id="slot"></div></body></html>"#
     ))
+}
+
+/// Records a 5-second animated WebM from a canvas and posts it back to the site.
+const RECORDER: &str = r#"<!doctype html><title>recording</title><script>
+var c=document.createElement('canvas');c.width=320;c.height=180;var g=c.getContext('2d'),t=0;
+var iv=setInterval(function(){g.fillStyle='hsl('+(t*7%360)+',70%,50%)';g.fillRect(0,0,320,180);t++;},40);
+var r=new MediaRecorder(c.captureStream(25),{mimeType:'video/webm;codecs=vp8'}),parts=[];
+r.ondataavailable=function(e){parts.push(e.data);};
+r.onstop=function(){clearInterval(iv);fetch('/clip.webm',{method:'POST',body:new Blob(parts,{type:'video/webm'})})
+ .then(function(){document.title='saved';});};
+r.start(250);setTimeout(function(){r.stop();},5000);
+</script>"#;
+
+async fn clip(State(site): State<Arc<Site>>) -> impl IntoResponse {
+    let body = site.clip.lock().expect("clip").clone();
+    ([("content-type", "video/webm")], body)
+}
+
+async fn save_clip(State(site): State<Arc<Site>>, body: axum::body::Bytes) -> &'static str {
+    *site.clip.lock().expect("clip") = body.to_vec();
+    "ok"
+}
+
+/// Three video slots: in view, in view but paused by the visitor, below the fold.
+async fn video_page() -> impl IntoResponse {
+    Html(format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>Video</title>{ERROR_TRAP}
+<script async src="/stub/tag.js"></script>
+<style>body{{font:16px sans-serif;margin:20px}} .spacer{{height:2400px}} .row{{display:flex;gap:20px}}</style></head>
+<body><h1>Videos</h1><div class="row"><div data-adtally-placement="v-top" id="v-top"></div>
+<div data-adtally-placement="v-paused" id="v-paused"></div></div>
+<div class="spacer"></div><div data-adtally-placement="v-below" id="v-below"></div><div class="spacer"></div></body></html>"#
+    ))
+}
+
+/// The decision a server with the `video` format would give: tracking URLs point back
+/// here so the test sees when the tag sends each beacon.
+async fn stub_decision(State(site): State<Arc<Site>>, Query(q): Query<HashMap<String, String>>) -> impl IntoResponse {
+    let slot = q.get("placement").cloned().unwrap_or_default();
+    let o = &site.origin;
+    axum::Json(json!({
+        "request_id": slot,
+        "ad": {"id": 1, "campaign_id": 1, "format": "video", "headline": format!("Video ad {slot}"), "body": "",
+               "image_url": null, "video_url": format!("{o}/clip.webm"), "cta": "Watch"},
+        "impression_url": format!("{o}/stub/t/i/{slot}"),
+        "viewable_url": format!("{o}/stub/t/v/{slot}"),
+        "click_url": format!("{o}/landing?ad=video"),
+    }))
+}
+
+async fn stub_beacon(
+    State(site): State<Arc<Site>>,
+    axum::extract::Path((kind, slot)): axum::extract::Path<(String, String)>,
+) -> axum::http::StatusCode {
+    site.hits.lock().expect("hits").push((format!("{kind}/{slot}"), Instant::now()));
+    axum::http::StatusCode::NO_CONTENT
+}
+
+fn hits(site: &Site, what: &str) -> usize {
+    site.hits.lock().expect("hits").iter().filter(|(p, _)| p == what).count()
 }
 
 /// Valid counts per placement for the advertiser, lifetime.
@@ -127,7 +214,7 @@ async fn sleep_ms(ms: u64) {
 async fn browser_tag_renders_counts_viewability_and_clicks() {
     let app = spawn_app().await;
     let _clock = follow_wall_clock(&app);
-    let site = publisher(&app.base).await;
+    let site = publisher(&app.base).await.origin.clone();
 
     for (slug, format) in [("top", "compact"), ("side", "sidebar"), ("below", "sidebar"), ("nothing", "compact")] {
         created(
@@ -256,6 +343,65 @@ async fn browser_tag_renders_counts_viewability_and_clicks() {
     assert_eq!(counts(&m, "nothing"), (0, 0, 0), "{m:?}");
 }
 
+/// The tag's video rule, against a stand-in ad server (the server has no `video`
+/// format yet): a muted inline video counts as viewable only after two continuous
+/// seconds at least half in view while playing; a paused one never; one scrolled away
+/// after a second does not, and counts once when it later stays in view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver (installed by .ci/run)"]
+async fn browser_tag_video_needs_two_seconds_playing() {
+    let site = publisher("unused").await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/recorder", site.origin)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while browser.js("return document.title;", json!([])).await != "saved" {
+        assert!(Instant::now() < deadline, "the browser could not record a clip");
+        sleep_ms(100).await;
+    }
+    assert!(site.clip.lock().expect("clip").len() > 1000, "a clip was recorded");
+
+    browser.goto(&format!("{}/video", site.origin)).await;
+    for slot in ["v-top", "v-paused", "v-below"] {
+        browser.wait_for(&rendered(slot), slot).await;
+    }
+    // The visitor pauses one video as soon as it shows.
+    browser.js("document.querySelector('#v-paused video').pause();", json!([])).await;
+    let video = |id: &str| format!("document.querySelector('#{id} video')");
+    browser
+        .wait_for(&format!("!{0}.paused && {0}.currentTime > 0 && {0}.muted", video("v-top")), "video playing")
+        .await;
+    let attrs = browser
+        .js(&format!("var v={};return [v.muted, v.loop, v.playsInline, v.autoplay];", video("v-top")), json!([]))
+        .await;
+    assert_eq!(attrs, json!([true, true, true, true]), "muted, looping, inline");
+    for slot in ["v-top", "v-paused", "v-below"] {
+        assert_eq!(hits(&site, &format!("i/{slot}")), 1, "one impression for {slot}");
+    }
+    // One second is enough for a display ad, not for a video.
+    sleep_ms(1_200).await;
+    assert_eq!(hits(&site, "v/v-top"), 0, "viewable after 1.2 s of video");
+    sleep_ms(1_500).await;
+    assert_eq!(hits(&site, "v/v-top"), 1, "viewable after 2 s of video");
+    assert_eq!(hits(&site, "v/v-paused"), 0, "a paused video is not viewable");
+    browser.screenshot(&screenshots().join("tag-page-video.png")).await;
+
+    // Below the fold: one second in view, then away, is not enough.
+    let scroll_to_below = "document.getElementById('v-below').scrollIntoView({block:'center'});";
+    browser.js(scroll_to_below, json!([])).await;
+    sleep_ms(1_000).await;
+    browser.js("window.scrollTo(0, 0);", json!([])).await;
+    sleep_ms(2_500).await;
+    assert_eq!(hits(&site, "v/v-below"), 0);
+    browser.js(scroll_to_below, json!([])).await;
+    sleep_ms(2_700).await;
+    browser.js("window.scrollTo(0, 0);", json!([])).await;
+    browser.js(scroll_to_below, json!([])).await;
+    sleep_ms(2_700).await;
+    assert_eq!(hits(&site, "v/v-below"), 1, "viewable once");
+    assert_eq!(hits(&site, "v/v-top"), 1, "still once");
+    assert_eq!(browser.js("return window.pageErrors;", json!([])).await, json!([]));
+}
+
 fn thousands(n: i64) -> String {
     let digits = n.abs().to_string();
     let mut out = String::new();
@@ -288,7 +434,7 @@ async fn sign_in(browser: &Browser, base: &str, key: &str) {
 async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     let app = spawn_app().await;
     let _clock = follow_wall_clock(&app);
-    let site = publisher(&app.base).await;
+    let site = publisher(&app.base).await.origin.clone();
     let f = fixture(&app, "side", 1_000_000).await;
     // Some traffic: three people see the ad, one clicks.
     for uid in ["u1", "u2", "u3"] {

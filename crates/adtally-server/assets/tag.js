@@ -102,6 +102,9 @@
       media.setAttribute("playsinline", "");
       media.setAttribute("aria-hidden", "true");
       media.src = ad.video_url;
+      // Muted inline video may autoplay everywhere; ask explicitly for browsers that wait.
+      var started = media.play && media.play();
+      if (started && started["catch"]) started["catch"](function () {});
     } else if (isHttpUrl(ad.image_url)) {
       media = el("img", "adtally-media");
       media.alt = ad.headline || "";
@@ -148,11 +151,13 @@
     var ratio = 0;
     var timer = null;
     var sent = false;
+    // Playing means frames are advancing: not paused, not ended, not stalled for data.
+    var playing = !!video && !video.paused && video.readyState > 2;
     var io;
 
     var check = safe(function () {
       if (sent) return;
-      var ok = ratio >= needRatio && document.visibilityState === "visible" && (!video || !video.paused);
+      var ok = ratio >= needRatio && document.visibilityState === "visible" && (!video || playing);
       if (ok && !timer) {
         timer = setTimeout(
           safe(function () {
@@ -182,9 +187,16 @@
     io.observe(node);
     document.addEventListener("visibilitychange", check);
     if (video) {
-      video.addEventListener("playing", check);
-      video.addEventListener("pause", check);
-      video.addEventListener("waiting", check);
+      var state = function (on) {
+        return function () {
+          playing = on;
+          check();
+        };
+      };
+      video.addEventListener("playing", state(true));
+      ["pause", "waiting", "ended", "emptied"].forEach(function (e) {
+        video.addEventListener(e, state(false));
+      });
     }
   }
 
