@@ -466,6 +466,11 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     assert_eq!(t["impressions"], 3);
     assert_eq!(t["clicks"], 1);
     browser.screenshot(&screenshots().join("dashboard-overview.png")).await;
+    browser.resize(390, 844).await;
+    browser.screenshot(&screenshots().join("dashboard-overview-phone.png")).await;
+    let overflow = browser.js("return document.documentElement.scrollWidth <= window.innerWidth;", json!([])).await;
+    assert_eq!(overflow, true, "the page fits a phone's width (wide tables scroll inside their card)");
+    browser.resize(1280, 800).await;
 
     // The campaign page: same numbers as the API for the same range, a chart with one
     // bar per day (days without traffic as zero), and CSV equal to the API's.
@@ -579,6 +584,28 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     browser.wait_for("document.getElementById('queue-empty')", "queue empty").await;
     let (_, ad) = app.get(ADMIN, &format!("/v1/ads/{ad_id}")).await;
     assert_eq!(ad["status"], "approved");
+
+    // The operator credits the advertiser and finds the embed code of a placement.
+    let (_, before) = app.get(&f.key, "/v1/me").await;
+    browser.goto(&format!("{}/#/advertisers", app.base)).await;
+    browser.fill(&format!("#credit-{}", f.advertiser_id), "25").await;
+    browser.click(&format!("#credit-{} ~ button", f.advertiser_id)).await;
+    let want = before["balance_micros"].as_i64().unwrap_or(0) + 25_000_000;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, me) = app.get(&f.key, "/v1/me").await;
+        if me["balance_micros"].as_i64() == Some(want) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "credit not applied: {me}");
+        sleep_ms(100).await;
+    }
+    browser.goto(&format!("{}/#/placements", app.base)).await;
+    let snippet = browser.text("[data-placement=side] pre").await;
+    assert_eq!(
+        snippet,
+        format!("<script async src=\"{}/tag.js\"></script>\n<div data-adtally-placement=\"side\"></div>", app.base)
+    );
 
     // Bid 50.00 against 1.00: the new campaign wins the slot.
     browser.goto(&format!("{site}/slot?p=side")).await;
