@@ -470,8 +470,14 @@
     var data = dates.map(function (d) { return Object.assign({ date: d }, byDate[d] || ZERO); });
     if (!data.length) return h("p", { class: "empty" }, "No days in this range.");
     var W = 720, H = 240, L = 56, R = 48, T = 12, B = 28;
-    var maxI = Math.max(1, Math.max.apply(null, data.map(function (d) { return d.impressions; })));
-    var maxC = Math.max(0.5, Math.max.apply(null, data.map(function (d) { return d.ctr || 0; })));
+    // Axis tops rounded up to 1, 2 or 5 × 10ⁿ, so the gridlines read as round numbers.
+    function nice(v) {
+      var p = Math.pow(10, Math.floor(Math.log10(v)));
+      var m = v / p;
+      return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
+    }
+    var maxI = Math.max(2, nice(Math.max.apply(null, data.map(function (d) { return d.impressions; }))));
+    var maxC = nice(Math.max(0.5, Math.max.apply(null, data.map(function (d) { return d.ctr || 0; }))));
     var bw = (W - L - R) / data.length;
     var y = function (v) { return T + (H - T - B) * (1 - v / maxI); };
     var yc = function (v) { return T + (H - T - B) * (1 - v / maxC); };
