@@ -96,6 +96,8 @@ fn adtally(body: &str, runtime: &tokio::runtime::Runtime) -> f64 {
             target_url: "https://bench.example".into(),
             status: AdStatus::Approved,
             rejection_reason: None,
+            version: 1,
+            revision: None,
             created_at_ms: now,
         })
         .expect("ad");

@@ -58,7 +58,12 @@ schemas = {
     "Ad": {"type": "object", "properties": {"id": ID, "campaign_id": ID, "advertiser_id": ID, "format": {"enum": ["compact", "sidebar"]},
         "headline": {"type": "string"}, "body": {"type": "string"}, "image_url": NULL_OR({"type": "string"}), "cta": {"type": "string"},
         "target_url": {"type": "string"}, "status": {"enum": ["pending_review", "approved", "rejected"]},
-        "rejection_reason": NULL_OR({"type": "string"}), "created_at": TIME}},
+        "rejection_reason": NULL_OR({"type": "string"}), "created_at": TIME,
+        "version": {"type": "integer", "description": "version of the content that serves; a decision's click goes to the target URL of the version it served"},
+        "revision": NULL_OR({"type": "object", "description": "an edit of an approved ad, in review or rejected; the approved content keeps serving until it is approved",
+            "properties": {"version": {"type": "integer"}, "status": {"enum": ["pending_review", "rejected"]}, "rejection_reason": NULL_OR({"type": "string"}),
+                           "created_at": TIME, "format": {"enum": ["compact", "sidebar"]}, "headline": {"type": "string"}, "body": {"type": "string"},
+                           "image_url": NULL_OR({"type": "string"}), "cta": {"type": "string"}, "target_url": {"type": "string"}}})}},
     "Review": {"type": "object", "required": ["decision"], "additionalProperties": False,
                "properties": {"decision": {"enum": ["approve", "reject"]}, "reason": {"type": "string", "maxLength": 500}}},
     "Decision": {"type": "object", "properties": {"request_id": {"type": "string"}, "ad": {"type": "object", "properties": {

@@ -157,6 +157,8 @@ pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
                 target_url: format!("https://example.com/{}", c.id),
                 status: AdStatus::Approved,
                 rejection_reason: None,
+                version: 1,
+                revision: None,
                 created_at_ms: now - 35 * DAY,
             })?;
             ad_ids.push((ad.id, ctr / 100.0));

@@ -135,3 +135,172 @@ async fn admin_routes_refuse_before_reading_the_body() {
         .expect("patch");
     assert_eq!(r.status().as_u16(), 403);
 }
+
+/// Defect 3: an anonymous pixel that claimed an order id first made the advertiser's own
+/// postback for it `duplicate_order`, and its revenue was lost. The postback replaces it.
+#[tokio::test]
+async fn the_postback_replaces_a_pixel_with_the_same_order_id() {
+    let app = spawn_app().await;
+    let a = fixture(&app, "sidebar-main", 2_000_000).await;
+    let pixel = |value: i64| {
+        app.url(&format!("/t/conv?advertiser={}&uid=thief&value_micros={value}&order_id=ORD-1001", a.advertiser_id))
+    };
+    assert_eq!(app.hit(&pixel(1)).await.status().as_u16(), 200);
+    let (s, r) =
+        postback(&app, &a.key, json!({"uid": "buyer", "value_micros": 250_000_000, "order_id": "ORD-1001"})).await;
+    assert_eq!((s, r["status"].as_str()), (201, Some("recorded")), "{r}");
+    // Afterwards neither a pixel nor a second postback can take the order again.
+    assert_eq!(app.hit(&pixel(7)).await.status().as_u16(), 200);
+    let (s, r) = postback(&app, &a.key, json!({"uid": "buyer", "value_micros": 1, "order_id": "ORD-1001"})).await;
+    assert_eq!((s, r["status"].as_str()), (200, Some("duplicate_order")), "{r}");
+
+    let t = totals(&app, &a.key, "range=today").await;
+    assert_eq!((t["conversions"].as_i64(), t["revenue_micros"].as_i64()), (Some(1), Some(250_000_000)));
+    let (_, ivt) = app.get(&a.key, "/v1/reports/ivt?range=today").await;
+    assert_eq!(ivt["totals"]["by_reason"]["duplicate"]["conversion"], 1, "{ivt}");
+    let check = app.store.consistency_check().expect("check");
+    assert!(check.is_consistent(), "{check:?}");
+}
+
+/// Defect 3 inside one batch: the pixel and the postback committed together.
+#[test]
+fn a_postback_replaces_a_pixel_in_the_same_batch() {
+    use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
+    use adtally_store::{Idempotency, PendingEvent, SqliteStore, Store};
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    let a = store.create_advertiser(&adtally_core::catalog::Advertiser::new("A", "a@a.example", "UTC", 0)).expect("a");
+    let conversion = |value_micros: i64, authoritative: bool| PendingEvent {
+        event: Event {
+            at_ms: 1_800_000_000_000,
+            kind: EventKind::Conversion,
+            verdict: Verdict::Valid,
+            decision_id: None,
+            advertiser_id: a.id,
+            campaign_id: None,
+            ad_id: None,
+            placement_id: None,
+            user_key: 1,
+            ip_key: 0,
+            device: Device::Desktop,
+            country: Country::UNKNOWN,
+            cost_micros: 0,
+            value_micros,
+        },
+        idempotency: Some(Idempotency::Order { key: format!("order:{}:X", a.id), authoritative }),
+        skipped_as_duplicate: false,
+    };
+    let mut batch = vec![conversion(5, false), conversion(900, true), conversion(6, false)];
+    store.append_events(1_800_000_000_000, &mut batch, &mut |_, _| {}).expect("append");
+    let skipped: Vec<bool> = batch.iter().map(|p| p.skipped_as_duplicate).collect();
+    assert_eq!(skipped, [false, false, true]);
+    assert_eq!(batch[0].event.verdict, Verdict::Duplicate);
+    let check = store.consistency_check().expect("check");
+    assert!(check.is_consistent(), "{check:?}");
+    let rows = store.rollup_rows(&adtally_store::RollupQuery { to_ms: i64::MAX, ..Default::default() }).expect("rows");
+    let valid: i128 = rows.iter().filter(|r| r.verdict == Verdict::Valid).map(|r| r.sums.value_micros).sum();
+    assert_eq!(valid, 900);
+}
+
+/// Defect 5: an internationalized target URL was stored raw and the click answered
+/// non-ASCII bytes in `Location`. It is stored normalized and redirected to as such.
+#[tokio::test]
+async fn internationalized_target_urls_are_normalized() {
+    let app = spawn_app().await;
+    let a = fixture(&app, "sidebar-main", 2_000_000).await;
+    let (s, ad) = app
+        .client
+        .patch(app.url(&format!("/v1/ads/{}", a.ad_id)))
+        .bearer_auth(&a.key)
+        .json(&json!({"target_url": "https://bücher.example/ü?q=straße"}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .expect("patch");
+    let ad: Value = ad.json().await.expect("json");
+    assert_eq!(s, 200, "{ad}");
+    let expected = "https://xn--bcher-kva.example/%C3%BC?q=stra%C3%9Fe";
+    assert_eq!(ad["revision"]["target_url"], expected);
+    let (s, ad) = app.post(ADMIN, &format!("/v1/ads/{}/review", a.ad_id), json!({"decision": "approve"})).await;
+    assert_eq!((s, ad["target_url"].as_str()), (200, Some(expected)));
+    let d = app.decision("sidebar-main", "reader").await;
+    app.hit(d["impression_url"].as_str().expect("url")).await;
+    let r = app.hit(d["click_url"].as_str().expect("url")).await;
+    assert_eq!(r.status().as_u16(), 302);
+    assert_eq!(r.headers()["location"].to_str().expect("ascii"), expected);
+
+    for bad in [
+        "https://bank.example@phish.example/",
+        "javascript:alert(1)",
+        "https://",
+        "https://exa mple.com/",
+        "ftp://files.example/",
+    ] {
+        let (s, body) = app
+            .post(
+                &a.key,
+                &format!("/v1/campaigns/{}/ads", a.campaign_id),
+                json!({"format": "sidebar", "headline": "h", "body": "b", "target_url": bad}),
+            )
+            .await;
+        assert_eq!(s, 400, "{bad}: {body}");
+    }
+}
+
+/// Defect 4: after an approved ad's target URL was edited, clicks on ads served before
+/// the edit went to the new, unreviewed URL. The approved version keeps serving; a click
+/// goes to the target of the version its decision served.
+#[tokio::test]
+async fn clicks_go_to_the_reviewed_version_that_was_served() {
+    let app = spawn_app().await;
+    let a = fixture(&app, "sidebar-main", 2_000_000).await;
+    let served_before = app.decision("sidebar-main", "early").await;
+    let patch = |target: &'static str| {
+        app.client
+            .patch(app.url(&format!("/v1/ads/{}", a.ad_id)))
+            .bearer_auth(&a.key)
+            .json(&json!({"target_url": target, "headline": "Changed"}))
+            .send()
+    };
+    let r = patch("https://phish.example/login").await.expect("patch");
+    assert_eq!(r.status().as_u16(), 200);
+    let ad: Value = r.json().await.expect("json");
+    assert_eq!((ad["status"].as_str(), ad["version"].as_i64()), (Some("approved"), Some(1)), "{ad}");
+    assert_eq!(ad["target_url"], "https://acme.example/landing?x=1");
+    assert_eq!(ad["revision"]["status"], "pending_review");
+    assert_eq!(ad["revision"]["target_url"], "https://phish.example/login");
+    let (_, queue) = app.get(ADMIN, "/v1/ads?status=pending_review").await;
+    assert_eq!(queue["items"][0]["id"].as_i64(), Some(a.ad_id), "{queue}");
+
+    // The approved version keeps serving, and its clicks go where it was approved to.
+    let served_during = app.decision("sidebar-main", "middle").await;
+    assert_eq!(served_during["ad"]["headline"], "Hello");
+    for d in [&served_before, &served_during] {
+        app.hit(d["impression_url"].as_str().expect("url")).await;
+        let r = app.hit(d["click_url"].as_str().expect("url")).await;
+        assert_eq!(r.headers()["location"], "https://acme.example/landing?x=1");
+    }
+
+    // Rejected: nothing changes for visitors.
+    let (s, ad) = app
+        .post(ADMIN, &format!("/v1/ads/{}/review", a.ad_id), json!({"decision": "reject", "reason": "phishing"}))
+        .await;
+    assert_eq!(
+        (s, ad["status"].as_str(), ad["revision"]["status"].as_str()),
+        (200, Some("approved"), Some("rejected"))
+    );
+    assert_eq!(app.decision("sidebar-main", "later").await["ad"]["headline"], "Hello");
+
+    // An honest edit, approved, becomes version 2; old decisions still go to version 1.
+    let r = patch("https://acme.example/new").await.expect("patch");
+    assert_eq!(r.status().as_u16(), 200);
+    let (s, ad) = app.post(ADMIN, &format!("/v1/ads/{}/review", a.ad_id), json!({"decision": "approve"})).await;
+    assert_eq!((s, ad["version"].as_i64(), ad["revision"].clone()), (200, Some(2), Value::Null), "{ad}");
+    let served_after = app.decision("sidebar-main", "late").await;
+    assert_eq!(served_after["ad"]["headline"], "Changed");
+    app.hit(served_after["impression_url"].as_str().expect("url")).await;
+    let r = app.hit(served_after["click_url"].as_str().expect("url")).await;
+    assert_eq!(r.headers()["location"], "https://acme.example/new");
+    let r = app.hit(served_before["click_url"].as_str().expect("url")).await;
+    assert_eq!(r.headers()["location"], "https://acme.example/landing?x=1");
+}

@@ -17,6 +17,8 @@ use adtally_core::traffic::{givt_verdict, purpose_is_prefetch};
 
 use crate::api::{text, Admin};
 use crate::error::ApiError;
+use adtally_store::Idempotency;
+
 use crate::pipeline::{Outcome, Submission, MAX_BATCH};
 use crate::state::{AppState, ServingCatalog};
 
@@ -249,9 +251,12 @@ fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Result<
         line.purpose.as_deref().is_some_and(purpose_is_prefetch),
         ip.is_some_and(|ip| state.datacenters.contains(ip)),
     );
-    let dedup_key = match (kind, &order_id) {
-        (EventKind::Conversion, Some(order)) => format!("order:{advertiser_id}:{order}"),
-        _ => format!("import:{event_id}"),
+    // The operator's import is as authoritative as the advertiser's postback.
+    let idempotency = match (kind, &order_id) {
+        (EventKind::Conversion, Some(order)) => {
+            Idempotency::Order { key: format!("order:{advertiser_id}:{order}"), authoritative: true }
+        }
+        _ => Idempotency::Import(format!("import:{event_id}")),
     };
     Ok(Submission {
         event: Event {
@@ -273,6 +278,6 @@ fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Result<
         decision: DecisionRef::Imported { fresh_decision_id: state.next_decision_id(at_ms) },
         givt,
         clearing_cpm_micros: campaign.map_or(0, |c| c.cpm_bid_micros),
-        dedup_key: Some(dedup_key),
+        idempotency: Some(idempotency),
     })
 }

@@ -22,7 +22,7 @@ use adtally_core::counting::{Arrival, CountingConfig, CountingState, DecisionRef
 use adtally_core::delivery::{CampaignLimits, DeliveryState, MAX_CAP_HOURS};
 use adtally_core::event::{Event, EventKind, Verdict};
 use adtally_core::jiff::tz::TimeZone;
-use adtally_store::{PendingEvent, Store, StoreError};
+use adtally_store::{Idempotency, PendingEvent, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most events one transaction takes.
@@ -44,8 +44,8 @@ pub struct Submission {
     pub givt: Option<Verdict>,
     /// What a valid impression of this decision costs per thousand.
     pub clearing_cpm_micros: i64,
-    /// Idempotency key (imported event id, conversion order id).
-    pub dedup_key: Option<String>,
+    /// Imported event id or conversion order id.
+    pub idempotency: Option<Idempotency>,
 }
 
 /// What became of a submission.
@@ -262,7 +262,7 @@ impl Writer {
             .iter()
             .map(|s| PendingEvent {
                 event: s.event.clone(),
-                dedup_key: s.dedup_key.clone(),
+                idempotency: s.idempotency.clone(),
                 skipped_as_duplicate: false,
             })
             .collect();
