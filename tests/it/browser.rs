@@ -612,6 +612,41 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     browser.wait_for(&rendered("slot"), "slot").await;
     assert_eq!(browser.text("#slot .adtally-h").await, "Winter sale: all jobs boards half price");
     browser.screenshot(&screenshots().join("tag-page-new-campaign.png")).await;
+
+    // The advertiser edits the live ad: the edit waits for review beside the version
+    // that keeps serving; the operator rejects it with a reason the advertiser sees.
+    browser.goto(&format!("{}/", app.base)).await;
+    browser.click("#signout").await;
+    sign_in(&browser, &app.base, &f.key).await;
+    browser.goto(&format!("{}/#/ads/{ad_id}/edit", app.base)).await;
+    browser.fill("#a-headline", "Winter sale: 90% off everything").await;
+    browser.click("#a-save").await;
+    browser.wait_for("document.getElementById('campaign-name')", "campaign page").await;
+    browser.click("#signout").await;
+    sign_in(&browser, &app.base, ADMIN).await;
+    browser.goto(&format!("{}/#/moderation", app.base)).await;
+    let item = format!("[data-ad='{ad_id}']");
+    assert_eq!(browser.text(&format!("{item} .pending .adtally-h")).await, "Winter sale: 90% off everything");
+    assert_eq!(browser.text(&format!("{item} .serving .adtally-h")).await, "Winter sale: all jobs boards half price");
+    assert_eq!(browser.text(&format!("{item} .pending h3")).await, "Pending: version 2");
+    browser.screenshot(&screenshots().join("dashboard-moderation-edit.png")).await;
+    browser.fill(&format!("#reason-{ad_id}"), "Claims must be accurate").await;
+    browser.click(&format!("#reject-{ad_id}")).await;
+    browser.wait_for("document.getElementById('queue-empty')", "queue empty").await;
+    let (_, ad) = app.get(&f.key, &format!("/v1/ads/{ad_id}")).await;
+    assert_eq!(
+        (ad["status"].as_str(), ad["revision"]["status"].as_str()),
+        (Some("approved"), Some("rejected")),
+        "{ad}"
+    );
+    assert_eq!(ad["revision"]["rejection_reason"], "Claims must be accurate");
+    browser.goto(&format!("{site}/slot?p=side")).await;
+    browser.wait_for(&rendered("slot"), "slot").await;
+    assert_eq!(
+        browser.text("#slot .adtally-h").await,
+        "Winter sale: all jobs boards half price",
+        "the approved version"
+    );
 }
 
 /// What the browser faces promise over HTTP, checked without a browser (runs in plain

@@ -395,7 +395,11 @@
         var adCols = [{ key: "headline", title: "Ad", cell: function (r) { return r.ad ? r.ad.headline : ""; } },
           { key: "format", title: "Format", cell: function (r) { return r.ad ? r.ad.format : ""; } },
           { key: "status", title: "Review", cell: function (r) {
-            return r.ad ? [badge(r.ad.status), r.ad.rejection_reason ? h("span", { class: "reason" }, " " + r.ad.rejection_reason) : null] : "";
+            if (!r.ad) return "";
+            var rev = r.ad.revision;
+            return [badge(r.ad.status), r.ad.rejection_reason ? h("span", { class: "reason" }, " " + r.ad.rejection_reason) : null,
+              rev ? h("div", { class: "hint" }, "Edit (version " + rev.version + "): ", badge(rev.status),
+                rev.rejection_reason ? h("span", { class: "reason" }, " " + rev.rejection_reason) : null) : null];
           } }].concat(metricColumns()).concat([{ key: "edit", title: "", cell: function (r) {
           return r.ad && !isAdmin() ? h("a", { href: "#/ads/" + r.ad.id + "/edit" }, "Edit") : "";
         } }]);
@@ -588,8 +592,10 @@
   }
 
   function adForm(campaignId, adId, gen) {
-    return (adId ? get("/v1/ads/" + adId) : Promise.resolve(null)).then(function (ad) {
+    return (adId ? get("/v1/ads/" + adId) : Promise.resolve(null)).then(function (served) {
       if (gen !== generation) return;
+      // The form edits the latest content: an edit under review (or rejected) if there is one.
+      var ad = served && served.revision ? Object.assign({}, served.revision, { id: served.id, campaign_id: served.campaign_id }) : served;
       var cid = ad ? ad.campaign_id : campaignId;
       var format = h("select", { id: "a-format" }, ["compact", "sidebar"].map(function (f) {
         return h("option", { value: f, selected: ad ? ad.format === f : f === "sidebar" }, f);
@@ -611,7 +617,9 @@
       refresh();
       show(h("p", { class: "crumbs" }, h("a", { href: "#/campaigns/" + cid }, "Campaign"), " › "),
         h("h1", null, ad ? "Edit ad" : "New ad"),
-        ad ? h("p", { class: "hint" }, "Saving changes sends the ad back to review.") : null,
+        ad ? h("p", { class: "hint" }, served.status === "approved"
+          ? "The approved version keeps serving; your changes go to review as a new version."
+          : "Saving changes sends the ad back to review.") : null,
         h("div", { class: "split" },
           h("form", { class: "card form", id: "ad-form", onsubmit: function (ev) {
             ev.preventDefault();
@@ -668,14 +676,19 @@
           var reason = h("input", { id: "reason-" + ad.id, maxlength: 500, placeholder: "Reason shown to the advertiser", "aria-label": "Rejection reason" });
           var error = formError();
           var adv = advertisersById[ad.advertiser_id];
-          var live = approvedByCampaign[ad.campaign_id] || [];
+          // An edit of an approved ad is a revision: review it beside the version that
+          // keeps serving meanwhile. A new ad is compared with the campaign's live ads.
+          var edit = ad.revision && ad.revision.status === "pending_review" ? ad.revision : null;
+          var pendingAd = edit || ad;
+          var live = edit ? [ad] : (approvedByCampaign[ad.campaign_id] || []).filter(function (a) { return a.id !== ad.id; });
           return h("section", { class: "card review", "data-ad": ad.id },
-            h("h2", null, ad.headline),
-            h("p", { class: "hint" }, (adv ? adv.name : "Advertiser " + ad.advertiser_id) + " · campaign " + ad.campaign_id + " · " + ad.format +
-              " · lands on ", h("a", { href: ad.target_url, rel: "noopener noreferrer", target: "_blank" }, ad.target_url)),
+            h("h2", null, pendingAd.headline),
+            h("p", { class: "hint" }, (adv ? adv.name : "Advertiser " + ad.advertiser_id) + " · campaign " + ad.campaign_id + " · " + pendingAd.format +
+              " · lands on ", h("a", { href: pendingAd.target_url, rel: "noopener noreferrer", target: "_blank" }, pendingAd.target_url)),
             h("div", { class: "split" },
-              h("div", null, h("h3", null, "Pending"), preview(ad)),
-              h("div", null, h("h3", null, "Approved in this campaign"), live.length ? live.map(preview) : h("p", { class: "hint" }, "None yet."))),
+              h("div", { class: "pending" }, h("h3", null, edit ? "Pending: version " + edit.version : "Pending: new ad"), preview(pendingAd)),
+              h("div", { class: "serving" }, h("h3", null, edit ? "Serving now: version " + ad.version : "Approved in this campaign"),
+                live.length ? live.map(preview) : h("p", { class: "hint" }, "None yet."))),
             h("div", { class: "actions" },
               h("button", { type: "button", id: "approve-" + ad.id, onclick: function () {
                 post("/v1/ads/" + ad.id + "/review", { decision: "approve" }).then(function () { toast("Approved."); route(); },
