@@ -578,6 +578,9 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     browser.fill("#c-name", "Winter sale").await;
     browser.fill("#c-bid", "50").await;
     browser.fill("#c-total", "100.00").await;
+    browser.fill("#c-cap-n", "3").await;
+    browser.fill("#c-cap-h", "24").await;
+    browser.js("document.getElementById('c-end').value = '2030-01-31T18:00';", json!([])).await;
     browser.click("#c-save").await;
     browser.wait_for("document.getElementById('ad-form')", "ad form").await;
     browser.fill("#a-headline", "Winter sale: all jobs boards half price").await;
@@ -593,6 +596,13 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
         .wait_for("document.getElementById('campaign-name') && document.getElementById('action-submit')", "campaign")
         .await;
     assert_eq!(browser.text("#campaign-name").await, "Winter sale");
+    let (_, campaigns) = app.get(&f.key, "/v1/campaigns").await;
+    let winter = campaigns["items"].as_array().into_iter().flatten().find(|c| c["name"] == "Winter sale").cloned();
+    let winter = winter.expect("the campaign made in the browser");
+    assert_eq!(winter["cpm_bid_micros"], 50_000_000);
+    assert_eq!(winter["total_budget_micros"], 100_000_000);
+    assert_eq!(winter["end_at"], "2030-01-31T18:00:00Z", "end time read in the advertiser's zone (UTC)");
+    assert_eq!(winter["frequency_cap"], json!({"impressions": 3, "per_hours": 24}));
     browser.click("#action-submit").await;
     browser.wait_for("document.querySelector('.head .badge').textContent === 'pending review'", "submitted").await;
 

@@ -255,6 +255,28 @@
     d.setUTCDate(d.getUTCDate() + n);
     return d.toISOString().slice(0, 10);
   }
+  /** The wall-clock fields of instant `ms` in zone `tz`, as a UTC timestamp. */
+  function wallClock(ms, tz) {
+    var f = new Intl.DateTimeFormat("en-US", { timeZone: tz, hourCycle: "h23", year: "numeric", month: "2-digit",
+      day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    var p = {};
+    f.formatToParts(new Date(ms)).forEach(function (x) { p[x.type] = x.value; });
+    return Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour, +p.minute, +p.second);
+  }
+  /** An RFC 3339 instant as a `datetime-local` value in the advertiser's zone. */
+  function toLocalInput(rfc3339, tz) {
+    var ms = Date.parse(rfc3339);
+    return isNaN(ms) ? "" : new Date(wallClock(ms, tz)).toISOString().slice(0, 16);
+  }
+  /** A `datetime-local` value read in the advertiser's zone, as an RFC 3339 instant. */
+  function fromLocalInput(value, tz) {
+    var wall = Date.parse(value + ":00Z");
+    // The zone's offset at that moment; a second pass settles days when it changes.
+    var ms = wall - (wallClock(wall, tz) - wall);
+    ms = wall - (wallClock(ms, tz) - ms);
+    return new Date(ms).toISOString().replace(".000Z", "Z");
+  }
+
   /** The local dates a range covers; lifetime starts at the first day with data. */
   function datesOf(rg, tz, firstDataDate) {
     var t = today(tz), from, to = t;
@@ -537,6 +559,11 @@
       var pacing = h("select", { id: "c-pacing" }, [["even", "Even through the day"], ["asap", "As fast as possible"]].map(function (p) {
         return h("option", { value: p[0], selected: c ? c.pacing === p[0] : p[0] === "even" }, p[1]);
       }));
+      var tz = c ? tzOfAdvertiser(c.advertiser_id) : me.timezone || "UTC";
+      var start = h("input", { id: "c-start", type: "datetime-local", value: c && c.start_at ? toLocalInput(c.start_at, tz) : "" });
+      var end = h("input", { id: "c-end", type: "datetime-local", value: c && c.end_at ? toLocalInput(c.end_at, tz) : "" });
+      var capN = h("input", { id: "c-cap-n", type: "number", min: 1, max: 1000, value: c && c.frequency_cap ? c.frequency_cap.impressions : "" });
+      var capH = h("input", { id: "c-cap-h", type: "number", min: 1, max: 168, value: c && c.frequency_cap ? c.frequency_cap.per_hours : "" });
       var devices = ["desktop", "mobile", "tablet"].map(function (d) {
         return h("label", { class: "check" }, h("input", { type: "checkbox", name: "device", value: d,
           checked: c ? c.targeting.devices.indexOf(d) >= 0 : false }), " " + d);
@@ -555,10 +582,16 @@
           ev.preventDefault();
           var body = { name: name.value.trim(), cpm_bid_micros: toMicros(bid.value), total_budget_micros: toMicros(total.value),
             daily_budget_micros: daily.value.trim() ? toMicros(daily.value) : null, pacing: pacing.value,
-            targeting: { devices: checked(devices), placements: checked(slots) } };
+            targeting: { devices: checked(devices), placements: checked(slots) },
+            start_at: start.value ? fromLocalInput(start.value, tz) : null, end_at: end.value ? fromLocalInput(end.value, tz) : null,
+            frequency_cap: capN.value && capH.value ? { impressions: Number(capN.value), per_hours: Number(capH.value) } : null };
           if (body.cpm_bid_micros === null || body.total_budget_micros === null ||
             (daily.value.trim() && body.daily_budget_micros === null)) {
             error.textContent = "Amounts are numbers with up to six decimals, like 12.50.";
+            return;
+          }
+          if (!capN.value !== !capH.value) {
+            error.textContent = "A frequency cap needs both a number of impressions and a number of hours.";
             return;
           }
           (c ? api("PATCH", "/v1/campaigns/" + c.id, body) : post("/v1/campaigns", body)).then(function (saved) {
@@ -570,6 +603,8 @@
           h("div", { class: "row" }, field("CPM bid", bid, "Price per thousand impressions"),
             field("Total budget", total), field("Daily budget", daily, "Optional; needed for even pacing")),
           field("Pacing", pacing),
+          h("div", { class: "row" }, field("Starts", start, "Optional, " + tz + " time"), field("Ends", end, "Optional, " + tz + " time")),
+          h("div", { class: "row" }, field("Frequency cap: impressions", capN, "Optional, per visitor"), field("… per hours", capH, "1 to 168")),
           h("fieldset", null, h("legend", null, "Devices (none = all)"), devices),
           h("fieldset", null, h("legend", null, "Placements (none = all)"), slots.length ? slots : h("p", { class: "hint" }, "No placements yet.")),
           error,
