@@ -304,3 +304,72 @@ async fn clicks_go_to_the_reviewed_version_that_was_served() {
     let r = app.hit(served_before["click_url"].as_str().expect("url")).await;
     assert_eq!(r.headers()["location"], "https://acme.example/landing?x=1");
 }
+
+/// Defect 14: multi-step writes were several transactions, so a failure half-way left
+/// half a change (a top-up without its bonus, a clone without its ads, an approved ad
+/// whose campaign never went live). A trigger makes the second step fail; nothing of
+/// the first may remain.
+#[test]
+fn multi_step_writes_are_one_transaction() {
+    use adtally_core::catalog::{Ad, AdContent, AdStatus, Advertiser, Campaign, CampaignStatus, Format};
+    use adtally_store::{SqliteStore, Store};
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    let side = rusqlite::Connection::open(dir.path().join("adtally.db")).expect("side connection");
+    let fail_when = |sql: &str| side.execute_batch(sql).expect("trigger");
+    let a = store.create_advertiser(&Advertiser::new("A", "a@a.example", "UTC", 0)).expect("a");
+    let count = |table: &str| -> i64 {
+        side.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).expect("count")
+    };
+
+    // A top-up and its bonus.
+    fail_when("CREATE TRIGGER no_bonus BEFORE INSERT ON credits WHEN NEW.kind = 'bonus' BEGIN SELECT RAISE(ABORT, 'injected'); END;");
+    assert!(store.add_topup(a.id, 100_000_000, None, Some(10_000_000), 1).is_err());
+    assert_eq!(count("credits"), 0, "the top-up was rolled back with its bonus");
+
+    // A campaign cloned with its ads.
+    let mut campaign = Campaign::draft(a.id, "Spring", 1_000_000, 10_000_000, 1);
+    campaign.status = CampaignStatus::PendingReview;
+    let mut ad = Ad {
+        id: 0,
+        campaign_id: 0,
+        advertiser_id: a.id,
+        format: Format::Sidebar,
+        headline: String::new(),
+        body: String::new(),
+        image_url: None,
+        cta: String::new(),
+        target_url: String::new(),
+        status: AdStatus::PendingReview,
+        rejection_reason: None,
+        created_at_ms: 1,
+        version: 0,
+        revision: None,
+    };
+    let content = AdContent {
+        format: Format::Sidebar,
+        headline: "h".into(),
+        body: String::new(),
+        image_url: None,
+        cta: "Go".into(),
+        target_url: "https://a.example/".into(),
+    };
+    ad.edit(content, 1);
+    fail_when("CREATE TRIGGER no_ads BEFORE INSERT ON ads BEGIN SELECT RAISE(ABORT, 'injected'); END;");
+    assert!(store.create_campaign_with_ads(&campaign, &[ad.clone(), ad.clone()]).is_err());
+    assert_eq!(count("campaigns"), 0, "the clone was rolled back with its ads");
+    fail_when("DROP TRIGGER no_ads;");
+
+    // An ad approved and its campaign activated.
+    let campaign = store.create_campaign_with_ads(&campaign, &[ad]).expect("campaign");
+    let mut ad = store.ads(Some(campaign.id)).expect("ads").remove(0);
+    ad.approve();
+    fail_when("CREATE TRIGGER no_activation BEFORE UPDATE ON campaigns BEGIN SELECT RAISE(ABORT, 'injected'); END;");
+    assert!(store.review_ad(&ad, 2).is_err());
+    assert_eq!(store.ad(ad.id).expect("ad").map(|a| a.status), Some(AdStatus::PendingReview));
+    assert_eq!(count("ad_versions"), 0);
+    fail_when("DROP TRIGGER no_activation;");
+    store.review_ad(&ad, 2).expect("review");
+    assert_eq!(store.campaign(campaign.id).expect("c").map(|c| c.status), Some(CampaignStatus::Active));
+    assert_eq!(count("ad_versions"), 1);
+}

@@ -55,8 +55,7 @@ pub enum Verdict {
     Duplicate = 6,
     /// Too many counted clicks from one user or one address in a rolling hour (SIVT).
     ExcessiveActivity = 7,
-    /// A viewable beacon sooner after its impression than a tag could have measured one
-    /// second in view (SIVT). Last because codes are stored: new variants append.
+    /// A viewable beacon sooner after its impression than a tag could have measured it.
     TooEarly = 8,
 }
 

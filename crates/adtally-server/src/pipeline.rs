@@ -206,7 +206,9 @@ impl Writer {
                 delivery.remember_capped_impression(served.campaign_id, e.user_key, e.at_ms);
             }
             if e.kind == EventKind::Click || now - e.at_ms <= config.token_ttl_ms.max(DAY) {
-                let decision = DecisionRef::Token { decision_id, issued_at_ms: e.at_ms };
+                // Decision ids start with the millisecond their token was issued, which is
+                // where the live state files them.
+                let decision = DecisionRef::Token { decision_id, issued_at_ms: (decision_id >> 20) as Millis };
                 let arrival = arrival_of(&e, served.ad_id, decision, None);
                 if now - e.at_ms <= config.token_ttl_ms {
                     self.counting.remember(&arrival, decision_id, now);
