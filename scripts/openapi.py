@@ -181,7 +181,20 @@ paths.update({
     "/healthz": {"get": op("Liveness", "public", 200)},
     "/metrics": {"get": op("Prometheus metrics", "public", 200, {"type": "string"}, content="text/plain")},
     "/openapi.json": {"get": op("This document", "public", 200, {"type": "object"})},
+    "/": {"get": {**op("The dashboard (a static page; it signs in with an API key and calls this API)", "browser", 200,
+                       {"type": "string"}, content="text/html"), "security": []}},
+    "/tag.js": {"get": op("The ad tag publishers embed: fills <div data-adtally-placement=SLUG> slots, sends the beacons, "
+                          "measures viewability", "public", 200, {"type": "string"}, content="text/javascript",
+                          extra={"304": "not modified (ETag)"})},
+    "/assets/{name}": {"parameters": [path_param("name", {"enum": ["app.js", "app.css"]})],
+                       "get": op("The dashboard's script and style", "public", 200, {"type": "string"}, content="text/javascript",
+                                 extra={"304": "not modified (ETag)"})},
 })
+# The decision and the beacons answer CORS requests (and preflights) from any origin.
+for path in ["/v1/decision", "/t/i/{token}", "/t/v/{token}", "/t/c/{token}", "/t/conv"]:
+    for method, o in paths[path].items():
+        if method != "parameters":
+            o["description"] += " CORS: any origin (Access-Control-Allow-Origin: *, preflight answered)."
 for p in paths.values():
     for m in list(p):
         if m != "parameters":
@@ -195,6 +208,6 @@ doc = {
 for path, item in paths.items():
     for method, o in item.items():
         if method != "parameters":
-            o["operationId"] = (method + path.replace("/", "_").replace("{", "").replace("}", "").replace("-", "_").replace(".", "_"))
+            o["operationId"] = "get_dashboard" if path == "/" else (method + path.replace("/", "_").replace("{", "").replace("}", "").replace("-", "_").replace(".", "_"))
 OUT.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 print(f"wrote {OUT} ({len(paths)} paths)")

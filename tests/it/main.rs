@@ -3,6 +3,7 @@
 
 mod accounts;
 mod bad_input;
+mod browser;
 mod counting;
 mod crash_loop;
 mod delivery;
@@ -10,3 +11,4 @@ mod durability;
 mod reports;
 mod support;
 mod trust;
+mod webdriver;

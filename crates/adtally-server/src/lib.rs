@@ -10,6 +10,7 @@ pub mod pipeline;
 pub mod reports;
 pub mod state;
 pub mod tracking;
+mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -41,7 +42,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/t/i/{token}", get(tracking::impression).post(tracking::impression))
         .route("/t/v/{token}", get(tracking::viewable).post(tracking::viewable))
         .route("/t/c/{token}", get(tracking::click))
-        .route("/t/conv", get(tracking::conversion_pixel));
+        .route("/t/conv", get(tracking::conversion_pixel))
+        .layer(axum::middleware::from_fn(web::cors));
     let api = Router::new()
         .route("/v1/advertisers", post(api::create_advertiser).get(api::list_advertisers))
         .route("/v1/advertisers/{id}", patch(api::patch_advertiser))
@@ -74,6 +76,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route("/", get(web::dashboard))
+        .route("/tag.js", get(web::tag))
+        .route("/assets/{name}", get(web::asset))
         .fallback(ops::not_found)
         .with_state(state)
 }
