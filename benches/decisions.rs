@@ -41,6 +41,7 @@ fn impression(i: u64, n: u64) -> Arrival {
         user_key: i,
         ip_key: i % 65_536,
         givt: None,
+        video: false,
     }
 }
 

@@ -92,6 +92,7 @@ fn adtally(body: &str, runtime: &tokio::runtime::Runtime) -> f64 {
             headline: "h".into(),
             body: String::new(),
             image_url: None,
+            video_url: None,
             cta: "Go".into(),
             target_url: "https://bench.example".into(),
             status: AdStatus::Approved,

@@ -93,6 +93,7 @@ fn main() {
         device: Device::Desktop,
         country: Country::UNKNOWN,
         clearing_cpm_micros: 1_000_000,
+        format: adtally_core::catalog::Format::Sidebar,
     };
     let signed = signer.sign(&token);
     let sign = time(|i| {
@@ -114,6 +115,7 @@ fn main() {
             user_key: i / 3,
             ip_key: i % 5000,
             givt: None,
+            video: false,
         };
         black_box(state.judge(&arrival, t0 + (i as i64 % HOUR)));
     });

@@ -153,6 +153,7 @@ pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
                 headline: (*headline).into(),
                 body: format!("{name} — find out more."),
                 image_url: None,
+                video_url: None,
                 cta: "Learn more".into(),
                 target_url: format!("https://example.com/{}", c.id),
                 status: AdStatus::Approved,
@@ -166,6 +167,7 @@ pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
         let placements = match format {
             Format::Sidebar => vec!["sidebar-main", "job-detail-sidebar"],
             Format::Compact => vec!["feed-inline"],
+            Format::Video => vec![],
         };
         campaigns.push(DemoCampaign {
             id: c.id,

@@ -29,6 +29,7 @@ fn state() -> &'static Arc<AppState> {
                 headline: "h".into(),
                 body: String::new(),
                 image_url: None,
+                video_url: None,
                 cta: "Go".into(),
                 target_url: "https://a.example/".into(),
                 status: AdStatus::Approved,

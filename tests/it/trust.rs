@@ -338,6 +338,7 @@ fn multi_step_writes_are_one_transaction() {
         headline: String::new(),
         body: String::new(),
         image_url: None,
+        video_url: None,
         cta: String::new(),
         target_url: String::new(),
         status: AdStatus::PendingReview,
@@ -351,6 +352,7 @@ fn multi_step_writes_are_one_transaction() {
         headline: "h".into(),
         body: String::new(),
         image_url: None,
+        video_url: None,
         cta: "Go".into(),
         target_url: "https://a.example/".into(),
     };
@@ -372,4 +374,51 @@ fn multi_step_writes_are_one_transaction() {
     store.review_ad(&ad, 2).expect("review");
     assert_eq!(store.campaign(campaign.id).expect("c").map(|c| c.status), Some(CampaignStatus::Active));
     assert_eq!(count("ad_versions"), 1);
+}
+
+/// The `video` format: a video ad needs an https MP4/WebM `video_url`, the decision
+/// carries it, and its viewable counts only 1.5 s after the impression (`too_early`).
+#[tokio::test]
+async fn video_ads_carry_their_file_and_need_longer_in_view() {
+    let app = spawn_app().await;
+    let (s, _) =
+        app.post(ADMIN, "/v1/placements", json!({"id": "pre-roll", "name": "Pre-roll", "format": "video"})).await;
+    assert_eq!(s, 201);
+    let f = fixture_for_existing_placement(&app, "UTC", 2_000_000, 1_000_000_000).await;
+    let ads = format!("/v1/campaigns/{}/ads", f.campaign_id);
+    let base = json!({"format": "video", "headline": "Watch", "target_url": "https://acme.example/"});
+    for (video_url, ok) in [
+        (None, false),
+        (Some("http://cdn.example/a.mp4"), false),
+        (Some("https://cdn.example/a.gif"), false),
+        (Some("https://cdn.example/clip.WEBM?v=2"), true),
+    ] {
+        let mut body = base.clone();
+        if let Some(v) = video_url {
+            body["video_url"] = json!(v);
+        }
+        let (s, ad) = app.post(&f.key, &ads, body).await;
+        assert_eq!(s == 201, ok, "{video_url:?}: {ad}");
+        if ok {
+            let (s, _) = app.post(ADMIN, &format!("/v1/ads/{}/review", ad["id"]), json!({"decision": "approve"})).await;
+            assert_eq!(s, 200);
+        }
+    }
+    let (s, body) = app.post(&f.key, &ads, json!({"format": "sidebar", "headline": "h", "target_url": "https://a.example/", "video_url": "https://cdn.example/a.mp4"})).await;
+    assert_eq!(s, 400, "{body}");
+
+    let d = app.decision("pre-roll", "viewer").await;
+    assert_eq!(
+        (d["ad"]["format"].as_str(), d["ad"]["video_url"].as_str()),
+        (Some("video"), Some("https://cdn.example/clip.WEBM?v=2"))
+    );
+    app.hit(d["impression_url"].as_str().expect("url")).await;
+    app.clock.advance(1_000);
+    app.hit(d["viewable_url"].as_str().expect("url")).await;
+    app.clock.advance(600);
+    app.hit(d["viewable_url"].as_str().expect("url")).await;
+    let t = totals(&app, &f.key, "range=today").await;
+    assert_eq!((t["impressions"].as_i64(), t["viewable_impressions"].as_i64()), (Some(1), Some(1)));
+    let (_, ivt) = app.get(&f.key, "/v1/reports/ivt?range=today").await;
+    assert_eq!(ivt["totals"]["by_reason"]["too_early"]["viewable"], 1, "{ivt}");
 }

@@ -40,6 +40,8 @@ impl Advertiser {
 pub enum Format {
     Compact,
     Sidebar,
+    /// A muted, inline, looping video (`video_url`, https MP4 or WebM).
+    Video,
 }
 
 impl Format {
@@ -47,12 +49,14 @@ impl Format {
         match self {
             Self::Compact => "compact",
             Self::Sidebar => "sidebar",
+            Self::Video => "video",
         }
     }
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "compact" => Some(Self::Compact),
             "sidebar" => Some(Self::Sidebar),
+            "video" => Some(Self::Video),
             _ => None,
         }
     }
@@ -215,6 +219,8 @@ pub struct Ad {
     pub headline: String,
     pub body: String,
     pub image_url: Option<String>,
+    /// The video of a `video` ad.
+    pub video_url: Option<String>,
     pub cta: String,
     pub target_url: String,
     pub status: AdStatus,
@@ -232,6 +238,7 @@ pub struct AdContent {
     pub headline: String,
     pub body: String,
     pub image_url: Option<String>,
+    pub video_url: Option<String>,
     pub cta: String,
     pub target_url: String,
 }
@@ -254,6 +261,7 @@ impl Ad {
             headline: self.headline.clone(),
             body: self.body.clone(),
             image_url: self.image_url.clone(),
+            video_url: self.video_url.clone(),
             cta: self.cta.clone(),
             target_url: self.target_url.clone(),
         }
@@ -264,6 +272,7 @@ impl Ad {
         self.headline = c.headline;
         self.body = c.body;
         self.image_url = c.image_url;
+        self.video_url = c.video_url;
         self.cta = c.cta;
         self.target_url = c.target_url;
     }
@@ -430,6 +439,7 @@ mod tests {
             headline: "h".into(),
             body: String::new(),
             image_url: None,
+            video_url: None,
             cta: "Go".into(),
             target_url: target_url.into(),
             status: AdStatus::PendingReview,

@@ -48,6 +48,8 @@ pub struct CountingConfig {
     /// A viewable beacon sooner than this after its impression is `too_early`: no tag
     /// can have measured a second of continuous view (MRC display rule) by then.
     pub min_viewable_delay_ms: Millis,
+    /// The same for video ads, which need two seconds in view while playing.
+    pub min_video_viewable_delay_ms: Millis,
 }
 
 impl Default for CountingConfig {
@@ -58,6 +60,7 @@ impl Default for CountingConfig {
             max_clicks_per_hour: 10,
             max_entries: 4_000_000,
             min_viewable_delay_ms: 750,
+            min_video_viewable_delay_ms: 1_500,
         }
     }
 }
@@ -86,6 +89,8 @@ pub struct Arrival {
     pub ip_key: u64,
     /// `bot`, `prefetch` or `datacenter` when the request itself gave it away.
     pub givt: Option<Verdict>,
+    /// The served ad is a video (its viewable needs longer; see `too_early`).
+    pub video: bool,
 }
 
 /// The verdict and the decision the event was filed under.
@@ -261,9 +266,11 @@ impl CountingState {
     /// Only a live beacon can be too early: imported history carries the times a log
     /// recorded, not when a tag could have measured.
     fn viewable_verdict(&self, a: &Arrival, marks: Marks) -> Verdict {
+        let min_delay =
+            if a.video { self.config.min_video_viewable_delay_ms } else { self.config.min_viewable_delay_ms };
         match a.decision {
             DecisionRef::Token { issued_at_ms, .. }
-                if a.at_ms - (issued_at_ms + marks.impression_after_ms()) < self.config.min_viewable_delay_ms =>
+                if a.at_ms - (issued_at_ms + marks.impression_after_ms()) < min_delay =>
             {
                 Verdict::TooEarly
             }
@@ -412,6 +419,7 @@ mod tests {
             user_key: 100,
             ip_key: 200,
             givt: None,
+            video: false,
         }
     }
 
@@ -602,6 +610,16 @@ mod tests {
         check(&[impression, at(749), at(750), at(900)], &[Valid, TooEarly, Valid, Duplicate]);
         // Measured from the impression, not from the decision.
         check(&[arrival(Impression, 2, T0), arrival(Viewable, 2, T0 + 100)], &[Valid, TooEarly]);
+        // A video needs 1.5 s.
+        let video = |a: Arrival| Arrival { video: true, ..a };
+        check(
+            &[
+                video(arrival(Impression, 4, T0)),
+                video(arrival(Viewable, 4, T0 + 1_499)),
+                video(arrival(Viewable, 4, T0 + 1_500)),
+            ],
+            &[Valid, TooEarly, Valid],
+        );
         // A viewable too early does not use up the decision's one viewable.
         check(
             &[arrival(Impression, 3, T0), arrival(Viewable, 3, T0 + 10), arrival(Viewable, 3, T0 + 800)],

@@ -3,7 +3,7 @@
 //! counts nothing.
 //!
 //! Layout (little endian) before base64url: version, decision id, issue time, advertiser,
-//! campaign, ad, ad version, placement, user key, device, country, clearing CPM, then the
+//! campaign, ad, ad version, placement, user key, device, country, clearing CPM, ad format, then the
 //! first [`TAG_LEN`] bytes of the HMAC over all of that. Layout version 2 added the ad
 //! version (the click goes to the target URL of the version that was served); tokens of
 //! version 1 are refused as malformed.
@@ -12,13 +12,26 @@ use base64::Engine as _;
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 
+use crate::catalog::Format;
 use crate::clock::Millis;
 use crate::event::{Country, Device};
+
+fn format_code(format: Format) -> u8 {
+    match format {
+        Format::Compact => 0,
+        Format::Sidebar => 1,
+        Format::Video => 2,
+    }
+}
+
+fn format_from_code(code: u8) -> Option<Format> {
+    [Format::Compact, Format::Sidebar, Format::Video].into_iter().find(|f| format_code(*f) == code)
+}
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
 const VERSION: u8 = 2;
-const PAYLOAD_LEN: usize = 1 + 8 + 8 + 5 * 4 + 8 + 1 + 2 + 8;
+const PAYLOAD_LEN: usize = 1 + 8 + 8 + 5 * 4 + 8 + 1 + 2 + 8 + 1;
 /// 128 bits of tag: forging one is as hard as guessing a 128-bit key.
 pub const TAG_LEN: usize = 16;
 const TOKEN_LEN: usize = PAYLOAD_LEN + TAG_LEN;
@@ -40,6 +53,8 @@ pub struct TrackingToken {
     pub device: Device,
     pub country: Country,
     pub clearing_cpm_micros: u64,
+    /// The served ad's format: a video needs longer in view before it is viewable.
+    pub format: Format,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -134,6 +149,7 @@ fn encode_payload(t: &TrackingToken) -> [u8; PAYLOAD_LEN] {
     put(&[t.device.code()]);
     put(&t.country.0);
     put(&t.clearing_cpm_micros.to_le_bytes());
+    put(&[format_code(t.format)]);
     out
 }
 
@@ -161,6 +177,7 @@ fn decode_payload(bytes: &[u8]) -> Option<TrackingToken> {
         device: Device::from_code(take(1)?[0] as i64)?,
         country: Country(take(2)?.try_into().ok()?),
         clearing_cpm_micros: u64_at(take(8)?)?,
+        format: format_from_code(take(1)?[0])?,
     })
 }
 
@@ -189,6 +206,7 @@ mod tests {
             device: Device::Tablet,
             country: Country(*b"DE"),
             clearing_cpm_micros: 2_500_000,
+            format: Format::Video,
         }
     }
 

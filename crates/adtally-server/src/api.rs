@@ -198,6 +198,7 @@ fn content_json(c: &AdContent, into: &mut Value) {
     into["headline"] = json!(c.headline);
     into["body"] = json!(c.body);
     into["image_url"] = json!(c.image_url);
+    into["video_url"] = json!(c.video_url);
     into["cta"] = json!(c.cta);
     into["target_url"] = json!(c.target_url);
 }
@@ -459,7 +460,8 @@ pub async fn create_placement(
         return Err(ApiError::invalid("id must be a slug of lowercase letters, digits, - and _"));
     }
     let name = text("name", &body.name, 1, 200)?;
-    let format = Format::parse(&body.format).ok_or_else(|| ApiError::invalid("format must be compact or sidebar"))?;
+    let format =
+        Format::parse(&body.format).ok_or_else(|| ApiError::invalid("format must be compact, sidebar or video"))?;
     let floor = money("floor_cpm_micros", body.floor_cpm_micros.unwrap_or(0), 0)?;
     let placement = state.blocking(move |s| s.create_placement(&slug, &name, format, floor)).await.map_err(|e| {
         if e.status == StatusCode::CONFLICT {
@@ -746,15 +748,32 @@ pub struct AdInput {
     body: Option<String>,
     #[serde(default, with = "double_option")]
     image_url: Option<Option<String>>,
+    #[serde(default, with = "double_option")]
+    video_url: Option<Option<String>>,
     cta: Option<String>,
     target_url: Option<String>,
+}
+
+/// A video creative's file: an https URL whose path ends in `.mp4` or `.webm`.
+fn video_url(value: &str) -> AppResult<String> {
+    let url = web_url("video_url", value)?;
+    let path = url.split(['?', '#']).next().unwrap_or_default().to_ascii_lowercase();
+    if !url.starts_with("https://") || !(path.ends_with(".mp4") || path.ends_with(".webm")) {
+        return Err(ApiError::invalid("video_url must be an https:// URL of an .mp4 or .webm file"));
+    }
+    Ok(url)
 }
 
 impl AdInput {
     fn apply(self, ad: &mut AdContent) -> AppResult<bool> {
         let mut changed = false;
         if let Some(f) = self.format {
-            ad.format = Format::parse(&f).ok_or_else(|| ApiError::invalid("format must be compact or sidebar"))?;
+            ad.format =
+                Format::parse(&f).ok_or_else(|| ApiError::invalid("format must be compact, sidebar or video"))?;
+            changed = true;
+        }
+        if let Some(v) = self.video_url {
+            ad.video_url = v.map(|u| video_url(&u)).transpose()?;
             changed = true;
         }
         if let Some(h) = self.headline {
@@ -777,6 +796,13 @@ impl AdInput {
             ad.target_url = web_url("target_url", &t)?;
             changed = true;
         }
+        match (ad.format, &ad.video_url) {
+            (Format::Video, None) => return Err(ApiError::invalid("a video ad needs a video_url")),
+            (Format::Compact | Format::Sidebar, Some(_)) => {
+                return Err(ApiError::invalid("only a video ad has a video_url"));
+            }
+            _ => {}
+        }
         Ok(changed)
     }
 }
@@ -796,6 +822,7 @@ pub async fn create_ad(
         headline: String::new(),
         body: String::new(),
         image_url: None,
+        video_url: None,
         cta: "Learn more".into(),
         target_url: String::new(),
     };
@@ -808,6 +835,7 @@ pub async fn create_ad(
         headline: String::new(),
         body: String::new(),
         image_url: None,
+        video_url: None,
         cta: String::new(),
         target_url: String::new(),
         status: AdStatus::PendingReview,

@@ -44,6 +44,8 @@ pub struct Submission {
     pub givt: Option<Verdict>,
     /// What a valid impression of this decision costs per thousand.
     pub clearing_cpm_micros: i64,
+    /// The served ad is a video (from the token).
+    pub video: bool,
     /// Imported event id or conversion order id.
     pub idempotency: Option<Idempotency>,
 }
@@ -209,7 +211,8 @@ impl Writer {
                 // Decision ids start with the millisecond their token was issued, which is
                 // where the live state files them.
                 let decision = DecisionRef::Token { decision_id, issued_at_ms: (decision_id >> 20) as Millis };
-                let arrival = arrival_of(&e, served.ad_id, decision, None);
+                // Replayed events are counted already: only their marks matter, not timing.
+                let arrival = arrival_of(&e, served.ad_id, decision, None, false);
                 if now - e.at_ms <= config.token_ttl_ms {
                     self.counting.remember(&arrival, decision_id, now);
                 }
@@ -336,8 +339,8 @@ impl Served {
     }
 }
 
-fn arrival_of(e: &Event, ad_id: i64, decision: DecisionRef, givt: Option<Verdict>) -> Arrival {
-    Arrival { kind: e.kind, at_ms: e.at_ms, decision, ad_id, user_key: e.user_key, ip_key: e.ip_key, givt }
+fn arrival_of(e: &Event, ad_id: i64, decision: DecisionRef, givt: Option<Verdict>, video: bool) -> Arrival {
+    Arrival { kind: e.kind, at_ms: e.at_ms, decision, ad_id, user_key: e.user_key, ip_key: e.ip_key, givt, video }
 }
 
 /// Applies the rules to one event inside the writer's transaction.
@@ -366,7 +369,8 @@ fn judge(
         event.verdict = Verdict::NoImpression;
         return;
     };
-    let judgement = counting.judge(&arrival_of(event, served.ad_id, submission.decision, submission.givt), now);
+    let arrival = arrival_of(event, served.ad_id, submission.decision, submission.givt, submission.video);
+    let judgement = counting.judge(&arrival, now);
     event.verdict = judgement.verdict;
     event.decision_id = Some(judgement.decision_id);
     if !event.verdict.is_valid() {

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use adtally_core::auction::{self, Bid};
+use adtally_core::catalog::Format;
 use adtally_core::clock::DAY;
 use adtally_core::counting::DecisionRef;
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
@@ -155,6 +156,7 @@ struct DecisionAd<'a> {
     headline: &'a str,
     body: &'a str,
     image_url: Option<&'a str>,
+    video_url: Option<&'a str>,
     cta: &'a str,
 }
 
@@ -251,6 +253,7 @@ pub async fn decision(
         device,
         country: visitor.country(),
         clearing_cpm_micros: won.price_cpm_micros as u64,
+        format: ad.format,
     });
     let base = base_url(&state, &visitor);
     let body = DecisionBody {
@@ -262,6 +265,7 @@ pub async fn decision(
             headline: &ad.headline,
             body: &ad.body,
             image_url: ad.image_url.as_deref(),
+            video_url: ad.video_url.as_deref(),
             cta: &ad.cta,
         },
         impression_url: format!("{base}/t/i/{token}"),
@@ -372,6 +376,7 @@ async fn track(
         decision: DecisionRef::Token { decision_id: t.decision_id, issued_at_ms: t.issued_at_ms },
         givt: visitor.givt(state),
         clearing_cpm_micros: t.clearing_cpm_micros.min(i64::MAX as u64) as i64,
+        video: t.format == Format::Video,
         idempotency: None,
     };
     state.pipeline.submit_one(submission).await?;
@@ -498,6 +503,7 @@ async fn submit_conversion(state: &Arc<AppState>, report: ConversionReport) -> R
         decision: DecisionRef::Imported { fresh_decision_id: 0 },
         givt,
         clearing_cpm_micros: 0,
+        video: false,
         idempotency: order_id.map(|o| Idempotency::Order { key: format!("order:{advertiser_id}:{o}"), authoritative }),
     };
     Ok(state.pipeline.submit_one(submission).await?)

@@ -132,10 +132,11 @@ CREATE INDEX rollups_advertiser ON rollups(advertiser_id, bucket_ms);
 -- waits in ad_revisions; every version ever approved keeps its target URL, which clicks
 -- on decisions that served it redirect to.
 ALTER TABLE ads ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE ads ADD COLUMN video_url TEXT;
 CREATE TABLE ad_revisions (
     ad_id INTEGER PRIMARY KEY REFERENCES ads(id), version INTEGER NOT NULL, format TEXT NOT NULL,
     headline TEXT NOT NULL, body TEXT NOT NULL, image_url TEXT, cta TEXT NOT NULL, target_url TEXT NOT NULL,
-    status TEXT NOT NULL, rejection_reason TEXT, created_at_ms INTEGER NOT NULL
+    status TEXT NOT NULL, rejection_reason TEXT, created_at_ms INTEGER NOT NULL, video_url TEXT
 );
 CREATE TABLE ad_versions (
     ad_id INTEGER NOT NULL REFERENCES ads(id), version INTEGER NOT NULL, target_url TEXT NOT NULL,
@@ -368,7 +369,7 @@ fn campaign_values(k: &Campaign) -> [Value; 12] {
 const AD_SELECT: &str = "SELECT ads.id, ads.campaign_id, ads.advertiser_id, ads.format, ads.headline, ads.body,
     ads.image_url, ads.cta, ads.target_url, ads.status, ads.rejection_reason, ads.created_at_ms, ads.version,
     r.version, r.format, r.headline, r.body, r.image_url, r.cta, r.target_url, r.status, r.rejection_reason,
-    r.created_at_ms
+    r.created_at_ms, ads.video_url, r.video_url
     FROM ads LEFT JOIN ad_revisions r ON r.ad_id = ads.id";
 
 fn ad_status(text: String) -> rusqlite::Result<AdStatus> {
@@ -385,6 +386,7 @@ fn ad_from(row: &Row) -> rusqlite::Result<Ad> {
                 headline: row.get(15)?,
                 body: row.get(16)?,
                 image_url: row.get(17)?,
+                video_url: row.get(24)?,
                 cta: row.get(18)?,
                 target_url: row.get(19)?,
             },
@@ -401,6 +403,7 @@ fn ad_from(row: &Row) -> rusqlite::Result<Ad> {
         headline: row.get(4)?,
         body: row.get(5)?,
         image_url: row.get(6)?,
+        video_url: row.get(23)?,
         cta: row.get(7)?,
         target_url: row.get(8)?,
         status: ad_status(row.get(9)?)?,
@@ -461,7 +464,7 @@ fn insert_ad(tx: &rusqlite::Transaction<'_>, ad: &Ad) -> Result<Ad> {
 fn write_ad(tx: &rusqlite::Transaction<'_>, ad: &Ad, now: Millis) -> Result<()> {
     let changed = tx.execute(
         "UPDATE ads SET format = ?2, headline = ?3, body = ?4, image_url = ?5, cta = ?6, target_url = ?7,
-         status = ?8, rejection_reason = ?9, version = ?10 WHERE id = ?1",
+         status = ?8, rejection_reason = ?9, version = ?10, video_url = ?11 WHERE id = ?1",
         params![
             ad.id,
             ad.format.as_str(),
@@ -472,7 +475,8 @@ fn write_ad(tx: &rusqlite::Transaction<'_>, ad: &Ad, now: Millis) -> Result<()> 
             ad.target_url,
             ad.status.as_str(),
             ad.rejection_reason,
-            ad.version
+            ad.version,
+            ad.video_url
         ],
     )?;
     if changed == 0 {
@@ -485,8 +489,8 @@ fn write_ad(tx: &rusqlite::Transaction<'_>, ad: &Ad, now: Millis) -> Result<()> 
         Some(r) => {
             tx.execute(
                 "INSERT OR REPLACE INTO ad_revisions (ad_id, version, format, headline, body, image_url, cta,
-                 target_url, status, rejection_reason, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 target_url, status, rejection_reason, created_at_ms, video_url)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
                     ad.id,
                     r.version,
@@ -498,7 +502,8 @@ fn write_ad(tx: &rusqlite::Transaction<'_>, ad: &Ad, now: Millis) -> Result<()> 
                     r.content.target_url,
                     r.status.as_str(),
                     r.rejection_reason,
-                    r.created_at_ms
+                    r.created_at_ms,
+                    r.content.video_url
                 ],
             )?;
         }
