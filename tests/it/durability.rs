@@ -12,12 +12,12 @@ use serde_json::{json, Value};
 
 use crate::support::ADMIN;
 
-struct Server {
-    child: Child,
-    base: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
-fn start_server(data: &std::path::Path) -> Server {
+pub(crate) fn start_server(data: &std::path::Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_adtally"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)

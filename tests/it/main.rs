@@ -6,5 +6,6 @@ mod bad_input;
 mod counting;
 mod delivery;
 mod durability;
+mod hardening;
 mod reports;
 mod support;

@@ -161,7 +161,9 @@ impl Application {
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let housekeeping = self.state.clone();
-        tokio::spawn(async move {
+        // Aborted when serving ends, so the state (and the store's data-dir lock) is
+        // released once the last connection closes.
+        let housekeeping = tokio::spawn(async move {
             let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
             loop {
                 tick.tick().await;
@@ -174,7 +176,9 @@ impl Application {
             }
         });
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await
+        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        housekeeping.abort();
+        served
     }
 }
 

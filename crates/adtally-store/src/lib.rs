@@ -14,7 +14,7 @@ use adtally_core::clock::Millis;
 use adtally_core::event::Event;
 
 pub use rollup::{RollupKey, RollupQuery, RollupRow};
-pub use sqlite::SqliteStore;
+pub use sqlite::{DataDirLock, SqliteStore, LOCK_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -153,6 +153,49 @@ pub struct SqliteStore {
     writer: Mutex<EventWriter>,
     pool: Mutex<Vec<Connection>>,
     path: std::path::PathBuf,
+    /// Held for the store's lifetime: one writing process per data directory.
+    _lock: DataDirLock,
+}
+
+/// The name of the lock file in a data directory.
+pub const LOCK_FILE: &str = "adtally.lock";
+
+/// An exclusive OS lock (`flock`/`LockFileEx`) on `adtally.lock` in a data directory,
+/// released when dropped or when the process dies, however it dies. Two writers on one
+/// directory would each judge and charge events against their own in-memory state, so
+/// budgets could be spent twice and duplicates counted: the second one must not start.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Takes the lock, or refuses with `data_dir_in_use` when another store holds it
+    /// (another process, or another store in this one).
+    pub fn acquire(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Refused {
+                code: "data_dir_in_use",
+                message: format!(
+                    "the data directory {} is in use: another adtally process holds its lock ({}); \
+                     stop that process or use another --data directory",
+                    data_dir.display(),
+                    path.display()
+                ),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(StoreError::Database(format!("cannot lock {}: {e}", path.display())))
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -172,13 +215,16 @@ fn open_connection(path: &Path) -> Result<Connection> {
 
 impl SqliteStore {
     /// Opens (creating if needed) `adtally.db` in `data_dir` and applies migrations.
+    /// Takes the data directory's [`DataDirLock`] first and holds it while the store
+    /// lives: a second store on the same directory refuses with `data_dir_in_use`.
     pub fn open(data_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Database(format!("{}: {e}", data_dir.display())))?;
+        let lock = DataDirLock::acquire(data_dir)?;
         let path = data_dir.join("adtally.db");
         let mut conn = open_connection(&path)?;
         migrate(&mut conn)?;
         let last_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
-        Ok(Self { writer: Mutex::new(EventWriter { conn, last_id }), pool: Mutex::new(Vec::new()), path })
+        Ok(Self { writer: Mutex::new(EventWriter { conn, last_id }), pool: Mutex::new(Vec::new()), path, _lock: lock })
     }
 
     fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
