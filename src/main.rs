@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 use adtally_core::clock::{parse_duration, Clock, SystemClock};
 use adtally_core::counting::CountingConfig;
+use adtally_server::client::ClientIpHeader;
 use adtally_server::state::parse_cidr;
 use adtally_server::{Application, Options, ServerConfig};
 use adtally_store::{SqliteStore, Store};
@@ -47,9 +48,13 @@ struct ServeArgs {
     /// Admin API key; generated on first start and printed once when absent.
     #[arg(long, env = "ADTALLY_ADMIN_KEY", hide_env_values = true)]
     admin_key: Option<String>,
-    /// Proxy whose X-Forwarded-For is trusted (CIDR, repeatable). Default: loopback.
+    /// Proxy whose forwarding header is trusted (CIDR, repeatable). Default: loopback.
     #[arg(long = "trusted-proxy", env = "ADTALLY_TRUSTED_PROXY", value_delimiter = ',')]
     trusted_proxies: Vec<String>,
+    /// The header the trusted proxy sets to the client address: x-forwarded-for or
+    /// forwarded. The other one is ignored (the client could have sent it).
+    #[arg(long, env = "ADTALLY_CLIENT_IP_HEADER", default_value = "x-forwarded-for")]
+    client_ip_header: String,
     /// Same user, same ad: clicks closer than this are duplicates.
     #[arg(long, env = "ADTALLY_CLICK_DEDUP_WINDOW", default_value = "30s")]
     click_dedup_window: String,
@@ -139,6 +144,8 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
             .map(|c| parse_cidr(c.trim()).with_context(|| format!("--trusted-proxy {c:?} is not an address or CIDR")))
             .collect::<Result<_>>()?;
     }
+    config.client_ip_header = ClientIpHeader::parse(&args.client_ip_header)
+        .context("--client-ip-header must be x-forwarded-for or forwarded")?;
     config.public_url = args.public_url.clone();
     config.traffic_filters = !args.skip_traffic_filters;
     config.topup_bonus = args

@@ -4,9 +4,14 @@
 
 use std::process::Command;
 
+use adtally_core::clock::SECOND;
+use adtally_server::client::ClientIpHeader;
+use adtally_server::ServerConfig;
 use adtally_store::SqliteStore;
+use serde_json::Value;
 
 use crate::durability::start_server;
+use crate::support::*;
 
 /// Two stores on one data directory would judge and charge the same traffic twice.
 #[test]
@@ -45,4 +50,78 @@ fn a_second_process_on_a_data_dir_refuses_to_start() {
     }
     let _ = server.child.kill();
     let _ = server.child.wait();
+}
+
+fn url(decision: &Value, which: &str) -> String {
+    decision[which].as_str().expect("tracking url").to_owned()
+}
+
+/// A beacon through our (loopback, so trusted) proxy with the given headers.
+async fn hit_via_proxy(app: &TestApp, url: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut request = app.client.get(url).header("user-agent", BROWSER);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("beacon").status().as_u16()
+}
+
+/// A cloud client cannot pass as a residential one by sending its own `Forwarded`
+/// header: only the header the proxy sets is read, and several lines of it are one list.
+#[tokio::test]
+async fn a_client_supplied_forwarded_header_does_not_hide_a_datacentre_address() {
+    let app = spawn_app().await;
+    let f = fixture(&app, "sidebar-main", 2_000_000).await;
+    // The proxy sets X-Forwarded-For (the default); the client adds `Forwarded`.
+    let d = app.decision("sidebar-main", "cloud-1").await;
+    let forged = [("x-forwarded-for", "52.95.110.1"), ("forwarded", "for=81.2.69.142")];
+    assert_eq!(hit_via_proxy(&app, &url(&d, "impression_url"), &forged).await, 200);
+
+    let (_, ivt) = app.get(&f.key, "/v1/reports/ivt?range=lifetime").await;
+    assert_eq!(ivt["totals"]["by_reason"]["datacenter"]["impression"], 1, "{ivt}");
+    assert_eq!(totals(&app, &f.key, "range=lifetime").await["impressions"], 0);
+}
+
+/// With `--client-ip-header forwarded`, `X-Forwarded-For` is the client's word, and a
+/// `Forwarded` line the client sent before the proxy's does not win.
+#[tokio::test]
+async fn with_forwarded_configured_only_its_rightmost_untrusted_entry_counts() {
+    let config = ServerConfig { client_ip_header: ClientIpHeader::Forwarded, ..ServerConfig::default() };
+    let app = spawn_app_with(config).await;
+    let f = fixture(&app, "sidebar-main", 2_000_000).await;
+    let d = app.decision("sidebar-main", "cloud-2").await;
+    let request = app
+        .client
+        .get(url(&d, "impression_url"))
+        .header("user-agent", BROWSER)
+        .header("x-forwarded-for", "81.2.69.142")
+        .header("forwarded", "for=81.2.69.142")
+        .header("forwarded", "for=\"[2600:1f18::1]:443\";proto=https, for=127.0.0.1");
+    assert_eq!(request.send().await.expect("beacon").status().as_u16(), 200);
+    // A residential client through the same proxy counts.
+    let d = app.decision("sidebar-main", "home-2").await;
+    let home = [("x-forwarded-for", "52.95.110.1"), ("forwarded", "for=81.2.69.142")];
+    assert_eq!(hit_via_proxy(&app, &url(&d, "impression_url"), &home).await, 200);
+
+    let (_, ivt) = app.get(&f.key, "/v1/reports/ivt?range=lifetime").await;
+    assert_eq!(ivt["totals"]["by_reason"]["datacenter"]["impression"], 1, "{ivt}");
+    assert_eq!(totals(&app, &f.key, "range=lifetime").await["impressions"], 1);
+}
+
+/// One home's /64 is one client for per-address limits: 11 clicks in an hour from 11
+/// addresses of one /64 (by 11 users) exceed the default 10.
+#[tokio::test]
+async fn eleven_clicks_from_one_ipv6_64_are_excessive_activity() {
+    let app = spawn_app().await;
+    let f = fixture(&app, "sidebar-main", 2_000_000).await;
+    for i in 1..=11 {
+        let address = format!("2a02:8108:1:2:{i:x}::{i:x}");
+        let via = [("x-forwarded-for", address.as_str())];
+        let d = app.decision("sidebar-main", &format!("rotating-{i}")).await;
+        assert_eq!(hit_via_proxy(&app, &url(&d, "impression_url"), &via).await, 200);
+        assert_eq!(hit_via_proxy(&app, &url(&d, "click_url"), &via).await, 302);
+        app.clock.advance(60 * SECOND);
+    }
+    let (_, ivt) = app.get(&f.key, "/v1/reports/ivt?range=lifetime").await;
+    assert_eq!(ivt["totals"]["by_reason"]["excessive_activity"]["click"], 1, "{ivt}");
+    assert_eq!(totals(&app, &f.key, "range=lifetime").await["clicks"], 10);
 }

@@ -3,6 +3,7 @@
 //! the core rules, the event [`pipeline`] and the store.
 
 pub mod api;
+pub mod client;
 pub mod error;
 pub mod import;
 mod ops;

@@ -16,6 +16,7 @@ use adtally_core::token::TokenSigner;
 use adtally_core::traffic::{DatacenterRanges, UserAgentClassifier};
 use adtally_store::{Store, StoreError};
 
+use crate::client::ClientIpHeader;
 use crate::error::ApiError;
 use crate::pipeline::{campaign_limits, Pipeline};
 
@@ -23,8 +24,10 @@ use crate::pipeline::{campaign_limits, Pipeline};
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub counting: CountingConfig,
-    /// Peers whose `X-Forwarded-For` is believed: (network, prefix length).
+    /// Peers whose forwarding header is believed: (network, prefix length).
     pub trusted_proxies: Vec<(IpAddr, u8)>,
+    /// The one header the trusted proxies set; the other is ignored.
+    pub client_ip_header: ClientIpHeader,
     /// Base of tracking URLs (`https://ads.example.com`); by default taken from the
     /// request's `Host` header.
     pub public_url: Option<String>,
@@ -40,6 +43,7 @@ impl Default for ServerConfig {
         Self {
             counting: CountingConfig::default(),
             trusted_proxies: vec![(IpAddr::from([127, 0, 0, 0]), 8), (IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), 128)],
+            client_ip_header: ClientIpHeader::default(),
             public_url: None,
             traffic_filters: true,
             topup_bonus: None,
