@@ -6,6 +6,7 @@ use std::process::Command;
 
 use adtally_core::clock::SECOND;
 use adtally_server::client::ClientIpHeader;
+use adtally_server::pipeline::WriterFault;
 use adtally_server::ServerConfig;
 use adtally_store::SqliteStore;
 use serde_json::Value;
@@ -124,4 +125,59 @@ async fn eleven_clicks_from_one_ipv6_64_are_excessive_activity() {
     let (_, ivt) = app.get(&f.key, "/v1/reports/ivt?range=lifetime").await;
     assert_eq!(ivt["totals"]["by_reason"]["excessive_activity"]["click"], 1, "{ivt}");
     assert_eq!(totals(&app, &f.key, "range=lifetime").await["clicks"], 10);
+}
+
+async fn health(app: &TestApp) -> (u16, Value) {
+    app.get("", "/healthz").await
+}
+
+async fn decision_status(app: &TestApp, uid: &str) -> u16 {
+    let url = app.url(&format!("/v1/decision?placement=sidebar-main&uid={uid}"));
+    app.client.get(url).header("user-agent", BROWSER).send().await.expect("decision").status().as_u16()
+}
+
+/// A beacon that must answer promptly, whatever the writer's state.
+async fn beacon_status(app: &TestApp, url: &str) -> (u16, Value) {
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), app.hit(url)).await.expect("the beacon hung");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// While batches fail to commit, health says so, decisions serve no ad, beacons answer
+/// 503 in the error shape; the first commit that succeeds makes the server healthy again.
+#[tokio::test]
+async fn a_failing_event_writer_makes_health_fail_and_decisions_stop() {
+    let app = spawn_app().await;
+    let f = fixture(&app, "sidebar-main", 2_000_000).await;
+    let d = app.decision("sidebar-main", "before").await;
+    assert_eq!(health(&app).await.0, 200);
+
+    app.state.pipeline.inject_fault(Some(WriterFault::FailBatches));
+    let (status, body) = beacon_status(&app, &url(&d, "impression_url")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
+    let (status, body) = health(&app).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("event_store_failing")), "{body}");
+    assert_eq!(decision_status(&app, "during").await, 204);
+
+    app.state.pipeline.inject_fault(None);
+    assert_eq!(beacon_status(&app, &url(&d, "impression_url")).await.0, 200);
+    assert_eq!(health(&app).await.0, 200);
+    assert_eq!(decision_status(&app, "after").await, 200);
+    assert_eq!(totals(&app, &f.key, "range=lifetime").await["impressions"], 1);
+}
+
+/// A writer thread that died (here: panicked) is detected by the flag its exit sets.
+#[tokio::test]
+async fn a_dead_event_writer_makes_health_fail_and_decisions_stop() {
+    let app = spawn_app().await;
+    fixture(&app, "sidebar-main", 2_000_000).await;
+    let d = app.decision("sidebar-main", "before").await;
+
+    app.state.pipeline.inject_fault(Some(WriterFault::Panic));
+    assert_eq!(beacon_status(&app, &url(&d, "impression_url")).await.0, 503);
+    let (status, body) = health(&app).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("event_writer_stopped")), "{body}");
+    assert_eq!(decision_status(&app, "after").await, 204);
+    let (status, body) = beacon_status(&app, &url(&d, "viewable_url")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
 }

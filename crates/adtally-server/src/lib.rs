@@ -168,6 +168,11 @@ impl Application {
             let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
             loop {
                 tick.tick().await;
+                if let pipeline::Health::Failing(_) = housekeeping.pipeline.health() {
+                    // Decisions are off while the writer fails; without a probe nothing
+                    // would ever tell it that the store works again.
+                    let _ = housekeeping.pipeline.probe().await;
+                }
                 let state = housekeeping.clone();
                 match tokio::task::spawn_blocking(move || state.housekeeping()).await {
                     Ok(Ok(n)) if n > 0 => tracing::info!(campaigns = n, "campaigns completed"),

@@ -1,4 +1,4 @@
-//! Operations routes: liveness, Prometheus metrics, the OpenAPI document, and the JSON
+//! Operations routes: health, Prometheus metrics, the OpenAPI document, and the JSON
 //! 404 for everything else.
 
 use std::fmt::Write as _;
@@ -12,10 +12,21 @@ use axum::response::{IntoResponse, Response};
 use adtally_core::event::{EventKind, Verdict};
 
 use crate::error::ApiError;
+use crate::pipeline::Health;
 use crate::state::AppState;
 
-pub async fn healthz() -> Response {
-    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+/// Healthy only while events can be recorded: a server that answers but cannot count
+/// must be taken out of the load balancer, not kept serving ads.
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let (code, message) = match state.pipeline.health() {
+        Health::Ok => return axum::Json(serde_json::json!({"status": "ok"})).into_response(),
+        Health::Stopped => {
+            ("event_writer_stopped", "the event writer has stopped; events cannot be recorded".to_owned())
+        }
+        Health::Failing(why) => ("event_store_failing", format!("the last event batch failed to commit: {why}")),
+    };
+    let body = serde_json::json!({"status": "unavailable", "error": {"code": code, "message": message}});
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
 pub async fn not_found() -> ApiError {

@@ -20,7 +20,7 @@ use adtally_core::traffic::{givt_verdict, is_prefetch};
 use crate::api::{text, Caller};
 use crate::client::{client_ip, client_prefix};
 use crate::error::{ApiError, Json, Path, Query};
-use crate::pipeline::{Outcome, Submission};
+use crate::pipeline::{Health, Outcome, Submission};
 use crate::state::{AppState, Ranked};
 
 /// A transparent 1×1 GIF.
@@ -146,6 +146,11 @@ pub async fn decision(
         .get(slug)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_placement", "no placement has this id"))?;
     let visitor = Visitor::new(&state, peer, headers);
+    // An ad whose beacons cannot be recorded would be shown for free: serve none.
+    if state.pipeline.health() != Health::Ok {
+        state.decisions_unfilled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Ok(no_fill(&visitor));
+    }
     let now = state.clock.now_ms();
     let device = state.user_agents.device(visitor.user_agent);
     let decision_id = state.next_decision_id(now);
