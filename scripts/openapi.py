@@ -117,6 +117,8 @@ def op(summary, who, ok, schema=None, body=None, params=None, content="applicati
         o["parameters"] = params
     if who != "public":
         o["security"] = [{"bearer": []}]
+        o["responses"]["429"] = {"description": "too many failed authentications from this address; see Retry-After",
+                                 "content": {"application/json": {"schema": ref("Error")}}}
     return o
 
 paths = {

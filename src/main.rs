@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use adtally_core::clock::{parse_duration, Clock, SystemClock};
 use adtally_core::counting::CountingConfig;
 use adtally_server::client::ClientIpHeader;
+use adtally_server::limits::Limits;
 use adtally_server::state::parse_cidr;
 use adtally_server::{Application, Options, ServerConfig};
 use adtally_store::{SqliteStore, Store};
@@ -70,6 +71,18 @@ struct ServeArgs {
     /// Bonus on large top-ups, as PERCENT%@MIN_MICROS (e.g. 10%@100000000).
     #[arg(long, env = "ADTALLY_TOPUP_BONUS")]
     topup_bonus: Option<String>,
+    /// Open connections at most; more are closed as soon as they are accepted.
+    #[arg(long, env = "ADTALLY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// A client must send a request's complete header within this.
+    #[arg(long, env = "ADTALLY_HEADER_READ_TIMEOUT", default_value = "10s")]
+    header_read_timeout: String,
+    /// A request, body included, must be answered within this (else 408).
+    #[arg(long, env = "ADTALLY_REQUEST_TIMEOUT", default_value = "60s")]
+    request_timeout: String,
+    /// Failed authentications per client address per minute before it gets 429.
+    #[arg(long, env = "ADTALLY_MAX_AUTH_FAILURES", default_value_t = 20)]
+    max_auth_failures: u32,
     /// Skip the bot, prefetch and data-centre checks (only to benchmark their cost).
     #[arg(long, hide = true)]
     skip_traffic_filters: bool,
@@ -81,7 +94,7 @@ struct ServeArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Run the ad server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create the demo data set (advertisers, campaigns, 30 days of traffic).
     Demo {
         #[command(flatten)]
@@ -147,6 +160,17 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
     config.client_ip_header = ClientIpHeader::parse(&args.client_ip_header)
         .context("--client-ip-header must be x-forwarded-for or forwarded")?;
     config.public_url = args.public_url.clone();
+    let timeout = |flag: &str, text: &str| -> Result<std::time::Duration> {
+        let ms = duration(flag, text)?;
+        anyhow::ensure!(ms > 0, "--{flag} must be positive");
+        Ok(std::time::Duration::from_millis(ms as u64))
+    };
+    config.limits = Limits {
+        max_connections: args.max_connections.max(1),
+        header_read_timeout: timeout("header-read-timeout", &args.header_read_timeout)?,
+        request_timeout: timeout("request-timeout", &args.request_timeout)?,
+        max_auth_failures: args.max_auth_failures.max(1),
+    };
     config.traffic_filters = !args.skip_traffic_filters;
     config.topup_bonus = args
         .topup_bonus
@@ -242,7 +266,7 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Demo { store } => {
             let s = open_store(&store)?;
             if !is_empty_store(s.as_ref())? {

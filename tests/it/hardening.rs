@@ -3,13 +3,17 @@
 //! reflects the event writer, failed-authentication limits and slow clients.
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use adtally_core::clock::SECOND;
 use adtally_server::client::ClientIpHeader;
+use adtally_server::limits::Limits;
 use adtally_server::pipeline::WriterFault;
 use adtally_server::ServerConfig;
 use adtally_store::SqliteStore;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::durability::start_server;
 use crate::support::*;
@@ -180,4 +184,109 @@ async fn a_dead_event_writer_makes_health_fail_and_decisions_stop() {
     assert_eq!(decision_status(&app, "after").await, 204);
     let (status, body) = beacon_status(&app, &url(&d, "viewable_url")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
+}
+
+async fn get_as(app: &TestApp, key: &str, forwarded_for: Option<&str>) -> reqwest::Response {
+    let mut request = app.client.get(app.url("/v1/campaigns")).bearer_auth(key);
+    if let Some(address) = forwarded_for {
+        request = request.header("x-forwarded-for", address);
+    }
+    request.send().await.expect("request")
+}
+
+/// Key guessing: after 20 wrong keys in a minute an address is refused (429, with
+/// Retry-After) whatever key it sends, the right one included, until the minute is over;
+/// other addresses are not affected.
+#[tokio::test]
+async fn twenty_one_wrong_keys_from_one_address_get_429_until_the_window_passes() {
+    let app = spawn_app().await;
+    let guesser = Some("81.2.69.142");
+    for i in 0..20 {
+        assert_eq!(get_as(&app, &format!("adta_guess_{i}"), guesser).await.status().as_u16(), 401);
+    }
+    let refused = get_as(&app, "adta_guess_21", guesser).await;
+    assert_eq!(refused.status().as_u16(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "too_many_failed_authentications", "{body}");
+
+    assert_eq!(get_as(&app, ADMIN, guesser).await.status().as_u16(), 429, "the right key is refused too");
+    assert_eq!(get_as(&app, ADMIN, Some("81.2.69.143")).await.status().as_u16(), 200, "another address");
+    assert_eq!(get_as(&app, ADMIN, None).await.status().as_u16(), 200, "the proxy itself");
+
+    app.clock.advance(61 * SECOND);
+    assert_eq!(get_as(&app, ADMIN, guesser).await.status().as_u16(), 200, "after the window");
+}
+
+async fn spawn_with_limits(limits: Limits) -> TestApp {
+    spawn_app_with(ServerConfig { limits, ..ServerConfig::default() }).await
+}
+
+fn address(app: &TestApp) -> String {
+    app.base.trim_start_matches("http://").to_owned()
+}
+
+/// Reads until the server closes the connection (or 5 s pass); what it sent, and when.
+async fn read_until_closed(stream: &mut TcpStream) -> (String, Duration) {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the server kept the connection open: {}", String::from_utf8_lossy(&received)),
+        }
+    }
+    (String::from_utf8_lossy(&received).into_owned(), started.elapsed())
+}
+
+/// Slowloris: a client that sends half a header line is disconnected after the header
+/// read timeout.
+#[tokio::test]
+async fn a_client_sending_half_a_header_is_disconnected_after_the_timeout() {
+    let limits = Limits { header_read_timeout: Duration::from_millis(500), ..Limits::default() };
+    let app = spawn_with_limits(limits).await;
+    let mut stream = TcpStream::connect(address(&app)).await.expect("connect");
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: loc").await.expect("half a header");
+    let (_, after) = read_until_closed(&mut stream).await;
+    assert!(after >= Duration::from_millis(400), "closed too early: {after:?}");
+}
+
+/// A client that trickles its body gets 408 in the error shape after the request timeout.
+#[tokio::test]
+async fn a_client_trickling_its_body_gets_408_after_the_request_timeout() {
+    let limits = Limits { request_timeout: Duration::from_millis(500), ..Limits::default() };
+    let app = spawn_with_limits(limits).await;
+    let mut stream = TcpStream::connect(address(&app)).await.expect("connect");
+    let head = format!(
+        "POST /v1/placements HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"id\""
+    );
+    stream.write_all(head.as_bytes()).await.expect("head and a little body");
+    let (response, after) = read_until_closed(&mut stream).await;
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("\"request_timeout\""), "{response}");
+    assert!(after >= Duration::from_millis(400), "answered too early: {after:?}");
+}
+
+/// Connections beyond `max_connections` are closed at once; a freed slot serves again.
+#[tokio::test]
+async fn connections_beyond_the_bound_are_closed_at_once() {
+    let limits = Limits { max_connections: 2, ..Limits::default() };
+    let app = spawn_with_limits(limits).await;
+    let first = TcpStream::connect(address(&app)).await.expect("first");
+    let _second = TcpStream::connect(address(&app)).await.expect("second");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = TcpStream::connect(address(&app)).await.expect("the kernel accepts the third");
+    let (response, after) = read_until_closed(&mut third).await;
+    assert!(response.is_empty() && after < Duration::from_secs(2), "{response:?} after {after:?}");
+
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fourth = TcpStream::connect(address(&app)).await.expect("fourth");
+    fourth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("request");
+    let (response, _) = read_until_closed(&mut fourth).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }

@@ -6,9 +6,11 @@ pub mod api;
 pub mod client;
 pub mod error;
 pub mod import;
+pub mod limits;
 mod ops;
 pub mod pipeline;
 pub mod reports;
+mod serve;
 pub mod state;
 pub mod tracking;
 
@@ -17,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
@@ -67,14 +70,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
     let import =
         Router::new().route("/v1/events", post(import::import_events)).layer(DefaultBodyLimit::max(MAX_IMPORT_BODY));
+    // Every route that takes a key counts its failed authentications per client.
+    let limiter = Arc::new(limits::AuthFailureLimiter::new(state.config.limits.max_auth_failures));
+    let authenticated =
+        api.merge(import).layer(middleware::from_fn_with_state((state.clone(), limiter), limits::limit_auth_failures));
     Router::new()
         .merge(tracking)
-        .merge(api)
-        .merge(import)
+        .merge(authenticated)
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .fallback(ops::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), limits::request_deadline))
         .with_state(state)
 }
 
@@ -159,7 +166,8 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    /// Serves until `shutdown` resolves, then finishes in-flight requests (each of which
+    /// waits for its events' commit).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let housekeeping = self.state.clone();
         // Aborted when serving ends, so the state (and the store's data-dir lock) is
@@ -181,8 +189,8 @@ impl Application {
                 }
             }
         });
-        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        let limits = self.state.config.limits;
+        let served = serve::serve(self.listener, router(self.state), limits, shutdown).await;
         housekeeping.abort();
         served
     }

@@ -18,6 +18,7 @@ use adtally_store::{Store, StoreError};
 
 use crate::client::ClientIpHeader;
 use crate::error::ApiError;
+use crate::limits::Limits;
 use crate::pipeline::{campaign_limits, Pipeline};
 
 /// Settings the server runs with.
@@ -36,6 +37,8 @@ pub struct ServerConfig {
     /// Apply the bot, prefetch and data-centre checks. Off only to measure what they
     /// cost (`serve --skip-traffic-filters`, hidden).
     pub traffic_filters: bool,
+    /// Connections, timeouts and failed authentications.
+    pub limits: Limits,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +50,7 @@ impl Default for ServerConfig {
             public_url: None,
             traffic_filters: true,
             topup_bonus: None,
+            limits: Limits::default(),
         }
     }
 }
