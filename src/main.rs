@@ -107,6 +107,16 @@ enum Command {
         store: StoreArgs,
         file: PathBuf,
     },
+    /// Copy the store to FILE while the server runs (SQLite online backup). Restore:
+    /// stop the server, put FILE in an empty data dir as adtally.db.
+    Backup {
+        /// Data directory of the embedded SQLite store.
+        #[arg(long, env = "ADTALLY_DATA", default_value = "./adtally-data")]
+        data: PathBuf,
+        /// Where to write the copy (must not exist).
+        #[arg(long, env = "ADTALLY_BACKUP_OUT")]
+        out: PathBuf,
+    },
     /// Print a report (total, last 30 days, per campaign) as CSV.
     Report {
         #[command(flatten)]
@@ -275,6 +285,13 @@ async fn main() -> Result<()> {
             demo::create(s, &store.data).await
         }
         Command::Import { store, file } => import(open_store(&store)?, &file).await,
+        Command::Backup { data, out } => {
+            let summary = tokio::task::spawn_blocking(move || SqliteStore::backup(&data, &out))
+                .await?
+                .context("backing up the store")?;
+            println!("{}", serde_json::json!({"events": summary.events, "bytes": summary.bytes}));
+            Ok(())
+        }
         Command::Loadgen(args) => loadgen::run(args).await,
         Command::BaselineServer { listen } => loadgen::baseline_server(listen).await,
         Command::Report { store, advertiser, range, group_by, granularity } => {

@@ -290,3 +290,61 @@ async fn connections_beyond_the_bound_are_closed_at_once() {
     let (response, _) = read_until_closed(&mut fourth).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
+
+/// Events, and the events the rollups sum, in a database file (read directly: the
+/// running server holds the store's lock).
+fn counts(db: &std::path::Path) -> (i64, i64) {
+    let c = rusqlite::Connection::open(db).expect("open db");
+    let raw = c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).expect("events");
+    let rolled = c.query_row("SELECT COALESCE(SUM(events), 0) FROM rollups", [], |r| r.get(0)).expect("rollups");
+    (raw, rolled)
+}
+
+/// `adtally backup` copies a running server's store (no lock needed, no pause), and the
+/// copy opens as a store of its own with the same events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_servers_store_is_backed_up_online() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut server = start_server(dir.path());
+    let client = reqwest::Client::new();
+    let admin = |path: &str, body: serde_json::Value| {
+        client.post(format!("{}{path}", server.base)).bearer_auth(ADMIN).json(&body).send()
+    };
+    admin("/v1/placements", serde_json::json!({"id": "p", "name": "p", "format": "sidebar"})).await.expect("placement");
+    for i in 0..50 {
+        // Unattributed conversions: events without any campaign set-up.
+        let r = admin("/v1/advertisers", serde_json::json!({"name": format!("A{i}"), "email": "a@a.example"}))
+            .await
+            .expect("advertiser");
+        let id = r.json::<Value>().await.expect("json")["id"].as_i64().expect("id");
+        let r = client
+            .get(format!("{}/t/conv?advertiser={id}&uid=u{i}&value_micros=1000", server.base))
+            .header("user-agent", BROWSER)
+            .send()
+            .await
+            .expect("conversion");
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    let out = dir.path().join("copy.db");
+    let run = Command::new(env!("CARGO_BIN_EXE_adtally"))
+        .args(["backup", "--data"])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&out)
+        .env("ADTALLY_LOG", "warn")
+        .output()
+        .expect("run backup");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let summary: Value = serde_json::from_slice(&run.stdout).expect("summary");
+    assert_eq!(summary["events"], 50, "{summary}");
+    assert_eq!(counts(&out), counts(&dir.path().join("adtally.db")));
+    assert_eq!(counts(&out), (50, 50));
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+
+    // Restore: the copy is the adtally.db of a new data dir.
+    let restored = tempfile::tempdir().expect("dir");
+    std::fs::copy(&out, restored.path().join("adtally.db")).expect("restore");
+    let store = SqliteStore::open(restored.path()).expect("the copy opens as a store");
+    assert_eq!(adtally_store::Store::advertisers(&store).expect("advertisers").len(), 50);
+}

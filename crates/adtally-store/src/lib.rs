@@ -14,7 +14,7 @@ use adtally_core::clock::Millis;
 use adtally_core::event::Event;
 
 pub use rollup::{RollupKey, RollupQuery, RollupRow};
-pub use sqlite::{DataDirLock, SqliteStore, LOCK_FILE};
+pub use sqlite::{BackupSummary, DataDirLock, SqliteStore, LOCK_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
