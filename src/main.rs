@@ -80,6 +80,9 @@ struct ServeArgs {
     /// A request, body included, must be answered within this (else 408).
     #[arg(long, env = "ADTALLY_REQUEST_TIMEOUT", default_value = "60s")]
     request_timeout: String,
+    /// After SIGTERM/Ctrl-C, how long in-flight requests get to finish.
+    #[arg(long, env = "ADTALLY_SHUTDOWN_TIMEOUT", default_value = "30s")]
+    shutdown_timeout: String,
     /// Failed authentications per client address per minute before it gets 429.
     #[arg(long, env = "ADTALLY_MAX_AUTH_FAILURES", default_value_t = 20)]
     max_auth_failures: u32,
@@ -180,6 +183,7 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
         header_read_timeout: timeout("header-read-timeout", &args.header_read_timeout)?,
         request_timeout: timeout("request-timeout", &args.request_timeout)?,
         max_auth_failures: args.max_auth_failures.max(1),
+        shutdown_timeout: timeout("shutdown-timeout", &args.shutdown_timeout)?,
     };
     config.traffic_filters = !args.skip_traffic_filters;
     config.topup_bonus = args

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::durability::start_server;
+use crate::durability::{start_server, start_server_with};
 use crate::support::*;
 
 /// Two stores on one data directory would judge and charge the same traffic twice.
@@ -347,4 +347,48 @@ async fn a_running_servers_store_is_backed_up_online() {
     std::fs::copy(&out, restored.path().join("adtally.db")).expect("restore");
     let store = SqliteStore::open(restored.path()).expect("the copy opens as a store");
     assert_eq!(adtally_store::Store::advertisers(&store).expect("advertisers").len(), 50);
+}
+
+/// SIGTERM: the server stops accepting, lets requests finish, gives a stuck client no
+/// more than `--shutdown-timeout`, and exits cleanly with every acknowledged event stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_server_within_its_deadline_keeping_every_acknowledged_event() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut server = start_server_with(dir.path(), &["--shutdown-timeout", "1s"]);
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{}/v1/advertisers", server.base))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"name": "A", "email": "a@a.example"}))
+        .send()
+        .await
+        .expect("advertiser");
+    let id = r.json::<Value>().await.expect("json")["id"].as_i64().expect("id");
+    for i in 0..20 {
+        let r = client
+            .get(format!("{}/t/conv?advertiser={id}&uid=u{i}", server.base))
+            .header("user-agent", BROWSER)
+            .send()
+            .await
+            .expect("conversion");
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut stuck = TcpStream::connect(&address).await.expect("connect");
+    stuck.write_all(b"GET /healthz HTTP/1.1\r\nHost: lo").await.expect("half a header");
+
+    let signalled = Instant::now();
+    let kill = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().expect("kill");
+    assert!(kill.success());
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(10), "the server did not stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(5), "took {:?}", signalled.elapsed());
+    assert!(TcpStream::connect(&address).await.is_err(), "still accepting");
+    assert_eq!(counts(&dir.path().join("adtally.db")).0, 20);
 }

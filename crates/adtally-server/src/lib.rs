@@ -190,8 +190,12 @@ impl Application {
             }
         });
         let limits = self.state.config.limits;
+        let pipeline = self.state.pipeline.clone();
         let served = serve::serve(self.listener, router(self.state), limits, shutdown).await;
         housekeeping.abort();
+        // Jobs are committed in order: once this empty one is, everything submitted
+        // before it is on disk (or failed).
+        let _ = tokio::time::timeout(limits.shutdown_timeout, pipeline.probe()).await;
         served
     }
 }

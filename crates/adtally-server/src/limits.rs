@@ -33,6 +33,9 @@ pub struct Limits {
     /// Failed authentications per client address in [`AUTH_WINDOW_MS`] before the
     /// address is refused (429) for the rest of the window.
     pub max_auth_failures: u32,
+    /// After the shutdown signal, how long open connections get to finish their
+    /// requests before they are dropped unanswered.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -42,6 +45,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             max_auth_failures: 20,
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }

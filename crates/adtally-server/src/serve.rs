@@ -1,6 +1,8 @@
 //! The accept loop: HTTP/1 over hyper with the bounds `axum::serve` cannot set — a
 //! header read timeout (slowloris) and a bound on open connections — and a graceful
-//! shutdown that stops accepting, lets in-flight requests finish, then returns.
+//! shutdown that stops accepting, lets in-flight requests finish (up to a deadline),
+//! then returns. A request cut off by the deadline gets no answer, so nothing
+//! unacknowledged is ever reported as stored.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -83,6 +85,11 @@ pub async fn serve(
     }
     drop(listener);
     drop(done_rx);
-    done_tx.closed().await;
+    if tokio::time::timeout(limits.shutdown_timeout, done_tx.closed()).await.is_err() {
+        tracing::warn!(
+            connections = done_tx.receiver_count(),
+            "shutdown deadline passed; dropping the connections still open"
+        );
+    }
     Ok(())
 }
