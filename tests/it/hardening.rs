@@ -40,14 +40,27 @@ fn a_second_process_on_a_data_dir_refuses_to_start() {
     let runs: [&[&str]; 3] =
         [&["serve", "--listen", "127.0.0.1:0"], &["import", ndjson.to_str().expect("utf-8 path")], &["demo"]];
     for args in runs {
-        let out = Command::new(env!("CARGO_BIN_EXE_adtally"))
+        let mut second = Command::new(env!("CARGO_BIN_EXE_adtally"))
             .args(args)
             .arg("--data")
             .arg(dir.path())
             .env("ADTALLY_ADMIN_KEY", crate::support::ADMIN)
             .env("ADTALLY_LOG", "warn")
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("run adtally");
+        // A second server that did start would run forever: give it 10 s to refuse.
+        let started = Instant::now();
+        while second.try_wait().expect("wait").is_none() {
+            if started.elapsed() > Duration::from_secs(10) {
+                let _ = second.kill();
+                let _ = server.child.kill();
+                panic!("{args:?} started on a data dir in use");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = second.wait_with_output().expect("output");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} started on a data dir in use");
         assert!(stderr.contains(&dir.path().display().to_string()), "{args:?}: {stderr}");
