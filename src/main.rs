@@ -104,7 +104,7 @@ enum Command {
         store: StoreArgs,
     },
     /// Import historical events (NDJSON) through the same filters as live traffic.
-    /// Run it while no server uses the data dir.
+    /// Refuses to run while a server uses the data dir (use POST /v1/events then).
     Import {
         #[command(flatten)]
         store: StoreArgs,
