@@ -405,3 +405,28 @@ async fn sigterm_stops_the_server_within_its_deadline_keeping_every_acknowledged
     assert!(TcpStream::connect(&address).await.is_err(), "still accepting");
     assert_eq!(counts(&dir.path().join("adtally.db")).0, 20);
 }
+
+/// A writer stuck in one batch (a hung disk) is not healthy either: health names the
+/// stall and decisions stop until the batch completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_event_writer_makes_health_fail_until_it_moves_again() {
+    let app = spawn_app().await;
+    let f = fixture(&app, "sidebar-main", 2_000_000).await;
+    let d = app.decision("sidebar-main", "before").await;
+    app.state.pipeline.set_stall_after(Duration::from_millis(300));
+
+    app.state.pipeline.inject_fault(Some(WriterFault::Stall));
+    let (client, impression) = (app.client.clone(), url(&d, "impression_url"));
+    let waiting = tokio::spawn(async move { client.get(impression).header("user-agent", BROWSER).send().await });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, body) = health(&app).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("event_writer_stalled")), "{body}");
+    assert_eq!(decision_status(&app, "during").await, 204);
+
+    app.state.pipeline.inject_fault(None);
+    let answered = waiting.await.expect("task").expect("beacon");
+    let status = answered.status().as_u16();
+    assert_eq!(status, 200, "{}", answered.text().await.unwrap_or_default());
+    assert_eq!(health(&app).await.0, 200);
+    assert_eq!(totals(&app, &f.key, "range=lifetime").await["impressions"], 1);
+}

@@ -178,8 +178,9 @@ impl Application {
                 tick.tick().await;
                 if let pipeline::Health::Failing(_) = housekeeping.pipeline.health() {
                     // Decisions are off while the writer fails; without a probe nothing
-                    // would ever tell it that the store works again.
-                    let _ = housekeeping.pipeline.probe().await;
+                    // would ever tell it that the store works again. Bounded: a writer
+                    // that hangs must not stop housekeeping too.
+                    let _ = tokio::time::timeout(HOUSEKEEPING_EVERY, housekeeping.pipeline.probe()).await;
                 }
                 let state = housekeeping.clone();
                 match tokio::task::spawn_blocking(move || state.housekeeping()).await {

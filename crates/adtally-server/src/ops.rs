@@ -24,6 +24,9 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
             ("event_writer_stopped", "the event writer has stopped; events cannot be recorded".to_owned())
         }
         Health::Failing(why) => ("event_store_failing", format!("the last event batch failed to commit: {why}")),
+        Health::Stalled { seconds } => {
+            ("event_writer_stalled", format!("the event writer has been committing one batch for {seconds} s"))
+        }
     };
     let body = serde_json::json!({"status": "unavailable", "error": {"code": code, "message": message}});
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()

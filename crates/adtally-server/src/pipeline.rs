@@ -113,6 +113,21 @@ pub enum Health {
     /// The last batch failed to commit (the message says why). Cleared by the next
     /// commit that succeeds; housekeeping probes with an empty batch meanwhile.
     Failing(String),
+    /// The writer has been working on one batch for longer than any healthy commit
+    /// takes (a hung disk, a lock never released): events wait instead of committing.
+    Stalled {
+        seconds: u64,
+    },
+}
+
+/// How long one batch may take before the writer counts as stalled: above SQLite's
+/// 10 s busy timeout, so waiting for a lock once is not a stall.
+pub const STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Milliseconds on a monotonic clock, from 1 (0 means "not busy").
+fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 /// A failure the writer can be told to simulate, so tests drive its real failure paths
@@ -124,6 +139,8 @@ pub enum WriterFault {
     FailBatches = 1,
     /// The writer thread panics on its next batch.
     Panic = 2,
+    /// The writer hangs in its next batch until the fault is cleared.
+    Stall = 3,
 }
 
 /// What the writer thread shares about its own state.
@@ -132,6 +149,10 @@ struct WriterHealth {
     exited: AtomicBool,
     failing: AtomicBool,
     failure: Mutex<String>,
+    /// When the batch being written started ([`monotonic_ms`]), 0 when idle.
+    busy_since_ms: AtomicU64,
+    /// [`STALL_AFTER`] in milliseconds, unless a test shortened it (0: the default).
+    stall_after_ms: AtomicU64,
     fault: AtomicU8,
 }
 
@@ -150,6 +171,7 @@ impl WriterHealth {
         match self.fault.load(Ordering::Relaxed) {
             1 => Some(WriterFault::FailBatches),
             2 => Some(WriterFault::Panic),
+            3 => Some(WriterFault::Stall),
             _ => None,
         }
     }
@@ -173,6 +195,22 @@ impl Drop for PanicFlag<'_> {
         if std::thread::panicking() {
             self.0.exited.store(true, Ordering::Release);
         }
+    }
+}
+
+/// Marks the writer busy for as long as a batch is being written.
+struct Busy<'a>(&'a WriterHealth);
+
+impl<'a> Busy<'a> {
+    fn start(health: &'a WriterHealth) -> Self {
+        health.busy_since_ms.store(monotonic_ms(), Ordering::Release);
+        Self(health)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy_since_ms.store(0, Ordering::Release);
     }
 }
 
@@ -271,6 +309,15 @@ impl Pipeline {
         if self.health.failing.load(Ordering::Acquire) {
             return Health::Failing(self.health.failure.lock().unwrap_or_else(|p| p.into_inner()).clone());
         }
+        let since = self.health.busy_since_ms.load(Ordering::Acquire);
+        let limit = match self.health.stall_after_ms.load(Ordering::Relaxed) {
+            0 => STALL_AFTER.as_millis() as u64,
+            ms => ms,
+        };
+        let busy_for = if since == 0 { 0 } else { monotonic_ms().saturating_sub(since) };
+        if busy_for > limit {
+            return Health::Stalled { seconds: busy_for / 1000 };
+        }
         Health::Ok
     }
 
@@ -283,6 +330,12 @@ impl Pipeline {
     #[doc(hidden)]
     pub fn inject_fault(&self, fault: Option<WriterFault>) {
         self.health.fault.store(fault.map_or(0, |f| f as u8), Ordering::Relaxed);
+    }
+
+    /// Shortens [`STALL_AFTER`], so a test need not wait 15 s.
+    #[doc(hidden)]
+    pub fn set_stall_after(&self, after: std::time::Duration) {
+        self.health.stall_after_ms.store((after.as_millis() as u64).max(1), Ordering::Relaxed);
     }
 }
 
@@ -363,6 +416,7 @@ impl Writer {
         // Declared after `jobs`, so dropped before it when unwinding.
         let health = self.health.clone();
         let _panic_flag = PanicFlag(&health);
+        let busy = Busy::start(&health);
         let now = self.clock.now_ms();
         self.counting.expire(now);
         let submissions: Vec<&Submission> = jobs.iter().flat_map(|j| j.submissions.iter()).collect();
@@ -378,6 +432,9 @@ impl Writer {
         if fault == Some(WriterFault::Panic) {
             panic!("injected writer fault: the event writer panics");
         }
+        while self.health.fault() == Some(WriterFault::Stall) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let result = if fault == Some(WriterFault::FailBatches) {
             Err(StoreError::Database("injected writer fault: the store refuses every batch".into()))
         } else {
@@ -391,6 +448,8 @@ impl Writer {
                 judge(counting, touches, &mut delivery, submissions[i], event, now);
             })
         };
+        // Before any reply: a handler that got its answer must not see a stall.
+        drop(busy);
         match result {
             Ok(()) => {
                 self.health.set_failure(None);
