@@ -289,19 +289,41 @@ async fn a_client_trickling_its_body_gets_408_after_the_request_timeout() {
 async fn connections_beyond_the_bound_are_closed_at_once() {
     let limits = Limits { max_connections: 2, ..Limits::default() };
     let app = spawn_with_limits(limits).await;
-    let first = TcpStream::connect(address(&app)).await.expect("first");
-    let _second = TcpStream::connect(address(&app)).await.expect("second");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Two served connections, kept open (keep-alive): the server holds both slots.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(address(&app)).await.expect("connect");
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("request");
+        let mut received = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&received).contains(r#"{"status":"ok"}"#) {
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .expect("an answer")
+                .expect("read");
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&received));
+            received.extend_from_slice(&buf[..n]);
+        }
+        open.push(stream);
+    }
     let mut third = TcpStream::connect(address(&app)).await.expect("the kernel accepts the third");
     let (response, after) = read_until_closed(&mut third).await;
     assert!(response.is_empty() && after < Duration::from_secs(2), "{response:?} after {after:?}");
 
-    drop(first);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut fourth = TcpStream::connect(address(&app)).await.expect("fourth");
-    fourth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("request");
-    let (response, _) = read_until_closed(&mut fourth).await;
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // A freed slot is used again (once the server has seen the close).
+    drop(open.pop());
+    let started = Instant::now();
+    loop {
+        let mut next = TcpStream::connect(address(&app)).await.expect("connect");
+        // Refused connections may already be reset when the request is written.
+        if next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.is_ok()
+            && read_until_closed(&mut next).await.0.starts_with("HTTP/1.1 200")
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "the freed slot was not reused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Events, and the events the rollups sum, in a database file (read directly: the
