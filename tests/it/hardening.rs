@@ -196,6 +196,8 @@ async fn a_dead_event_writer_makes_health_fail_and_decisions_stop() {
     assert_eq!(beacon_status(&app, &url(&d, "impression_url")).await.0, 503);
     let (status, body) = health(&app).await;
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("event_writer_stopped")), "{body}");
+    let (_, metrics) = app.get_text(ADMIN, "/metrics").await;
+    assert!(metrics.contains("adtally_event_writer_up 0"), "{metrics}");
     assert_eq!(decision_status(&app, "after").await, 204);
     let (status, body) = beacon_status(&app, &url(&d, "viewable_url")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");

@@ -73,6 +73,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let _ = writeln!(out, "adtally_write_batches_total {}", counters.batches.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP adtally_write_batch_events_total Events in group commits.\n# TYPE adtally_write_batch_events_total counter");
     let _ = writeln!(out, "adtally_write_batch_events_total {}", counters.batch_events.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "# HELP adtally_event_writer_up 1 while events can be recorded (see /healthz).\n# TYPE adtally_event_writer_up gauge"
+    );
+    let _ = writeln!(out, "adtally_event_writer_up {}", u8::from(state.pipeline.health() == Health::Ok));
     let pairs = state.pipeline.delivery().capped_pairs();
     let _ = writeln!(out, "# HELP adtally_frequency_cap_pairs (user, campaign) pairs in frequency-cap state.\n# TYPE adtally_frequency_cap_pairs gauge");
     let _ = writeln!(out, "adtally_frequency_cap_pairs {pairs}");
