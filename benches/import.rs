@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
-use adtally_core::catalog::{Ad, AdStatus, Campaign, CampaignStatus, CreditKind, Format, Pacing};
+use adtally_core::catalog::{Ad, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, Pacing};
 use adtally_core::clock::{Clock, SystemClock};
 use adtally_server::import::import_ndjson;
 use adtally_server::{build_state, Options, ServerConfig};
@@ -73,7 +73,7 @@ fn adtally(body: &str, runtime: &tokio::runtime::Runtime) -> f64 {
     let dir = tempfile::tempdir().expect("dir");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("store"));
     let now = SystemClock.now_ms();
-    let adv = store.create_advertiser("Bench", "b@bench.example", "UTC", now).expect("adv");
+    let adv = store.create_advertiser(&Advertiser::new("Bench", "b@bench.example", "UTC", now)).expect("adv");
     store.add_credit(adv.id, CreditKind::Topup, 1_000_000_000_000, None, now).expect("credit");
     store.create_placement("sidebar-main", "s", Format::Sidebar, 0).expect("placement");
     let c = store
@@ -96,6 +96,8 @@ fn adtally(body: &str, runtime: &tokio::runtime::Runtime) -> f64 {
             target_url: "https://bench.example".into(),
             status: AdStatus::Approved,
             rejection_reason: None,
+            version: 1,
+            revision: None,
             created_at_ms: now,
         })
         .expect("ad");

@@ -87,6 +87,7 @@ fn main() {
         advertiser_id: 1,
         campaign_id: 2,
         ad_id: 3,
+        ad_version: 1,
         placement_id: 4,
         user_key: 5,
         device: Device::Desktop,

@@ -19,10 +19,15 @@ schemas = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"],
               "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
     "Advertiser": {"type": "object", "properties": {"id": ID, "name": {"type": "string"}, "email": {"type": "string"},
-                   "timezone": {"type": "string"}, "balance_micros": MICROS, "created_at": TIME}},
+                   "timezone": {"type": "string"}, "max_conversion_value_micros": MICROS,
+                   "balance_micros": MICROS, "created_at": TIME}},
     "NewAdvertiser": {"type": "object", "required": ["name", "email"], "additionalProperties": False,
                       "properties": {"name": {"type": "string", "maxLength": 200}, "email": {"type": "string", "maxLength": 254},
-                                     "timezone": {"type": "string", "description": "IANA zone, default UTC"}}},
+                                     "timezone": {"type": "string", "description": "IANA zone, default UTC"},
+                                     "max_conversion_value_micros": {**MICROS, "description": "cap on an anonymous pixel's value, default 1000000000"}}},
+    "AdvertiserPatch": {"type": "object", "additionalProperties": False,
+                        "properties": {"name": {"type": "string", "maxLength": 200}, "email": {"type": "string", "maxLength": 254},
+                                       "timezone": {"type": "string"}, "max_conversion_value_micros": MICROS}},
     "ApiKey": {"type": "object", "properties": {"id": ID, "advertiser_id": ID, "created_at": TIME,
                "last_used_at": NULL_OR(TIME), "revoked_at": NULL_OR(TIME)}},
     "NewApiKey": {"type": "object", "properties": {"id": ID, "api_key": {"type": "string", "description": "shown once"}, "advertiser_id": ID}},
@@ -53,7 +58,12 @@ schemas = {
     "Ad": {"type": "object", "properties": {"id": ID, "campaign_id": ID, "advertiser_id": ID, "format": {"enum": ["compact", "sidebar"]},
         "headline": {"type": "string"}, "body": {"type": "string"}, "image_url": NULL_OR({"type": "string"}), "cta": {"type": "string"},
         "target_url": {"type": "string"}, "status": {"enum": ["pending_review", "approved", "rejected"]},
-        "rejection_reason": NULL_OR({"type": "string"}), "created_at": TIME}},
+        "rejection_reason": NULL_OR({"type": "string"}), "created_at": TIME,
+        "version": {"type": "integer", "description": "version of the content that serves; a decision's click goes to the target URL of the version it served"},
+        "revision": NULL_OR({"type": "object", "description": "an edit of an approved ad, in review or rejected; the approved content keeps serving until it is approved",
+            "properties": {"version": {"type": "integer"}, "status": {"enum": ["pending_review", "rejected"]}, "rejection_reason": NULL_OR({"type": "string"}),
+                           "created_at": TIME, "format": {"enum": ["compact", "sidebar"]}, "headline": {"type": "string"}, "body": {"type": "string"},
+                           "image_url": NULL_OR({"type": "string"}), "cta": {"type": "string"}, "target_url": {"type": "string"}}})}},
     "Review": {"type": "object", "required": ["decision"], "additionalProperties": False,
                "properties": {"decision": {"enum": ["approve", "reject"]}, "reason": {"type": "string", "maxLength": 500}}},
     "Decision": {"type": "object", "properties": {"request_id": {"type": "string"}, "ad": {"type": "object", "properties": {
@@ -124,6 +134,7 @@ def op(summary, who, ok, schema=None, body=None, params=None, content="applicati
 paths = {
     "/v1/advertisers": {"post": op("Create an advertiser", "admin", 201, "Advertiser", "NewAdvertiser"),
                         "get": op("List advertisers", "admin", 200, items("Advertiser"))},
+    "/v1/advertisers/{id}": {"parameters": [path_param("id")], "patch": op("Change an advertiser (details, pixel cap)", "admin", 200, "Advertiser", "AdvertiserPatch")},
     "/v1/advertisers/{id}/keys": {"parameters": [path_param("id")], "post": op("Create an API key (shown once)", "admin", 201, "NewApiKey"),
                                   "get": op("List an advertiser's keys", "admin, owner", 200, items("ApiKey"))},
     "/v1/advertisers/{id}/credits": {"parameters": [path_param("id")], "post": op("Add credit", "admin", 201, "LedgerEntry", "NewCredit")},
@@ -173,7 +184,20 @@ paths.update({
                            extra={"503": "the event writer is stopped or failing; the body names the failure"})},
     "/metrics": {"get": op("Prometheus metrics", "public", 200, {"type": "string"}, content="text/plain")},
     "/openapi.json": {"get": op("This document", "public", 200, {"type": "object"})},
+    "/": {"get": {**op("The dashboard (a static page; it signs in with an API key and calls this API)", "browser", 200,
+                       {"type": "string"}, content="text/html"), "security": []}},
+    "/tag.js": {"get": op("The ad tag publishers embed: fills <div data-adtally-placement=SLUG> slots, sends the beacons, "
+                          "measures viewability", "public", 200, {"type": "string"}, content="text/javascript",
+                          extra={"304": "not modified (ETag)"})},
+    "/assets/{name}": {"parameters": [path_param("name", {"enum": ["app.js", "app.css"]})],
+                       "get": op("The dashboard's script and style", "public", 200, {"type": "string"}, content="text/javascript",
+                                 extra={"304": "not modified (ETag)"})},
 })
+# The decision and the beacons answer CORS requests (and preflights) from any origin.
+for path in ["/v1/decision", "/t/i/{token}", "/t/v/{token}", "/t/c/{token}", "/t/conv"]:
+    for method, o in paths[path].items():
+        if method != "parameters":
+            o["description"] += " CORS: any origin (Access-Control-Allow-Origin: *, preflight answered)."
 for p in paths.values():
     for m in list(p):
         if m != "parameters":
@@ -187,6 +211,6 @@ doc = {
 for path, item in paths.items():
     for method, o in item.items():
         if method != "parameters":
-            o["operationId"] = (method + path.replace("/", "_").replace("{", "").replace("}", "").replace("-", "_").replace(".", "_"))
+            o["operationId"] = "get_dashboard" if path == "/" else (method + path.replace("/", "_").replace("{", "").replace("}", "").replace("-", "_").replace(".", "_"))
 OUT.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 print(f"wrote {OUT} ({len(paths)} paths)")

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
 
-use adtally_core::catalog::{Ad, AdStatus, Campaign, CampaignStatus, CreditKind, Format, Pacing};
+use adtally_core::catalog::{Ad, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, Pacing};
 use adtally_core::clock::{Clock, SystemClock, DAY, HOUR};
 use adtally_server::build_state;
 use adtally_server::import::import_ndjson;
@@ -72,7 +72,7 @@ pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
     ];
     let mut advertiser_ids = Vec::new();
     for (name, email, tz) in advertisers {
-        let a = store.create_advertiser(name, email, tz, now - 40 * DAY)?;
+        let a = store.create_advertiser(&Advertiser::new(name, email, tz, now - 40 * DAY))?;
         store.add_credit(a.id, CreditKind::Topup, 2_000_000_000, Some("demo top-up"), now - 40 * DAY)?;
         store.add_credit(a.id, CreditKind::Bonus, 100_000_000, Some("welcome bonus"), now - 40 * DAY)?;
         advertiser_ids.push(a.id);
@@ -157,6 +157,8 @@ pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
                 target_url: format!("https://example.com/{}", c.id),
                 status: AdStatus::Approved,
                 rejection_reason: None,
+                version: 1,
+                revision: None,
                 created_at_ms: now - 35 * DAY,
             })?;
             ad_ids.push((ad.id, ctr / 100.0));

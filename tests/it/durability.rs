@@ -12,16 +12,16 @@ use serde_json::{json, Value};
 
 use crate::support::ADMIN;
 
-pub(crate) struct Server {
-    pub(crate) child: Child,
-    pub(crate) base: String,
+pub struct Server {
+    pub child: Child,
+    pub base: String,
 }
 
-pub(crate) fn start_server(data: &std::path::Path) -> Server {
+pub fn start_server(data: &std::path::Path) -> Server {
     start_server_with(data, &[])
 }
 
-pub(crate) fn start_server_with(data: &std::path::Path, flags: &[&str]) -> Server {
+pub fn start_server_with(data: &std::path::Path, flags: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_adtally"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
@@ -147,5 +147,5 @@ async fn a_killed_server_loses_no_acknowledged_event() {
     let check = SqliteStore::open(dir.path()).expect("open").consistency_check().expect("check");
     assert!(check.is_consistent(), "{check:?}");
     // Every counted impression was charged the floor, 1.00 CPM = 1000 micros.
-    assert_eq!(check.raw_cost_micros, counted as i64 * 1000);
+    assert_eq!(check.raw_cost_micros(), i128::from(counted as i64 * 1000));
 }

@@ -3,9 +3,13 @@
 
 mod accounts;
 mod bad_input;
+mod browser;
 mod counting;
+mod crash_loop;
 mod delivery;
 mod durability;
 mod hardening;
 mod reports;
 mod support;
+mod trust;
+mod webdriver;

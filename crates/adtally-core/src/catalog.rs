@@ -4,6 +4,10 @@
 use crate::clock::Millis;
 use crate::event::Device;
 
+/// What a conversion pixel may claim at most, unless the operator sets otherwise: the
+/// pixel is anonymous, so its value is capped (1 000.00 by default).
+pub const DEFAULT_MAX_CONVERSION_VALUE_MICROS: i64 = 1_000_000_000;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advertiser {
     pub id: i64,
@@ -11,7 +15,24 @@ pub struct Advertiser {
     pub email: String,
     /// IANA zone name; reports, daily budgets and pacing follow it.
     pub timezone: String,
+    /// The most an anonymous conversion pixel's value counts for; larger values are
+    /// capped to it. Authenticated postbacks are not capped.
+    pub max_conversion_value_micros: i64,
     pub created_at_ms: Millis,
+}
+
+impl Advertiser {
+    /// A new advertiser (its `id` is the store's to give) with the default pixel cap.
+    pub fn new(name: &str, email: &str, timezone: &str, created_at_ms: Millis) -> Self {
+        Advertiser {
+            id: 0,
+            name: name.into(),
+            email: email.into(),
+            timezone: timezone.into(),
+            max_conversion_value_micros: DEFAULT_MAX_CONVERSION_VALUE_MICROS,
+            created_at_ms,
+        }
+    }
 }
 
 /// Ad formats a placement can show.
@@ -177,6 +198,14 @@ impl AdStatus {
     }
 }
 
+/// An ad (creative). Its fields are the content that serves once approved; `version`
+/// numbers that content, and a decision's token names the version it served, so a
+/// click goes to the target URL that was reviewed and shown, whatever happened since.
+///
+/// Editing an approved ad does not touch what serves: the edit becomes the ad's
+/// `revision`, reviewed on its own, and replaces the content (with its new version)
+/// only when approved. Editing an ad that is not approved edits it in place, under a new
+/// version, and sends it back to review.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ad {
     pub id: i64,
@@ -191,6 +220,110 @@ pub struct Ad {
     pub status: AdStatus,
     pub rejection_reason: Option<String>,
     pub created_at_ms: Millis,
+    pub version: u32,
+    /// An edit of an approved ad, waiting for review or rejected.
+    pub revision: Option<Box<AdRevision>>,
+}
+
+/// What an advertiser writes in an ad.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdContent {
+    pub format: Format,
+    pub headline: String,
+    pub body: String,
+    pub image_url: Option<String>,
+    pub cta: String,
+    pub target_url: String,
+}
+
+/// A new version of an approved ad's content, under review or rejected (never approved:
+/// approval makes it the ad's content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdRevision {
+    pub version: u32,
+    pub content: AdContent,
+    pub status: AdStatus,
+    pub rejection_reason: Option<String>,
+    pub created_at_ms: Millis,
+}
+
+impl Ad {
+    pub fn content(&self) -> AdContent {
+        AdContent {
+            format: self.format,
+            headline: self.headline.clone(),
+            body: self.body.clone(),
+            image_url: self.image_url.clone(),
+            cta: self.cta.clone(),
+            target_url: self.target_url.clone(),
+        }
+    }
+
+    fn set_content(&mut self, c: AdContent) {
+        self.format = c.format;
+        self.headline = c.headline;
+        self.body = c.body;
+        self.image_url = c.image_url;
+        self.cta = c.cta;
+        self.target_url = c.target_url;
+    }
+
+    /// The content an edit starts from: the pending revision if there is one.
+    pub fn latest_content(&self) -> AdContent {
+        self.revision.as_ref().map_or_else(|| self.content(), |r| r.content.clone())
+    }
+
+    /// Takes edited content. See the type's documentation for what serves meanwhile.
+    pub fn edit(&mut self, content: AdContent, now: Millis) {
+        if self.status == AdStatus::Approved {
+            self.revision = (content != self.content()).then(|| {
+                Box::new(AdRevision {
+                    version: self.version + 1,
+                    content,
+                    status: AdStatus::PendingReview,
+                    rejection_reason: None,
+                    created_at_ms: now,
+                })
+            });
+        } else if content != self.content() || self.status == AdStatus::Rejected {
+            self.set_content(content);
+            self.version += 1;
+            self.status = AdStatus::PendingReview;
+            self.rejection_reason = None;
+        }
+    }
+
+    /// Approves the pending revision, or else the ad itself. Returns the version that
+    /// serves from now on and its target URL, which clicks on it will redirect to.
+    pub fn approve(&mut self) -> (u32, String) {
+        if let Some(revision) = self.revision.take() {
+            self.set_content(revision.content);
+            self.version = revision.version;
+        }
+        self.status = AdStatus::Approved;
+        self.rejection_reason = None;
+        (self.version, self.target_url.clone())
+    }
+
+    /// Rejects the pending revision (the approved content keeps serving), or else the
+    /// ad itself (which stops serving).
+    pub fn reject(&mut self, reason: String) {
+        match &mut self.revision {
+            Some(revision) => {
+                revision.status = AdStatus::Rejected;
+                revision.rejection_reason = Some(reason);
+            }
+            None => {
+                self.status = AdStatus::Rejected;
+                self.rejection_reason = Some(reason);
+            }
+        }
+    }
+
+    /// The status a reviewer cares about: the revision's when there is one.
+    pub fn review_status(&self) -> AdStatus {
+        self.revision.as_ref().map_or(self.status, |r| r.status)
+    }
 }
 
 /// Kinds of money that enter an advertiser's balance.
@@ -287,6 +420,59 @@ mod tests {
     use super::*;
     use CampaignAction as A;
     use CampaignStatus as S;
+
+    fn ad(target_url: &str) -> Ad {
+        Ad {
+            id: 1,
+            campaign_id: 1,
+            advertiser_id: 1,
+            format: Format::Sidebar,
+            headline: "h".into(),
+            body: String::new(),
+            image_url: None,
+            cta: "Go".into(),
+            target_url: target_url.into(),
+            status: AdStatus::PendingReview,
+            rejection_reason: None,
+            created_at_ms: 0,
+            version: 1,
+            revision: None,
+        }
+    }
+
+    fn with_target(a: &Ad, target_url: &str) -> AdContent {
+        AdContent { target_url: target_url.into(), ..a.latest_content() }
+    }
+
+    #[test]
+    fn an_edit_of_an_approved_ad_is_a_revision_until_approved() {
+        let mut a = ad("https://shop.example/");
+        assert_eq!(a.approve(), (1, "https://shop.example/".into()));
+        let edit = with_target(&a, "https://phish.example/");
+        a.edit(edit, 10);
+        assert_eq!((a.status, a.version, a.target_url.as_str()), (AdStatus::Approved, 1, "https://shop.example/"));
+        assert_eq!(a.review_status(), AdStatus::PendingReview);
+        a.reject("phishing".into());
+        assert_eq!((a.status, a.review_status()), (AdStatus::Approved, AdStatus::Rejected));
+        let edit = with_target(&a, "https://shop.example/sale");
+        a.edit(edit, 20);
+        assert_eq!(a.review_status(), AdStatus::PendingReview);
+        assert_eq!(a.approve(), (2, "https://shop.example/sale".into()));
+        assert_eq!((a.revision.is_none(), a.status), (true, AdStatus::Approved));
+    }
+
+    #[test]
+    fn an_edit_of_an_unapproved_ad_is_in_place_under_a_new_version() {
+        let mut a = ad("https://shop.example/");
+        a.reject("blurry".into());
+        let edit = with_target(&a, "https://shop.example/2");
+        a.edit(edit, 10);
+        assert_eq!((a.status, a.version, a.revision.is_none()), (AdStatus::PendingReview, 2, true));
+        // Unchanged content on an approved ad leaves nothing to review.
+        a.approve();
+        a.edit(a.content(), 20);
+        assert_eq!((a.review_status(), a.version), (AdStatus::Approved, 2));
+    }
 
     #[test]
     fn lifecycle() {

@@ -19,13 +19,18 @@
 //! Only counted (valid) events change the state: a bot's impression does not use up
 //! its decision, so the person's impression that follows still counts.
 //!
-//! The state is bounded: every entry expires (decisions after the token TTL, click
-//! times after the dedup window, click counters after an hour), measured from when the
-//! entry was recorded on the caller's clock; past `max_entries` the oldest entries are
-//! evicted first. The store keeps every event, so after a restart the state is rebuilt
-//! by [`CountingState::remember`]ing the valid events of the last TTL.
+//! The state is bounded by time, and what "at most one per decision" needs is never
+//! evicted early: live decisions are kept in a wheel of one-second buckets by the time
+//! their token was issued, and a whole bucket is dropped only once every token in it has
+//! expired (a beacon that late is `expired` whatever the state says). That costs about
+//! 10–20 bytes per decision with a counted impression, for exactly one TTL. The
+//! other maps (imported decisions, click times, click counters) expire a fixed time after
+//! they were written, and past `max_entries` evict their oldest entries first: losing
+//! one there can let a rate limit or an imported click through, never a replayed token.
+//! The store keeps every event, so after a restart the state is rebuilt by
+//! [`CountingState::remember`]ing the valid events of the last TTL.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hash;
 
 use crate::clock::{Millis, HOUR};
@@ -37,13 +42,23 @@ pub struct CountingConfig {
     pub token_ttl_ms: Millis,
     pub click_dedup_window_ms: Millis,
     pub max_clicks_per_hour: u32,
-    /// Upper bound on entries in each map of the state.
+    /// Upper bound on entries in each map of the state that may evict (not the live
+    /// decisions: see the module documentation).
     pub max_entries: usize,
+    /// A viewable beacon sooner than this after its impression is `too_early`: no tag
+    /// can have measured a second of continuous view (MRC display rule) by then.
+    pub min_viewable_delay_ms: Millis,
 }
 
 impl Default for CountingConfig {
     fn default() -> Self {
-        Self { token_ttl_ms: 24 * HOUR, click_dedup_window_ms: 30_000, max_clicks_per_hour: 10, max_entries: 4_000_000 }
+        Self {
+            token_ttl_ms: 24 * HOUR,
+            click_dedup_window_ms: 30_000,
+            max_clicks_per_hour: 10,
+            max_entries: 4_000_000,
+            min_viewable_delay_ms: 750,
+        }
     }
 }
 
@@ -93,12 +108,64 @@ fn mark_of(kind: EventKind) -> u8 {
     }
 }
 
+/// What a decision has had counted: marks and, once counted, how long after the
+/// decision its impression came (for `too_early`), packed in 32 bits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Marks(u32);
+
+impl Marks {
+    const MAX_OFFSET_MS: Millis = (1 << 29) - 1;
+
+    fn has(self, mark: u8) -> bool {
+        self.0 & u32::from(mark) != 0
+    }
+    fn with(self, mark: u8) -> Self {
+        Marks(self.0 | u32::from(mark))
+    }
+    fn with_impression_after(self, offset_ms: Millis) -> Self {
+        Marks((self.0 & 0b111) | ((offset_ms.clamp(0, Self::MAX_OFFSET_MS) as u32) << 3)).with(IMPRESSION)
+    }
+    fn impression_after_ms(self) -> Millis {
+        Millis::from(self.0 >> 3)
+    }
+}
+
+/// Marks of live decisions in one-second buckets by issue time. Within a bucket a
+/// decision is keyed by the low 32 bits of its id: ids are `issue ms << 20 | sequence`,
+/// so two decisions of the same second never share them.
+#[derive(Debug, Default)]
+struct DecisionWheel {
+    buckets: BTreeMap<Millis, FastMap<u32, Marks>>,
+    len: usize,
+}
+
+impl DecisionWheel {
+    fn get(&self, decision_id: u64, issued_at_ms: Millis) -> Marks {
+        let bucket = self.buckets.get(&issued_at_ms.div_euclid(1000));
+        bucket.and_then(|b| b.get(&(decision_id as u32))).copied().unwrap_or_default()
+    }
+    fn set(&mut self, decision_id: u64, issued_at_ms: Millis, marks: Marks) {
+        let bucket = self.buckets.entry(issued_at_ms.div_euclid(1000)).or_default();
+        if bucket.insert(decision_id as u32, marks).is_none() {
+            self.len += 1;
+        }
+    }
+    /// Drops the buckets of tokens all issued before `issued_before_ms`.
+    fn expire(&mut self, issued_before_ms: Millis) {
+        let keep = self.buckets.split_off(&issued_before_ms.div_euclid(1000));
+        let dropped = std::mem::replace(&mut self.buckets, keep);
+        self.len -= dropped.values().map(FastMap::len).sum::<usize>();
+    }
+}
+
 /// The in-memory state the counting rules consult.
 #[derive(Debug)]
 pub struct CountingState {
     config: CountingConfig,
-    /// What each decision has had counted.
-    decisions: ExpiringMap<u64, u8>,
+    /// What each live decision (from a signed token) has had counted.
+    live: DecisionWheel,
+    /// What each decision opened by an imported impression has had counted.
+    imported: ExpiringMap<u64, Marks>,
     /// Latest counted impression per (user, ad), for imported clicks: (decision, time).
     imported_impressions: ExpiringMap<(u64, i64), (u64, Millis)>,
     /// Time of the latest counted click per (user, ad).
@@ -108,12 +175,17 @@ pub struct CountingState {
     clicks_by_ip: ExpiringMap<u64, VecDeque<Millis>>,
 }
 
+/// Tokens are kept a minute past their TTL, for clock differences between the handler
+/// that stamped an arrival and the writer that expires state.
+const EXPIRY_MARGIN_MS: Millis = 60_000;
+
 impl CountingState {
     pub fn new(config: CountingConfig) -> Self {
         let cap = config.max_entries;
         Self {
             config,
-            decisions: ExpiringMap::new(config.token_ttl_ms, cap),
+            live: DecisionWheel::default(),
+            imported: ExpiringMap::new(config.token_ttl_ms, cap),
             imported_impressions: ExpiringMap::new(config.token_ttl_ms, cap),
             last_click: ExpiringMap::new(config.click_dedup_window_ms.max(1), cap),
             clicks_by_user: ExpiringMap::new(HOUR, cap),
@@ -121,13 +193,27 @@ impl CountingState {
         }
     }
 
+    fn marks(&self, decision: DecisionRef, decision_id: u64) -> Marks {
+        match decision {
+            DecisionRef::Token { issued_at_ms, .. } => self.live.get(decision_id, issued_at_ms),
+            DecisionRef::Imported { .. } => self.imported.get(&decision_id).copied().unwrap_or_default(),
+        }
+    }
+
+    fn set_marks(&mut self, decision: DecisionRef, decision_id: u64, marks: Marks, now_ms: Millis) {
+        match decision {
+            DecisionRef::Token { issued_at_ms, .. } => self.live.set(decision_id, issued_at_ms, marks),
+            DecisionRef::Imported { .. } => self.imported.insert(decision_id, marks, now_ms),
+        }
+    }
+
     pub fn config(&self) -> &CountingConfig {
         &self.config
     }
 
-    /// Number of decisions remembered (bounded by `max_entries`).
+    /// Number of decisions remembered.
     pub fn tracked_decisions(&self) -> usize {
-        self.decisions.len()
+        self.live.len + self.imported.len()
     }
 
     /// Applies the rules to one arrival and remembers it when it counts.
@@ -161,19 +247,32 @@ impl CountingState {
                 return Verdict::Expired;
             }
         }
-        let marks = self.decisions.get(&decision_id).copied().unwrap_or(0);
+        let marks = self.marks(a.decision, decision_id);
         match a.kind {
-            EventKind::Impression if marks & IMPRESSION != 0 => Verdict::Duplicate,
+            EventKind::Impression if marks.has(IMPRESSION) => Verdict::Duplicate,
             EventKind::Impression | EventKind::Conversion => Verdict::Valid,
-            EventKind::Viewable | EventKind::Click if marks & IMPRESSION == 0 => Verdict::NoImpression,
-            EventKind::Viewable if marks & VIEWABLE != 0 => Verdict::Duplicate,
-            EventKind::Viewable => Verdict::Valid,
+            EventKind::Viewable | EventKind::Click if !marks.has(IMPRESSION) => Verdict::NoImpression,
+            EventKind::Viewable if marks.has(VIEWABLE) => Verdict::Duplicate,
+            EventKind::Viewable => self.viewable_verdict(a, marks),
             EventKind::Click => self.click_verdict(a, marks),
         }
     }
 
-    fn click_verdict(&self, a: &Arrival, marks: u8) -> Verdict {
-        if marks & CLICK != 0 {
+    /// Only a live beacon can be too early: imported history carries the times a log
+    /// recorded, not when a tag could have measured.
+    fn viewable_verdict(&self, a: &Arrival, marks: Marks) -> Verdict {
+        match a.decision {
+            DecisionRef::Token { issued_at_ms, .. }
+                if a.at_ms - (issued_at_ms + marks.impression_after_ms()) < self.config.min_viewable_delay_ms =>
+            {
+                Verdict::TooEarly
+            }
+            _ => Verdict::Valid,
+        }
+    }
+
+    fn click_verdict(&self, a: &Arrival, marks: Marks) -> Verdict {
+        if marks.has(CLICK) {
             return Verdict::Duplicate;
         }
         if let Some(last) = self.last_click.get(&(a.user_key, a.ad_id)) {
@@ -195,8 +294,14 @@ impl CountingState {
     fn record(&mut self, kind: EventKind, at_ms: Millis, decision_id: u64, a: &Arrival, now_ms: Millis) {
         let mark = mark_of(kind);
         if mark != 0 {
-            let marks = self.decisions.get(&decision_id).copied().unwrap_or(0);
-            self.decisions.insert(decision_id, marks | mark, now_ms);
+            let marks = self.marks(a.decision, decision_id);
+            let marks = match (kind, a.decision) {
+                (EventKind::Impression, DecisionRef::Token { issued_at_ms, .. }) => {
+                    marks.with_impression_after(at_ms - issued_at_ms)
+                }
+                _ => marks.with(mark),
+            };
+            self.set_marks(a.decision, decision_id, marks, now_ms);
         }
         match kind {
             EventKind::Impression if matches!(a.decision, DecisionRef::Imported { .. }) => {
@@ -221,7 +326,8 @@ impl CountingState {
 
     /// Drops entries that can no longer change a verdict.
     pub fn expire(&mut self, now_ms: Millis) {
-        self.decisions.expire(now_ms);
+        self.live.expire(now_ms - self.config.token_ttl_ms - EXPIRY_MARGIN_MS);
+        self.imported.expire(now_ms);
         self.imported_impressions.expire(now_ms);
         self.last_click.expire(now_ms);
         self.clicks_by_user.expire(now_ms);
@@ -462,11 +568,55 @@ mod tests {
     }
 
     #[test]
-    fn state_is_bounded_and_expires() {
+    fn live_decisions_are_never_forgotten_before_their_ttl() {
+        // A cap that evicted would let the first impression count again at any volume.
+        let config = CountingConfig { max_entries: 10, ..CountingConfig::default() };
+        let mut state = CountingState::new(config);
+        let decisions = 100_000u64;
+        for id in 0..decisions {
+            let at = T0 + (id as i64 % 3_600) * 1_000;
+            let a = Arrival {
+                decision: DecisionRef::Token { decision_id: id, issued_at_ms: at },
+                ..arrival(Impression, id, at)
+            };
+            assert_eq!(state.judge(&a, at).verdict, Valid);
+        }
+        state.expire(T0 + HOUR);
+        assert_eq!(state.tracked_decisions(), decisions as usize);
+        let replay = Arrival {
+            decision: DecisionRef::Token { decision_id: 0, issued_at_ms: T0 },
+            ..arrival(Impression, 0, T0 + HOUR)
+        };
+        assert_eq!(state.judge(&replay, T0 + HOUR).verdict, Duplicate);
+        // Once every token has expired the state is empty, and a replay is `expired`.
+        let late = T0 + HOUR + config.token_ttl_ms + EXPIRY_MARGIN_MS + 1;
+        state.expire(late);
+        assert_eq!(state.tracked_decisions(), 0);
+        assert_eq!(state.judge(&Arrival { at_ms: late, ..replay }, late).verdict, Expired);
+    }
+
+    #[test]
+    fn a_viewable_sooner_than_a_tag_could_measure_is_too_early() {
+        let impression = arrival(Impression, 1, T0 + 5_000);
+        let at = |ms| arrival(Viewable, 1, T0 + 5_000 + ms);
+        check(&[impression, at(749), at(750), at(900)], &[Valid, TooEarly, Valid, Duplicate]);
+        // Measured from the impression, not from the decision.
+        check(&[arrival(Impression, 2, T0), arrival(Viewable, 2, T0 + 100)], &[Valid, TooEarly]);
+        // A viewable too early does not use up the decision's one viewable.
+        check(
+            &[arrival(Impression, 3, T0), arrival(Viewable, 3, T0 + 10), arrival(Viewable, 3, T0 + 800)],
+            &[Valid, TooEarly, Valid],
+        );
+    }
+
+    #[test]
+    fn evicting_maps_stay_bounded_and_expire() {
         let config = CountingConfig { max_entries: 10, ..CountingConfig::default() };
         let mut state = CountingState::new(config);
         for id in 0..100 {
-            state.judge(&arrival(Impression, id, T0), T0);
+            let a =
+                Arrival { decision: DecisionRef::Imported { fresh_decision_id: id }, ..arrival(Impression, id, T0) };
+            state.judge(&a, T0);
         }
         assert_eq!(state.tracked_decisions(), 10);
         state.expire(T0 + config.token_ttl_ms + 1);

@@ -55,10 +55,12 @@ pub enum Verdict {
     Duplicate = 6,
     /// Too many counted clicks from one user or one address in a rolling hour (SIVT).
     ExcessiveActivity = 7,
+    /// A viewable beacon sooner after its impression than a tag could have measured it.
+    TooEarly = 8,
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 8] = [
+    pub const ALL: [Verdict; 9] = [
         Self::Valid,
         Self::Bot,
         Self::Prefetch,
@@ -67,6 +69,7 @@ impl Verdict {
         Self::NoImpression,
         Self::Duplicate,
         Self::ExcessiveActivity,
+        Self::TooEarly,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +82,7 @@ impl Verdict {
             Self::NoImpression => "no_impression",
             Self::Duplicate => "duplicate",
             Self::ExcessiveActivity => "excessive_activity",
+            Self::TooEarly => "too_early",
         }
     }
     pub fn is_valid(self) -> bool {
@@ -150,17 +154,22 @@ impl Default for Country {
 
 /// One event as it is stored. Ids are the store's integer ids; `user_key` and
 /// `ip_key` are keyed hashes, never raw identifiers or addresses.
+///
+/// Every event belongs to exactly one advertiser. Impressions, viewables and clicks
+/// always name their decision, campaign, ad and placement; a conversion names none of
+/// them until attribution credits it to a touch, and then no decision. `None` is the
+/// only way to say "no such thing": no id is ever a stand-in for absence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     pub at_ms: Millis,
     pub kind: EventKind,
     pub verdict: Verdict,
-    /// The decision this event belongs to; 0 when there is none (conversions).
-    pub decision_id: u64,
+    /// The decision this event belongs to (never for conversions).
+    pub decision_id: Option<u64>,
     pub advertiser_id: i64,
-    pub campaign_id: i64,
-    pub ad_id: i64,
-    pub placement_id: i64,
+    pub campaign_id: Option<i64>,
+    pub ad_id: Option<i64>,
+    pub placement_id: Option<i64>,
     pub user_key: u64,
     pub ip_key: u64,
     pub device: Device,

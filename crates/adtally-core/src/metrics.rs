@@ -1,6 +1,10 @@
 //! Advertiser metrics from event counts. Rates are `None` (JSON `null`) whenever their
 //! denominator is zero: never 0, never NaN. Money stays in integer micros; only the
 //! ratios (percentages, ROAS) are floating point.
+//!
+//! No sum can overflow: counts add saturating, money adds in `i128` (a sum of any
+//! number of `i64` amounts fits), and a figure beyond `i64` is printed saturated rather
+//! than failing the report.
 
 use std::collections::BTreeMap;
 
@@ -13,8 +17,8 @@ pub struct Counts {
     pub viewable_impressions: i64,
     pub clicks: i64,
     pub conversions: i64,
-    pub spend_micros: i64,
-    pub revenue_micros: i64,
+    pub spend_micros: i128,
+    pub revenue_micros: i128,
     pub invalid_impressions: i64,
     pub invalid_clicks: i64,
     /// Invalid events per (kind, reason), for the IVT report.
@@ -23,45 +27,47 @@ pub struct Counts {
 
 impl Counts {
     /// Adds `events` events of one kind and verdict, with their summed cost and value.
-    pub fn add(&mut self, kind: EventKind, verdict: Verdict, events: i64, cost_micros: i64, value_micros: i64) {
-        self.spend_micros += cost_micros;
+    pub fn add(&mut self, kind: EventKind, verdict: Verdict, events: i64, cost_micros: i128, value_micros: i128) {
+        self.spend_micros = self.spend_micros.saturating_add(cost_micros);
+        let count = |n: &mut i64| *n = n.saturating_add(events);
         if verdict.is_valid() {
             match kind {
-                EventKind::Impression => self.impressions += events,
-                EventKind::Viewable => self.viewable_impressions += events,
-                EventKind::Click => self.clicks += events,
+                EventKind::Impression => count(&mut self.impressions),
+                EventKind::Viewable => count(&mut self.viewable_impressions),
+                EventKind::Click => count(&mut self.clicks),
                 EventKind::Conversion => {
-                    self.conversions += events;
-                    self.revenue_micros += value_micros;
+                    count(&mut self.conversions);
+                    self.revenue_micros = self.revenue_micros.saturating_add(value_micros);
                 }
             }
         } else {
             match kind {
-                EventKind::Impression => self.invalid_impressions += events,
-                EventKind::Click => self.invalid_clicks += events,
+                EventKind::Impression => count(&mut self.invalid_impressions),
+                EventKind::Click => count(&mut self.invalid_clicks),
                 EventKind::Viewable | EventKind::Conversion => {}
             }
-            *self.invalid.entry((kind, verdict)).or_default() += events;
+            count(self.invalid.entry((kind, verdict)).or_default());
         }
     }
 
     pub fn merge(&mut self, other: &Counts) {
-        self.impressions += other.impressions;
-        self.viewable_impressions += other.viewable_impressions;
-        self.clicks += other.clicks;
-        self.conversions += other.conversions;
-        self.spend_micros += other.spend_micros;
-        self.revenue_micros += other.revenue_micros;
-        self.invalid_impressions += other.invalid_impressions;
-        self.invalid_clicks += other.invalid_clicks;
+        let add = |a: &mut i64, b: i64| *a = a.saturating_add(b);
+        add(&mut self.impressions, other.impressions);
+        add(&mut self.viewable_impressions, other.viewable_impressions);
+        add(&mut self.clicks, other.clicks);
+        add(&mut self.conversions, other.conversions);
+        self.spend_micros = self.spend_micros.saturating_add(other.spend_micros);
+        self.revenue_micros = self.revenue_micros.saturating_add(other.revenue_micros);
+        add(&mut self.invalid_impressions, other.invalid_impressions);
+        add(&mut self.invalid_clicks, other.invalid_clicks);
         for (key, n) in &other.invalid {
-            *self.invalid.entry(*key).or_default() += n;
+            add(self.invalid.entry(*key).or_default(), *n);
         }
     }
 
     pub fn metrics(&self) -> Metrics {
         let percent = |num: i64, den: i64| (den != 0).then(|| num as f64 * 100.0 / den as f64);
-        let per = |num: i64, den: i64| (den != 0).then(|| num / den);
+        let per = |num: i128, den: i64| (den != 0).then(|| saturate(num / i128::from(den)));
         Metrics {
             impressions: self.impressions,
             viewable_impressions: self.viewable_impressions,
@@ -69,17 +75,22 @@ impl Counts {
             conversions: self.conversions,
             ctr: percent(self.clicks, self.impressions),
             viewability_rate: percent(self.viewable_impressions, self.impressions),
-            spend_micros: self.spend_micros,
-            cpm_micros: (self.impressions != 0).then(|| self.spend_micros * 1000 / self.impressions),
+            spend_micros: saturate(self.spend_micros),
+            cpm_micros: per(self.spend_micros.saturating_mul(1000), self.impressions),
             cpc_micros: per(self.spend_micros, self.clicks),
             conversion_rate: percent(self.conversions, self.clicks),
             cpa_micros: per(self.spend_micros, self.conversions),
-            revenue_micros: self.revenue_micros,
+            revenue_micros: saturate(self.revenue_micros),
             roas: (self.spend_micros != 0).then(|| self.revenue_micros as f64 / self.spend_micros as f64),
             invalid_impressions: self.invalid_impressions,
             invalid_clicks: self.invalid_clicks,
         }
     }
+}
+
+/// An amount as `i64`, saturating at the ends of its range.
+pub fn saturate(value: i128) -> i64 {
+    i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// Every metric a report gives, in the order the API and CSV list them.
@@ -182,5 +193,18 @@ mod tests {
         assert_eq!(m.roas, Some(3.0));
         assert_eq!((m.invalid_impressions, m.invalid_clicks), (7, 4));
         assert_eq!(c.invalid.get(&(EventKind::Click, Verdict::Duplicate)), Some(&4));
+    }
+
+    #[test]
+    fn sums_beyond_i64_saturate_instead_of_failing() {
+        let mut c = Counts::default();
+        for _ in 0..3 {
+            c.add(EventKind::Conversion, Verdict::Valid, i64::MAX, 0, i128::from(i64::MAX));
+            c.add(EventKind::Impression, Verdict::Valid, i64::MAX, i128::from(i64::MAX), 0);
+        }
+        let m = c.metrics();
+        assert_eq!((m.conversions, m.revenue_micros, m.spend_micros), (i64::MAX, i64::MAX, i64::MAX));
+        assert_eq!(m.cpm_micros, Some(3000));
+        assert_eq!(c.revenue_micros, 3 * i128::from(i64::MAX));
     }
 }

@@ -3,8 +3,10 @@
 //! counts nothing.
 //!
 //! Layout (little endian) before base64url: version, decision id, issue time, advertiser,
-//! campaign, ad, placement, user key, device, country, clearing CPM, then the first
-//! [`TAG_LEN`] bytes of the HMAC over all of that.
+//! campaign, ad, ad version, placement, user key, device, country, clearing CPM, then the
+//! first [`TAG_LEN`] bytes of the HMAC over all of that. Layout version 2 added the ad
+//! version (the click goes to the target URL of the version that was served); tokens of
+//! version 1 are refused as malformed.
 
 use base64::Engine as _;
 use hmac::{KeyInit, Mac};
@@ -15,8 +17,8 @@ use crate::event::{Country, Device};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
-const VERSION: u8 = 1;
-const PAYLOAD_LEN: usize = 1 + 8 + 8 + 4 * 4 + 8 + 1 + 2 + 8;
+const VERSION: u8 = 2;
+const PAYLOAD_LEN: usize = 1 + 8 + 8 + 5 * 4 + 8 + 1 + 2 + 8;
 /// 128 bits of tag: forging one is as hard as guessing a 128-bit key.
 pub const TAG_LEN: usize = 16;
 const TOKEN_LEN: usize = PAYLOAD_LEN + TAG_LEN;
@@ -31,6 +33,8 @@ pub struct TrackingToken {
     pub advertiser_id: u32,
     pub campaign_id: u32,
     pub ad_id: u32,
+    /// The version of the ad's content this decision served.
+    pub ad_version: u32,
     pub placement_id: u32,
     pub user_key: u64,
     pub device: Device,
@@ -124,6 +128,7 @@ fn encode_payload(t: &TrackingToken) -> [u8; PAYLOAD_LEN] {
     put(&t.advertiser_id.to_le_bytes());
     put(&t.campaign_id.to_le_bytes());
     put(&t.ad_id.to_le_bytes());
+    put(&t.ad_version.to_le_bytes());
     put(&t.placement_id.to_le_bytes());
     put(&t.user_key.to_le_bytes());
     put(&[t.device.code()]);
@@ -150,6 +155,7 @@ fn decode_payload(bytes: &[u8]) -> Option<TrackingToken> {
         advertiser_id: u32_at(take(4)?)?,
         campaign_id: u32_at(take(4)?)?,
         ad_id: u32_at(take(4)?)?,
+        ad_version: u32_at(take(4)?)?,
         placement_id: u32_at(take(4)?)?,
         user_key: u64_at(take(8)?)?,
         device: Device::from_code(take(1)?[0] as i64)?,
@@ -177,6 +183,7 @@ mod tests {
             advertiser_id: 7,
             campaign_id: 11,
             ad_id: 13,
+            ad_version: 3,
             placement_id: 2,
             user_key: 42,
             device: Device::Tablet,

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use adtally_core::catalog::{
-    Ad, AdStatus, Advertiser, Campaign, CampaignAction, CampaignStatus, CreditKind, Format, FrequencyCap, LedgerEntry,
-    Pacing, Placement, Targeting,
+    Ad, AdContent, AdStatus, Advertiser, Campaign, CampaignAction, CampaignStatus, CreditKind, Format, FrequencyCap,
+    LedgerEntry, Pacing, Placement, Targeting,
 };
 use adtally_core::clock::Millis;
 use adtally_core::delivery::MAX_CAP_HOURS;
@@ -33,13 +33,23 @@ pub enum Caller {
     Advertiser(i64),
 }
 
-impl Caller {
-    pub fn require_admin(self) -> AppResult<()> {
-        match self {
-            Caller::Admin => Ok(()),
+/// The operator, from the bearer key. Taking this extractor instead of [`Caller`] makes a
+/// route admin-only, and the refusal (403) comes before the body is read or parsed: an
+/// advertiser key learns nothing about an admin route's body schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller::Admin => Ok(Admin(Caller::Admin)),
             Caller::Advertiser(_) => Err(ApiError::forbidden()),
         }
     }
+}
+
+impl Caller {
     /// Whether the caller may see things owned by `advertiser_id`.
     pub fn owns(self, advertiser_id: i64) -> bool {
         match self {
@@ -110,15 +120,25 @@ pub fn text(field: &str, value: &str, min: usize, max: usize) -> AppResult<Strin
     Ok(value.to_owned())
 }
 
-/// An absolute http(s) URL of bounded length.
+/// An absolute http(s) URL of bounded length, parsed by a real URL parser and returned
+/// in its normalized form: the host in IDNA (punycode) form, the path and query
+/// percent-encoded, so it can go into a `Location` header as it is. User info is
+/// refused: `https://bank.example@phish.example/` reads as one host and goes to another.
 pub fn web_url(field: &str, value: &str) -> AppResult<String> {
+    let invalid = || ApiError::invalid(format!("{field} must be an absolute http:// or https:// URL"));
     let value = text(field, value, 8, 2048)?;
-    let lower = value.to_ascii_lowercase();
-    let rest = lower.strip_prefix("https://").or_else(|| lower.strip_prefix("http://"));
-    match rest {
-        Some(host) if !host.is_empty() && !host.starts_with('/') && !value.contains(char::is_whitespace) => Ok(value),
-        _ => Err(ApiError::invalid(format!("{field} must be an http:// or https:// URL"))),
+    let url = url::Url::parse(&value).map_err(|_| invalid())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid());
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ApiError::invalid(format!("{field} must not carry a user name or password")));
+    }
+    let normalized: String = url.into();
+    if normalized.len() > 4096 {
+        return Err(ApiError::invalid(format!("{field} is too long once percent-encoded")));
+    }
+    Ok(normalized)
 }
 
 fn money(field: &str, value: i64, min: i64) -> AppResult<i64> {
@@ -150,6 +170,7 @@ fn random_key(prefix: &str) -> AppResult<String> {
 
 fn advertiser_json(a: &Advertiser, balance_micros: i64) -> Value {
     json!({"id": a.id, "name": a.name, "email": a.email, "timezone": a.timezone,
+           "max_conversion_value_micros": a.max_conversion_value_micros,
            "balance_micros": balance_micros, "created_at": rfc3339(a.created_at_ms)})
 }
 
@@ -172,12 +193,30 @@ fn campaign_json(c: &Campaign, spend_micros: i64) -> Value {
     })
 }
 
+fn content_json(c: &AdContent, into: &mut Value) {
+    into["format"] = json!(c.format.as_str());
+    into["headline"] = json!(c.headline);
+    into["body"] = json!(c.body);
+    into["image_url"] = json!(c.image_url);
+    into["cta"] = json!(c.cta);
+    into["target_url"] = json!(c.target_url);
+}
+
+/// An ad as it serves, with `revision` holding an edit under review (or rejected).
 fn ad_json(a: &Ad) -> Value {
-    json!({
-        "id": a.id, "campaign_id": a.campaign_id, "advertiser_id": a.advertiser_id, "format": a.format.as_str(),
-        "headline": a.headline, "body": a.body, "image_url": a.image_url, "cta": a.cta, "target_url": a.target_url,
+    let mut out = json!({
+        "id": a.id, "campaign_id": a.campaign_id, "advertiser_id": a.advertiser_id, "version": a.version,
         "status": a.status.as_str(), "rejection_reason": a.rejection_reason, "created_at": rfc3339(a.created_at_ms),
-    })
+        "revision": null,
+    });
+    content_json(&a.content(), &mut out);
+    if let Some(r) = &a.revision {
+        let mut revision = json!({"version": r.version, "status": r.status.as_str(),
+            "rejection_reason": r.rejection_reason, "created_at": rfc3339(r.created_at_ms)});
+        content_json(&r.content, &mut revision);
+        out["revision"] = revision;
+    }
+    out
 }
 
 fn ledger_json(e: &LedgerEntry) -> Value {
@@ -200,26 +239,39 @@ pub struct NewAdvertiser {
     name: String,
     email: String,
     timezone: Option<String>,
+    max_conversion_value_micros: Option<i64>,
+}
+
+fn email_address(value: &str) -> AppResult<String> {
+    let email = text("email", value, 3, 254)?;
+    if !email.contains('@') {
+        return Err(ApiError::invalid("email must be an email address"));
+    }
+    Ok(email)
+}
+
+fn timezone_name(value: &str) -> AppResult<String> {
+    let timezone = value.trim().to_owned();
+    if timezone.len() > 64 || adtally_core::jiff::tz::TimeZone::get(&timezone).is_err() {
+        return Err(ApiError::invalid("timezone must be an IANA time zone name like Europe/Berlin"));
+    }
+    Ok(timezone)
 }
 
 pub async fn create_advertiser(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Admin(caller): Admin,
     Json(body): Json<NewAdvertiser>,
 ) -> AppResult<Response> {
-    caller.require_admin()?;
     let name = text("name", &body.name, 1, 200)?;
-    let email = text("email", &body.email, 3, 254)?;
-    if !email.contains('@') {
-        return Err(ApiError::invalid("email must be an email address"));
+    let email = email_address(&body.email)?;
+    let timezone = timezone_name(body.timezone.as_deref().unwrap_or("UTC"))?;
+    let mut advertiser = Advertiser::new(&name, &email, &timezone, state.clock.now_ms());
+    if let Some(max) = body.max_conversion_value_micros {
+        advertiser.max_conversion_value_micros = money("max_conversion_value_micros", max, 0)?;
     }
-    let timezone = body.timezone.as_deref().unwrap_or("UTC").trim().to_owned();
-    if timezone.len() > 64 || adtally_core::jiff::tz::TimeZone::get(&timezone).is_err() {
-        return Err(ApiError::invalid("timezone must be an IANA time zone name like Europe/Berlin"));
-    }
-    let now = state.clock.now_ms();
-    let advertiser = state.blocking(move |s| s.create_advertiser(&name, &email, &timezone, now)).await?;
-    state.reload_catalog()?;
+    let advertiser = state.blocking(move |s| s.create_advertiser(&advertiser)).await?;
+    state.reload_catalog().await?;
     audit(
         &state,
         caller,
@@ -231,8 +283,51 @@ pub async fn create_advertiser(
     Ok(created(advertiser_json(&advertiser, 0)))
 }
 
-pub async fn list_advertisers(State(state): State<Arc<AppState>>, caller: Caller) -> AppResult<axum::Json<Value>> {
-    caller.require_admin()?;
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvertiserPatch {
+    name: Option<String>,
+    email: Option<String>,
+    timezone: Option<String>,
+    max_conversion_value_micros: Option<i64>,
+}
+
+/// `PATCH /v1/advertisers/{id}`: the operator changes an account's details or its pixel cap.
+pub async fn patch_advertiser(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(id): Path<i64>,
+    Json(body): Json<AdvertiserPatch>,
+) -> AppResult<axum::Json<Value>> {
+    let mut advertiser = advertiser_for(&state, caller, id).await?;
+    if let Some(name) = &body.name {
+        advertiser.name = text("name", name, 1, 200)?;
+    }
+    if let Some(email) = &body.email {
+        advertiser.email = email_address(email)?;
+    }
+    if let Some(timezone) = &body.timezone {
+        advertiser.timezone = timezone_name(timezone)?;
+    }
+    if let Some(max) = body.max_conversion_value_micros {
+        advertiser.max_conversion_value_micros = money("max_conversion_value_micros", max, 0)?;
+    }
+    let stored = advertiser.clone();
+    state.blocking(move |s| s.update_advertiser(&stored)).await?;
+    state.reload_catalog().await?;
+    audit(
+        &state,
+        caller,
+        "advertiser.update",
+        format!("advertiser:{id}"),
+        json!({"max_conversion_value_micros": advertiser.max_conversion_value_micros}),
+    )
+    .await?;
+    let balance = state.pipeline.delivery().balance(id);
+    Ok(axum::Json(advertiser_json(&advertiser, balance)))
+}
+
+pub async fn list_advertisers(State(state): State<Arc<AppState>>, _: Admin) -> AppResult<axum::Json<Value>> {
     let all = state.blocking(|s| s.advertisers()).await?;
     let delivery = state.pipeline.delivery();
     Ok(items(all.iter().map(|a| advertiser_json(a, delivery.balance(a.id))).collect()))
@@ -247,10 +342,9 @@ async fn advertiser_for(state: &Arc<AppState>, caller: Caller, id: i64) -> AppRe
 
 pub async fn create_key(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<i64>,
 ) -> AppResult<Response> {
-    caller.require_admin()?;
     advertiser_for(&state, caller, id).await?;
     let key = random_key("adt_")?;
     let hash = api_key_hash(&key);
@@ -270,17 +364,21 @@ pub struct NewCredit {
 
 pub async fn add_credit(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<i64>,
     Json(body): Json<NewCredit>,
 ) -> AppResult<Response> {
-    caller.require_admin()?;
     advertiser_for(&state, caller, id).await?;
     let amount = money("amount_micros", body.amount_micros, 1)?;
     let kind = CreditKind::parse(&body.kind).ok_or_else(|| ApiError::invalid("kind must be topup, bonus or promo"))?;
     let note = body.note.as_deref().map(|n| text("note", n, 0, 500)).transpose()?;
     let now = state.clock.now_ms();
-    let entry = state.blocking(move |s| s.add_credit(id, kind, amount, note.as_deref(), now)).await?;
+    let bonus = state.config.topup_bonus.filter(|_| kind == CreditKind::Topup).and_then(|b| b.bonus_for(amount));
+    // A top-up and its bonus are one transaction: both or neither.
+    let (entry, bonus_entry) = match kind {
+        CreditKind::Topup => state.blocking(move |s| s.add_topup(id, amount, note.as_deref(), bonus, now)).await?,
+        _ => (state.blocking(move |s| s.add_credit(id, kind, amount, note.as_deref(), now)).await?, None),
+    };
     state.pipeline.delivery().credit(id, amount);
     audit(
         &state,
@@ -291,18 +389,14 @@ pub async fn add_credit(
     )
     .await?;
     let mut body = ledger_json(&entry);
-    if let Some(bonus) =
-        state.config.topup_bonus.filter(|_| kind == CreditKind::Topup).and_then(|b| b.bonus_for(amount))
-    {
-        let note = format!("top-up bonus on {}", entry.id.unwrap_or(0));
-        let bonus_entry = state.blocking(move |s| s.add_credit(id, CreditKind::Bonus, bonus, Some(&note), now)).await?;
-        state.pipeline.delivery().credit(id, bonus);
+    if let Some(bonus_entry) = bonus_entry {
+        state.pipeline.delivery().credit(id, bonus_entry.amount_micros);
         audit(
             &state,
             caller,
             "credit.add",
             format!("advertiser:{id}"),
-            json!({"kind": "bonus", "amount_micros": bonus}),
+            json!({"kind": "bonus", "amount_micros": bonus_entry.amount_micros}),
         )
         .await?;
         body["bonus"] = ledger_json(&bonus_entry);
@@ -357,10 +451,9 @@ pub struct NewPlacement {
 
 pub async fn create_placement(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Admin(caller): Admin,
     Json(body): Json<NewPlacement>,
 ) -> AppResult<Response> {
-    caller.require_admin()?;
     let slug = text("id", &body.id, 1, 64)?;
     if !slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
         return Err(ApiError::invalid("id must be a slug of lowercase letters, digits, - and _"));
@@ -375,7 +468,7 @@ pub async fn create_placement(
             e
         }
     })?;
-    state.reload_catalog()?;
+    state.reload_catalog().await?;
     let detail = json!({"format": placement.format.as_str()});
     audit(&state, caller, "placement.create", format!("placement:{}", placement.slug), detail).await?;
     Ok(created(placement_json(&placement)))
@@ -529,7 +622,7 @@ pub async fn create_campaign(
     let mut campaign = Campaign::draft(advertiser_id, "", 0, 0, state.clock.now_ms());
     body.apply(&mut campaign, &state.catalog())?;
     let campaign = state.blocking(move |s| s.create_campaign(&campaign)).await?;
-    state.reload_catalog()?;
+    state.reload_catalog().await?;
     audit(&state, caller, "campaign.create", format!("campaign:{}", campaign.id), json!({"name": campaign.name}))
         .await?;
     Ok(created(campaign_json(&campaign, 0)))
@@ -570,7 +663,7 @@ pub async fn patch_campaign(
     body.apply(&mut campaign, &state.catalog())?;
     let saved = campaign.clone();
     state.blocking(move |s| s.update_campaign(&saved)).await?;
-    state.reload_catalog()?;
+    state.reload_catalog().await?;
     audit(&state, caller, "campaign.update", format!("campaign:{id}"), json!({})).await?;
     let spend = state.pipeline.delivery().spent(id);
     Ok(axum::Json(campaign_json(&campaign, spend)))
@@ -602,7 +695,7 @@ pub async fn campaign_action(
     campaign.status = next;
     let saved = campaign.clone();
     state.blocking(move |s| s.update_campaign(&saved)).await?;
-    state.reload_catalog()?;
+    state.reload_catalog().await?;
     let detail = json!({"from": from.as_str(), "to": next.as_str()});
     audit(&state, caller, &format!("campaign.{action:?}").to_lowercase(), format!("campaign:{id}"), detail).await?;
     let spend = state.pipeline.delivery().spent(id);
@@ -618,22 +711,27 @@ async fn clone_campaign(state: &Arc<AppState>, caller: Caller, original: Campaig
     let original_id = original.id;
     let copy = state
         .blocking(move |s| {
-            let copy = s.create_campaign(&copy)?;
-            for ad in s.ads(Some(original_id))? {
-                let fresh = Ad {
-                    id: 0,
-                    campaign_id: copy.id,
-                    status: AdStatus::PendingReview,
-                    rejection_reason: None,
-                    created_at_ms: now,
-                    ..ad
-                };
-                s.create_ad(&fresh)?;
-            }
-            Ok(copy)
+            // The copy's ads start over in review, at version 1 of the original's latest content.
+            let ads: Vec<Ad> = s
+                .ads(Some(original_id))?
+                .into_iter()
+                .map(|ad| {
+                    let mut fresh = Ad {
+                        id: 0,
+                        status: AdStatus::PendingReview,
+                        version: 0,
+                        revision: None,
+                        created_at_ms: now,
+                        ..ad.clone()
+                    };
+                    fresh.edit(ad.latest_content(), now);
+                    fresh
+                })
+                .collect();
+            s.create_campaign_with_ads(&copy, &ads)
         })
         .await?;
-    state.reload_catalog()?;
+    state.reload_catalog().await?;
     audit(state, caller, "campaign.clone", format!("campaign:{}", copy.id), json!({"from": original_id})).await?;
     Ok(created(campaign_json(&copy, 0)))
 }
@@ -653,7 +751,7 @@ pub struct AdInput {
 }
 
 impl AdInput {
-    fn apply(self, ad: &mut Ad) -> AppResult<bool> {
+    fn apply(self, ad: &mut AdContent) -> AppResult<bool> {
         let mut changed = false;
         if let Some(f) = self.format {
             ad.format = Format::parse(&f).ok_or_else(|| ApiError::invalid("format must be compact or sidebar"))?;
@@ -693,23 +791,35 @@ pub async fn create_ad(
     if body.format.is_none() || body.headline.is_none() || body.target_url.is_none() {
         return Err(ApiError::invalid("format, headline and target_url are required"));
     }
-    let mut ad = Ad {
-        id: 0,
-        campaign_id,
-        advertiser_id: campaign.advertiser_id,
+    let mut content = AdContent {
         format: Format::Compact,
         headline: String::new(),
         body: String::new(),
         image_url: None,
         cta: "Learn more".into(),
         target_url: String::new(),
+    };
+    body.apply(&mut content)?;
+    let mut ad = Ad {
+        id: 0,
+        campaign_id,
+        advertiser_id: campaign.advertiser_id,
+        format: content.format,
+        headline: String::new(),
+        body: String::new(),
+        image_url: None,
+        cta: String::new(),
+        target_url: String::new(),
         status: AdStatus::PendingReview,
         rejection_reason: None,
         created_at_ms: state.clock.now_ms(),
+        version: 0,
+        revision: None,
     };
-    body.apply(&mut ad)?;
+    // A new ad is version 1 of its content, in review.
+    ad.edit(content, ad.created_at_ms);
     let ad = state.blocking(move |s| s.create_ad(&ad)).await?;
-    state.reload_catalog()?;
+    state.reload_catalog().await?;
     audit(&state, caller, "ad.create", format!("ad:{}", ad.id), json!({"campaign_id": campaign_id})).await?;
     Ok(created(ad_json(&ad)))
 }
@@ -747,11 +857,14 @@ pub async fn list_ads(
         .transpose()?;
     let campaign = q.campaign_id;
     let ads = state.blocking(move |s| s.ads(campaign)).await?;
-    let visible = ads.iter().filter(|a| caller.owns(a.advertiser_id) && status.is_none_or(|s| a.status == s));
+    // The review queue (`status=pending_review`) holds approved ads with an edit to review.
+    let has = |a: &Ad, s: AdStatus| a.status == s || a.revision.as_ref().is_some_and(|r| r.status == s);
+    let visible = ads.iter().filter(|a| caller.owns(a.advertiser_id) && status.is_none_or(|s| has(a, s)));
     Ok(items(visible.map(ad_json).collect()))
 }
 
-/// Editing an ad's content sends it back to review, whatever its status was.
+/// Editing an ad: an approved ad keeps serving and the edit waits for review as its
+/// revision; any other ad is edited in place and goes back to review.
 pub async fn patch_ad(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -759,14 +872,15 @@ pub async fn patch_ad(
     Json(body): Json<AdInput>,
 ) -> AppResult<axum::Json<Value>> {
     let mut ad = ad_for(&state, caller, id).await?;
-    if body.apply(&mut ad)? {
-        ad.status = AdStatus::PendingReview;
-        ad.rejection_reason = None;
+    let mut content = ad.latest_content();
+    if body.apply(&mut content)? {
+        ad.edit(content, state.clock.now_ms());
     }
     let saved = ad.clone();
-    state.blocking(move |s| s.update_ad(&saved)).await?;
-    state.reload_catalog()?;
-    audit(&state, caller, "ad.update", format!("ad:{id}"), json!({"status": ad.status.as_str()})).await?;
+    let now = state.clock.now_ms();
+    state.blocking(move |s| s.update_ad(&saved, now)).await?;
+    state.reload_catalog().await?;
+    audit(&state, caller, "ad.update", format!("ad:{id}"), json!({"status": ad.review_status().as_str()})).await?;
     Ok(axum::Json(ad_json(&ad)))
 }
 
@@ -779,43 +893,29 @@ pub struct Review {
 
 pub async fn review_ad(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<i64>,
     Json(body): Json<Review>,
 ) -> AppResult<axum::Json<Value>> {
-    caller.require_admin()?;
     let mut ad = ad_for(&state, caller, id).await?;
-    match body.decision.as_str() {
+    let reason = match body.decision.as_str() {
         "approve" => {
-            ad.status = AdStatus::Approved;
-            ad.rejection_reason = None;
+            ad.approve();
+            None
         }
         "reject" => {
             let reason = body.reason.as_deref().ok_or_else(|| ApiError::invalid("a rejection needs a reason"))?;
-            ad.status = AdStatus::Rejected;
-            ad.rejection_reason = Some(text("reason", reason, 1, 500)?);
+            let reason = text("reason", reason, 1, 500)?;
+            ad.reject(reason.clone());
+            Some(reason)
         }
         _ => return Err(ApiError::invalid("decision must be approve or reject")),
-    }
+    };
     let saved = ad.clone();
-    let approved = ad.status == AdStatus::Approved;
-    state
-        .blocking(move |s| {
-            s.update_ad(&saved)?;
-            if approved {
-                if let Some(mut c) = s.campaign(saved.campaign_id)? {
-                    let next = c.status.on_ad_approved();
-                    if next != c.status {
-                        c.status = next;
-                        s.update_campaign(&c)?;
-                    }
-                }
-            }
-            Ok(())
-        })
-        .await?;
-    state.reload_catalog()?;
-    let detail = json!({"decision": body.decision, "reason": ad.rejection_reason});
+    let now = state.clock.now_ms();
+    state.blocking(move |s| s.review_ad(&saved, now)).await?;
+    state.reload_catalog().await?;
+    let detail = json!({"decision": body.decision, "reason": reason, "version": ad.version});
     audit(&state, caller, "ad.review", format!("ad:{id}"), detail).await?;
     Ok(axum::Json(ad_json(&ad)))
 }
@@ -862,10 +962,9 @@ pub struct NewPromo {
 
 pub async fn create_promo(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    Admin(caller): Admin,
     Json(body): Json<NewPromo>,
 ) -> AppResult<Response> {
-    caller.require_admin()?;
     let code = text("code", &body.code, 3, 64)?;
     if !code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(ApiError::invalid("code may use letters, digits, - and _"));
@@ -928,10 +1027,9 @@ pub struct AuditQuery {
 
 pub async fn audit_log(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    _: Admin,
     Query(q): Query<AuditQuery>,
 ) -> AppResult<axum::Json<Value>> {
-    caller.require_admin()?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let entries = state.blocking(move |s| s.audit_log(limit)).await?;
     Ok(items(

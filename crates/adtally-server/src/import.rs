@@ -15,8 +15,10 @@ use adtally_core::counting::DecisionRef;
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
 use adtally_core::traffic::{givt_verdict, purpose_is_prefetch};
 
-use crate::api::{text, Caller};
+use crate::api::{text, Admin};
 use crate::error::ApiError;
+use adtally_store::Idempotency;
+
 use crate::pipeline::{Outcome, Submission, MAX_BATCH};
 use crate::state::{AppState, ServingCatalog};
 
@@ -91,10 +93,9 @@ impl ImportSummary {
 
 pub async fn import_events(
     State(state): State<Arc<AppState>>,
-    caller: Caller,
+    _: Admin,
     body: Bytes,
 ) -> Result<axum::Json<Value>, ApiError> {
-    caller.require_admin()?;
     let summary = import_ndjson(&state, &body).await?;
     Ok(axum::Json(summary.to_json()))
 }
@@ -156,7 +157,8 @@ async fn submit(state: &Arc<AppState>, chunk: Vec<Submission>, summary: &mut Imp
     Ok(())
 }
 
-fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Result<Submission, String> {
+/// One NDJSON line as a submission, or why it is refused. Public for the fuzz target.
+pub fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Result<Submission, String> {
     if raw.len() > MAX_LINE_BYTES {
         return Err(format!("line is longer than {MAX_LINE_BYTES} bytes"));
     }
@@ -189,15 +191,16 @@ fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Result<
     }
 
     let ad = line.ad_id.map(|id| catalog.ads.get(&id).ok_or_else(|| format!("unknown ad_id {id}"))).transpose()?;
-    let campaign = line
-        .campaign_id
+    // An ad names its campaign: a line cannot pair one advertiser's ad with another's.
+    let campaign_id = match (line.campaign_id, ad) {
+        (Some(c), Some(ad)) if ad.campaign_id != c => {
+            return Err(format!("ad {} does not belong to campaign {c}", ad.id))
+        }
+        (c, ad) => c.or(ad.map(|a| a.campaign_id)),
+    };
+    let campaign = campaign_id
         .map(|id| catalog.campaigns.get(&id).ok_or_else(|| format!("unknown campaign_id {id}")))
         .transpose()?;
-    if let (Some(ad), Some(c)) = (ad, campaign) {
-        if ad.campaign_id != c.id {
-            return Err(format!("ad {} does not belong to campaign {}", ad.id, c.id));
-        }
-    }
     let placement = line
         .placement
         .as_deref()
@@ -208,17 +211,17 @@ fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Result<
                 .ok_or_else(|| format!("unknown placement {:?}", slug.chars().take(64).collect::<String>()))
         })
         .transpose()?;
-    let advertiser_id = campaign.map(|c| c.advertiser_id).or(line.advertiser_id);
-    let (campaign_id, ad_id, placement_id) = match kind {
-        EventKind::Conversion => (campaign.map_or(0, |c| c.id), ad.map_or(0, |a| a.id), placement.map_or(0, |p| p.id)),
-        _ => {
-            let (Some(c), Some(a), Some(p)) = (campaign, ad, placement) else {
-                return Err("impressions, viewables and clicks need campaign_id, ad_id and placement".into());
-            };
-            (c.id, a.id, p.id)
+    let advertiser_id = match (campaign, line.advertiser_id) {
+        (Some(c), Some(a)) if c.advertiser_id != a => {
+            return Err(format!("campaign {} does not belong to advertiser {a}", c.id))
         }
+        (Some(c), _) => c.advertiser_id,
+        (None, Some(a)) => a,
+        (None, None) => return Err("a conversion needs campaign_id or advertiser_id".into()),
     };
-    let advertiser_id = advertiser_id.ok_or("a conversion needs campaign_id or advertiser_id")?;
+    if kind != EventKind::Conversion && (ad.is_none() || placement.is_none()) {
+        return Err("impressions, viewables and clicks need campaign_id, ad_id and placement".into());
+    }
     if !catalog.advertisers.contains_key(&advertiser_id) {
         return Err(format!("unknown advertiser_id {advertiser_id}"));
     }
@@ -249,20 +252,23 @@ fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Result<
         line.purpose.as_deref().is_some_and(purpose_is_prefetch),
         ip.is_some_and(|ip| state.datacenters.contains(ip)),
     );
-    let dedup_key = match (kind, &order_id) {
-        (EventKind::Conversion, Some(order)) => format!("order:{advertiser_id}:{order}"),
-        _ => format!("import:{event_id}"),
+    // The operator's import is as authoritative as the advertiser's postback.
+    let idempotency = match (kind, &order_id) {
+        (EventKind::Conversion, Some(order)) => {
+            Idempotency::Order { key: format!("order:{advertiser_id}:{order}"), authoritative: true }
+        }
+        _ => Idempotency::Import(format!("import:{event_id}")),
     };
     Ok(Submission {
         event: Event {
             at_ms,
             kind,
             verdict: Verdict::Valid,
-            decision_id: 0,
+            decision_id: None,
             advertiser_id,
-            campaign_id,
-            ad_id,
-            placement_id,
+            campaign_id: campaign.map(|c| c.id),
+            ad_id: ad.map(|a| a.id),
+            placement_id: placement.map(|p| p.id),
             user_key,
             ip_key,
             device,
@@ -273,6 +279,6 @@ fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Result<
         decision: DecisionRef::Imported { fresh_decision_id: state.next_decision_id(at_ms) },
         givt,
         clearing_cpm_micros: campaign.map_or(0, |c| c.cpm_bid_micros),
-        dedup_key: Some(dedup_key),
+        idempotency: Some(idempotency),
     })
 }

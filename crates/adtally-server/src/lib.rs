@@ -13,6 +13,7 @@ pub mod reports;
 mod serve;
 pub mod state;
 pub mod tracking;
+mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -45,9 +46,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/t/i/{token}", get(tracking::impression).post(tracking::impression))
         .route("/t/v/{token}", get(tracking::viewable).post(tracking::viewable))
         .route("/t/c/{token}", get(tracking::click))
-        .route("/t/conv", get(tracking::conversion_pixel));
+        .route("/t/conv", get(tracking::conversion_pixel))
+        .layer(axum::middleware::from_fn(web::cors));
     let api = Router::new()
         .route("/v1/advertisers", post(api::create_advertiser).get(api::list_advertisers))
+        .route("/v1/advertisers/{id}", patch(api::patch_advertiser))
         .route("/v1/advertisers/{id}/keys", post(api::create_key).get(api::list_keys))
         .route("/v1/keys/{id}/revoke", post(api::revoke_key))
         .route("/v1/promo-codes", post(api::create_promo))
@@ -80,6 +83,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route("/", get(web::dashboard))
+        .route("/tag.js", get(web::tag))
+        .route("/assets/{name}", get(web::asset))
         .fallback(ops::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), limits::request_deadline))
         .with_state(state)

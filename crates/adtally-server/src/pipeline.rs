@@ -26,7 +26,7 @@ use adtally_core::counting::{Arrival, CountingConfig, CountingState, DecisionRef
 use adtally_core::delivery::{CampaignLimits, DeliveryState, MAX_CAP_HOURS};
 use adtally_core::event::{Event, EventKind, Verdict};
 use adtally_core::jiff::tz::TimeZone;
-use adtally_store::{PendingEvent, Store, StoreError};
+use adtally_store::{Idempotency, PendingEvent, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most events one transaction takes.
@@ -48,8 +48,8 @@ pub struct Submission {
     pub givt: Option<Verdict>,
     /// What a valid impression of this decision costs per thousand.
     pub clearing_cpm_micros: i64,
-    /// Idempotency key (imported event id, conversion order id).
-    pub dedup_key: Option<String>,
+    /// Imported event id or conversion order id.
+    pub idempotency: Option<Idempotency>,
 }
 
 /// What became of a submission.
@@ -360,23 +360,27 @@ impl Writer {
         let shared = self.delivery.clone();
         let mut delivery = shared.lock().unwrap_or_else(|p| p.into_inner());
         for e in self.store.valid_events_since(since)? {
+            // Conversions name no decision and change no counting state.
+            let (Some(served), Some(decision_id)) = (Served::of(&e), e.decision_id) else { continue };
             if e.kind == EventKind::Impression && now - e.at_ms <= i64::from(MAX_CAP_HOURS) * HOUR {
-                delivery.remember_capped_impression(e.campaign_id, e.user_key, e.at_ms);
+                delivery.remember_capped_impression(served.campaign_id, e.user_key, e.at_ms);
             }
             if e.kind == EventKind::Click || now - e.at_ms <= config.token_ttl_ms.max(DAY) {
-                let arrival =
-                    arrival_of(&e, DecisionRef::Token { decision_id: e.decision_id, issued_at_ms: e.at_ms }, None);
+                // Decision ids start with the millisecond their token was issued, which is
+                // where the live state files them.
+                let decision = DecisionRef::Token { decision_id, issued_at_ms: (decision_id >> 20) as Millis };
+                let arrival = arrival_of(&e, served.ad_id, decision, None);
                 if now - e.at_ms <= config.token_ttl_ms {
-                    self.counting.remember(&arrival, e.decision_id, now);
+                    self.counting.remember(&arrival, decision_id, now);
                 }
-                self.remember_touch(&e);
+                self.remember_touch(&e, served);
             }
         }
         Ok(())
     }
 
-    fn remember_touch(&mut self, e: &Event) {
-        let touch = Touch { at_ms: e.at_ms, campaign_id: e.campaign_id, ad_id: e.ad_id, placement_id: e.placement_id };
+    fn remember_touch(&mut self, e: &Event, served: Served) {
+        let touch = served.touch(e.at_ms);
         match e.kind {
             EventKind::Click => self.touches.record_click(e.user_key, e.advertiser_id, touch),
             EventKind::Impression => self.touches.record_impression(e.user_key, e.advertiser_id, touch),
@@ -424,7 +428,7 @@ impl Writer {
             .iter()
             .map(|s| PendingEvent {
                 event: s.event.clone(),
-                dedup_key: s.dedup_key.clone(),
+                idempotency: s.idempotency.clone(),
                 skipped_as_duplicate: false,
             })
             .collect();
@@ -490,8 +494,27 @@ impl Writer {
     }
 }
 
-fn arrival_of(e: &Event, decision: DecisionRef, givt: Option<Verdict>) -> Arrival {
-    Arrival { kind: e.kind, at_ms: e.at_ms, decision, ad_id: e.ad_id, user_key: e.user_key, ip_key: e.ip_key, givt }
+/// The campaign, ad and placement of an event that was served (every impression,
+/// viewable and click; a conversion only once attributed).
+#[derive(Debug, Clone, Copy)]
+struct Served {
+    campaign_id: i64,
+    ad_id: i64,
+    placement_id: i64,
+}
+
+impl Served {
+    fn of(e: &Event) -> Option<Self> {
+        Some(Self { campaign_id: e.campaign_id?, ad_id: e.ad_id?, placement_id: e.placement_id? })
+    }
+
+    fn touch(self, at_ms: Millis) -> Touch {
+        Touch { at_ms, campaign_id: self.campaign_id, ad_id: self.ad_id, placement_id: self.placement_id }
+    }
+}
+
+fn arrival_of(e: &Event, ad_id: i64, decision: DecisionRef, givt: Option<Verdict>) -> Arrival {
+    Arrival { kind: e.kind, at_ms: e.at_ms, decision, ad_id, user_key: e.user_key, ip_key: e.ip_key, givt }
 }
 
 /// Applies the rules to one event inside the writer's transaction.
@@ -505,32 +528,33 @@ fn judge(
 ) {
     if event.kind == EventKind::Conversion {
         event.verdict = submission.givt.unwrap_or(Verdict::Valid);
-        if event.verdict.is_valid() && event.campaign_id == 0 {
+        if event.verdict.is_valid() && event.campaign_id.is_none() {
             if let Some(t) = touches.credit(event.user_key, event.advertiser_id, event.at_ms) {
-                event.campaign_id = t.campaign_id;
-                event.ad_id = t.ad_id;
-                event.placement_id = t.placement_id;
+                event.campaign_id = Some(t.campaign_id);
+                event.ad_id = Some(t.ad_id);
+                event.placement_id = Some(t.placement_id);
             }
         }
         return;
     }
-    let judgement = counting.judge(&arrival_of(event, submission.decision, submission.givt), now);
+    // Tracking and import always name what was served; an event that does not cannot
+    // belong to any decision.
+    let Some(served) = Served::of(event) else {
+        event.verdict = Verdict::NoImpression;
+        return;
+    };
+    let judgement = counting.judge(&arrival_of(event, served.ad_id, submission.decision, submission.givt), now);
     event.verdict = judgement.verdict;
-    event.decision_id = judgement.decision_id;
+    event.decision_id = Some(judgement.decision_id);
     if !event.verdict.is_valid() {
         return;
     }
-    let touch = Touch {
-        at_ms: event.at_ms,
-        campaign_id: event.campaign_id,
-        ad_id: event.ad_id,
-        placement_id: event.placement_id,
-    };
+    let touch = served.touch(event.at_ms);
     match event.kind {
         EventKind::Impression => {
             event.cost_micros = delivery.record_impression(
-                event.campaign_id,
-                event.ad_id,
+                served.campaign_id,
+                served.ad_id,
                 event.user_key,
                 submission.clearing_cpm_micros,
                 event.at_ms,
@@ -538,7 +562,7 @@ fn judge(
             touches.record_impression(event.user_key, event.advertiser_id, touch);
         }
         EventKind::Click => {
-            delivery.record_click(event.ad_id);
+            delivery.record_click(served.ad_id);
             touches.record_click(event.user_key, event.advertiser_id, touch);
         }
         EventKind::Viewable | EventKind::Conversion => {}

@@ -39,9 +39,9 @@ pub struct ReportParams {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct RowKey {
     period_ms: i64,
-    campaign_id: i64,
-    ad_id: i64,
-    placement_id: i64,
+    campaign_id: Option<i64>,
+    ad_id: Option<i64>,
+    placement_id: Option<i64>,
     device: Device,
     country: Country,
 }
@@ -103,15 +103,15 @@ async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams) -> Resul
     let mut totals = Counts::default();
     for r in found {
         let key = RowKey {
-            period_ms: period_start(r.key.bucket_ms, spec.granularity, &tz),
-            campaign_id: r.key.campaign_id,
-            ad_id: r.key.ad_id,
-            placement_id: r.key.placement_id,
-            device: r.key.device,
-            country: r.key.country,
+            period_ms: period_start(r.bucket_ms, spec.granularity, &tz),
+            campaign_id: r.campaign_id,
+            ad_id: r.ad_id,
+            placement_id: r.placement_id,
+            device: r.device,
+            country: r.country,
         };
         let s = r.sums;
-        let (kind, verdict) = (r.key.kind, r.key.verdict);
+        let (kind, verdict) = (r.kind, r.verdict);
         rows.entry(key).or_default().add(kind, verdict, s.events, s.cost_micros, s.value_micros);
         totals.add(kind, verdict, s.events, s.cost_micros, s.value_micros);
     }
@@ -127,14 +127,15 @@ impl Report {
             Granularity::Day => out.push(("date", json!(time_label(key.period_ms, Granularity::Day, &self.tz)))),
             Granularity::Hour => out.push(("hour", json!(time_label(key.period_ms, Granularity::Hour, &self.tz)))),
         }
-        let id = |v: i64| if v == 0 { Value::Null } else { json!(v) };
+        let id = |v: Option<i64>| v.map_or(Value::Null, |v| json!(v));
         for dim in &self.spec.group_by {
             let value = match dim {
                 Dimension::Campaign => id(key.campaign_id),
                 Dimension::Ad => id(key.ad_id),
-                Dimension::Placement => {
-                    self.catalog.placement_slugs.get(&key.placement_id).map_or(Value::Null, |s| json!(s))
-                }
+                Dimension::Placement => key
+                    .placement_id
+                    .and_then(|p| self.catalog.placement_slugs.get(&p))
+                    .map_or(Value::Null, |s| json!(s)),
                 Dimension::Device => json!(key.device.as_str()),
                 Dimension::Country => json!(key.country.as_str()),
             };
@@ -228,9 +229,9 @@ impl RowKey {
     fn default_key() -> Self {
         RowKey {
             period_ms: 0,
-            campaign_id: 0,
-            ad_id: 0,
-            placement_id: 0,
+            campaign_id: None,
+            ad_id: None,
+            placement_id: None,
             device: Device::Desktop,
             country: Country::UNKNOWN,
         }

@@ -137,6 +137,8 @@ pub struct ServingCatalog {
     pub ads: HashMap<i64, Arc<Ad>>,
     pub campaigns: HashMap<i64, Arc<Campaign>>,
     pub advertisers: HashMap<i64, (Advertiser, TimeZone)>,
+    /// Where a click on each approved ad version goes.
+    pub click_targets: HashMap<(i64, u32), String>,
 }
 
 impl ServingCatalog {
@@ -168,6 +170,8 @@ impl ServingCatalog {
             }
         }
         catalog.campaigns = campaigns;
+        catalog.click_targets =
+            store.approved_versions()?.into_iter().map(|v| ((v.ad_id, v.version), v.target_url)).collect();
         Ok(catalog)
     }
 
@@ -180,6 +184,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub pipeline: Pipeline,
     catalog: RwLock<Arc<ServingCatalog>>,
+    reload_lock: Mutex<()>,
     ranking: RwLock<Arc<Ranking>>,
     pub signer: TokenSigner,
     pub user_agents: UserAgentClassifier,
@@ -212,6 +217,7 @@ impl AppState {
             store,
             pipeline,
             catalog: RwLock::new(Arc::new(catalog)),
+            reload_lock: Mutex::new(()),
             ranking: RwLock::new(Arc::new(ranking)),
             signer,
             user_agents: UserAgentClassifier::new(),
@@ -242,8 +248,19 @@ impl AppState {
         *self.ranking.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ranking);
     }
 
-    /// Reloads the serving catalog and budgets after a management change.
-    pub fn reload_catalog(&self) -> Result<(), StoreError> {
+    /// Reloads the serving catalog and budgets after a management change, on a blocking
+    /// thread: the store reads must not stall the runtime's workers (and with them the
+    /// tracking paths).
+    pub async fn reload_catalog(self: &Arc<Self>) -> Result<(), ApiError> {
+        let state = self.clone();
+        Ok(tokio::task::spawn_blocking(move || state.reload_catalog_blocking()).await??)
+    }
+
+    /// [`AppState::reload_catalog`] for callers already on a blocking thread. Reloads are
+    /// serialized, so a slower reload that read the store earlier can never replace the
+    /// snapshot of a later one.
+    pub fn reload_catalog_blocking(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let catalog = ServingCatalog::load(self.store.as_ref())?;
         {
             let mut delivery = self.pipeline.delivery();
@@ -279,7 +296,7 @@ impl AppState {
         if finished.is_empty() {
             self.rerank();
         } else {
-            self.reload_catalog()?;
+            self.reload_catalog_blocking()?;
         }
         Ok(finished.len())
     }

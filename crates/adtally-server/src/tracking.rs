@@ -20,6 +20,8 @@ use adtally_core::traffic::{givt_verdict, is_prefetch};
 use crate::api::{text, Caller};
 use crate::client::{client_ip, client_prefix};
 use crate::error::{ApiError, Json, Path, Query};
+use adtally_store::Idempotency;
+
 use crate::pipeline::{Health, Outcome, Submission};
 use crate::state::{AppState, Ranked};
 
@@ -210,6 +212,7 @@ pub async fn decision(
         advertiser_id,
         campaign_id,
         ad_id,
+        ad_version: ad.version,
         placement_id,
         user_key,
         device,
@@ -321,11 +324,11 @@ async fn track(
             at_ms: now,
             kind,
             verdict: Verdict::Valid,
-            decision_id: t.decision_id,
+            decision_id: Some(t.decision_id),
             advertiser_id: t.advertiser_id.into(),
-            campaign_id: t.campaign_id.into(),
-            ad_id: t.ad_id.into(),
-            placement_id: t.placement_id.into(),
+            campaign_id: Some(t.campaign_id.into()),
+            ad_id: Some(t.ad_id.into()),
+            placement_id: Some(t.placement_id.into()),
             user_key: t.user_key,
             ip_key: visitor.ip_key(state, now),
             device: t.device,
@@ -336,7 +339,7 @@ async fn track(
         decision: DecisionRef::Token { decision_id: t.decision_id, issued_at_ms: t.issued_at_ms },
         givt: visitor.givt(state),
         clearing_cpm_micros: t.clearing_cpm_micros.min(i64::MAX as u64) as i64,
-        dedup_key: None,
+        idempotency: None,
     };
     state.pipeline.submit_one(submission).await?;
     Ok(Some(t))
@@ -387,14 +390,25 @@ pub async fn click(
     let Some(t) = track(&state, EventKind::Click, method, peer, headers, &token).await? else {
         return Err(ApiError::bad_request("invalid_token", "this click link is not valid"));
     };
+    // The version the decision served, whatever the ad says now: an edit is reviewed
+    // before anyone is sent to its URL.
     let catalog = state.catalog();
-    let ad = catalog.ads.get(&i64::from(t.ad_id)).ok_or_else(|| ApiError::not_found("ad"))?;
-    let location = HeaderValue::from_str(&ad.target_url).map_err(|_| ApiError::internal())?;
+    let target =
+        catalog.click_targets.get(&(i64::from(t.ad_id), t.ad_version)).ok_or_else(|| ApiError::not_found("ad"))?;
+    let location = redirect_target(target).ok_or_else(|| ApiError::not_found("ad"))?;
     Ok((
         StatusCode::FOUND,
         [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
     )
         .into_response())
+}
+
+/// The `Location` of a click. Target URLs are stored normalized (ASCII); one stored
+/// before normalization is normalized here rather than failing the click.
+fn redirect_target(target_url: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(target_url)
+        .ok()
+        .or_else(|| url::Url::parse(target_url).ok().and_then(|u| HeaderValue::from_str(u.as_str()).ok()))
 }
 
 #[derive(Deserialize)]
@@ -415,26 +429,32 @@ fn conversion_fields(value_micros: Option<i64>, order_id: Option<&str>) -> Resul
     Ok((value, order))
 }
 
-async fn submit_conversion(
-    state: &Arc<AppState>,
+/// A conversion as a pixel or a postback reported it.
+struct ConversionReport {
     advertiser_id: i64,
     user_key: u64,
     ip_key: u64,
     givt: Option<Verdict>,
     value_micros: i64,
     order_id: Option<String>,
-) -> Result<Outcome, ApiError> {
+    /// The advertiser's authenticated postback (replaces a pixel's conversion with the
+    /// same order id), not the anonymous pixel.
+    authoritative: bool,
+}
+
+async fn submit_conversion(state: &Arc<AppState>, report: ConversionReport) -> Result<Outcome, ApiError> {
+    let ConversionReport { advertiser_id, user_key, ip_key, givt, value_micros, order_id, authoritative } = report;
     let now = state.clock.now_ms();
     let submission = Submission {
         event: Event {
             at_ms: now,
             kind: EventKind::Conversion,
             verdict: Verdict::Valid,
-            decision_id: 0,
+            decision_id: None,
             advertiser_id,
-            campaign_id: 0,
-            ad_id: 0,
-            placement_id: 0,
+            campaign_id: None,
+            ad_id: None,
+            placement_id: None,
             user_key,
             ip_key,
             device: Device::Desktop,
@@ -445,7 +465,7 @@ async fn submit_conversion(
         decision: DecisionRef::Imported { fresh_decision_id: 0 },
         givt,
         clearing_cpm_micros: 0,
-        dedup_key: order_id.map(|o| format!("order:{advertiser_id}:{o}")),
+        idempotency: order_id.map(|o| Idempotency::Order { key: format!("order:{advertiser_id}:{o}"), authoritative }),
     };
     Ok(state.pipeline.submit_one(submission).await?)
 }
@@ -459,10 +479,13 @@ pub async fn conversion_pixel(
     Query(q): Query<ConversionPixel>,
 ) -> Result<Response, ApiError> {
     let advertiser_id = q.advertiser.ok_or_else(|| ApiError::invalid("advertiser is required"))?;
-    if !state.catalog().advertisers.contains_key(&advertiser_id) {
-        return Err(ApiError::not_found("advertiser"));
-    }
+    let cap = match state.catalog().advertisers.get(&advertiser_id) {
+        Some((advertiser, _)) => advertiser.max_conversion_value_micros,
+        None => return Err(ApiError::not_found("advertiser")),
+    };
     let (value, order) = conversion_fields(q.value_micros, q.order_id.as_deref())?;
+    // The pixel is anonymous: whatever it claims counts for at most the advertiser's cap.
+    let value = value.min(cap);
     if q.uid.as_ref().is_some_and(|u| u.len() > MAX_UID_LEN) {
         return Err(ApiError::invalid(format!("uid must be at most {MAX_UID_LEN} bytes")));
     }
@@ -472,8 +495,16 @@ pub async fn conversion_pixel(
     let visitor = Visitor::new(&state, peer, &headers);
     let now = state.clock.now_ms();
     let user_key = visitor.user_key(&state, q.uid.as_deref().filter(|u| !u.is_empty()), now);
-    submit_conversion(&state, advertiser_id, user_key, visitor.ip_key(&state, now), visitor.givt(&state), value, order)
-        .await?;
+    let report = ConversionReport {
+        advertiser_id,
+        user_key,
+        ip_key: visitor.ip_key(&state, now),
+        givt: visitor.givt(&state),
+        value_micros: value,
+        order_id: order,
+        authoritative: false,
+    };
+    submit_conversion(&state, report).await?;
     Ok(pixel())
 }
 
@@ -502,7 +533,16 @@ pub async fn conversion_postback(
     let uid = text("uid", &body.uid, 1, MAX_UID_LEN)?;
     let (value, order) = conversion_fields(body.value_micros, body.order_id.as_deref())?;
     let user_key = state.signer.keyed_hash(&[b"uid", uid.as_bytes()]);
-    let outcome = submit_conversion(&state, advertiser_id, user_key, 0, None, value, order).await?;
+    let report = ConversionReport {
+        advertiser_id,
+        user_key,
+        ip_key: 0,
+        givt: None,
+        value_micros: value,
+        order_id: order,
+        authoritative: true,
+    };
+    let outcome = submit_conversion(&state, report).await?;
     let (status, body) = match outcome {
         Outcome::Stored { verdict } => {
             (StatusCode::CREATED, serde_json::json!({"status": "recorded", "verdict": verdict.as_str()}))

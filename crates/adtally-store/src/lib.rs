@@ -9,11 +9,13 @@
 mod rollup;
 mod sqlite;
 
+use std::collections::BTreeMap;
+
 use adtally_core::catalog::{Ad, Advertiser, Campaign, CreditKind, LedgerEntry, Placement};
 use adtally_core::clock::Millis;
 use adtally_core::event::Event;
 
-pub use rollup::{RollupKey, RollupQuery, RollupRow};
+pub use rollup::{RollupKey, RollupQuery, RollupRow, RollupSums};
 pub use sqlite::{BackupSummary, DataDirLock, SqliteStore, LOCK_FILE};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,14 @@ pub struct ApiKeyInfo {
     pub created_at_ms: Millis,
     pub last_used_at_ms: Option<Millis>,
     pub revoked_at_ms: Option<Millis>,
+}
+
+/// An ad version that was approved, and where its clicks go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovedVersion {
+    pub ad_id: i64,
+    pub version: u32,
+    pub target_url: String,
 }
 
 /// A promo code the operator created.
@@ -69,20 +79,31 @@ pub enum KeyOwner {
     Advertiser(i64),
 }
 
+/// What makes an event unique beyond its own id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Idempotency {
+    /// An imported event's id: an event whose id was stored before is skipped.
+    Import(String),
+    /// A conversion's order id (the key names the advertiser). An `authoritative` one
+    /// (the advertiser's authenticated postback, or the operator's import) replaces a
+    /// pixel conversion stored under the same order id, which becomes `duplicate`; a
+    /// pixel never replaces anything, and an order id already held by an
+    /// authoritative conversion is skipped.
+    Order { key: String, authoritative: bool },
+}
+
 /// An event on its way into the store.
 #[derive(Debug, Clone)]
 pub struct PendingEvent {
     pub event: Event,
-    /// Idempotency key: an imported event's id, or a conversion's order id. An event
-    /// whose key was stored before is skipped, not stored again.
-    pub dedup_key: Option<String>,
+    pub idempotency: Option<Idempotency>,
     /// Set by the store: the key was seen before and the event was not stored.
     pub skipped_as_duplicate: bool,
 }
 
 impl PendingEvent {
     pub fn new(event: Event) -> Self {
-        Self { event, dedup_key: None, skipped_as_duplicate: false }
+        Self { event, idempotency: None, skipped_as_duplicate: false }
     }
 }
 
@@ -104,22 +125,36 @@ pub struct AdPerformance {
     pub clicks: i64,
 }
 
-/// Totals over the raw events and over the rollups; equal when the store is consistent.
+/// Events, cost and value of one advertiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Totals {
+    pub events: i64,
+    pub cost_micros: i128,
+    pub value_micros: i128,
+}
+
+/// Totals per advertiser over the raw events and over the rollups; equal, advertiser by
+/// advertiser, when the store is consistent. Grand totals alone would hide events
+/// credited to the wrong advertiser.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConsistencyCheck {
-    pub raw_events: i64,
-    pub rollup_events: i64,
-    pub raw_cost_micros: i64,
-    pub rollup_cost_micros: i64,
-    pub raw_value_micros: i64,
-    pub rollup_value_micros: i64,
+    pub raw: BTreeMap<i64, Totals>,
+    pub rollups: BTreeMap<i64, Totals>,
 }
 
 impl ConsistencyCheck {
     pub fn is_consistent(&self) -> bool {
-        self.raw_events == self.rollup_events
-            && self.raw_cost_micros == self.rollup_cost_micros
-            && self.raw_value_micros == self.rollup_value_micros
+        self.raw == self.rollups
+    }
+
+    /// Raw events over all advertisers.
+    pub fn raw_events(&self) -> i64 {
+        self.raw.values().map(|t| t.events).sum()
+    }
+
+    /// Raw cost over all advertisers.
+    pub fn raw_cost_micros(&self) -> i128 {
+        self.raw.values().map(|t| t.cost_micros).sum()
     }
 }
 
@@ -132,7 +167,9 @@ pub trait Store: Send + Sync + 'static {
     fn meta_init(&self, key: &str, value: &str) -> Result<String>;
 
     // Accounts and keys.
-    fn create_advertiser(&self, name: &str, email: &str, timezone: &str, now: Millis) -> Result<Advertiser>;
+    /// Inserts an advertiser (its `id` is ignored) and returns it with its id.
+    fn create_advertiser(&self, advertiser: &Advertiser) -> Result<Advertiser>;
+    fn update_advertiser(&self, advertiser: &Advertiser) -> Result<()>;
     fn advertiser(&self, id: i64) -> Result<Option<Advertiser>>;
     fn advertisers(&self) -> Result<Vec<Advertiser>>;
     /// Stores a key's hash; returns the key's id.
@@ -161,6 +198,15 @@ pub trait Store: Send + Sync + 'static {
         note: Option<&str>,
         now: Millis,
     ) -> Result<LedgerEntry>;
+    /// A top-up and the bonus it earns, in one transaction: both or neither.
+    fn add_topup(
+        &self,
+        advertiser_id: i64,
+        amount_micros: i64,
+        note: Option<&str>,
+        bonus_micros: Option<i64>,
+        now: Millis,
+    ) -> Result<(LedgerEntry, Option<LedgerEntry>)>;
     /// Sum of credits per advertiser.
     fn credit_totals(&self) -> Result<Vec<(i64, i64)>>;
     /// Credits and daily spend of one advertiser, oldest first.
@@ -177,17 +223,28 @@ pub trait Store: Send + Sync + 'static {
     fn placements(&self) -> Result<Vec<Placement>>;
     /// Inserts a campaign (its `id` is ignored) and returns it with its id.
     fn create_campaign(&self, campaign: &Campaign) -> Result<Campaign>;
+    /// Inserts a campaign and its ads (their `campaign_id` is the new campaign's) in one
+    /// transaction, as a clone needs.
+    fn create_campaign_with_ads(&self, campaign: &Campaign, ads: &[Ad]) -> Result<Campaign>;
     fn update_campaign(&self, campaign: &Campaign) -> Result<()>;
     fn campaign(&self, id: i64) -> Result<Option<Campaign>>;
     fn campaigns(&self, advertiser_id: Option<i64>) -> Result<Vec<Campaign>>;
+    /// Inserts an ad (its `id` is ignored) and returns it with its id.
     fn create_ad(&self, ad: &Ad) -> Result<Ad>;
-    fn update_ad(&self, ad: &Ad) -> Result<()>;
+    /// Writes an ad and its revision. Whenever the ad is approved, the target URL of its
+    /// version is kept for good (see [`Store::approved_versions`]).
+    fn update_ad(&self, ad: &Ad, now: Millis) -> Result<()>;
+    /// A review's outcome, in one transaction: the ad as [`Store::update_ad`] writes it,
+    /// and its campaign activated if it was waiting for review and the ad is approved.
+    fn review_ad(&self, ad: &Ad, now: Millis) -> Result<()>;
+    /// The target URL of every ad version ever approved.
+    fn approved_versions(&self) -> Result<Vec<ApprovedVersion>>;
     fn ad(&self, id: i64) -> Result<Option<Ad>>;
     fn ads(&self, campaign_id: Option<i64>) -> Result<Vec<Ad>>;
 
     // Events.
     /// Appends a batch in one transaction, with ids that start with `now_ms`. For each
-    /// event whose `dedup_key` is new (or absent), calls `judge` with its index — which sets the verdict and cost — then stores it and its
+    /// event whose idempotency key is new (or absent), calls `judge` with its index — which sets the verdict and cost — then stores it and its
     /// rollup. Only the single event writer calls this.
     fn append_events(
         &self,

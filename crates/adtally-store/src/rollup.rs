@@ -7,26 +7,29 @@ use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
 use adtally_core::fasthash::FastMap;
 use adtally_core::report::{bucket_of, Dimension};
 
-/// One rollup row's identity.
+/// One rollup row's identity. It carries the advertiser and the campaign, so events of
+/// two advertisers can never be summed into one row, whatever else they share (two
+/// unattributed conversions in the same quarter hour, say).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RollupKey {
     pub bucket_ms: Millis,
     pub advertiser_id: i64,
-    pub campaign_id: i64,
-    pub ad_id: i64,
-    pub placement_id: i64,
+    pub campaign_id: Option<i64>,
+    pub ad_id: Option<i64>,
+    pub placement_id: Option<i64>,
     pub device: Device,
     pub country: Country,
     pub kind: EventKind,
     pub verdict: Verdict,
 }
 
-/// Summed events, cost and value.
+/// Summed events, cost and value. Money sums are `i128`: a sum over any number of rows
+/// of `i64` amounts cannot overflow it, so no report can fail on one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RollupSums {
     pub events: i64,
-    pub cost_micros: i64,
-    pub value_micros: i64,
+    pub cost_micros: i128,
+    pub value_micros: i128,
 }
 
 pub(crate) fn aggregate<'a>(events: impl Iterator<Item = &'a Event>) -> FastMap<RollupKey, RollupSums> {
@@ -45,8 +48,8 @@ pub(crate) fn aggregate<'a>(events: impl Iterator<Item = &'a Event>) -> FastMap<
         };
         let s = sums.entry(key).or_default();
         s.events += 1;
-        s.cost_micros += e.cost_micros;
-        s.value_micros += e.value_micros;
+        s.cost_micros += i128::from(e.cost_micros);
+        s.value_micros += i128::from(e.value_micros);
     }
     sums
 }
@@ -66,10 +69,17 @@ pub struct RollupQuery {
     pub group_by: Vec<Dimension>,
 }
 
-/// A grouped row. In its key, the advertiser and every dimension not grouped by hold
-/// their default (0, desktop, `ZZ`; bucket 0 without time grouping) and mean "all".
+/// A grouped row of a report query. Every dimension not grouped by holds its default
+/// (`None`, desktop, `ZZ`; bucket 0 without time grouping) and means "all".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RollupRow {
-    pub key: RollupKey,
+    pub bucket_ms: Millis,
+    pub campaign_id: Option<i64>,
+    pub ad_id: Option<i64>,
+    pub placement_id: Option<i64>,
+    pub device: Device,
+    pub country: Country,
+    pub kind: EventKind,
+    pub verdict: Verdict,
     pub sums: RollupSums,
 }

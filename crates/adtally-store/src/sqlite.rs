@@ -4,6 +4,7 @@
 //! small pool of others. SQLite serialises writers, so a management write waits (busy
 //! timeout) for the writer's current batch rather than failing.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -11,17 +12,18 @@ use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use adtally_core::catalog::{
-    Ad, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, FrequencyCap, LedgerEntry, Pacing,
-    Placement, Targeting,
+    Ad, AdContent, AdRevision, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, FrequencyCap,
+    LedgerEntry, Pacing, Placement, Targeting,
 };
 use adtally_core::clock::{Millis, DAY};
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
-use adtally_core::report::Dimension;
+use adtally_core::metrics::saturate;
+use adtally_core::report::{bucket_of, Dimension};
 
-use crate::rollup::{aggregate, RollupKey, RollupQuery, RollupRow, RollupSums};
+use crate::rollup::{aggregate, RollupQuery, RollupRow, RollupSums};
 use crate::{
-    AdPerformance, ApiKeyInfo, AuditEntry, CampaignSpend, ConsistencyCheck, KeyOwner, PendingEvent, PromoCode, Result,
-    Store, StoreError,
+    AdPerformance, ApiKeyInfo, ApprovedVersion, AuditEntry, CampaignSpend, ConsistencyCheck, Idempotency, KeyOwner,
+    PendingEvent, PromoCode, Result, Store, StoreError, Totals,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -36,7 +38,8 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE advertisers (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL, timezone TEXT NOT NULL,
@@ -103,7 +106,73 @@ CREATE TABLE rollups (
     PRIMARY KEY (bucket_ms, ad_id, placement_id, device, country, kind, verdict)
 ) WITHOUT ROWID;
 CREATE INDEX rollups_advertiser ON rollups(advertiser_id, bucket_ms);
-"#];
+"#,
+    r#"
+-- The rollup key carries the advertiser and the campaign: before, two advertisers'
+-- unattributed conversions in one quarter hour shared a row. Rebuilt from the raw
+-- events, which also repairs rows merged that way.
+CREATE TABLE rollups_v2 (
+    bucket_ms INTEGER NOT NULL, advertiser_id INTEGER NOT NULL, campaign_id INTEGER NOT NULL,
+    ad_id INTEGER NOT NULL, placement_id INTEGER NOT NULL, device INTEGER NOT NULL,
+    country TEXT NOT NULL, kind INTEGER NOT NULL, verdict INTEGER NOT NULL,
+    events INTEGER NOT NULL, cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL,
+    PRIMARY KEY (bucket_ms, advertiser_id, campaign_id, ad_id, placement_id, device, country, kind, verdict)
+) WITHOUT ROWID;
+INSERT INTO rollups_v2
+    SELECT (at_ms / 900000) * 900000, advertiser_id, campaign_id, ad_id, placement_id, device, country, kind,
+           verdict, COUNT(*), SUM(cost_micros), SUM(value_micros)
+    FROM events GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9;
+DROP TABLE rollups;
+ALTER TABLE rollups_v2 RENAME TO rollups;
+CREATE INDEX rollups_advertiser ON rollups(advertiser_id, bucket_ms);
+-- Which event holds an order id, and whether an authoritative postback put it there (a
+-- pixel's conversion may be replaced by the postback, never the reverse). Keys from
+-- before count as authoritative: the event they name was not recorded.
+-- Ad versions: the content that serves carries a version; an edit of an approved ad
+-- waits in ad_revisions; every version ever approved keeps its target URL, which clicks
+-- on decisions that served it redirect to.
+ALTER TABLE ads ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE ad_revisions (
+    ad_id INTEGER PRIMARY KEY REFERENCES ads(id), version INTEGER NOT NULL, format TEXT NOT NULL,
+    headline TEXT NOT NULL, body TEXT NOT NULL, image_url TEXT, cta TEXT NOT NULL, target_url TEXT NOT NULL,
+    status TEXT NOT NULL, rejection_reason TEXT, created_at_ms INTEGER NOT NULL
+);
+CREATE TABLE ad_versions (
+    ad_id INTEGER NOT NULL REFERENCES ads(id), version INTEGER NOT NULL, target_url TEXT NOT NULL,
+    approved_at_ms INTEGER NOT NULL, PRIMARY KEY (ad_id, version)
+) WITHOUT ROWID;
+INSERT INTO ad_versions SELECT id, 1, target_url, created_at_ms FROM ads WHERE status = 'approved';
+ALTER TABLE dedup_keys ADD COLUMN event_id INTEGER;
+ALTER TABLE dedup_keys ADD COLUMN authoritative INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE advertisers ADD COLUMN max_conversion_value_micros INTEGER NOT NULL DEFAULT 1000000000;
+"#,
+];
+
+/// Absent ids (a conversion's campaign, ad and placement before attribution; its
+/// decision always) are stored as 0: they are key columns of a `WITHOUT ROWID` table,
+/// which cannot hold NULL, and store ids start at 1. These two functions are the only
+/// place that knows the encoding; everything above the store sees `Option`.
+fn db_id(id: Option<i64>) -> i64 {
+    id.unwrap_or(0)
+}
+
+fn id_from_db(value: i64) -> Option<i64> {
+    (value > 0).then_some(value)
+}
+
+/// `SUM` of a money column that cannot overflow: SQLite's `SUM` fails on integer
+/// overflow, which would turn every later report into an error. The high and low 32 bits
+/// are summed apart (each sum stays far inside `i64` for any possible number of rows) and
+/// joined in `i128` by [`wide`].
+fn wide_sum(column: &str) -> String {
+    format!("SUM({column} >> 32), SUM({column} & 4294967295)")
+}
+
+fn wide(row: &Row, first: usize) -> rusqlite::Result<i128> {
+    let high: Option<i64> = row.get(first)?;
+    let low: Option<i64> = row.get(first + 1)?;
+    Ok((i128::from(high.unwrap_or(0)) << 32) + i128::from(low.unwrap_or(0)))
+}
 
 /// The writer's connection and the last event id it assigned.
 struct EventWriter {
@@ -131,11 +200,11 @@ fn bind_event(stmt: &mut rusqlite::CachedStatement<'_>, first: usize, id: i64, e
         e.at_ms,
         e.kind.code().into(),
         e.verdict.code().into(),
-        e.decision_id as i64,
+        e.decision_id.map_or(0, |d| d as i64),
         e.advertiser_id,
-        e.campaign_id,
-        e.ad_id,
-        e.placement_id,
+        db_id(e.campaign_id),
+        db_id(e.ad_id),
+        db_id(e.placement_id),
         e.user_key as i64,
         e.ip_key as i64,
         e.device.code().into(),
@@ -323,6 +392,7 @@ fn advertiser_from(row: &Row) -> rusqlite::Result<Advertiser> {
         email: row.get(2)?,
         timezone: row.get(3)?,
         created_at_ms: row.get(4)?,
+        max_conversion_value_micros: row.get(5)?,
     })
 }
 
@@ -388,11 +458,34 @@ fn campaign_values(k: &Campaign) -> [Value; 12] {
     ]
 }
 
-const AD_COLUMNS: &str = "id, campaign_id, advertiser_id, format, headline, body, image_url, cta, target_url, \
-    status, rejection_reason, created_at_ms";
+const AD_SELECT: &str = "SELECT ads.id, ads.campaign_id, ads.advertiser_id, ads.format, ads.headline, ads.body,
+    ads.image_url, ads.cta, ads.target_url, ads.status, ads.rejection_reason, ads.created_at_ms, ads.version,
+    r.version, r.format, r.headline, r.body, r.image_url, r.cta, r.target_url, r.status, r.rejection_reason,
+    r.created_at_ms
+    FROM ads LEFT JOIN ad_revisions r ON r.ad_id = ads.id";
+
+fn ad_status(text: String) -> rusqlite::Result<AdStatus> {
+    AdStatus::parse(&text).ok_or_else(|| bad_column("status", &text))
+}
 
 fn ad_from(row: &Row) -> rusqlite::Result<Ad> {
-    let status: String = row.get(9)?;
+    let revision = match row.get::<_, Option<u32>>(13)? {
+        None => None,
+        Some(version) => Some(Box::new(AdRevision {
+            version,
+            content: AdContent {
+                format: format_from(row.get(14)?)?,
+                headline: row.get(15)?,
+                body: row.get(16)?,
+                image_url: row.get(17)?,
+                cta: row.get(18)?,
+                target_url: row.get(19)?,
+            },
+            status: ad_status(row.get(20)?)?,
+            rejection_reason: row.get(21)?,
+            created_at_ms: row.get(22)?,
+        })),
+    };
     Ok(Ad {
         id: row.get(0)?,
         campaign_id: row.get(1)?,
@@ -403,10 +496,113 @@ fn ad_from(row: &Row) -> rusqlite::Result<Ad> {
         image_url: row.get(6)?,
         cta: row.get(7)?,
         target_url: row.get(8)?,
-        status: AdStatus::parse(&status).ok_or_else(|| bad_column("status", &status))?,
+        status: ad_status(row.get(9)?)?,
         rejection_reason: row.get(10)?,
         created_at_ms: row.get(11)?,
+        version: row.get(12)?,
+        revision,
     })
+}
+
+fn insert_credit(
+    c: &Connection,
+    advertiser_id: i64,
+    kind: CreditKind,
+    amount_micros: i64,
+    note: Option<&str>,
+    now: Millis,
+) -> Result<LedgerEntry> {
+    c.execute(
+        "INSERT INTO credits (advertiser_id, at_ms, kind, amount_micros, note) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![advertiser_id, now, kind.as_str(), amount_micros, note],
+    )?;
+    Ok(LedgerEntry {
+        id: Some(c.last_insert_rowid()),
+        at_ms: now,
+        kind: kind.as_str().into(),
+        amount_micros,
+        note: note.map(String::from),
+    })
+}
+
+fn insert_campaign(c: &Connection, k: &Campaign) -> Result<Campaign> {
+    let mut values = campaign_values(k).to_vec();
+    values.extend([Value::Integer(k.advertiser_id), Value::Integer(k.created_at_ms)]);
+    c.execute(
+        "INSERT INTO campaigns (name, status, cpm_bid_micros, total_budget_micros, daily_budget_micros,
+         start_at_ms, end_at_ms, pacing, target_devices, target_placements, cap_impressions, cap_per_hours,
+         advertiser_id, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        rusqlite::params_from_iter(values),
+    )?;
+    Ok(Campaign { id: c.last_insert_rowid(), ..k.clone() })
+}
+
+fn insert_ad(tx: &rusqlite::Transaction<'_>, ad: &Ad) -> Result<Ad> {
+    tx.execute(
+        "INSERT INTO ads (campaign_id, advertiser_id, format, headline, body, image_url, cta, target_url,
+         status, rejection_reason, created_at_ms, version) VALUES (?1, ?2, ?3, '', '', NULL, '', '', ?4, NULL, ?5, ?6)",
+        params![ad.campaign_id, ad.advertiser_id, ad.format.as_str(), ad.status.as_str(), ad.created_at_ms, ad.version],
+    )?;
+    let ad = Ad { id: tx.last_insert_rowid(), ..ad.clone() };
+    write_ad(tx, &ad, ad.created_at_ms)?;
+    Ok(ad)
+}
+
+/// Writes an ad's row and its revision, and records the target URL of the version that
+/// serves when it is approved: every approved version stays resolvable for clicks.
+fn write_ad(tx: &rusqlite::Transaction<'_>, ad: &Ad, now: Millis) -> Result<()> {
+    let changed = tx.execute(
+        "UPDATE ads SET format = ?2, headline = ?3, body = ?4, image_url = ?5, cta = ?6, target_url = ?7,
+         status = ?8, rejection_reason = ?9, version = ?10 WHERE id = ?1",
+        params![
+            ad.id,
+            ad.format.as_str(),
+            ad.headline,
+            ad.body,
+            ad.image_url,
+            ad.cta,
+            ad.target_url,
+            ad.status.as_str(),
+            ad.rejection_reason,
+            ad.version
+        ],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::NotFound(format!("ad {}", ad.id)));
+    }
+    match &ad.revision {
+        None => {
+            tx.execute("DELETE FROM ad_revisions WHERE ad_id = ?1", [ad.id])?;
+        }
+        Some(r) => {
+            tx.execute(
+                "INSERT OR REPLACE INTO ad_revisions (ad_id, version, format, headline, body, image_url, cta,
+                 target_url, status, rejection_reason, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    ad.id,
+                    r.version,
+                    r.content.format.as_str(),
+                    r.content.headline,
+                    r.content.body,
+                    r.content.image_url,
+                    r.content.cta,
+                    r.content.target_url,
+                    r.status.as_str(),
+                    r.rejection_reason,
+                    r.created_at_ms
+                ],
+            )?;
+        }
+    }
+    if ad.status == AdStatus::Approved {
+        tx.execute(
+            "INSERT OR IGNORE INTO ad_versions (ad_id, version, target_url, approved_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![ad.id, ad.version, ad.target_url, now],
+        )?;
+    }
+    Ok(())
 }
 
 fn event_from(row: &Row) -> rusqlite::Result<Event> {
@@ -418,11 +614,11 @@ fn event_from(row: &Row) -> rusqlite::Result<Event> {
         at_ms: row.get(0)?,
         kind: EventKind::from_code(kind).ok_or_else(|| bad_column("kind", &kind.to_string()))?,
         verdict: Verdict::from_code(verdict).ok_or_else(|| bad_column("verdict", &verdict.to_string()))?,
-        decision_id: row.get::<_, i64>(3)? as u64,
+        decision_id: id_from_db(row.get(3)?).map(|d| d as u64),
         advertiser_id: row.get(4)?,
-        campaign_id: row.get(5)?,
-        ad_id: row.get(6)?,
-        placement_id: row.get(7)?,
+        campaign_id: id_from_db(row.get(5)?),
+        ad_id: id_from_db(row.get(6)?),
+        placement_id: id_from_db(row.get(7)?),
         user_key: row.get::<_, i64>(8)? as u64,
         ip_key: row.get::<_, i64>(9)? as u64,
         device: Device::from_code(device).unwrap_or_default(),
@@ -430,6 +626,40 @@ fn event_from(row: &Row) -> rusqlite::Result<Event> {
         cost_micros: row.get(12)?,
         value_micros: row.get(13)?,
     })
+}
+
+/// Marks a stored conversion `duplicate` because an authoritative one replaced it, and
+/// takes it out of its rollup row. Returns the event as it now is, for the caller to add
+/// to the rollups under its new verdict in the same transaction; `None` when it was not
+/// counted anyway.
+fn supersede(tx: &rusqlite::Transaction<'_>, id: i64) -> Result<Option<Event>> {
+    let sql = "SELECT at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id, placement_id, user_key,
+               ip_key, device, country, cost_micros, value_micros FROM events WHERE id = ?1";
+    let Some(mut event) = tx.query_row(sql, [id], event_from).optional()? else { return Ok(None) };
+    if event.verdict == Verdict::Duplicate {
+        return Ok(None);
+    }
+    tx.execute("UPDATE events SET verdict = ?2 WHERE id = ?1", params![id, Verdict::Duplicate.code()])?;
+    tx.execute(
+        "UPDATE rollups SET events = events - 1, cost_micros = cost_micros - ?10, value_micros = value_micros - ?11
+         WHERE bucket_ms = ?1 AND advertiser_id = ?2 AND campaign_id = ?3 AND ad_id = ?4 AND placement_id = ?5
+           AND device = ?6 AND country = ?7 AND kind = ?8 AND verdict = ?9",
+        params![
+            bucket_of(event.at_ms),
+            event.advertiser_id,
+            db_id(event.campaign_id),
+            db_id(event.ad_id),
+            db_id(event.placement_id),
+            event.device.code(),
+            event.country.as_str(),
+            event.kind.code(),
+            event.verdict.code(),
+            event.cost_micros,
+            event.value_micros
+        ],
+    )?;
+    event.verdict = Verdict::Duplicate;
+    Ok(Some(event))
 }
 
 impl Store for SqliteStore {
@@ -444,26 +674,35 @@ impl Store for SqliteStore {
         })
     }
 
-    fn create_advertiser(&self, name: &str, email: &str, timezone: &str, now: Millis) -> Result<Advertiser> {
+    fn create_advertiser(&self, a: &Advertiser) -> Result<Advertiser> {
         self.with_conn(|c| {
             c.execute(
-                "INSERT INTO advertisers (name, email, timezone, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![name, email, timezone, now],
+                "INSERT INTO advertisers (name, email, timezone, max_conversion_value_micros, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![a.name, a.email, a.timezone, a.max_conversion_value_micros, a.created_at_ms],
             )?;
-            Ok(Advertiser {
-                id: c.last_insert_rowid(),
-                name: name.into(),
-                email: email.into(),
-                timezone: timezone.into(),
-                created_at_ms: now,
-            })
+            Ok(Advertiser { id: c.last_insert_rowid(), ..a.clone() })
+        })
+    }
+
+    fn update_advertiser(&self, a: &Advertiser) -> Result<()> {
+        self.with_conn(|c| {
+            let n = c.execute(
+                "UPDATE advertisers SET name = ?2, email = ?3, timezone = ?4, max_conversion_value_micros = ?5
+                 WHERE id = ?1",
+                params![a.id, a.name, a.email, a.timezone, a.max_conversion_value_micros],
+            )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("advertiser {}", a.id)));
+            }
+            Ok(())
         })
     }
 
     fn advertiser(&self, id: i64) -> Result<Option<Advertiser>> {
         self.with_conn(|c| {
             Ok(c.query_row(
-                "SELECT id, name, email, timezone, created_at_ms FROM advertisers WHERE id = ?1",
+                "SELECT id, name, email, timezone, created_at_ms, max_conversion_value_micros FROM advertisers WHERE id = ?1",
                 [id],
                 advertiser_from,
             )
@@ -475,7 +714,7 @@ impl Store for SqliteStore {
         self.with_conn(|c| {
             query_all(
                 c,
-                "SELECT id, name, email, timezone, created_at_ms FROM advertisers ORDER BY id",
+                "SELECT id, name, email, timezone, created_at_ms, max_conversion_value_micros FROM advertisers ORDER BY id",
                 [],
                 advertiser_from,
             )
@@ -645,18 +884,29 @@ impl Store for SqliteStore {
         note: Option<&str>,
         now: Millis,
     ) -> Result<LedgerEntry> {
+        self.with_conn(|c| insert_credit(c, advertiser_id, kind, amount_micros, note, now))
+    }
+
+    fn add_topup(
+        &self,
+        advertiser_id: i64,
+        amount_micros: i64,
+        note: Option<&str>,
+        bonus_micros: Option<i64>,
+        now: Millis,
+    ) -> Result<(LedgerEntry, Option<LedgerEntry>)> {
         self.with_conn(|c| {
-            c.execute(
-                "INSERT INTO credits (advertiser_id, at_ms, kind, amount_micros, note) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![advertiser_id, now, kind.as_str(), amount_micros, note],
-            )?;
-            Ok(LedgerEntry {
-                id: Some(c.last_insert_rowid()),
-                at_ms: now,
-                kind: kind.as_str().into(),
-                amount_micros,
-                note: note.map(String::from),
-            })
+            let tx = c.transaction()?;
+            let topup = insert_credit(&tx, advertiser_id, CreditKind::Topup, amount_micros, note, now)?;
+            let bonus = match bonus_micros {
+                Some(bonus) => {
+                    let note = format!("top-up bonus on {}", topup.id.unwrap_or_default());
+                    Some(insert_credit(&tx, advertiser_id, CreditKind::Bonus, bonus, Some(&note), now)?)
+                }
+                None => None,
+            };
+            tx.commit()?;
+            Ok((topup, bonus))
         })
     }
 
@@ -728,17 +978,18 @@ impl Store for SqliteStore {
     }
 
     fn create_campaign(&self, k: &Campaign) -> Result<Campaign> {
+        self.with_conn(|c| insert_campaign(c, k))
+    }
+
+    fn create_campaign_with_ads(&self, k: &Campaign, ads: &[Ad]) -> Result<Campaign> {
         self.with_conn(|c| {
-            let mut values = campaign_values(k).to_vec();
-            values.extend([Value::Integer(k.advertiser_id), Value::Integer(k.created_at_ms)]);
-            c.execute(
-                "INSERT INTO campaigns (name, status, cpm_bid_micros, total_budget_micros, daily_budget_micros,
-                 start_at_ms, end_at_ms, pacing, target_devices, target_placements, cap_impressions, cap_per_hours,
-                 advertiser_id, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                rusqlite::params_from_iter(values),
-            )?;
-            Ok(Campaign { id: c.last_insert_rowid(), ..k.clone() })
+            let tx = c.transaction()?;
+            let campaign = insert_campaign(&tx, k)?;
+            for ad in ads {
+                insert_ad(&tx, &Ad { campaign_id: campaign.id, ..ad.clone() })?;
+            }
+            tx.commit()?;
+            Ok(campaign)
         })
     }
 
@@ -779,60 +1030,53 @@ impl Store for SqliteStore {
 
     fn create_ad(&self, ad: &Ad) -> Result<Ad> {
         self.with_conn(|c| {
-            c.execute(
-                "INSERT INTO ads (campaign_id, advertiser_id, format, headline, body, image_url, cta, target_url,
-                 status, rejection_reason, created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    ad.campaign_id,
-                    ad.advertiser_id,
-                    ad.format.as_str(),
-                    ad.headline,
-                    ad.body,
-                    ad.image_url,
-                    ad.cta,
-                    ad.target_url,
-                    ad.status.as_str(),
-                    ad.rejection_reason,
-                    ad.created_at_ms
-                ],
-            )?;
-            Ok(Ad { id: c.last_insert_rowid(), ..ad.clone() })
+            let tx = c.transaction()?;
+            let ad = insert_ad(&tx, ad)?;
+            tx.commit()?;
+            Ok(ad)
         })
     }
 
-    fn update_ad(&self, ad: &Ad) -> Result<()> {
+    fn update_ad(&self, ad: &Ad, now: Millis) -> Result<()> {
         self.with_conn(|c| {
-            let changed = c.execute(
-                "UPDATE ads SET format = ?2, headline = ?3, body = ?4, image_url = ?5, cta = ?6, target_url = ?7,
-                 status = ?8, rejection_reason = ?9 WHERE id = ?1",
-                params![
-                    ad.id,
-                    ad.format.as_str(),
-                    ad.headline,
-                    ad.body,
-                    ad.image_url,
-                    ad.cta,
-                    ad.target_url,
-                    ad.status.as_str(),
-                    ad.rejection_reason
-                ],
-            )?;
-            if changed == 0 {
-                return Err(StoreError::NotFound(format!("ad {}", ad.id)));
-            }
+            let tx = c.transaction()?;
+            write_ad(&tx, ad, now)?;
+            tx.commit()?;
             Ok(())
         })
     }
 
-    fn ad(&self, id: i64) -> Result<Option<Ad>> {
+    fn review_ad(&self, ad: &Ad, now: Millis) -> Result<()> {
         self.with_conn(|c| {
-            Ok(c.query_row(&format!("SELECT {AD_COLUMNS} FROM ads WHERE id = ?1"), [id], ad_from).optional()?)
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            write_ad(&tx, ad, now)?;
+            if ad.status == AdStatus::Approved {
+                // A campaign waiting for review goes live with its first approved ad.
+                tx.execute(
+                    "UPDATE campaigns SET status = ?2 WHERE id = ?1 AND status = ?3",
+                    params![ad.campaign_id, CampaignStatus::Active.as_str(), CampaignStatus::PendingReview.as_str()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
         })
+    }
+
+    fn approved_versions(&self) -> Result<Vec<ApprovedVersion>> {
+        self.with_conn(|c| {
+            query_all(c, "SELECT ad_id, version, target_url FROM ad_versions", [], |r| {
+                Ok(ApprovedVersion { ad_id: r.get(0)?, version: r.get(1)?, target_url: r.get(2)? })
+            })
+        })
+    }
+
+    fn ad(&self, id: i64) -> Result<Option<Ad>> {
+        self.with_conn(|c| Ok(c.query_row(&format!("{AD_SELECT} WHERE ads.id = ?1"), [id], ad_from).optional()?))
     }
 
     fn ads(&self, campaign_id: Option<i64>) -> Result<Vec<Ad>> {
         self.with_conn(|c| {
-            let sql = format!("SELECT {AD_COLUMNS} FROM ads WHERE ?1 IS NULL OR campaign_id = ?1 ORDER BY id");
+            let sql = format!("{AD_SELECT} WHERE ?1 IS NULL OR ads.campaign_id = ?1 ORDER BY ads.id");
             query_all(c, &sql, [campaign_id], ad_from)
         })
     }
@@ -844,33 +1088,68 @@ impl Store for SqliteStore {
         judge: &mut dyn FnMut(usize, &mut Event),
     ) -> Result<()> {
         let mut writer = self.writer.lock().map_err(|_| poisoned())?;
-        let mut next_id = writer.last_id.max((now_ms.max(0) << 20) - 1);
+        let first_id = writer.last_id.max((now_ms.max(0) << 20) - 1) + 1;
         let tx = writer.conn.transaction()?;
+        let mut next_id = first_id;
+        // Stored events of this batch by id, and conversions this batch superseded.
+        let mut ids: Vec<Option<i64>> = vec![None; batch.len()];
+        let mut superseded: Vec<Event> = Vec::new();
         {
-            let mut claim = tx.prepare_cached("INSERT OR IGNORE INTO dedup_keys (key) VALUES (?1)")?;
-            for (index, pending) in batch.iter_mut().enumerate() {
-                if let Some(key) = &pending.dedup_key {
-                    if claim.execute([key])? == 0 {
-                        pending.skipped_as_duplicate = true;
+            let mut claim_import = tx.prepare_cached(
+                "INSERT OR IGNORE INTO dedup_keys (key, event_id, authoritative) VALUES (?1, NULL, 1)",
+            )?;
+            let mut holder = tx.prepare_cached("SELECT event_id, authoritative FROM dedup_keys WHERE key = ?1")?;
+            let mut claim_order = tx.prepare_cached(
+                "INSERT INTO dedup_keys (key, event_id, authoritative) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id, authoritative = excluded.authoritative",
+            )?;
+            for index in 0..batch.len() {
+                match batch[index].idempotency.clone() {
+                    None => {}
+                    Some(Idempotency::Import(key)) if claim_import.execute([&key])? == 0 => {
+                        batch[index].skipped_as_duplicate = true;
                         continue;
                     }
+                    Some(Idempotency::Import(_)) => {}
+                    Some(Idempotency::Order { key, authoritative }) => {
+                        let held: Option<(Option<i64>, bool)> =
+                            holder.query_row([&key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+                        match held {
+                            None => {}
+                            Some((Some(old_id), false)) if authoritative => {
+                                // The advertiser's own postback wins over an anonymous pixel.
+                                if let Some(old) = ids.iter().position(|id| *id == Some(old_id)) {
+                                    // Not inserted yet: it goes in as `duplicate`.
+                                    batch[old].event.verdict = Verdict::Duplicate;
+                                } else {
+                                    superseded.extend(supersede(&tx, old_id)?);
+                                }
+                            }
+                            Some(_) => {
+                                batch[index].skipped_as_duplicate = true;
+                                continue;
+                            }
+                        }
+                        claim_order.execute(params![key, next_id, authoritative])?;
+                    }
                 }
-                judge(index, &mut pending.event);
+                judge(index, &mut batch[index].event);
+                ids[index] = Some(next_id);
+                next_id += 1;
             }
-            let stored: Vec<&Event> = batch.iter().filter(|p| !p.skipped_as_duplicate).map(|p| &p.event).collect();
+            let stored: Vec<(i64, &Event)> =
+                batch.iter().zip(&ids).filter_map(|(p, id)| Some(((*id)?, &p.event))).collect();
             let mut chunks = stored.chunks_exact(ROWS_PER_INSERT);
             let mut insert_many = tx.prepare_cached(&insert_events_sql(ROWS_PER_INSERT))?;
             for chunk in chunks.by_ref() {
-                for (i, e) in chunk.iter().enumerate() {
-                    next_id += 1;
-                    bind_event(&mut insert_many, 1 + i * EVENT_COLUMNS, next_id, e)?;
+                for (i, (id, e)) in chunk.iter().enumerate() {
+                    bind_event(&mut insert_many, 1 + i * EVENT_COLUMNS, *id, e)?;
                 }
                 insert_many.raw_execute()?;
             }
             let mut insert_one = tx.prepare_cached(&insert_events_sql(1))?;
-            for e in chunks.remainder() {
-                next_id += 1;
-                bind_event(&mut insert_one, 1, next_id, e)?;
+            for (id, e) in chunks.remainder() {
+                bind_event(&mut insert_one, 1, *id, e)?;
                 insert_one.raw_execute()?;
             }
             let mut upsert = tx.prepare_cached(
@@ -878,27 +1157,29 @@ impl Store for SqliteStore {
                  kind, verdict, events, cost_micros, value_micros)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT DO UPDATE SET events = events + excluded.events,
-                   cost_micros = cost_micros + excluded.cost_micros, value_micros = value_micros + excluded.value_micros",
+                   cost_micros = MIN(cost_micros, 9223372036854775807 - excluded.cost_micros) + excluded.cost_micros,
+                   value_micros = MIN(value_micros, 9223372036854775807 - excluded.value_micros) + excluded.value_micros",
             )?;
-            for (k, s) in aggregate(stored.iter().copied()) {
+            let events = stored.iter().map(|(_, e)| *e).chain(superseded.iter());
+            for (k, s) in aggregate(events) {
                 upsert.execute(params![
                     k.bucket_ms,
                     k.advertiser_id,
-                    k.campaign_id,
-                    k.ad_id,
-                    k.placement_id,
+                    db_id(k.campaign_id),
+                    db_id(k.ad_id),
+                    db_id(k.placement_id),
                     k.device.code(),
                     k.country.as_str(),
                     k.kind.code(),
                     k.verdict.code(),
                     s.events,
-                    s.cost_micros,
-                    s.value_micros
+                    saturate(s.cost_micros),
+                    saturate(s.value_micros)
                 ])?;
             }
         }
         tx.commit()?;
-        writer.last_id = next_id;
+        writer.last_id = next_id - 1;
         Ok(())
     }
 
@@ -969,11 +1250,13 @@ impl Store for SqliteStore {
         group.extend(select[1..].iter().copied().filter(|c| !c.starts_with('0') && !c.starts_with('\'')));
         group.extend(["kind", "verdict"]);
         let sql = format!(
-            "SELECT {}, kind, verdict, SUM(events), SUM(cost_micros), SUM(value_micros) FROM rollups
+            "SELECT {}, kind, verdict, SUM(events), {}, {} FROM rollups
              WHERE bucket_ms >= ?1 AND bucket_ms < ?2 AND (?3 IS NULL OR advertiser_id = ?3)
                AND (?4 IS NULL OR campaign_id = ?4) AND (?5 IS NULL OR ad_id = ?5)
              GROUP BY {}",
             select.join(", "),
+            wide_sum("cost_micros"),
+            wide_sum("value_micros"),
             group.join(", ")
         );
         self.with_conn(|c| {
@@ -981,20 +1264,16 @@ impl Store for SqliteStore {
             query_all(c, &sql, params, |r| {
                 let kind: i64 = r.get(6)?;
                 let verdict: i64 = r.get(7)?;
-                let key = RollupKey {
+                Ok(RollupRow {
                     bucket_ms: r.get(0)?,
-                    advertiser_id: 0,
-                    campaign_id: r.get(1)?,
-                    ad_id: r.get(2)?,
-                    placement_id: r.get(3)?,
+                    campaign_id: id_from_db(r.get(1)?),
+                    ad_id: id_from_db(r.get(2)?),
+                    placement_id: id_from_db(r.get(3)?),
                     device: Device::from_code(r.get(4)?).unwrap_or_default(),
                     country: Country::parse(&r.get::<_, String>(5)?),
                     kind: EventKind::from_code(kind).ok_or_else(|| bad_column("kind", &kind.to_string()))?,
                     verdict: Verdict::from_code(verdict).ok_or_else(|| bad_column("verdict", &verdict.to_string()))?,
-                };
-                Ok(RollupRow {
-                    key,
-                    sums: RollupSums { events: r.get(8)?, cost_micros: r.get(9)?, value_micros: r.get(10)? },
+                    sums: RollupSums { events: r.get(8)?, cost_micros: wide(r, 9)?, value_micros: wide(r, 11)? },
                 })
             })
         })
@@ -1002,17 +1281,23 @@ impl Store for SqliteStore {
 
     fn consistency_check(&self) -> Result<ConsistencyCheck> {
         self.with_conn(|c| {
-            let (raw_events, raw_cost_micros, raw_value_micros) = c.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(cost_micros), 0), COALESCE(SUM(value_micros), 0) FROM events",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
-            let (rollup_events, rollup_cost_micros, rollup_value_micros) = c.query_row(
-                "SELECT COALESCE(SUM(events), 0), COALESCE(SUM(cost_micros), 0), COALESCE(SUM(value_micros), 0) FROM rollups",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
-            Ok(ConsistencyCheck { raw_events, rollup_events, raw_cost_micros, rollup_cost_micros, raw_value_micros, rollup_value_micros })
+            let per_advertiser = |sql: &str| -> Result<BTreeMap<i64, Totals>> {
+                let rows = query_all(c, sql, [], |r| {
+                    Ok((r.get(0)?, Totals { events: r.get(1)?, cost_micros: wide(r, 2)?, value_micros: wide(r, 4)? }))
+                })?;
+                Ok(rows.into_iter().collect())
+            };
+            let raw = per_advertiser(&format!(
+                "SELECT advertiser_id, COUNT(*), {}, {} FROM events GROUP BY advertiser_id",
+                wide_sum("cost_micros"),
+                wide_sum("value_micros")
+            ))?;
+            let rollups = per_advertiser(&format!(
+                "SELECT advertiser_id, SUM(events), {}, {} FROM rollups GROUP BY advertiser_id",
+                wide_sum("cost_micros"),
+                wide_sum("value_micros")
+            ))?;
+            Ok(ConsistencyCheck { raw, rollups })
         })
     }
 }

@@ -1,0 +1,375 @@
+//! Regression tests for the holes adversarial testing found (issue 8): each test names
+//! the defect it pins down and fails on the code that had it.
+
+use adtally_core::clock::Clock;
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+async fn postback(app: &TestApp, key: &str, body: Value) -> (u16, Value) {
+    app.post(key, "/v1/conversions", body).await
+}
+
+/// Defect 1: two advertisers' unattributed conversions in one quarter hour shared a
+/// rollup row, so A saw both and B saw none.
+#[tokio::test]
+async fn unattributed_conversions_stay_with_their_advertiser() {
+    let app = spawn_app().await;
+    let a = fixture(&app, "sidebar-main", 2_000_000).await;
+    let b = fixture_for_existing_placement(&app, "UTC", 2_000_000, 1_000_000_000).await;
+    let (s, r) = postback(&app, &a.key, json!({"uid": "nobody-a", "value_micros": 1_000_000})).await;
+    assert_eq!(s, 201, "{r}");
+    let (s, r) = postback(&app, &b.key, json!({"uid": "nobody-b", "value_micros": 2_000_000})).await;
+    assert_eq!(s, 201, "{r}");
+
+    let ta = totals(&app, &a.key, "range=today").await;
+    assert_eq!((ta["conversions"].as_i64(), ta["revenue_micros"].as_i64()), (Some(1), Some(1_000_000)));
+    let tb = totals(&app, &b.key, "range=today").await;
+    assert_eq!((tb["conversions"].as_i64(), tb["revenue_micros"].as_i64()), (Some(1), Some(2_000_000)));
+    let (_, r) = app.get(&a.key, "/v1/reports?range=today&group_by=campaign,ad,placement").await;
+    assert_eq!(r["rows"][0]["campaign_id"], Value::Null, "{r}");
+    assert_eq!(r["rows"][0]["ad_id"], Value::Null, "{r}");
+
+    let check = app.store.consistency_check().expect("check");
+    assert!(check.is_consistent(), "{check:?}");
+    assert_eq!(check.rollups[&a.advertiser_id].value_micros, 1_000_000);
+    assert_eq!(check.rollups[&b.advertiser_id].value_micros, 2_000_000);
+}
+
+/// Defect 2, the attack: anonymous pixels claiming 10^15 each count for the
+/// advertiser's cap, so the sums stay exact and far from overflow.
+#[tokio::test]
+async fn the_conversion_pixel_is_capped_by_the_advertiser() {
+    let app = spawn_app().await;
+    let a = fixture(&app, "sidebar-main", 2_000_000).await;
+    let (_, me) = app.get(&a.key, "/v1/me").await;
+    assert_eq!(me["max_conversion_value_micros"], 1_000_000_000);
+    let hits = 9_300;
+    let mut pending = Vec::new();
+    for i in 0..hits {
+        let url = app.url(&format!("/t/conv?advertiser={}&value_micros=1000000000000000&uid=u{i}", a.advertiser_id));
+        let client = app.client.clone();
+        pending.push(tokio::spawn(async move { client.get(url).header("user-agent", BROWSER).send().await }));
+        if pending.len() == 64 {
+            for p in pending.drain(..) {
+                assert_eq!(p.await.expect("join").expect("pixel").status().as_u16(), 200);
+            }
+        }
+    }
+    for p in pending {
+        assert_eq!(p.await.expect("join").expect("pixel").status().as_u16(), 200);
+    }
+    let t = totals(&app, &a.key, "range=today").await;
+    assert_eq!(t["conversions"].as_i64(), Some(hits));
+    assert_eq!(t["revenue_micros"].as_i64(), Some(hits * 1_000_000_000));
+    let (s, _) = app.get(ADMIN, "/v1/reports?range=today").await;
+    assert_eq!(s, 200);
+
+    // The operator can lower the cap; a new pixel counts for the new cap.
+    let (s, r) = app
+        .client
+        .patch(app.url(&format!("/v1/advertisers/{}", a.advertiser_id)))
+        .bearer_auth(ADMIN)
+        .json(&json!({"max_conversion_value_micros": 5_000_000}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .expect("patch");
+    assert_eq!(s, 200, "{:?}", r.text().await);
+    let url = app.url(&format!("/t/conv?advertiser={}&value_micros=9000000&uid=late", a.advertiser_id));
+    assert_eq!(app.hit(&url).await.status().as_u16(), 200);
+    let t = totals(&app, &a.key, "range=today").await;
+    assert_eq!(t["revenue_micros"].as_i64(), Some(hits * 1_000_000_000 + 5_000_000));
+}
+
+/// Defect 2, the root: sums that pass `i64` (here 9 300 imported conversions of 10^15)
+/// no longer make SQLite's `SUM` fail; every report still answers.
+#[tokio::test]
+async fn reports_survive_sums_beyond_i64() {
+    let app = spawn_app().await;
+    let a = fixture(&app, "sidebar-main", 2_000_000).await;
+    let at = adtally_core::jiff::Timestamp::from_millisecond(app.clock.now_ms() - 60_000).expect("time");
+    let body: String = (0..9_300)
+        .map(|i| {
+            format!(
+                "{{\"event_id\":\"c{i}\",\"type\":\"conversion\",\"at\":\"{at}\",\"advertiser_id\":{},\"uid\":\"u{i}\",\"value_micros\":1000000000000000}}\n",
+                a.advertiser_id
+            )
+        })
+        .collect();
+    let r = app.client.post(app.url("/v1/events")).bearer_auth(ADMIN).body(body).send().await.expect("import");
+    assert_eq!(r.status().as_u16(), 200);
+    let t = totals(&app, &a.key, "range=today").await;
+    assert_eq!(t["conversions"].as_i64(), Some(9_300));
+    assert_eq!(t["revenue_micros"].as_i64(), Some(i64::MAX), "saturated, not an error");
+    for path in ["/v1/reports?range=lifetime&group_by=campaign,ad", "/v1/reports?range=today&format=csv"] {
+        let (s, _) = app.get_text(&a.key, path).await;
+        assert_eq!(s, 200, "{path}");
+    }
+    let (s, _) = app.get_text(ADMIN, "/v1/reports?range=today&granularity=hour").await;
+    assert_eq!(s, 200);
+}
+
+/// Defect 8: an advertiser key posting `{}` to an admin route learned the route's body
+/// schema (400) instead of being refused (403).
+#[tokio::test]
+async fn admin_routes_refuse_before_reading_the_body() {
+    let app = spawn_app().await;
+    let a = fixture(&app, "sidebar-main", 2_000_000).await;
+    for path in
+        ["/v1/advertisers", "/v1/placements", "/v1/promo-codes", "/v1/advertisers/1/credits", "/v1/ads/1/review"]
+    {
+        let (s, body) = app.post(&a.key, path, json!({})).await;
+        assert_eq!((s, body["error"]["code"].as_str()), (403, Some("forbidden")), "{path}: {body}");
+    }
+    let r = app.client.post(app.url("/v1/events")).bearer_auth(&a.key).body("not json").send().await.expect("import");
+    assert_eq!(r.status().as_u16(), 403);
+    let r = app
+        .client
+        .patch(app.url("/v1/advertisers/1"))
+        .bearer_auth(&a.key)
+        .body("{")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(r.status().as_u16(), 403);
+}
+
+/// Defect 3: an anonymous pixel that claimed an order id first made the advertiser's own
+/// postback for it `duplicate_order`, and its revenue was lost. The postback replaces it.
+#[tokio::test]
+async fn the_postback_replaces_a_pixel_with_the_same_order_id() {
+    let app = spawn_app().await;
+    let a = fixture(&app, "sidebar-main", 2_000_000).await;
+    let pixel = |value: i64| {
+        app.url(&format!("/t/conv?advertiser={}&uid=thief&value_micros={value}&order_id=ORD-1001", a.advertiser_id))
+    };
+    assert_eq!(app.hit(&pixel(1)).await.status().as_u16(), 200);
+    let (s, r) =
+        postback(&app, &a.key, json!({"uid": "buyer", "value_micros": 250_000_000, "order_id": "ORD-1001"})).await;
+    assert_eq!((s, r["status"].as_str()), (201, Some("recorded")), "{r}");
+    // Afterwards neither a pixel nor a second postback can take the order again.
+    assert_eq!(app.hit(&pixel(7)).await.status().as_u16(), 200);
+    let (s, r) = postback(&app, &a.key, json!({"uid": "buyer", "value_micros": 1, "order_id": "ORD-1001"})).await;
+    assert_eq!((s, r["status"].as_str()), (200, Some("duplicate_order")), "{r}");
+
+    let t = totals(&app, &a.key, "range=today").await;
+    assert_eq!((t["conversions"].as_i64(), t["revenue_micros"].as_i64()), (Some(1), Some(250_000_000)));
+    let (_, ivt) = app.get(&a.key, "/v1/reports/ivt?range=today").await;
+    assert_eq!(ivt["totals"]["by_reason"]["duplicate"]["conversion"], 1, "{ivt}");
+    let check = app.store.consistency_check().expect("check");
+    assert!(check.is_consistent(), "{check:?}");
+}
+
+/// Defect 3 inside one batch: the pixel and the postback committed together.
+#[test]
+fn a_postback_replaces_a_pixel_in_the_same_batch() {
+    use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
+    use adtally_store::{Idempotency, PendingEvent, SqliteStore, Store};
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    let a = store.create_advertiser(&adtally_core::catalog::Advertiser::new("A", "a@a.example", "UTC", 0)).expect("a");
+    let conversion = |value_micros: i64, authoritative: bool| PendingEvent {
+        event: Event {
+            at_ms: 1_800_000_000_000,
+            kind: EventKind::Conversion,
+            verdict: Verdict::Valid,
+            decision_id: None,
+            advertiser_id: a.id,
+            campaign_id: None,
+            ad_id: None,
+            placement_id: None,
+            user_key: 1,
+            ip_key: 0,
+            device: Device::Desktop,
+            country: Country::UNKNOWN,
+            cost_micros: 0,
+            value_micros,
+        },
+        idempotency: Some(Idempotency::Order { key: format!("order:{}:X", a.id), authoritative }),
+        skipped_as_duplicate: false,
+    };
+    let mut batch = vec![conversion(5, false), conversion(900, true), conversion(6, false)];
+    store.append_events(1_800_000_000_000, &mut batch, &mut |_, _| {}).expect("append");
+    let skipped: Vec<bool> = batch.iter().map(|p| p.skipped_as_duplicate).collect();
+    assert_eq!(skipped, [false, false, true]);
+    assert_eq!(batch[0].event.verdict, Verdict::Duplicate);
+    let check = store.consistency_check().expect("check");
+    assert!(check.is_consistent(), "{check:?}");
+    let rows = store.rollup_rows(&adtally_store::RollupQuery { to_ms: i64::MAX, ..Default::default() }).expect("rows");
+    let valid: i128 = rows.iter().filter(|r| r.verdict == Verdict::Valid).map(|r| r.sums.value_micros).sum();
+    assert_eq!(valid, 900);
+}
+
+/// Defect 5: an internationalized target URL was stored raw and the click answered
+/// non-ASCII bytes in `Location`. It is stored normalized and redirected to as such.
+#[tokio::test]
+async fn internationalized_target_urls_are_normalized() {
+    let app = spawn_app().await;
+    let a = fixture(&app, "sidebar-main", 2_000_000).await;
+    let (s, ad) = app
+        .client
+        .patch(app.url(&format!("/v1/ads/{}", a.ad_id)))
+        .bearer_auth(&a.key)
+        .json(&json!({"target_url": "https://bücher.example/ü?q=straße"}))
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .expect("patch");
+    let ad: Value = ad.json().await.expect("json");
+    assert_eq!(s, 200, "{ad}");
+    let expected = "https://xn--bcher-kva.example/%C3%BC?q=stra%C3%9Fe";
+    assert_eq!(ad["revision"]["target_url"], expected);
+    let (s, ad) = app.post(ADMIN, &format!("/v1/ads/{}/review", a.ad_id), json!({"decision": "approve"})).await;
+    assert_eq!((s, ad["target_url"].as_str()), (200, Some(expected)));
+    let d = app.decision("sidebar-main", "reader").await;
+    app.hit(d["impression_url"].as_str().expect("url")).await;
+    let r = app.hit(d["click_url"].as_str().expect("url")).await;
+    assert_eq!(r.status().as_u16(), 302);
+    assert_eq!(r.headers()["location"].to_str().expect("ascii"), expected);
+
+    for bad in [
+        "https://bank.example@phish.example/",
+        "javascript:alert(1)",
+        "https://",
+        "https://exa mple.com/",
+        "ftp://files.example/",
+    ] {
+        let (s, body) = app
+            .post(
+                &a.key,
+                &format!("/v1/campaigns/{}/ads", a.campaign_id),
+                json!({"format": "sidebar", "headline": "h", "body": "b", "target_url": bad}),
+            )
+            .await;
+        assert_eq!(s, 400, "{bad}: {body}");
+    }
+}
+
+/// Defect 4: after an approved ad's target URL was edited, clicks on ads served before
+/// the edit went to the new, unreviewed URL. The approved version keeps serving; a click
+/// goes to the target of the version its decision served.
+#[tokio::test]
+async fn clicks_go_to_the_reviewed_version_that_was_served() {
+    let app = spawn_app().await;
+    let a = fixture(&app, "sidebar-main", 2_000_000).await;
+    let served_before = app.decision("sidebar-main", "early").await;
+    let patch = |target: &'static str| {
+        app.client
+            .patch(app.url(&format!("/v1/ads/{}", a.ad_id)))
+            .bearer_auth(&a.key)
+            .json(&json!({"target_url": target, "headline": "Changed"}))
+            .send()
+    };
+    let r = patch("https://phish.example/login").await.expect("patch");
+    assert_eq!(r.status().as_u16(), 200);
+    let ad: Value = r.json().await.expect("json");
+    assert_eq!((ad["status"].as_str(), ad["version"].as_i64()), (Some("approved"), Some(1)), "{ad}");
+    assert_eq!(ad["target_url"], "https://acme.example/landing?x=1");
+    assert_eq!(ad["revision"]["status"], "pending_review");
+    assert_eq!(ad["revision"]["target_url"], "https://phish.example/login");
+    let (_, queue) = app.get(ADMIN, "/v1/ads?status=pending_review").await;
+    assert_eq!(queue["items"][0]["id"].as_i64(), Some(a.ad_id), "{queue}");
+
+    // The approved version keeps serving, and its clicks go where it was approved to.
+    let served_during = app.decision("sidebar-main", "middle").await;
+    assert_eq!(served_during["ad"]["headline"], "Hello");
+    for d in [&served_before, &served_during] {
+        app.hit(d["impression_url"].as_str().expect("url")).await;
+        let r = app.hit(d["click_url"].as_str().expect("url")).await;
+        assert_eq!(r.headers()["location"], "https://acme.example/landing?x=1");
+    }
+
+    // Rejected: nothing changes for visitors.
+    let (s, ad) = app
+        .post(ADMIN, &format!("/v1/ads/{}/review", a.ad_id), json!({"decision": "reject", "reason": "phishing"}))
+        .await;
+    assert_eq!(
+        (s, ad["status"].as_str(), ad["revision"]["status"].as_str()),
+        (200, Some("approved"), Some("rejected"))
+    );
+    assert_eq!(app.decision("sidebar-main", "later").await["ad"]["headline"], "Hello");
+
+    // An honest edit, approved, becomes version 2; old decisions still go to version 1.
+    let r = patch("https://acme.example/new").await.expect("patch");
+    assert_eq!(r.status().as_u16(), 200);
+    let (s, ad) = app.post(ADMIN, &format!("/v1/ads/{}/review", a.ad_id), json!({"decision": "approve"})).await;
+    assert_eq!((s, ad["version"].as_i64(), ad["revision"].clone()), (200, Some(2), Value::Null), "{ad}");
+    let served_after = app.decision("sidebar-main", "late").await;
+    assert_eq!(served_after["ad"]["headline"], "Changed");
+    app.hit(served_after["impression_url"].as_str().expect("url")).await;
+    let r = app.hit(served_after["click_url"].as_str().expect("url")).await;
+    assert_eq!(r.headers()["location"], "https://acme.example/new");
+    let r = app.hit(served_before["click_url"].as_str().expect("url")).await;
+    assert_eq!(r.headers()["location"], "https://acme.example/landing?x=1");
+}
+
+/// Defect 14: multi-step writes were several transactions, so a failure half-way left
+/// half a change (a top-up without its bonus, a clone without its ads, an approved ad
+/// whose campaign never went live). A trigger makes the second step fail; nothing of
+/// the first may remain.
+#[test]
+fn multi_step_writes_are_one_transaction() {
+    use adtally_core::catalog::{Ad, AdContent, AdStatus, Advertiser, Campaign, CampaignStatus, Format};
+    use adtally_store::{SqliteStore, Store};
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    let side = rusqlite::Connection::open(dir.path().join("adtally.db")).expect("side connection");
+    let fail_when = |sql: &str| side.execute_batch(sql).expect("trigger");
+    let a = store.create_advertiser(&Advertiser::new("A", "a@a.example", "UTC", 0)).expect("a");
+    let count = |table: &str| -> i64 {
+        side.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0)).expect("count")
+    };
+
+    // A top-up and its bonus.
+    fail_when("CREATE TRIGGER no_bonus BEFORE INSERT ON credits WHEN NEW.kind = 'bonus' BEGIN SELECT RAISE(ABORT, 'injected'); END;");
+    assert!(store.add_topup(a.id, 100_000_000, None, Some(10_000_000), 1).is_err());
+    assert_eq!(count("credits"), 0, "the top-up was rolled back with its bonus");
+
+    // A campaign cloned with its ads.
+    let mut campaign = Campaign::draft(a.id, "Spring", 1_000_000, 10_000_000, 1);
+    campaign.status = CampaignStatus::PendingReview;
+    let mut ad = Ad {
+        id: 0,
+        campaign_id: 0,
+        advertiser_id: a.id,
+        format: Format::Sidebar,
+        headline: String::new(),
+        body: String::new(),
+        image_url: None,
+        cta: String::new(),
+        target_url: String::new(),
+        status: AdStatus::PendingReview,
+        rejection_reason: None,
+        created_at_ms: 1,
+        version: 0,
+        revision: None,
+    };
+    let content = AdContent {
+        format: Format::Sidebar,
+        headline: "h".into(),
+        body: String::new(),
+        image_url: None,
+        cta: "Go".into(),
+        target_url: "https://a.example/".into(),
+    };
+    ad.edit(content, 1);
+    fail_when("CREATE TRIGGER no_ads BEFORE INSERT ON ads BEGIN SELECT RAISE(ABORT, 'injected'); END;");
+    assert!(store.create_campaign_with_ads(&campaign, &[ad.clone(), ad.clone()]).is_err());
+    assert_eq!(count("campaigns"), 0, "the clone was rolled back with its ads");
+    fail_when("DROP TRIGGER no_ads;");
+
+    // An ad approved and its campaign activated.
+    let campaign = store.create_campaign_with_ads(&campaign, &[ad]).expect("campaign");
+    let mut ad = store.ads(Some(campaign.id)).expect("ads").remove(0);
+    ad.approve();
+    fail_when("CREATE TRIGGER no_activation BEFORE UPDATE ON campaigns BEGIN SELECT RAISE(ABORT, 'injected'); END;");
+    assert!(store.review_ad(&ad, 2).is_err());
+    assert_eq!(store.ad(ad.id).expect("ad").map(|a| a.status), Some(AdStatus::PendingReview));
+    assert_eq!(count("ad_versions"), 0);
+    fail_when("DROP TRIGGER no_activation;");
+    store.review_ad(&ad, 2).expect("review");
+    assert_eq!(store.campaign(campaign.id).expect("c").map(|c| c.status), Some(CampaignStatus::Active));
+    assert_eq!(count("ad_versions"), 1);
+}
