@@ -127,6 +127,8 @@ def op(summary, who, ok, schema=None, body=None, params=None, content="applicati
         o["parameters"] = params
     if who != "public":
         o["security"] = [{"bearer": []}]
+        o["responses"]["429"] = {"description": "too many failed authentications from this address; see Retry-After",
+                                 "content": {"application/json": {"schema": ref("Error")}}}
     return o
 
 paths = {
@@ -158,7 +160,7 @@ paths.update({
                      "patch": op("Change an ad (back to review)", "owner, admin", 200, "Ad", "AdInput")},
     "/v1/ads/{id}/review": {"parameters": [path_param("id")], "post": op("Approve or reject an ad", "admin", 200, "Ad", "Review")},
     "/v1/decision": {"get": op("Choose an ad for a placement", "public", 200, "Decision", params=[q("placement", required=True), q("uid")],
-                               extra={"204": "no ad to show"})},
+                               extra={"204": "no ad to show (also while events cannot be recorded)"})},
     "/t/i/{token}": {"parameters": [path_param("token", {"type": "string"})],
                      "get": op("Impression beacon (1×1 GIF)", "public", 200, {"type": "string", "format": "binary"}, content="image/gif"),
                      "post": op("Impression beacon", "public", 204)},
@@ -178,7 +180,8 @@ paths.update({
     "/v1/promo-codes": {"post": op("Create a promo code", "admin", 201, body="NewPromo")},
     "/v1/promo-codes/redeem": {"post": op("Redeem a promo code (once per advertiser)", "advertiser", 201, "LedgerEntry", "Redeem")},
     "/v1/audit": {"get": op("Who changed what", "admin", 200, items("AuditEntry"), params=[q("limit", {"type": "integer", "minimum": 1, "maximum": 1000})])},
-    "/healthz": {"get": op("Liveness", "public", 200)},
+    "/healthz": {"get": op("Health: ok only while events can be recorded", "public", 200,
+                           extra={"503": "the event writer is stopped or failing; the body names the failure"})},
     "/metrics": {"get": op("Prometheus metrics", "public", 200, {"type": "string"}, content="text/plain")},
     "/openapi.json": {"get": op("This document", "public", 200, {"type": "object"})},
     "/": {"get": {**op("The dashboard (a static page; it signs in with an API key and calls this API)", "browser", 200,

@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 
 use adtally_core::clock::{parse_duration, Clock, SystemClock};
 use adtally_core::counting::CountingConfig;
+use adtally_server::client::ClientIpHeader;
+use adtally_server::limits::Limits;
 use adtally_server::state::parse_cidr;
 use adtally_server::{Application, Options, ServerConfig};
 use adtally_store::{SqliteStore, Store};
@@ -47,9 +49,13 @@ struct ServeArgs {
     /// Admin API key; generated on first start and printed once when absent.
     #[arg(long, env = "ADTALLY_ADMIN_KEY", hide_env_values = true)]
     admin_key: Option<String>,
-    /// Proxy whose X-Forwarded-For is trusted (CIDR, repeatable). Default: loopback.
+    /// Proxy whose forwarding header is trusted (CIDR, repeatable). Default: loopback.
     #[arg(long = "trusted-proxy", env = "ADTALLY_TRUSTED_PROXY", value_delimiter = ',')]
     trusted_proxies: Vec<String>,
+    /// The header the trusted proxy sets to the client address: x-forwarded-for or
+    /// forwarded. The other one is ignored (the client could have sent it).
+    #[arg(long, env = "ADTALLY_CLIENT_IP_HEADER", default_value = "x-forwarded-for")]
+    client_ip_header: String,
     /// Same user, same ad: clicks closer than this are duplicates.
     #[arg(long, env = "ADTALLY_CLICK_DEDUP_WINDOW", default_value = "30s")]
     click_dedup_window: String,
@@ -65,6 +71,21 @@ struct ServeArgs {
     /// Bonus on large top-ups, as PERCENT%@MIN_MICROS (e.g. 10%@100000000).
     #[arg(long, env = "ADTALLY_TOPUP_BONUS")]
     topup_bonus: Option<String>,
+    /// Open connections at most; more are closed as soon as they are accepted.
+    #[arg(long, env = "ADTALLY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// A client must send a request's complete header within this.
+    #[arg(long, env = "ADTALLY_HEADER_READ_TIMEOUT", default_value = "10s")]
+    header_read_timeout: String,
+    /// A request, body included, must be answered within this (else 408).
+    #[arg(long, env = "ADTALLY_REQUEST_TIMEOUT", default_value = "60s")]
+    request_timeout: String,
+    /// After SIGTERM/Ctrl-C, how long in-flight requests get to finish.
+    #[arg(long, env = "ADTALLY_SHUTDOWN_TIMEOUT", default_value = "30s")]
+    shutdown_timeout: String,
+    /// Failed authentications per client address per minute before it gets 429.
+    #[arg(long, env = "ADTALLY_MAX_AUTH_FAILURES", default_value_t = 20)]
+    max_auth_failures: u32,
     /// Skip the bot, prefetch and data-centre checks (only to benchmark their cost).
     #[arg(long, hide = true)]
     skip_traffic_filters: bool,
@@ -76,18 +97,28 @@ struct ServeArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Run the ad server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create the demo data set (advertisers, campaigns, 30 days of traffic).
     Demo {
         #[command(flatten)]
         store: StoreArgs,
     },
     /// Import historical events (NDJSON) through the same filters as live traffic.
-    /// Run it while no server uses the data dir.
+    /// Refuses to run while a server uses the data dir (use POST /v1/events then).
     Import {
         #[command(flatten)]
         store: StoreArgs,
         file: PathBuf,
+    },
+    /// Copy the store to FILE while the server runs (SQLite online backup). Restore:
+    /// stop the server, put FILE in an empty data dir as adtally.db.
+    Backup {
+        /// Data directory of the embedded SQLite store.
+        #[arg(long, env = "ADTALLY_DATA", default_value = "./adtally-data")]
+        data: PathBuf,
+        /// Where to write the copy (must not exist).
+        #[arg(long, env = "ADTALLY_BACKUP_OUT")]
+        out: PathBuf,
     },
     /// Print a report (total, last 30 days, per campaign) as CSV.
     Report {
@@ -139,7 +170,21 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
             .map(|c| parse_cidr(c.trim()).with_context(|| format!("--trusted-proxy {c:?} is not an address or CIDR")))
             .collect::<Result<_>>()?;
     }
+    config.client_ip_header = ClientIpHeader::parse(&args.client_ip_header)
+        .context("--client-ip-header must be x-forwarded-for or forwarded")?;
     config.public_url = args.public_url.clone();
+    let timeout = |flag: &str, text: &str| -> Result<std::time::Duration> {
+        let ms = duration(flag, text)?;
+        anyhow::ensure!(ms > 0, "--{flag} must be positive");
+        Ok(std::time::Duration::from_millis(ms as u64))
+    };
+    config.limits = Limits {
+        max_connections: args.max_connections.max(1),
+        header_read_timeout: timeout("header-read-timeout", &args.header_read_timeout)?,
+        request_timeout: timeout("request-timeout", &args.request_timeout)?,
+        max_auth_failures: args.max_auth_failures.max(1),
+        shutdown_timeout: timeout("shutdown-timeout", &args.shutdown_timeout)?,
+    };
     config.traffic_filters = !args.skip_traffic_filters;
     config.topup_bonus = args
         .topup_bonus
@@ -235,7 +280,7 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Demo { store } => {
             let s = open_store(&store)?;
             if !is_empty_store(s.as_ref())? {
@@ -244,6 +289,13 @@ async fn main() -> Result<()> {
             demo::create(s, &store.data).await
         }
         Command::Import { store, file } => import(open_store(&store)?, &file).await,
+        Command::Backup { data, out } => {
+            let summary = tokio::task::spawn_blocking(move || SqliteStore::backup(&data, &out))
+                .await?
+                .context("backing up the store")?;
+            println!("{}", serde_json::json!({"events": summary.events, "bytes": summary.bytes}));
+            Ok(())
+        }
         Command::Loadgen(args) => loadgen::run(args).await,
         Command::BaselineServer { listen } => loadgen::baseline_server(listen).await,
         Command::Report { store, advertiser, range, group_by, granularity } => {

@@ -42,7 +42,9 @@ async fn call(app: &TestApp, who: Who, keys: &(String, String), method: &str, pa
 
 #[tokio::test]
 async fn every_endpoint_answers_each_caller_as_it_should() {
-    let app = spawn_app().await;
+    // Dozens of wrong keys from one address: more than the failed-authentication limit.
+    let limits = adtally_server::limits::Limits { max_auth_failures: 10_000, ..Default::default() };
+    let app = spawn_app_with(adtally_server::ServerConfig { limits, ..Default::default() }).await;
     let owner = fixture(&app, "sidebar-main", 2_000_000).await;
     let other = fixture_for_existing_placement(&app, "UTC", 2_000_000, 1_000_000).await;
     let keys = (owner.key.clone(), other.key.clone());

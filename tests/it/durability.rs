@@ -18,9 +18,14 @@ pub struct Server {
 }
 
 pub fn start_server(data: &std::path::Path) -> Server {
+    start_server_with(data, &[])
+}
+
+pub fn start_server_with(data: &std::path::Path, flags: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_adtally"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
+        .args(flags)
         .env("ADTALLY_ADMIN_KEY", ADMIN)
         .env("ADTALLY_LOG", "warn")
         .stdout(Stdio::piped())

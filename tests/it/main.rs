@@ -8,6 +8,7 @@ mod counting;
 mod crash_loop;
 mod delivery;
 mod durability;
+mod hardening;
 mod reports;
 mod support;
 mod trust;

@@ -40,7 +40,7 @@ pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
 
 /// Starts a server on an existing data directory (to test restarts).
 pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, config: ServerConfig, clock: Arc<ManualClock>) -> TestApp {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).expect("open store"));
+    let store: Arc<dyn Store> = Arc::new(open_store_when_free(dir.path()).await);
     let options =
         Options { config, secret: Some("test-secret".into()), admin_key: Some(ADMIN.into()), clock: clock.clone() };
     let app =
@@ -53,6 +53,23 @@ pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, config: ServerConfig, clo
     }));
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     TestApp { base: format!("http://{addr}"), client, clock, store, state, dir, shutdown: Some(tx) }
+}
+
+/// Opens the store of a data directory, waiting for a server of the same test that was
+/// just dropped to let go of it (its shutdown, and so its data-dir lock, is asynchronous).
+pub async fn open_store_when_free(dir: &std::path::Path) -> SqliteStore {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match SqliteStore::open(dir) {
+            Ok(store) => return store,
+            Err(adtally_store::StoreError::Refused { code: "data_dir_in_use", .. })
+                if std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("open store: {e}"),
+        }
+    }
 }
 
 pub const BROWSER: &str =

@@ -3,11 +3,14 @@
 //! the core rules, the event [`pipeline`] and the store.
 
 pub mod api;
+pub mod client;
 pub mod error;
 pub mod import;
+pub mod limits;
 mod ops;
 pub mod pipeline;
 pub mod reports;
+mod serve;
 pub mod state;
 pub mod tracking;
 mod web;
@@ -17,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, patch, post};
 use axum::Router;
 use tokio::net::TcpListener;
@@ -69,10 +73,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
     let import =
         Router::new().route("/v1/events", post(import::import_events)).layer(DefaultBodyLimit::max(MAX_IMPORT_BODY));
+    // Every route that takes a key counts its failed authentications per client.
+    let limiter = Arc::new(limits::AuthFailureLimiter::new(state.config.limits.max_auth_failures));
+    let authenticated =
+        api.merge(import).layer(middleware::from_fn_with_state((state.clone(), limiter), limits::limit_auth_failures));
     Router::new()
         .merge(tracking)
-        .merge(api)
-        .merge(import)
+        .merge(authenticated)
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
@@ -80,6 +87,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/tag.js", get(web::tag))
         .route("/assets/{name}", get(web::asset))
         .fallback(ops::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), limits::request_deadline))
         .with_state(state)
 }
 
@@ -164,13 +172,22 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    /// Serves until `shutdown` resolves, then finishes in-flight requests (each of which
+    /// waits for its events' commit).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let housekeeping = self.state.clone();
-        tokio::spawn(async move {
+        // Aborted when serving ends, so the state (and the store's data-dir lock) is
+        // released once the last connection closes.
+        let housekeeping = tokio::spawn(async move {
             let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
             loop {
                 tick.tick().await;
+                if let pipeline::Health::Failing(_) = housekeeping.pipeline.health() {
+                    // Decisions are off while the writer fails; without a probe nothing
+                    // would ever tell it that the store works again. Bounded: a writer
+                    // that hangs must not stop housekeeping too.
+                    let _ = tokio::time::timeout(HOUSEKEEPING_EVERY, housekeeping.pipeline.probe()).await;
+                }
                 let state = housekeeping.clone();
                 match tokio::task::spawn_blocking(move || state.housekeeping()).await {
                     Ok(Ok(n)) if n > 0 => tracing::info!(campaigns = n, "campaigns completed"),
@@ -179,8 +196,14 @@ impl Application {
                 }
             }
         });
-        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await
+        let limits = self.state.config.limits;
+        let pipeline = self.state.pipeline.clone();
+        let served = serve::serve(self.listener, router(self.state), limits, shutdown).await;
+        housekeeping.abort();
+        // Jobs are committed in order: once this empty one is, everything submitted
+        // before it is on disk (or failed).
+        let _ = tokio::time::timeout(limits.shutdown_timeout, pipeline.probe()).await;
+        served
     }
 }
 

@@ -1,4 +1,4 @@
-//! Operations routes: liveness, Prometheus metrics, the OpenAPI document, and the JSON
+//! Operations routes: health, Prometheus metrics, the OpenAPI document, and the JSON
 //! 404 for everything else.
 
 use std::fmt::Write as _;
@@ -12,10 +12,24 @@ use axum::response::{IntoResponse, Response};
 use adtally_core::event::{EventKind, Verdict};
 
 use crate::error::ApiError;
+use crate::pipeline::Health;
 use crate::state::AppState;
 
-pub async fn healthz() -> Response {
-    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+/// Healthy only while events can be recorded: a server that answers but cannot count
+/// must be taken out of the load balancer, not kept serving ads.
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let (code, message) = match state.pipeline.health() {
+        Health::Ok => return axum::Json(serde_json::json!({"status": "ok"})).into_response(),
+        Health::Stopped => {
+            ("event_writer_stopped", "the event writer has stopped; events cannot be recorded".to_owned())
+        }
+        Health::Failing(why) => ("event_store_failing", format!("the last event batch failed to commit: {why}")),
+        Health::Stalled { seconds } => {
+            ("event_writer_stalled", format!("the event writer has been committing one batch for {seconds} s"))
+        }
+    };
+    let body = serde_json::json!({"status": "unavailable", "error": {"code": code, "message": message}});
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
 pub async fn not_found() -> ApiError {
@@ -59,6 +73,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let _ = writeln!(out, "adtally_write_batches_total {}", counters.batches.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP adtally_write_batch_events_total Events in group commits.\n# TYPE adtally_write_batch_events_total counter");
     let _ = writeln!(out, "adtally_write_batch_events_total {}", counters.batch_events.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "# HELP adtally_event_writer_up 1 while events can be recorded (see /healthz).\n# TYPE adtally_event_writer_up gauge"
+    );
+    let _ = writeln!(out, "adtally_event_writer_up {}", u8::from(state.pipeline.health() == Health::Ok));
     let pairs = state.pipeline.delivery().capped_pairs();
     let _ = writeln!(out, "# HELP adtally_frequency_cap_pairs (user, campaign) pairs in frequency-cap state.\n# TYPE adtally_frequency_cap_pairs gauge");
     let _ = writeln!(out, "adtally_frequency_cap_pairs {pairs}");

@@ -10,8 +10,12 @@
 //! The writer is the only place where counting state and spend change, which is what
 //! makes "at most one impression per decision" and "spend never exceeds the budget" hold
 //! without locks around the rules themselves.
+//!
+//! Its [`Health`] is what `/healthz` and the decision path ask: a writer that exited
+//! (panicked included: a guard sets the flag as the thread unwinds) or whose last batch
+//! failed cannot record events, so no ad is served that could never be counted.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use adtally_core::attribution::{LastTouches, Touch, CLICK_WINDOW_MS};
@@ -98,6 +102,118 @@ pub struct Pipeline {
     queue: mpsc::Sender<Job>,
     delivery: Arc<Mutex<DeliveryState>>,
     counters: Arc<EventCounters>,
+    health: Arc<WriterHealth>,
+}
+
+/// Whether events can be recorded now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Ok,
+    /// The writer thread exited or its queue is closed: nothing will be recorded again
+    /// until the process restarts.
+    Stopped,
+    /// The last batch failed to commit (the message says why). Cleared by the next
+    /// commit that succeeds; housekeeping probes with an empty batch meanwhile.
+    Failing(String),
+    /// The writer has been working on one batch for longer than any healthy commit
+    /// takes (a hung disk, a lock never released): events wait instead of committing.
+    Stalled {
+        seconds: u64,
+    },
+}
+
+/// How long one batch may take before the writer counts as stalled: above SQLite's
+/// 10 s busy timeout, so waiting for a lock once is not a stall.
+pub const STALL_AFTER: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Milliseconds on a monotonic clock, from 1 (0 means "not busy").
+fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// A failure the writer can be told to simulate, so tests drive its real failure paths
+/// (the failed-batch branch, and a dead thread) against a real store. Not reachable
+/// over HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterFault {
+    /// Every batch fails as if the store refused the transaction.
+    FailBatches = 1,
+    /// The writer thread panics on its next batch.
+    Panic = 2,
+    /// The writer hangs in its next batch until the fault is cleared.
+    Stall = 3,
+}
+
+/// What the writer thread shares about its own state.
+#[derive(Debug, Default)]
+struct WriterHealth {
+    exited: AtomicBool,
+    failing: AtomicBool,
+    failure: Mutex<String>,
+    /// When the batch being written started ([`monotonic_ms`]), 0 when idle.
+    busy_since_ms: AtomicU64,
+    /// [`STALL_AFTER`] in milliseconds, unless a test shortened it (0: the default).
+    stall_after_ms: AtomicU64,
+    fault: AtomicU8,
+}
+
+impl WriterHealth {
+    fn set_failure(&self, failure: Option<String>) {
+        // The flag is what the hot path reads; the message only when it is set.
+        if let Some(message) = failure {
+            *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = message;
+            self.failing.store(true, Ordering::Release);
+        } else if self.failing.load(Ordering::Acquire) {
+            self.failing.store(false, Ordering::Release);
+        }
+    }
+
+    fn fault(&self) -> Option<WriterFault> {
+        match self.fault.load(Ordering::Relaxed) {
+            1 => Some(WriterFault::FailBatches),
+            2 => Some(WriterFault::Panic),
+            3 => Some(WriterFault::Stall),
+            _ => None,
+        }
+    }
+}
+
+/// Marks the writer as exited when its thread ends, whether it returns or unwinds.
+struct ExitFlag(Arc<WriterHealth>);
+
+impl Drop for ExitFlag {
+    fn drop(&mut self) {
+        self.0.exited.store(true, Ordering::Release);
+    }
+}
+
+/// Marks the writer as exited as soon as a batch panics: before the batch's replies are
+/// dropped, so a handler that sees its submission fail already sees the writer dead.
+struct PanicFlag<'a>(&'a WriterHealth);
+
+impl Drop for PanicFlag<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.exited.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Marks the writer busy for as long as a batch is being written.
+struct Busy<'a>(&'a WriterHealth);
+
+impl<'a> Busy<'a> {
+    fn start(health: &'a WriterHealth) -> Self {
+        health.busy_since_ms.store(monotonic_ms(), Ordering::Release);
+        Self(health)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy_since_ms.store(0, Ordering::Release);
+    }
 }
 
 /// Delivery limits of a campaign, in its advertiser's time zone.
@@ -146,13 +262,19 @@ impl Pipeline {
             touches: LastTouches::new(config.max_entries),
             delivery: Arc::new(Mutex::new(delivery)),
             counters: Arc::new(EventCounters::default()),
+            health: Arc::new(WriterHealth::default()),
         };
         writer.rebuild(now)?;
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
-        let pipeline = Pipeline { queue, delivery: writer.delivery.clone(), counters: writer.counters.clone() };
+        let health = writer.health.clone();
+        let pipeline = Pipeline { queue, delivery: writer.delivery.clone(), counters: writer.counters.clone(), health };
+        let exit_flag = ExitFlag(writer.health.clone());
         std::thread::Builder::new()
             .name("adtally-writer".into())
-            .spawn(move || writer.run(jobs))
+            .spawn(move || {
+                let _exit_flag = exit_flag;
+                writer.run(jobs)
+            })
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         Ok(pipeline)
     }
@@ -180,6 +302,43 @@ impl Pipeline {
     pub fn counters(&self) -> &EventCounters {
         &self.counters
     }
+
+    /// Whether events can be recorded now. Cheap: two atomic loads when healthy.
+    pub fn health(&self) -> Health {
+        if self.health.exited.load(Ordering::Acquire) || self.queue.is_closed() {
+            return Health::Stopped;
+        }
+        if self.health.failing.load(Ordering::Acquire) {
+            return Health::Failing(self.health.failure.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        }
+        let since = self.health.busy_since_ms.load(Ordering::Acquire);
+        let limit = match self.health.stall_after_ms.load(Ordering::Relaxed) {
+            0 => STALL_AFTER.as_millis() as u64,
+            ms => ms,
+        };
+        let busy_for = if since == 0 { 0 } else { monotonic_ms().saturating_sub(since) };
+        if busy_for > limit {
+            return Health::Stalled { seconds: busy_for / 1000 };
+        }
+        Health::Ok
+    }
+
+    /// Commits an empty batch: a failing writer that can commit again is healthy again.
+    pub async fn probe(&self) -> Result<(), PipelineError> {
+        self.submit(Vec::new()).await.map(drop)
+    }
+
+    /// Makes the writer simulate `fault` from its next batch on (`None`: behave).
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: Option<WriterFault>) {
+        self.health.fault.store(fault.map_or(0, |f| f as u8), Ordering::Relaxed);
+    }
+
+    /// Shortens [`STALL_AFTER`], so a test need not wait 15 s.
+    #[doc(hidden)]
+    pub fn set_stall_after(&self, after: std::time::Duration) {
+        self.health.stall_after_ms.store((after.as_millis() as u64).max(1), Ordering::Relaxed);
+    }
 }
 
 struct Writer {
@@ -189,6 +348,7 @@ struct Writer {
     touches: LastTouches,
     delivery: Arc<Mutex<DeliveryState>>,
     counters: Arc<EventCounters>,
+    health: Arc<WriterHealth>,
 }
 
 impl Writer {
@@ -260,6 +420,10 @@ impl Writer {
     }
 
     fn write(&mut self, jobs: Vec<Job>) {
+        // Declared after `jobs`, so dropped before it when unwinding.
+        let health = self.health.clone();
+        let _panic_flag = PanicFlag(&health);
+        let busy = Busy::start(&health);
         let now = self.clock.now_ms();
         self.counting.expire(now);
         let submissions: Vec<&Submission> = jobs.iter().flat_map(|j| j.submissions.iter()).collect();
@@ -271,7 +435,16 @@ impl Writer {
                 skipped_as_duplicate: false,
             })
             .collect();
-        let result = {
+        let fault = self.health.fault();
+        if fault == Some(WriterFault::Panic) {
+            panic!("injected writer fault: the event writer panics");
+        }
+        while self.health.fault() == Some(WriterFault::Stall) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let result = if fault == Some(WriterFault::FailBatches) {
+            Err(StoreError::Database("injected writer fault: the store refuses every batch".into()))
+        } else {
             let counting = &mut self.counting;
             let touches = &mut self.touches;
             let delivery = &self.delivery;
@@ -282,8 +455,11 @@ impl Writer {
                 judge(counting, touches, &mut delivery, submissions[i], event, now);
             })
         };
+        // Before any reply: a handler that got its answer must not see a stall.
+        drop(busy);
         match result {
             Ok(()) => {
+                self.health.set_failure(None);
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
                 self.counters.batch_events.fetch_add(pending.len() as u64, Ordering::Relaxed);
                 let mut outcomes = pending.into_iter().map(|p| {
@@ -301,6 +477,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "event batch failed; nothing in it was stored");
+                self.health.set_failure(Some(e.to_string()));
                 // The rules already remembered events that were not stored: start over
                 // from what the store holds.
                 if let Err(e) = self.rebuild_all(now) {

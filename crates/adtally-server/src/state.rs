@@ -16,15 +16,19 @@ use adtally_core::token::TokenSigner;
 use adtally_core::traffic::{DatacenterRanges, UserAgentClassifier};
 use adtally_store::{Store, StoreError};
 
+use crate::client::ClientIpHeader;
 use crate::error::ApiError;
+use crate::limits::Limits;
 use crate::pipeline::{campaign_limits, Pipeline};
 
 /// Settings the server runs with.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub counting: CountingConfig,
-    /// Peers whose `X-Forwarded-For` is believed: (network, prefix length).
+    /// Peers whose forwarding header is believed: (network, prefix length).
     pub trusted_proxies: Vec<(IpAddr, u8)>,
+    /// The one header the trusted proxies set; the other is ignored.
+    pub client_ip_header: ClientIpHeader,
     /// Base of tracking URLs (`https://ads.example.com`); by default taken from the
     /// request's `Host` header.
     pub public_url: Option<String>,
@@ -33,6 +37,8 @@ pub struct ServerConfig {
     /// Apply the bot, prefetch and data-centre checks. Off only to measure what they
     /// cost (`serve --skip-traffic-filters`, hidden).
     pub traffic_filters: bool,
+    /// Connections, timeouts and failed authentications.
+    pub limits: Limits,
 }
 
 impl Default for ServerConfig {
@@ -40,9 +46,11 @@ impl Default for ServerConfig {
         Self {
             counting: CountingConfig::default(),
             trusted_proxies: vec![(IpAddr::from([127, 0, 0, 0]), 8), (IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]), 128)],
+            client_ip_header: ClientIpHeader::default(),
             public_url: None,
             traffic_filters: true,
             topup_bonus: None,
+            limits: Limits::default(),
         }
     }
 }

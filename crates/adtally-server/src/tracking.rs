@@ -19,10 +19,11 @@ use adtally_core::token::{TrackingToken, TOKEN_TEXT_LEN};
 use adtally_core::traffic::{givt_verdict, is_prefetch};
 
 use crate::api::{text, Caller};
+use crate::client::{client_ip, client_prefix};
 use crate::error::{ApiError, Json, Path, Query};
 use adtally_store::Idempotency;
 
-use crate::pipeline::{Outcome, Submission};
+use crate::pipeline::{Health, Outcome, Submission};
 use crate::state::{AppState, Ranked};
 
 /// A transparent 1×1 GIF.
@@ -42,7 +43,7 @@ struct Visitor<'a> {
 impl<'a> Visitor<'a> {
     fn new(state: &AppState, peer: SocketAddr, headers: &'a HeaderMap) -> Self {
         let trusted_peer = state.is_trusted_proxy(peer.ip());
-        let ip = if trusted_peer { forwarded_client(state, headers).unwrap_or(peer.ip()) } else { peer.ip() };
+        let ip = client_ip(state, peer.ip(), headers);
         let user_agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
         Self { ip, user_agent, headers, trusted_peer }
     }
@@ -82,14 +83,11 @@ impl<'a> Visitor<'a> {
         self.trusted_peer && self.header("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https"))
     }
 
-    /// The daily-salted key of the address: rate limits per address without storing it.
+    /// The daily-salted key of the address (an IPv6 client by its /64): rate limits
+    /// per address without storing it.
     fn ip_key(&self, state: &AppState, now_ms: i64) -> u64 {
         let day = (now_ms / DAY).to_le_bytes();
-        let ip = match self.ip {
-            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-            IpAddr::V6(a) => a.octets(),
-        };
-        state.signer.keyed_hash(&[b"ip", &day, &ip])
+        state.signer.keyed_hash(&[b"ip", &day, &client_prefix(self.ip)])
     }
 
     /// Same user = the page's `uid`, else our first-party cookie, else a daily-salted
@@ -104,42 +102,6 @@ impl<'a> Visitor<'a> {
         let day = (now_ms / DAY).to_le_bytes();
         state.signer.keyed_hash(&[b"ipua", &day, &self.ip_key(state, now_ms).to_le_bytes(), self.user_agent.as_bytes()])
     }
-}
-
-/// The client address a trusted proxy reports, from `Forwarded` (RFC 7239) or else
-/// `X-Forwarded-For`: the rightmost entry that is not itself a trusted proxy (entries to
-/// its left could be forged by the client).
-fn forwarded_client(state: &AppState, headers: &HeaderMap) -> Option<IpAddr> {
-    let forwarded: Vec<IpAddr> = if let Some(f) = headers.get("forwarded").and_then(|v| v.to_str().ok()) {
-        f.split(',')
-            .filter_map(|element| {
-                element.split(';').find_map(|pair| {
-                    let (key, value) = pair.trim().split_once('=')?;
-                    key.eq_ignore_ascii_case("for").then(|| parse_node(value))?
-                })
-            })
-            .collect()
-    } else {
-        let xff = headers.get("x-forwarded-for")?.to_str().ok()?;
-        xff.split(',').filter_map(|part| part.trim().parse().ok()).collect()
-    };
-    let mut last = None;
-    for ip in forwarded.into_iter().rev().take(16) {
-        last = Some(ip);
-        if !state.is_trusted_proxy(ip) {
-            return Some(ip);
-        }
-    }
-    last
-}
-
-/// An RFC 7239 node: `192.0.2.1`, `"192.0.2.1:4711"`, `"[2001:db8::1]:4711"`.
-fn parse_node(value: &str) -> Option<IpAddr> {
-    let v = value.trim().trim_matches('"');
-    if let Some(rest) = v.strip_prefix('[') {
-        return rest.split(']').next()?.parse().ok();
-    }
-    v.parse().ok().or_else(|| v.rsplit_once(':').and_then(|(host, _)| host.parse().ok()))
 }
 
 #[derive(Deserialize)]
@@ -188,6 +150,11 @@ pub async fn decision(
         .get(slug)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_placement", "no placement has this id"))?;
     let visitor = Visitor::new(&state, peer, headers);
+    // An ad whose beacons cannot be recorded would be shown for free: serve none.
+    if state.pipeline.health() != Health::Ok {
+        state.decisions_unfilled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Ok(no_fill(&visitor));
+    }
     let now = state.clock.now_ms();
     let device = state.user_agents.device(visitor.user_agent);
     let decision_id = state.next_decision_id(now);
@@ -589,18 +556,4 @@ pub async fn conversion_postback(
         Outcome::AlreadyStored => (StatusCode::OK, serde_json::json!({"status": "duplicate_order"})),
     };
     Ok((status, axum::Json(body)).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_node;
-
-    #[test]
-    fn forwarded_nodes() {
-        assert_eq!(parse_node("192.0.2.60"), "192.0.2.60".parse().ok());
-        assert_eq!(parse_node("\"192.0.2.60:4711\""), "192.0.2.60".parse().ok());
-        assert_eq!(parse_node("\"[2001:db8:cafe::17]:4711\""), "2001:db8:cafe::17".parse().ok());
-        assert_eq!(parse_node("unknown"), None);
-        assert_eq!(parse_node("_hidden"), None);
-    }
 }

@@ -16,7 +16,7 @@ use adtally_core::clock::Millis;
 use adtally_core::event::Event;
 
 pub use rollup::{RollupKey, RollupQuery, RollupRow, RollupSums};
-pub use sqlite::SqliteStore;
+pub use sqlite::{BackupSummary, DataDirLock, SqliteStore, LOCK_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

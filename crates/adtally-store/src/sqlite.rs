@@ -223,6 +223,56 @@ pub struct SqliteStore {
     writer: Mutex<EventWriter>,
     pool: Mutex<Vec<Connection>>,
     path: std::path::PathBuf,
+    /// Held for the store's lifetime: one writing process per data directory.
+    _lock: DataDirLock,
+}
+
+/// What a backup copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupSummary {
+    pub events: i64,
+    pub bytes: u64,
+}
+
+/// The name of the lock file in a data directory.
+pub const LOCK_FILE: &str = "adtally.lock";
+
+/// An exclusive OS lock (`flock`/`LockFileEx`) on `adtally.lock` in a data directory,
+/// released when dropped or when the process dies, however it dies. Two writers on one
+/// directory would each judge and charge events against their own in-memory state, so
+/// budgets could be spent twice and duplicates counted: the second one must not start.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Takes the lock, or refuses with `data_dir_in_use` when another store holds it
+    /// (another process, or another store in this one).
+    pub fn acquire(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Refused {
+                code: "data_dir_in_use",
+                message: format!(
+                    "the data directory {} is in use: another adtally process holds its lock ({}); \
+                     stop that process or use another --data directory",
+                    data_dir.display(),
+                    path.display()
+                ),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(StoreError::Database(format!("cannot lock {}: {e}", path.display())))
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -242,13 +292,56 @@ fn open_connection(path: &Path) -> Result<Connection> {
 
 impl SqliteStore {
     /// Opens (creating if needed) `adtally.db` in `data_dir` and applies migrations.
+    /// Takes the data directory's [`DataDirLock`] first and holds it while the store
+    /// lives: a second store on the same directory refuses with `data_dir_in_use`.
     pub fn open(data_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Database(format!("{}: {e}", data_dir.display())))?;
+        let lock = DataDirLock::acquire(data_dir)?;
         let path = data_dir.join("adtally.db");
         let mut conn = open_connection(&path)?;
         migrate(&mut conn)?;
         let last_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
-        Ok(Self { writer: Mutex::new(EventWriter { conn, last_id }), pool: Mutex::new(Vec::new()), path })
+        Ok(Self { writer: Mutex::new(EventWriter { conn, last_id }), pool: Mutex::new(Vec::new()), path, _lock: lock })
+    }
+
+    /// Copies the database of `data_dir` to `out` with SQLite's online backup, while a
+    /// server may be writing to it: the copy is one consistent snapshot (all pages are
+    /// copied inside one read transaction, which in WAL mode does not block the writer).
+    /// Takes no data-dir lock — it only reads. The copy is written beside `out` and
+    /// renamed into place, so `out` is never a partial file; an existing `out` is refused.
+    pub fn backup(data_dir: &Path, out: &Path) -> Result<BackupSummary> {
+        let io = |what: &Path, e: std::io::Error| StoreError::Database(format!("{}: {e}", what.display()));
+        let source_path = data_dir.join("adtally.db");
+        if !source_path.is_file() {
+            return Err(StoreError::NotFound(format!("a store in {}", data_dir.display())));
+        }
+        if out.exists() {
+            return Err(StoreError::Conflict(out.display().to_string()));
+        }
+        let source = Connection::open_with_flags(&source_path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        source.busy_timeout(std::time::Duration::from_secs(10))?;
+        let partial = out.with_extension("partial");
+        let _ = std::fs::remove_file(&partial);
+        {
+            let mut copy = Connection::open(&partial)?;
+            let backup = rusqlite::backup::Backup::new(&source, &mut copy)?;
+            // -1: every page in one step, so the snapshot is consistent even while the
+            // writer commits (a stepwise copy restarts whenever another connection writes).
+            loop {
+                match backup.step(-1)? {
+                    rusqlite::backup::StepResult::Done => break,
+                    _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+        }
+        let copy = Connection::open(&partial)?;
+        // The copy stands alone: fold any WAL content into the file itself.
+        copy.execute_batch("PRAGMA journal_mode=DELETE;")?;
+        let events: i64 = copy.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
+        drop(copy);
+        std::fs::rename(&partial, out).map_err(|e| io(out, e))?;
+        let bytes = std::fs::metadata(out).map_err(|e| io(out, e))?.len();
+        Ok(BackupSummary { events, bytes })
     }
 
     fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
