@@ -109,7 +109,7 @@ REPORT_PARAMS = [q("range", {"enum": ["today", "yesterday", "last_7_days", "last
                  q("group_by", desc="comma-separated subset of campaign, ad, placement, device, country"), q("campaign_id", ID), q("ad_id", ID),
                  q("advertiser_id", ID, desc="admin: whose report, in whose time zone"), q("format", {"enum": ["json", "csv"]})]
 ERRORS = {"400": "bad input", "401": "missing or unknown key", "403": "needs the admin key", "404": "not found (or not yours)",
-          "409": "conflict with the current state", "413": "body too large"}
+          "409": "conflict with the current state", "413": "body too large", "415": "the body is not JSON (Content-Type)"}
 
 def op(summary, who, ok, schema=None, body=None, params=None, content="application/json", extra=None):
     o = {"summary": summary, "description": f"Who: {who}.", "responses": {}}
@@ -176,7 +176,9 @@ paths.update({
     "/v1/reports": {"get": {**op("Report: every metric by time and dimensions", "advertiser, admin", 200, "Report", params=REPORT_PARAMS),
                             "responses": {**op("", "x", 200, "Report")["responses"], "200": {"description": "success", "content": {
                                 "application/json": {"schema": ref("Report")}, "text/csv": {"schema": {"type": "string"}}}}}}},
-    "/v1/reports/ivt": {"get": op("Invalid traffic by reason", "advertiser, admin", 200, "IvtReport", params=REPORT_PARAMS)},
+    "/v1/reports/ivt": {"get": {**op("Invalid traffic by reason", "advertiser, admin", 200, "IvtReport", params=REPORT_PARAMS),
+                                "responses": {**op("", "x", 200, "IvtReport")["responses"], "200": {"description": "success", "content": {
+                                    "application/json": {"schema": ref("IvtReport")}, "text/csv": {"schema": {"type": "string"}}}}}}},
     "/v1/promo-codes": {"post": op("Create a promo code", "admin", 201, body="NewPromo")},
     "/v1/promo-codes/redeem": {"post": op("Redeem a promo code (once per advertiser)", "advertiser", 201, "LedgerEntry", "Redeem")},
     "/v1/audit": {"get": op("Who changed what", "admin", 200, items("AuditEntry"), params=[q("limit", {"type": "integer", "minimum": 1, "maximum": 1000})])},
@@ -190,8 +192,10 @@ paths.update({
                           "measures viewability", "public", 200, {"type": "string"}, content="text/javascript",
                           extra={"304": "not modified (ETag)"})},
     "/assets/{name}": {"parameters": [path_param("name", {"enum": ["app.js", "app.css"]})],
-                       "get": op("The dashboard's script and style", "public", 200, {"type": "string"}, content="text/javascript",
-                                 extra={"304": "not modified (ETag)"})},
+                       "get": {**op("The dashboard's script and style", "public", 200, extra={"304": "not modified (ETag)"}),
+                               "responses": {**op("", "public", 200, extra={"304": "not modified (ETag)"})["responses"],
+                                             "200": {"description": "the asset", "content": {"text/javascript": {"schema": {"type": "string"}},
+                                                                                             "text/css": {"schema": {"type": "string"}}}}}}},
 })
 # The decision and the beacons answer CORS requests (and preflights) from any origin.
 for path in ["/v1/decision", "/t/i/{token}", "/t/v/{token}", "/t/c/{token}", "/t/conv"]:

@@ -1058,7 +1058,10 @@ pub async fn audit_log(
     _: Admin,
     Query(q): Query<AuditQuery>,
 ) -> AppResult<axum::Json<Value>> {
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit must be between 1 and 1000"));
+    }
     let entries = state.blocking(move |s| s.audit_log(limit)).await?;
     Ok(items(
         entries
