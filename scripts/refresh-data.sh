@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Refreshes the data files compiled into adtally from their published packages:
 #   data/bot-patterns.txt       <- npm crawler-user-agents
-#   data/datacenter-ranges.txt  <- PyPI iporigin (see scripts/build_ranges.py)
+#   data/datacenter-ranges.txt  <- PyPI iporigin (see scripts/build_ranges.py), minus every
+#                                  IANA special-purpose block (clipped, never kept)
 # Needs npm, pip and python3. Bump the versions below, run, review the diff, commit.
 set -euo pipefail
 CRAWLER_UA_VERSION=${CRAWLER_UA_VERSION:-1.60.0}

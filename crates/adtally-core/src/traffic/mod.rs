@@ -7,15 +7,15 @@
 //! (PyPI iporigin: AWS, Google Cloud, Azure, Oracle, DigitalOcean and more). Both are
 //! refreshed by `scripts/refresh-data.sh`.
 
-use std::net::IpAddr;
-
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::{Regex, RegexBuilder};
 
 use crate::event::{Device, Verdict};
 
-const BOT_PATTERNS: &str = include_str!("../../../data/bot-patterns.txt");
-const DATACENTER_RANGES: &str = include_str!("../../../data/datacenter-ranges.txt");
+mod datacenter;
+pub use datacenter::{is_special_purpose, DatacenterRanges};
+
+const BOT_PATTERNS: &str = include_str!("../../../../data/bot-patterns.txt");
 
 /// Words that mark automated clients the published list misses, matched in the
 /// lower-cased user agent. Each was added because a labelled bot corpus had a miss and
@@ -239,88 +239,6 @@ pub fn purpose_is_prefetch(value: &str) -> bool {
     contains("prefetch") || contains("prerender") || contains("preview")
 }
 
-/// Published cloud and hosting address ranges, searchable by address.
-#[derive(Debug)]
-pub struct DatacenterRanges {
-    v4: Vec<(u32, u32)>,
-    v6: Vec<(u128, u128)>,
-}
-
-impl Default for DatacenterRanges {
-    fn default() -> Self {
-        Self::bundled()
-    }
-}
-
-impl DatacenterRanges {
-    /// The list compiled into the binary.
-    pub fn bundled() -> Self {
-        Self::parse(DATACENTER_RANGES)
-    }
-
-    /// Parses `CIDR[<TAB>provider]` lines; `#` starts a comment; bad lines are skipped.
-    pub fn parse(text: &str) -> Self {
-        let mut v4 = Vec::new();
-        let mut v6 = Vec::new();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let cidr = line.split('\t').next().unwrap_or("").trim();
-            let Some((addr, len)) = cidr.split_once('/') else {
-                continue;
-            };
-            let (Ok(addr), Ok(len)) = (addr.parse::<IpAddr>(), len.parse::<u32>()) else {
-                continue;
-            };
-            match addr {
-                IpAddr::V4(a) if len <= 32 => {
-                    let start = u32::from(a) & (u32::MAX.checked_shl(32 - len).unwrap_or(0));
-                    v4.push((start, start | (u32::MAX.checked_shr(len).unwrap_or(0))));
-                }
-                IpAddr::V6(a) if len <= 128 => {
-                    let start = u128::from(a) & (u128::MAX.checked_shl(128 - len).unwrap_or(0));
-                    v6.push((start, start | (u128::MAX.checked_shr(len).unwrap_or(0))));
-                }
-                _ => {}
-            }
-        }
-        Self { v4: merge(v4), v6: merge(v6) }
-    }
-
-    pub fn len(&self) -> usize {
-        self.v4.len() + self.v6.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match ip {
-            IpAddr::V4(a) => in_ranges(&self.v4, u32::from(a)),
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(v4) => in_ranges(&self.v4, u32::from(v4)),
-                None => in_ranges(&self.v6, u128::from(a)),
-            },
-        }
-    }
-}
-
-fn merge<T: Ord + Copy>(mut ranges: Vec<(T, T)>) -> Vec<(T, T)> {
-    ranges.sort_unstable();
-    let mut out: Vec<(T, T)> = Vec::with_capacity(ranges.len());
-    for (start, end) in ranges {
-        match out.last_mut() {
-            Some(last) if start <= last.1 => last.1 = last.1.max(end),
-            _ => out.push((start, end)),
-        }
-    }
-    out
-}
-
-fn in_ranges<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
-    let i = ranges.partition_point(|(start, _)| *start <= x);
-    i > 0 && ranges[i - 1].1 >= x
-}
-
 /// The first general-invalid-traffic signal of a request, in rule order.
 pub fn givt_verdict(is_bot: bool, is_prefetch: bool, from_datacenter: bool) -> Option<Verdict> {
     if is_bot {
@@ -368,26 +286,6 @@ mod tests {
     }
 
     #[test]
-    fn datacenter_ranges_cover_the_big_clouds() {
-        let ranges = DatacenterRanges::bundled();
-        assert!(ranges.len() > 10_000);
-        for ip in [
-            "52.95.110.1",
-            "34.82.1.5",
-            "129.146.0.1",
-            "104.131.0.1",
-            "20.42.0.1",
-            "2600:1f18::1",
-            "::ffff:52.95.110.1",
-        ] {
-            assert!(ranges.contains(ip.parse().expect("ip")), "{ip}");
-        }
-        for ip in ["1.1.1.1", "192.168.1.1", "81.2.69.142", "127.0.0.1", "::1"] {
-            assert!(!ranges.contains(ip.parse().expect("ip")), "{ip}");
-        }
-    }
-
-    #[test]
     fn prefetch_headers() {
         let headers = |pairs: &'static [(&'static str, &'static str)]| {
             move |name: &str| pairs.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
@@ -406,10 +304,10 @@ mod tests {
 mod corpus {
     use super::*;
 
-    const CRAWLERS: &str = include_str!("../../../tests/data/bot-uas.txt");
-    const MATOMO_BOTS: &str = include_str!("../../../tests/data/matomo-bot-uas.txt");
-    const BROWSERS: &str = include_str!("../../../tests/data/browser-uas.txt");
-    const BROWSER_DEVICES: &str = include_str!("../../../tests/data/browser-uas-devices.tsv");
+    const CRAWLERS: &str = include_str!("../../../../tests/data/bot-uas.txt");
+    const MATOMO_BOTS: &str = include_str!("../../../../tests/data/matomo-bot-uas.txt");
+    const BROWSERS: &str = include_str!("../../../../tests/data/browser-uas.txt");
+    const BROWSER_DEVICES: &str = include_str!("../../../../tests/data/browser-uas-devices.tsv");
 
     fn share_flagged(c: &UserAgentClassifier, corpus: &str) -> (usize, usize, Vec<String>) {
         let agents: Vec<&str> = corpus.lines().filter(|l| !l.trim().is_empty()).collect();
