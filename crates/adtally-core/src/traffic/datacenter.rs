@@ -153,11 +153,6 @@ impl DatacenterRanges {
             },
         }
     }
-
-    /// The disjoint inclusive ranges, IPv4 then IPv6 (for tests and tools).
-    pub fn ranges(&self) -> (&[(u32, u32)], &[(u128, u128)]) {
-        (&self.v4, &self.v6)
-    }
 }
 
 /// Sorts and merges overlapping or adjacent inclusive ranges.
@@ -277,13 +272,13 @@ mod tests {
             assert!(!ranges.contains(ip), "{ip} must not be a data-centre address");
         }
         // Iterate the shipped list: no surviving range may touch a special-purpose block.
-        let (v4, v6) = ranges.ranges();
-        for &(start, end) in v4 {
+        let (v4, v6) = (&ranges.v4, &ranges.v6);
+        for &(start, end) in v4.iter() {
             for &(s, e) in &special_v4() {
                 assert!(end < s || start > e, "{start:#x}..{end:#x} overlaps a special-purpose block");
             }
         }
-        for &(start, end) in v6 {
+        for &(start, end) in v6.iter() {
             for &(s, e) in &special_v6() {
                 assert!(end < s || start > e, "{start:#x}..{end:#x} overlaps a special-purpose block");
             }
