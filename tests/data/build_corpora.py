@@ -95,11 +95,14 @@ def main():
                 device = (e.get("device") or {}).get("type") or ""
                 client = e.get("client") if isinstance(e.get("client"), dict) else {}
                 client_type = (client or {}).get("type") or "unknown"
-                rows.append((DEVICE.get(device, "other"), client_type.replace(" ", "_"), ua))
+                # A fixture with client-hint headers was labelled from headers the agent
+                # does not carry (Sec-CH-UA-Model …): its device type is not the agent's.
+                label = "hints" if e.get("headers") else DEVICE.get(device, "other")
+                rows.append((label, client_type.replace(" ", "_"), ua))
     write("agents-matomo", [
         "device<TAB>client type<TAB>agent: Matomo device-detector fixtures (all but bots.yml) via PyPI "
         f"device-detector {a.versions} (LGPL-3.0, test data only)",
-        "device: desktop|mobile|tablet|other (tv, console, car, camera …); client: browser, mobile_app, library …",
+        "device: desktop|mobile|tablet|other (tv, console, car, camera …)|hints (labelled from client hints); client: browser, mobile_app, library …",
         split], rows)
 
     data = json.load(open(os.path.join(a.user_agents, "dist/user-agents.json")))
