@@ -195,7 +195,8 @@ struct Rules {
     browser_markers: AhoCorasick,
     /// The device model in an Android agent, to be masked before bot matching.
     android_model: Regex,
-    /// A browser's own product token (`…Browser/1.2`), also masked.
+    /// A browser's own product token (`…Browser/1.2`) or an app's reverse-DNS id
+    /// (`com.google.GooglePlus`, `air.com.example`), also masked.
     browser_token: Regex,
     tablets: RegexSet,
     phones: RegexSet,
@@ -279,14 +280,16 @@ impl Rules {
             app_stacks: ci(APP_STACKS),
             browser_markers: ci(BROWSER_MARKERS),
             android_model: regex(r"(?i)(?:android|adr)[ /]?[\d._]*(?:; *[a-z]{2}(?:[-_][a-z]{2})?)?; *([^;)]+)"),
-            browser_token: regex(r"\b(?:[A-Za-z]*Browser/|SogouMSE\b)"),
+            browser_token: regex(
+                r"\b(?:[A-Za-z]*Browser/|SogouMSE\b|(?:com|net|org|air|io|tv|app|co|de|be|fr|uk|ru|cn|jp)\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+)",
+            ),
             tablets: set(&tablets),
             phones: set(&phones),
             // Generic words, then the tablet numbering of the big Android makers: Samsung
             // SM-T/SM-X/SM-P, Lenovo TB-, Huawei/Honor tablet series, Amazon KF….
             tablet_model: regex(concat!(
-                r"(?i)(?:\btab\b|tab[ _-]?\d|tablet|pad\b|\bmid\b|mid\d|\btb-|^kf[a-z]{2,4}\b",
-                r"|^sm-[txp]\d{3}|^(?:ags\d?|bah\d?|kob\d?|scm|btv|cmr|mrx|dby|bzd|hey|jdn\d?|agr|krj|gdi|ags3k?)-[a-z]",
+                r"(?i)(?:\btab\b|tab[ _-]?\d|tablet|pad\b|\bmid\b|mid\d|\btb-|^kf[a-z]{2,4}\b|\biplay|slide\b|readboo",
+                r"|\bsm-[txp]\d{3}|\bbq-?[178]\d{3}|^(?:ags\d?|bah\d?|kob\d?|scm|btv|cmr|mrx|dby\d?|bzd|hey|jdn\d?|agr|krj|gdi|ags3k?)-[a-z]",
                 r")"
             )),
             computer_model: regex(
@@ -326,8 +329,10 @@ impl Rules {
         }
     }
 
-    /// The agent with its device model and a browser's own `…Browser/` token replaced by
-    /// neutral words, so that bot words inside them (Spider, Bot, Search …) do not count.
+    /// The agent with its device model, a browser's own `…Browser/` token and an app's
+    /// reverse-DNS id replaced by neutral words, so that bot words inside them (Spider,
+    /// Bot, Search, google, .com …) do not count. A URL's host is never reverse-DNS
+    /// (`www.google.com/bot.html` keeps its words).
     fn mask(&self, ua: &str) -> String {
         let mut out = String::with_capacity(ua.len());
         let mut last = 0;
@@ -343,7 +348,9 @@ impl Rules {
             }
         }
         out.push_str(&ua[last..]);
-        self.browser_token.replace_all(&out, "Browser/").into_owned()
+        self.browser_token
+            .replace_all(&out, |c: &regex::Captures| if c[0].ends_with('/') { "Browser/" } else { "app.id" })
+            .into_owned()
     }
 
     /// Which list made an agent a bot (for tuning).

@@ -3,13 +3,15 @@
 //! general-invalid-traffic (GIVT) signals the counting rules take as given.
 //!
 //! The data comes from published, maintained lists compiled into the binary:
-//! `data/bot-patterns.txt` (npm crawler-user-agents) and `data/datacenter-ranges.txt`
-//! (PyPI iporigin: AWS, Google Cloud, Azure, Oracle, DigitalOcean and more). Both are
-//! refreshed by `scripts/refresh-data.sh`.
+//! `data/bot-patterns.txt` (npm crawler-user-agents), `data/bot-patterns-isbot.txt` (npm
+//! isbot), `data/device-models.txt` (npm mobile-detect) and `data/datacenter-ranges.txt`
+//! (PyPI iporigin: AWS, Google Cloud, Azure, Oracle, DigitalOcean and more). All are
+//! refreshed by `scripts/refresh-data.sh`. How user agents are judged is in [`agent`]'s
+//! docs; how well, on held-out corpora, in `corpus.rs` and BENCHMARKS.md.
 
 use crate::event::Verdict;
 
-mod agent;
+pub mod agent;
 mod datacenter;
 pub use agent::{Agent, AgentClass, UserAgentClassifier, CACHE_ENTRIES};
 pub use datacenter::{is_special_purpose, DatacenterRanges};
