@@ -3,21 +3,33 @@
 //! what kind of device.
 //!
 //! Two questions, kept apart:
-//! - *Is it a bot?* Only published, maintained lists decide: npm crawler-user-agents
-//!   (`data/bot-patterns.txt`) and npm isbot (`data/bot-patterns-isbot.txt`), plus an empty
-//!   agent. Neither list's patterns are matched against the device model or a browser's
-//!   own product token, because words like "Spider", "Bot" or "Search" occur in those
-//!   (`… Android 12; Spider X) …`, `… SearchBrowser/…`).
-//! - *What kind of client is it?* [`AgentClass`]. Only [`AgentClass::Bot`] is invalid.
-//!   Browsers include web views, in-app browsers, proxy browsers and feature-phone
-//!   browsers. An app's HTTP stack (okhttp, CFNetwork, Dalvik …) is how an app that draws
-//!   its ads natively sends their beacons: valid, never presumed a bot. A client of no
-//!   known shape that no list names is [`AgentClass::Other`]: also valid, since a guess
-//!   from shape alone flagged one real browser in eleven.
+//! - *Is it a bot?* Published, maintained lists decide: npm crawler-user-agents
+//!   (`data/bot-patterns.txt`) and npm isbot (`data/bot-patterns-isbot.txt`); adtally adds
+//!   only the empty agent and injection syntax (`<`, `${`). Neither list is matched
+//!   against the device model, a browser's own product token with a bot word in it
+//!   (`SearchBrowser/`) or an app's reverse-DNS id, because "Spider", "Bot", "Search",
+//!   "google" and ".com" occur in those (`… Android 12; Spider X) …`).
+//! - *What kind of client is it?* [`AgentClass`]; only [`AgentClass::Bot`] is invalid.
+//!   The rule per class:
+//!   - browsers (desktop, mobile, web views `; wv)`, in-app browsers, UC, QQ, Yandex,
+//!     Sogou and other regional browsers, proxy browsers, feature-phone browsers on
+//!     MIDP/CLDC, NetFront, MAUI, Obigo, connected-TV browsers): valid unless a list
+//!     names them. isbot's shape-only patterns (`^[^ ]{50,}$`, `\b\w+/1\.0;` …) do not
+//!     apply to them; feature-phone and TV browsers, whose agents are full of words like
+//!     Java, Proxy or Google (WAP proxy), are judged by crawler-user-agents' named bots only;
+//!   - apps' platform HTTP stacks (okhttp, CFNetwork, Dalvik …), which carry the beacons
+//!     of natively drawn ads: valid, even though crawler-user-agents lists okhttp;
+//!   - anything else is judged by both lists, shape patterns included: an agent that is
+//!     only `Name/version` looks exactly like a script (curl, Go-http-client, scanners),
+//!     and 7 points of bot recall depend on that rule. Apps that send such an agent are
+//!     counted as bots — the measured cost is in BENCHMARKS.md;
+//!   - what no list names is [`AgentClass::Other`]: valid.
 //!
-//! Device type comes from the agent's platform tokens first (iPad, iPhone, Chrome OS,
-//! Windows touch, Kindle …), then the brand and model rules of npm mobile-detect
-//! (`data/device-models.txt`) for Android devices, then the `Mobile` token.
+//! Device type comes from the agent's platform tokens first (iPad, iPhone, an iPad's Mac
+//! agent with iOS tokens, Chrome OS and Android on Chromebooks, Windows touch, Kindle …),
+//! then laptop product lines, the makers' tablet numbering and npm mobile-detect's brand
+//! and model rules (`data/device-models.txt`) for Android devices, then the `Mobile` token
+//! (Chrome omits it on Android tablets).
 //!
 //! Verdicts are cached per distinct agent ([`UserAgentClassifier::classify`]); the cache is
 //! bounded and emptied when full, so a flood of unique agents costs memory once.
@@ -115,6 +127,40 @@ const BROWSER_MARKERS: &[&str] = &[
     "mauibrowser",
 ];
 
+/// Syntax no client sends but injection probes do (`<?php`, `${jndi:…}`, `<script>`).
+/// adtally's only addition to the published lists.
+const INJECTION_MARKERS: &[&str] = &["<", "${"];
+
+/// Markers of browsers on feature phones and connected TVs. Their agents are full of
+/// words that isbot's generic list reads as automation (Java, Proxy, Google WAP Proxy,
+/// a TV's "Catcher" firmware), so only the named crawlers of crawler-user-agents judge
+/// them: a crawler that poses as one of these still names itself there.
+const DEVICE_BROWSER_MARKERS: &[&str] = &[
+    "midp",
+    "cldc",
+    "maui",
+    "mre/",
+    "netfront",
+    "up.browser",
+    "obigo",
+    "brew/",
+    "wap browser",
+    "ucweb",
+    "ucmini",
+    "ucbrowser",
+    "bada/",
+    "hbbtv",
+    "smarttv",
+    "smart-tv",
+    "nettv",
+    "ce-html",
+    "googletv",
+    "tizen",
+    "web0s",
+    "webos",
+    "crkey",
+];
+
 /// Classifies user agents, caching the verdict per distinct agent.
 #[derive(Debug)]
 pub struct UserAgentClassifier {
@@ -193,9 +239,12 @@ struct Rules {
     isbot_guarded: Vec<Guarded>,
     app_stacks: AhoCorasick,
     browser_markers: AhoCorasick,
+    device_browser_markers: AhoCorasick,
+    injection: AhoCorasick,
     /// The device model in an Android agent, to be masked before bot matching.
     android_model: Regex,
-    /// A browser's own product token (`…Browser/1.2`) or an app's reverse-DNS id
+    /// A browser's own product token with a bot word in it (`SearchBrowser/1.2`) or an
+    /// app's reverse-DNS id
     /// (`com.google.GooglePlus`, `air.com.example`), also masked.
     browser_token: Regex,
     tablets: RegexSet,
@@ -279,9 +328,11 @@ impl Rules {
             isbot_guarded,
             app_stacks: ci(APP_STACKS),
             browser_markers: ci(BROWSER_MARKERS),
+            device_browser_markers: ci(DEVICE_BROWSER_MARKERS),
+            injection: ci(INJECTION_MARKERS),
             android_model: regex(r"(?i)(?:android|adr)[ /]?[\d._]*(?:; *[a-z]{2}(?:[-_][a-z]{2})?)?; *([^;)]+)"),
             browser_token: regex(
-                r"\b(?:[A-Za-z]*Browser/|SogouMSE\b|(?:com|net|org|air|io|tv|app|co|de|be|fr|uk|ru|cn|jp)\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+)",
+                r"\b(?:[A-Za-z]*(?:Search|Spider|Bot|Crawl|Sogou)[A-Za-z]*Browser/|SogouMSE\b|(?:com|net|org|air|io|tv|app|co|de|be|fr|uk|ru|cn|jp)\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+)",
             ),
             tablets: set(&tablets),
             phones: set(&phones),
@@ -305,7 +356,7 @@ impl Rules {
     }
 
     fn class(&self, ua: &str) -> AgentClass {
-        if ua.is_empty() {
+        if ua.is_empty() || self.injection.is_match(ua) {
             return AgentClass::Bot;
         }
         let masked = self.mask(ua);
@@ -314,6 +365,9 @@ impl Rules {
         }
         if self.is_app_stack(ua) {
             return AgentClass::AppHttpStack;
+        }
+        if self.device_browser_markers.is_match(ua) {
+            return AgentClass::Browser;
         }
         let lower = masked.to_ascii_lowercase();
         if self.isbot.is_match(&lower) || self.isbot_guarded.iter().any(|g| g.is_match(&lower)) {
@@ -385,34 +439,37 @@ impl Rules {
     }
 
     fn device(&self, ua: &str) -> Device {
-        let has = |s: &str| ua.contains(s);
-        if has("iPad") {
+        // Tokens are compared case-insensitively: some proxies and apps lower-case the
+        // whole agent.
+        let lower = ua.to_ascii_lowercase();
+        let has = |s: &str| lower.contains(s);
+        if has("ipad") {
             return Device::Tablet;
         }
-        if has("iPhone") || has("iPod") || has("Windows Phone") || has("Windows Mobile") {
+        if has("iphone") || has("ipod") || has("windows phone") || has("windows mobile") || has("fbios") {
             return Device::Mobile;
         }
         // iPadOS asks for desktop pages with a Mac agent; in-app and third-party browsers
         // still give it away with their iOS tokens.
-        if has("Macintosh")
-            && (has("Mobile/") || has("CriOS/") || has("FxiOS/") || has("EdgiOS/") || has("OPT/") || has("GSA/"))
+        if has("macintosh")
+            && (has("mobile/") || has("crios/") || has("fxios/") || has("edgios/") || has("opt/") || has("gsa/"))
         {
             return Device::Tablet;
         }
         // Chromebooks, including Android apps and web views on Chrome OS.
-        if has("CrOS") || has("Chromebook") || has("Chromebox") {
+        if has("cros ") || has("chromebook") || has("chromebox") {
             return Device::Desktop;
         }
-        if has("Windows NT") {
+        if has("windows nt") {
             // Windows 8+ tablets (Surface RT and touch convertibles in tablet mode).
-            let touch = has("Touch;") || has("Touch)") || has("Tablet PC") || has("; ARM;");
-            return if touch && !has("Windows NT 6.1") { Device::Tablet } else { Device::Desktop };
+            let touch = has("touch;") || has("touch)") || has("tablet pc") || has("; arm;");
+            return if touch && !has("windows nt 6.1") { Device::Tablet } else { Device::Desktop };
         }
-        let android = has("Android") || has("Adr ");
-        if has("Kindle") || has("Silk/") || has("PlayBook") || has("Tablet") && !has("Tablet PC") {
+        let android = has("android") || has("adr ") || has("fb4a");
+        if has("kindle") || has("silk/") || has("playbook") || has("tablet") && !has("tablet pc") {
             return Device::Tablet;
         }
-        if android || has("Linux; U;") || has("MIDP") {
+        if android || has("linux; u;") || has("midp") {
             let model = self.android_model.captures(ua).and_then(|c| c.get(1)).map_or("", |m| m.as_str());
             if self.computer_model.is_match(model) {
                 return Device::Desktop;
@@ -420,14 +477,14 @@ impl Rules {
             if self.tablets.is_match(ua) || self.tablet_model.is_match(model) {
                 return Device::Tablet;
             }
-            let mobile_token = has("Mobile") || has("Mobi");
+            let mobile_token = has("mobile") || has("mobi");
             if mobile_token || self.phones.is_match(ua) || !is_browser_shaped(ua) {
                 return Device::Mobile;
             }
             // Chrome and its kin omit "Mobile" on Android tablets.
             return if android { Device::Tablet } else { Device::Mobile };
         }
-        if has("Mobi") || self.browser_markers.is_match(ua) || has("Opera Mini") {
+        if has("mobi") || self.browser_markers.is_match(ua) || has("opera mini") {
             return Device::Mobile;
         }
         Device::Desktop
@@ -460,10 +517,45 @@ fn names_nothing(pattern: &str) -> bool {
     true
 }
 
-/// `Mozilla/N.N (…` or `Opera/…`, also with the punctuation a proxy stripped
-/// (`Mozilla/5.0 Linux; Android …`).
+/// `Mozilla/N.N (…` or `Opera/…` naming a platform or an engine, also with the
+/// punctuation a proxy stripped (`Mozilla/5.0 Linux; Android …`).
 fn is_browser_shaped(ua: &str) -> bool {
-    ua.starts_with("Mozilla/") || ua.starts_with("Opera/") || ua.starts_with("mozilla/")
+    const PLATFORMS: &[&str] = &[
+        "Windows",
+        "Macintosh",
+        "Mac OS",
+        "Linux",
+        "Android",
+        "iPhone",
+        "iPad",
+        "iPod",
+        "X11",
+        "CrOS",
+        "BlackBerry",
+        "BB10",
+        "Symbian",
+        "AppleWebKit",
+        "Gecko",
+        "Trident",
+        "MSIE",
+        "Presto",
+        "KHTML",
+        "Mobile",
+        "Tablet",
+        "compatible",
+        "Nintendo",
+        "PlayStation",
+        "Xbox",
+        "SMART-TV",
+        "SmartTV",
+        "Tizen",
+        "webOS",
+        "KAIOS",
+        "J2ME",
+    ];
+    let head = ua.get(..8).unwrap_or("");
+    (head.eq_ignore_ascii_case("mozilla/") || ua.starts_with("Opera/"))
+        && PLATFORMS.iter().any(|p| ua.contains(p) || ua.contains(p.to_ascii_lowercase().as_str()))
 }
 
 fn regex(pattern: &str) -> Regex {

