@@ -37,7 +37,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use crate::event::Device;
@@ -241,6 +241,10 @@ struct Rules {
     browser_markers: AhoCorasick,
     device_browser_markers: AhoCorasick,
     injection: AhoCorasick,
+    /// Platform and engine tokens that a real `Mozilla/…` agent names.
+    platforms: AhoCorasick,
+    /// "android" or UC's "Adr", before the device model.
+    android_hint: AhoCorasick,
     /// The device model in an Android agent, to be masked before bot matching.
     android_model: Regex,
     /// A browser's own product token with a bot word in it (`SearchBrowser/1.2`) or an
@@ -268,7 +272,8 @@ impl Rules {
             }
         }
         let crawler_literals = AhoCorasickBuilder::new()
-            .match_kind(MatchKind::LeftmostFirst)
+            .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
             .build(&literals)
             .unwrap_or_else(|e| panic!("bundled crawler literals are valid: {e}"));
         let crawler_regex = RegexBuilder::new(&regexes.join("|"))
@@ -330,6 +335,8 @@ impl Rules {
             browser_markers: ci(BROWSER_MARKERS),
             device_browser_markers: ci(DEVICE_BROWSER_MARKERS),
             injection: ci(INJECTION_MARKERS),
+            platforms: ci(PLATFORMS),
+            android_hint: ci(&["android", "adr "]),
             android_model: regex(r"(?i)(?:android|adr)[ /]?[\d._]*(?:; *[a-z]{2}(?:[-_][a-z]{2})?)?; *([^;)]+)"),
             browser_token: regex(
                 r"\b(?:[A-Za-z]*(?:Search|Spider|Bot|Crawl|Sogou)[A-Za-z]*Browser/|SogouMSE\b|(?:com|net|org|air|io|tv|app|co|de|be|fr|uk|ru|cn|jp)\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+)",
@@ -373,7 +380,7 @@ impl Rules {
         if self.isbot.is_match(&lower) || self.isbot_guarded.iter().any(|g| g.is_match(&lower)) {
             return AgentClass::Bot;
         }
-        let browser = is_browser_shaped(ua) || self.browser_markers.is_match(ua);
+        let browser = self.is_browser_shaped(ua) || self.browser_markers.is_match(ua);
         if browser {
             AgentClass::Browser
         } else if self.isbot_shape.is_match(&lower) {
@@ -390,10 +397,11 @@ impl Rules {
     fn mask(&self, ua: &str) -> String {
         let mut out = String::with_capacity(ua.len());
         let mut last = 0;
-        for caps in self.android_model.captures_iter(ua) {
+        let models = self.android_hint.is_match(ua).then(|| self.android_model.captures_iter(ua));
+        for caps in models.into_iter().flatten() {
             if let Some(m) = caps.get(1) {
-                // A bot may name itself where the model goes; keep tokens with a URL or '+'.
-                if m.as_str().contains("http") || m.as_str().contains("+http") {
+                // A bot may name itself where the model goes: keep a model token with a URL.
+                if m.as_str().contains("http") {
                     continue;
                 }
                 out.push_str(&ua[last..m.start()]);
@@ -428,6 +436,13 @@ impl Rules {
             }
         }
         String::new()
+    }
+
+    /// `Mozilla/N.N (…` or `Opera/…` naming a platform or an engine, also with the
+    /// punctuation a proxy stripped (`Mozilla/5.0 Linux; Android …`).
+    fn is_browser_shaped(&self, ua: &str) -> bool {
+        let head = ua.get(..8).unwrap_or("");
+        (head.eq_ignore_ascii_case("mozilla/") || ua.starts_with("Opera/")) && self.platforms.is_match(ua)
     }
 
     fn is_app_stack(&self, ua: &str) -> bool {
@@ -478,7 +493,7 @@ impl Rules {
                 return Device::Tablet;
             }
             let mobile_token = has("mobile") || has("mobi");
-            if mobile_token || self.phones.is_match(ua) || !is_browser_shaped(ua) {
+            if mobile_token || self.phones.is_match(ua) || !self.is_browser_shaped(ua) {
                 return Device::Mobile;
             }
             // Chrome and its kin omit "Mobile" on Android tablets.
@@ -517,46 +532,40 @@ fn names_nothing(pattern: &str) -> bool {
     true
 }
 
-/// `Mozilla/N.N (…` or `Opera/…` naming a platform or an engine, also with the
-/// punctuation a proxy stripped (`Mozilla/5.0 Linux; Android …`).
-fn is_browser_shaped(ua: &str) -> bool {
-    const PLATFORMS: &[&str] = &[
-        "Windows",
-        "Macintosh",
-        "Mac OS",
-        "Linux",
-        "Android",
-        "iPhone",
-        "iPad",
-        "iPod",
-        "X11",
-        "CrOS",
-        "BlackBerry",
-        "BB10",
-        "Symbian",
-        "AppleWebKit",
-        "Gecko",
-        "Trident",
-        "MSIE",
-        "Presto",
-        "KHTML",
-        "Mobile",
-        "Tablet",
-        "compatible",
-        "Nintendo",
-        "PlayStation",
-        "Xbox",
-        "SMART-TV",
-        "SmartTV",
-        "Tizen",
-        "webOS",
-        "KAIOS",
-        "J2ME",
-    ];
-    let head = ua.get(..8).unwrap_or("");
-    (head.eq_ignore_ascii_case("mozilla/") || ua.starts_with("Opera/"))
-        && PLATFORMS.iter().any(|p| ua.contains(p) || ua.contains(p.to_ascii_lowercase().as_str()))
-}
+/// Platform and engine tokens of real browsers' `Mozilla/…` agents.
+const PLATFORMS: &[&str] = &[
+    "windows",
+    "macintosh",
+    "mac os",
+    "linux",
+    "android",
+    "iphone",
+    "ipad",
+    "ipod",
+    "x11",
+    "cros",
+    "blackberry",
+    "bb10",
+    "symbian",
+    "applewebkit",
+    "gecko",
+    "trident",
+    "msie",
+    "presto",
+    "khtml",
+    "mobile",
+    "tablet",
+    "compatible",
+    "nintendo",
+    "playstation",
+    "xbox",
+    "smart-tv",
+    "smarttv",
+    "tizen",
+    "webos",
+    "kaios",
+    "j2me",
+];
 
 fn regex(pattern: &str) -> Regex {
     Regex::new(pattern).unwrap_or_else(|e| panic!("built-in pattern {pattern:?} is valid: {e}"))
