@@ -49,8 +49,9 @@ const DEVICE_MODELS: &str = include_str!("../../../../data/device-models.txt");
 /// Distinct user agents whose verdict is remembered; the cache is emptied when full.
 pub const CACHE_ENTRIES: usize = 50_000;
 
-/// Longer agents are not cached (nor is anything kept of them): a browser's is < 512 bytes.
-const MAX_CACHED_LEN: usize = 1024;
+/// Longer agents are classified afresh each time rather than kept: a browser's is under
+/// 512 bytes, and this bounds the cache at about 50 000 × 512 bytes.
+const MAX_CACHED_LEN: usize = 512;
 
 /// What kind of client sent a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -165,6 +166,10 @@ const DEVICE_BROWSER_MARKERS: &[&str] = &[
 #[derive(Debug)]
 pub struct UserAgentClassifier {
     rules: Rules,
+    /// Keyed by the agent itself, which the client chooses: std's keyed SipHash (not
+    /// `fasthash`) so nobody can aim collisions at it, and the whole string compared so a
+    /// bot cannot borrow a browser's verdict through a hash collision. The random hash
+    /// key changes no verdict, only where entries sit.
     cache: Mutex<HashMap<Box<str>, Agent>>,
 }
 
