@@ -356,7 +356,7 @@ impl Rules {
                 r"(?i)(?:tab(?:\b|[ _-]?\d|_)|tablet|(?:^|[^l])pad(?:\b|\d|_)|\bmid\b|mid\d|^kf[a-z]{2,4}\b|\biplay|slide(?:\b|\d|_)|readboy",
                 // Makers' tablet numbering: Samsung, Lenovo, BQ, Huawei/Honor, Alcatel
                 // (8xxx/9xxx), Digma (…S1234PL), Prestigio (PMT), Irbis (TZ), Nokia T.
-                r"|\bsm-[txp]\d{3}|\btb\d*-?[x\d]\d{2}|\bbq-?[178]\d{3}",
+                r"|\bsm-[txp]\d{3}|\btb\d*-?[a-z]?\d{3}|\bbq-?[178]\d{3}",
                 r"|^(?:ags\d?|bah\d?|kob\d?|scm|btv|cmr|mrx|dby\d?|bzd|bz[a-z]|hey\d?|jdn\d?|agr|krj\d?|gdi|bg[2o]|cpn|bach\d?|got|hdl|jms|mon|ndl\d?|tgr|web)-[a-z]",
                 r"|^[89]\d{3}[a-z]?(?:\b|_)|\b[cnpst]s[178]\d{3}[a-z]{2}\b|\bpmt\d{4}|\btz\d{3}\b|\bnokia t\d{2}\b",
                 r")"
