@@ -57,7 +57,8 @@ const MAX_CACHED_LEN: usize = 512;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AgentClass {
     /// A crawler, spider, monitor, headless or scripted client named by a published list,
-    /// or an empty agent. General invalid traffic: never counted, never charged.
+    /// an empty agent, or one carrying injection syntax. General invalid traffic: never
+    /// counted, never charged.
     Bot,
     /// A browser, web view or in-app browser that renders ads.
     Browser,
@@ -253,8 +254,7 @@ struct Rules {
     /// The device model in an Android agent, to be masked before bot matching.
     android_model: Regex,
     /// A browser's own product token with a bot word in it (`SearchBrowser/1.2`) or an
-    /// app's reverse-DNS id
-    /// (`com.google.GooglePlus`, `air.com.example`), also masked.
+    /// app's reverse-DNS id (`com.google.GooglePlus`, `air.com.example`), also masked.
     browser_token: Regex,
     tablets: RegexSet,
     phones: RegexSet,
