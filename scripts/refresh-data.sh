@@ -29,7 +29,7 @@ entries = json.load(open("package/crawler-user-agents.json"))
 with open(out, "w") as f:
     f.write("# Crawler user-agent patterns (regex, case-sensitive), one per line.\n")
     f.write(f"# Source: npm crawler-user-agents {version} (MIT, (c) 2017 Martin Monperrus).\n")
-    f.write("# Regenerate with scripts/refresh-data.sh; adtally's own additions live in crates/adtally-core/src/traffic.rs.\n")
+    f.write("# Regenerate with scripts/refresh-data.sh; how they are applied: crates/adtally-core/src/traffic/agent.rs.\n")
     for e in entries:
         f.write(e["pattern"].replace("\n", " ") + "\n")
 PY
