@@ -2,6 +2,7 @@
 //! temporary data directory and speaks HTTP to it. One test binary, so it links once.
 
 mod accounts;
+mod attribution;
 mod bad_input;
 mod counting;
 mod delivery;

@@ -3,6 +3,7 @@
 //! the core rules, the event [`pipeline`] and the store.
 
 pub mod api;
+pub mod attribution;
 pub mod error;
 pub mod import;
 mod ops;
@@ -64,6 +65,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/conversions", post(tracking::conversion_postback))
         .route("/v1/reports", get(reports::report))
         .route("/v1/reports/ivt", get(reports::ivt_report))
+        .route("/v1/attribution", get(attribution::attribution))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
     let import =
         Router::new().route("/v1/events", post(import::import_events)).layer(DefaultBodyLimit::max(MAX_IMPORT_BODY));

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use adtally_core::attribution::{ConversionFact, PathTouch, TouchKind, CLICK_WINDOW_MS};
 use adtally_core::catalog::{
     Ad, AdContent, AdRevision, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, FrequencyCap,
     LedgerEntry, Pacing, Placement, Targeting,
@@ -23,7 +24,7 @@ use adtally_core::report::{bucket_of, Dimension};
 use crate::rollup::{aggregate, RollupQuery, RollupRow, RollupSums};
 use crate::{
     AdPerformance, ApiKeyInfo, ApprovedVersion, AuditEntry, CampaignSpend, ConsistencyCheck, Idempotency, KeyOwner,
-    PendingEvent, PromoCode, Result, Store, StoreError, Totals,
+    PendingEvent, PromoCode, Result, Store, StoreError, Totals, TouchPaths,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -145,6 +146,11 @@ INSERT INTO ad_versions SELECT id, 1, target_url, created_at_ms FROM ads WHERE s
 ALTER TABLE dedup_keys ADD COLUMN event_id INTEGER;
 ALTER TABLE dedup_keys ADD COLUMN authoritative INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE advertisers ADD COLUMN max_conversion_value_micros INTEGER NOT NULL DEFAULT 1000000000;
+"#,
+    r#"
+-- Attribution reads one advertiser's events of a time range (its conversions, then the
+-- touches of the users who converted): a range read instead of a scan of every event.
+CREATE INDEX events_advertiser_at ON events(advertiser_id, at_ms);
 "#,
 ];
 
@@ -1183,6 +1189,69 @@ impl Store for SqliteStore {
                     sums: RollupSums { events: r.get(8)?, cost_micros: wide(r, 9)?, value_micros: wide(r, 11)? },
                 })
             })
+        })
+    }
+
+    fn touch_paths(&self, advertiser_id: i64, from_ms: Millis, to_ms: Millis, limit: usize) -> Result<TouchPaths> {
+        let (conversion, click, impression) =
+            (EventKind::Conversion.code(), EventKind::Click.code(), EventKind::Impression.code());
+        let fetch = limit.saturating_add(1).min(i64::MAX as usize) as i64;
+        self.with_conn(|c| {
+            // One read transaction: both lists see the same snapshot.
+            let tx = c.transaction()?;
+            let mut conversions = query_all(
+                &tx,
+                "SELECT user_key, at_ms, value_micros FROM events
+                 WHERE advertiser_id = ?1 AND at_ms >= ?2 AND at_ms < ?3 AND kind = ?4 AND verdict = 0
+                 ORDER BY at_ms, id LIMIT ?5",
+                params![advertiser_id, from_ms, to_ms, conversion, fetch],
+                |r| {
+                    Ok(ConversionFact {
+                        user_key: r.get::<_, i64>(0)? as u64,
+                        at_ms: r.get(1)?,
+                        value_micros: r.get(2)?,
+                    })
+                },
+            )?;
+            let mut truncated = conversions.len() > limit;
+            conversions.truncate(limit);
+            // Only the touches of users who converted in the range.
+            let mut touches = query_all(
+                &tx,
+                "SELECT user_key, at_ms, kind, decision_id, campaign_id, ad_id FROM events
+                 WHERE advertiser_id = ?1 AND at_ms >= ?2 AND at_ms < ?3 AND kind IN (?5, ?6) AND verdict = 0
+                   AND user_key IN (SELECT user_key FROM events WHERE advertiser_id = ?1 AND at_ms >= ?4
+                                    AND at_ms < ?3 AND kind = ?7 AND verdict = 0)
+                 ORDER BY at_ms, id LIMIT ?8",
+                params![
+                    advertiser_id,
+                    from_ms.saturating_sub(CLICK_WINDOW_MS),
+                    to_ms,
+                    from_ms,
+                    click,
+                    impression,
+                    conversion,
+                    fetch
+                ],
+                |r| {
+                    let kind: i64 = r.get(2)?;
+                    let kind = if kind == i64::from(click) { TouchKind::Click } else { TouchKind::Impression };
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        PathTouch {
+                            at_ms: r.get(1)?,
+                            kind,
+                            decision_id: id_from_db(r.get(3)?).map(|d| d as u64),
+                            campaign_id: r.get(4)?,
+                            ad_id: r.get(5)?,
+                        },
+                    ))
+                },
+            )?;
+            truncated |= touches.len() > limit;
+            touches.truncate(limit);
+            tx.commit()?;
+            Ok(TouchPaths { conversions, touches, truncated })
         })
     }
 
