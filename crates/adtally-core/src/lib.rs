@@ -13,6 +13,7 @@ pub mod counting;
 pub mod delivery;
 pub mod event;
 pub mod fasthash;
+pub mod insights;
 pub mod metrics;
 pub mod money;
 pub mod report;
