@@ -6,6 +6,7 @@ pub mod api;
 pub mod attribution;
 pub mod error;
 pub mod import;
+pub mod insights;
 mod ops;
 pub mod pipeline;
 pub mod reports;
@@ -58,6 +59,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/campaigns", post(api::create_campaign).get(api::list_campaigns))
         .route("/v1/campaigns/{id}", get(api::get_campaign).patch(api::patch_campaign))
         .route("/v1/campaigns/{id}/ads", post(api::create_ad))
+        .route("/v1/campaigns/{id}/insights", get(insights::campaign_insights))
         .route("/v1/campaigns/{id}/{action}", post(api::campaign_action))
         .route("/v1/ads", get(api::list_ads))
         .route("/v1/ads/{id}", get(api::get_ad).patch(api::patch_ad))
