@@ -1277,3 +1277,79 @@ impl Store for SqliteStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store(name: &str) -> (SqliteStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("adtally-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (SqliteStore::open(&dir).expect("open"), dir)
+    }
+
+    fn event(at_ms: Millis, kind: EventKind, verdict: Verdict, advertiser_id: i64, user_key: u64) -> Event {
+        let served = kind != EventKind::Conversion;
+        Event {
+            at_ms,
+            kind,
+            verdict,
+            decision_id: served.then_some(at_ms as u64 + 1),
+            advertiser_id,
+            campaign_id: served.then_some(10 * advertiser_id),
+            ad_id: served.then_some(100 * advertiser_id),
+            placement_id: served.then_some(1),
+            user_key,
+            ip_key: 0,
+            device: Device::Desktop,
+            country: Country::UNKNOWN,
+            cost_micros: 0,
+            value_micros: if served { 0 } else { 7 },
+        }
+    }
+
+    #[test]
+    fn touch_paths_are_one_advertisers_valid_touches_of_converting_users_by_index() {
+        let (store, dir) = temp_store("touch-paths");
+        let (c, i, k) = (EventKind::Conversion, EventKind::Impression, EventKind::Click);
+        let day0 = 40 * DAY;
+        let events = [
+            event(day0 - 31 * DAY, k, Verdict::Valid, 1, 5), // before the 30-day lead
+            event(day0 - 29 * DAY, k, Verdict::Valid, 1, 5), // in the lead
+            event(day0 - 10, i, Verdict::Valid, 1, 5),
+            event(day0 - 9, i, Verdict::Bot, 1, 5),   // invalid
+            event(day0 - 8, k, Verdict::Valid, 2, 5), // another advertiser
+            event(day0 - 7, k, Verdict::Valid, 1, 6), // a user who does not convert
+            event(day0, c, Verdict::Valid, 1, 5),
+            event(day0 + 1, c, Verdict::Duplicate, 1, 6), // not counted
+            event(day0 + DAY, c, Verdict::Valid, 1, 5),   // after the range
+        ];
+        let mut batch: Vec<PendingEvent> = events.iter().cloned().map(PendingEvent::new).collect();
+        store.append_events(day0 + DAY, &mut batch, &mut |_, _| {}).expect("append");
+
+        let paths = store.touch_paths(1, day0, day0 + DAY, 100).expect("paths");
+        assert_eq!(paths.conversions, vec![ConversionFact { user_key: 5, at_ms: day0, value_micros: 7 }]);
+        let touches: Vec<(u64, Millis, TouchKind)> = paths.touches.iter().map(|(u, t)| (*u, t.at_ms, t.kind)).collect();
+        assert_eq!(touches, vec![(5, day0 - 29 * DAY, TouchKind::Click), (5, day0 - 10, TouchKind::Impression)]);
+        assert_eq!(paths.touches[0].1.campaign_id, 10);
+        assert!(!paths.truncated);
+        assert!(store.touch_paths(1, day0, day0 + DAY, 1).expect("paths").truncated);
+        assert_eq!(store.touch_paths(2, day0, day0 + DAY, 100).expect("paths"), TouchPaths::default());
+
+        // Both reads are range reads of the (advertiser, time) index.
+        let plan: Vec<String> = store
+            .with_conn(|c| {
+                query_all(
+                    c,
+                    "EXPLAIN QUERY PLAN SELECT user_key FROM events WHERE advertiser_id = 1 AND at_ms >= 0
+                     AND at_ms < 10 AND kind = 4 AND verdict = 0",
+                    [],
+                    |r| r.get::<_, String>(3),
+                )
+            })
+            .expect("plan");
+        assert!(plan.iter().any(|p| p.contains("events_advertiser_at")), "{plan:?}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
