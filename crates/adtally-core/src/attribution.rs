@@ -245,19 +245,16 @@ pub fn allocate(total: i64, weights: &[u128]) -> Vec<i64> {
     // total ≤ 2^63 and weights ≤ 2^41·n keep total·w far inside u128 for any journey.
     let mut parts: Vec<i64> = weights.iter().map(|&w| (total_u * w / sum) as i64).collect();
     let given: i64 = parts.iter().sum();
-    let mut left = total.max(0) - given;
-    let mut order: Vec<usize> = (0..weights.len()).collect();
-    // Largest remainder first; among equal remainders the later touch first.
-    order.sort_by(|&a, &b| {
-        let (ra, rb) = (total_u * weights[a] % sum, total_u * weights[b] % sum);
-        rb.cmp(&ra).then(b.cmp(&a))
-    });
-    for i in order {
-        if left == 0 {
-            break;
-        }
+    let left = (total.max(0) - given) as usize;
+    if left == 0 {
+        return parts;
+    }
+    // Largest remainder first; among equal remainders the later touch first. Fewer than
+    // `weights.len()` units are left, one each.
+    let mut order: Vec<(u128, usize)> = weights.iter().enumerate().map(|(i, &w)| (total_u * w % sum, i)).collect();
+    order.sort_unstable_by(|a, b| b.cmp(a));
+    for &(_, i) in order.iter().take(left) {
         parts[i] += 1;
-        left -= 1;
     }
     parts
 }
@@ -322,25 +319,34 @@ pub struct ModelReport {
 
 /// Attributes every conversion under every model asked. `touches` are one advertiser's
 /// counted clicks and impressions with their user keys, in time order (equal times in
-/// commit order); the conversions are the same advertiser's.
+/// commit order); the conversions are the same advertiser's. The touches are sorted in
+/// place by user (stable, so each user's stay in time order) instead of being copied
+/// into a map of paths: the memory is the input's, the work a sort and one pass.
 pub fn attribute(
     models: &[Model],
     conversions: &[ConversionFact],
-    touches: &[(u64, PathTouch)],
+    mut touches: Vec<(u64, PathTouch)>,
 ) -> BTreeMap<Model, ModelReport> {
-    let mut paths: FastMap<u64, Vec<PathTouch>> = FastMap::default();
-    for (user, t) in touches {
-        paths.entry(*user).or_default().push(*t);
-    }
-    for path in paths.values_mut() {
-        // Stable: equal times keep their commit order.
-        path.sort_by_key(|t| t.at_ms);
-    }
+    touches.sort_by_key(|(user, t)| (*user, t.at_ms));
+    let mut order: Vec<usize> = (0..conversions.len()).collect();
+    order.sort_unstable_by_key(|&i| conversions[i].user_key);
+    let mut path: Vec<PathTouch> = Vec::new();
+    let mut path_user: Option<u64> = None;
+    let mut next = 0;
     let mut out: BTreeMap<Model, ModelReport> = models.iter().map(|m| (*m, ModelReport::default())).collect();
-    for c in conversions {
-        let path = paths.get(&c.user_key).map_or(&[][..], Vec::as_slice);
-        let journey = journey(path, c.at_ms);
-        for (model, report) in out.iter_mut() {
+    // Rows in hash maps while summing (a million conversions touch them many times).
+    let mut rows: Vec<FastMap<(i64, i64), CreditSums>> = vec![FastMap::default(); out.len()];
+    for c in order.into_iter().map(|i| &conversions[i]) {
+        if path_user != Some(c.user_key) {
+            // Conversions come by user in ascending order: advance to this user's touches.
+            next += touches[next..].partition_point(|(u, _)| *u < c.user_key);
+            let len = touches[next..].partition_point(|(u, _)| *u == c.user_key);
+            path.clear();
+            path.extend(touches[next..next + len].iter().map(|(_, t)| *t));
+            path_user = Some(c.user_key);
+        }
+        let journey = journey(&path, c.at_ms);
+        for ((model, report), rows) in out.iter_mut().zip(rows.iter_mut()) {
             report.conversions += 1;
             report.revenue_micros += i128::from(c.value_micros);
             if journey.is_empty() {
@@ -349,11 +355,14 @@ pub fn attribute(
                 continue;
             }
             for s in shares(*model, &journey, c.at_ms, c.value_micros) {
-                let row = report.rows.entry((s.campaign_id, s.ad_id)).or_default();
+                let row = rows.entry((s.campaign_id, s.ad_id)).or_default();
                 row.credit += i128::from(s.credit);
                 row.revenue_micros += i128::from(s.revenue_micros);
             }
         }
+    }
+    for (report, rows) in out.values_mut().zip(rows) {
+        report.rows = rows.into_iter().collect();
     }
     out
 }
@@ -538,7 +547,7 @@ mod tests {
             ConversionFact { user_key: 2, at_ms: at, value_micros: 501 },
             ConversionFact { user_key: 9, at_ms: at, value_micros: 7 },
         ];
-        let out = attribute(&Model::ALL, &conversions, &touches);
+        let out = attribute(&Model::ALL, &conversions, touches.to_vec());
         let rows = |m: Model| -> Vec<((i64, i64), i128, i128)> {
             out[&m].rows.iter().map(|(k, s)| (*k, s.credit, s.revenue_micros)).collect()
         };

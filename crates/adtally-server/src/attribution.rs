@@ -120,7 +120,7 @@ pub async fn attribution(
     }
     // Pure CPU work on up to a million rows: off the async runtime.
     let reports: BTreeMap<Model, ModelReport> =
-        tokio::task::spawn_blocking(move || attribute(&models, &paths.conversions, &paths.touches)).await?;
+        tokio::task::spawn_blocking(move || attribute(&models, &paths.conversions, paths.touches)).await?;
     let timezone = tz.iana_name().unwrap_or("UTC");
     let body = if reports.len() == 1 {
         let (model, report) = reports.iter().next().ok_or_else(ApiError::internal)?;
