@@ -143,7 +143,7 @@ async fn every_model_credits_pixel_and_postback_conversions_exactly() {
 
     // The reports' conversions (last touch, frozen when each conversion was recorded)
     // agree with last_click: u2's view on campaign 1, u1's click on campaign 2.
-    let (s, rep) = app.get(&a.key, "/v1/reports?range=today&group_by=campaign").await;
+    let (s, rep) = app.get(&a.key, "/v1/reports?from=2026-10-01&to=2026-11-20&group_by=campaign").await;
     assert_eq!(s, 200);
     let by_campaign: Vec<(Value, i64, i64)> = rep["rows"]
         .as_array()
@@ -159,10 +159,23 @@ async fn every_model_credits_pixel_and_postback_conversions_exactly() {
         })
         .collect();
     assert_eq!(by_campaign, vec![(Value::Null, 1, 250_000), (json!(c1), 1, 500_000), (json!(c2), 1, 1_000_001)]);
+    let t = &rep["totals"];
+    assert_eq!((t["conversions"].as_i64(), t["revenue_micros"].as_i64()), (Some(3), Some(1_750_001)));
+    // Spend since October: imported impressions cost their campaign's bid / 1000 —
+    // campaign 1 three at 2 000 micros, campaign 2 two at 1 000. CPA = 8 000 / 3
+    // (truncated), ROAS = 1 750 001 / 8 000 = 218.750125 (reports round to four places);
+    // per campaign 6 000 / 1 and 500 000 / 6 000, 2 000 / 1 and 1 000 001 / 2 000.
     assert_eq!(
-        (rep["totals"]["conversions"].as_i64(), rep["totals"]["revenue_micros"].as_i64()),
-        (Some(3), Some(1_750_001))
+        (t["spend_micros"].as_i64(), t["cpa_micros"].as_i64(), t["roas"].as_f64()),
+        (Some(8_000), Some(2_666), Some(218.7501))
     );
+    let per_campaign: Vec<(i64, Option<i64>, Option<f64>)> = rep["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| Some((r["campaign_id"].as_i64()?, r["cpa_micros"].as_i64(), r["roas"].as_f64())))
+        .collect();
+    assert_eq!(per_campaign, vec![(c1, Some(6_000), Some(83.3333)), (c2, Some(2_000), Some(500.0005))]);
 
     // Tenants: B sees its own (empty) attribution, never A's; the admin names whose.
     let (s, r) = app.get(&b.key, "/v1/attribution?range=today").await;
