@@ -19,6 +19,7 @@ pub mod money;
 pub mod report;
 pub mod token;
 pub mod traffic;
+pub mod weekly;
 
 pub use event::{Device, EventKind, Verdict};
 /// Re-exported so that every crate uses the same time-zone database.
