@@ -109,6 +109,10 @@ schemas["Insight"] = {"type": "object", "properties": {
     "severity": {"enum": ["info", "warning", "critical"]}, "period": DATES, "baseline": DATES,
     "evidence": {"type": "object"}, "action": {"type": "string"}}}
 
+schemas["WeeklyReportSetting"] = {"type": "object", "properties": {"advertiser_id": ID, "enabled": {"type": "boolean"}}}
+schemas["WeeklyReportInput"] = {"type": "object", "required": ["enabled"], "additionalProperties": False,
+                                "properties": {"enabled": {"type": "boolean"}, "advertiser_id": ID}}
+
 def items(schema):
     return {"type": "object", "properties": {"items": {"type": "array", "items": ref(schema)}}}
 
@@ -195,6 +199,14 @@ paths.update({
     "/v1/attribution": {"get": op("Conversion credit per campaign and ad under an attribution model (or all side by side)", "advertiser, admin", 200, "Attribution",
                                   params=[q("model", {"enum": ["last_click", "first_touch", "linear", "time_decay", "position_based", "all"]}),
                                           *[p for p in REPORT_PARAMS if p["name"] in ("range", "from", "to", "advertiser_id")]])},
+    "/v1/weekly-report": {
+        "get": op("Whether the advertiser gets the weekly email report", "advertiser, admin (with advertiser_id)", 200, "WeeklyReportSetting",
+                  params=[q("advertiser_id", ID)]),
+        "put": op("Opt in or out of the weekly email report", "advertiser, admin (with advertiser_id)", 200, "WeeklyReportSetting", "WeeklyReportInput")},
+    "/v1/unsubscribe": {
+        "get": op("Page with a button that unsubscribes from the weekly report (changes nothing itself)", "public", 200, {"type": "string"}, content="text/html",
+                  params=[q("token", required=True)]),
+        "post": op("One-click unsubscribe from the weekly report (RFC 8058)", "public", 200, "WeeklyReportSetting", params=[q("token", required=True)])},
     "/v1/campaigns/{id}/insights": {"parameters": [path_param("id")], "get": op("Alerts from the campaign's own history", "owner, admin", 200, items("Insight"))},
     "/v1/promo-codes": {"post": op("Create a promo code", "admin", 201, body="NewPromo")},
     "/v1/promo-codes/redeem": {"post": op("Redeem a promo code (once per advertiser)", "advertiser", 201, "LedgerEntry", "Redeem")},

@@ -71,6 +71,9 @@ struct ServeArgs {
     /// Fill an empty data dir with the demo first.
     #[arg(long, env = "ADTALLY_DEMO")]
     demo: bool,
+    /// SMTP server for weekly email reports: smtp://[user:pass@]host[:port][?from=ADDR], smtps://… for TLS.
+    #[arg(long, env = "ADTALLY_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -141,6 +144,10 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
     }
     config.public_url = args.public_url.clone();
     config.traffic_filters = !args.skip_traffic_filters;
+    if let Some(url) = &args.smtp_url {
+        adtally_server::mailer::transport(url).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.smtp_url = Some(url.clone());
+    }
     config.topup_bonus = args
         .topup_bonus
         .as_deref()

@@ -7,6 +7,7 @@ mod bad_input;
 mod counting;
 mod delivery;
 mod durability;
+mod email;
 mod insights;
 mod reports;
 mod support;

@@ -9,15 +9,16 @@ use std::sync::Arc;
 use axum::extract::State;
 use serde_json::{json, Map, Value};
 
+use adtally_core::catalog::Campaign;
 use adtally_core::event::{EventKind, Verdict};
 use adtally_core::insights::{
-    budget_spent_at, insights, CampaignHistory, DayCounts, Figure, Reference, HISTORY_DAYS, PERIOD_DAYS,
+    budget_spent_at, insights, CampaignHistory, DayCounts, Figure, Insight, Reference, HISTORY_DAYS, PERIOD_DAYS,
 };
 use adtally_core::jiff::civil::Date;
 use adtally_core::jiff::Span;
 use adtally_core::metrics::saturate;
 use adtally_core::report::{local_date, start_of_day};
-use adtally_store::{RollupQuery, RollupRow};
+use adtally_store::{RollupQuery, RollupRow, StoreError};
 
 use crate::api::Caller;
 use crate::error::{ApiError, Path};
@@ -41,21 +42,18 @@ fn date_json(d: Date) -> Value {
     json!(d.to_string())
 }
 
-pub async fn campaign_insights(
-    State(state): State<Arc<AppState>>,
-    caller: Caller,
-    Path(id): Path<i64>,
-) -> Result<axum::Json<Value>, ApiError> {
-    let campaign = state.blocking(move |s| s.campaign(id)).await?;
-    let campaign = campaign.filter(|c| caller.owns(c.advertiser_id)).ok_or_else(|| ApiError::not_found("campaign"))?;
+/// The alerts of one campaign now; blocking (it reads the store).
+pub fn campaign_alerts(state: &AppState, campaign: &Campaign) -> Result<Vec<Insight>, StoreError> {
+    let id = campaign.id;
     let advertiser_id = campaign.advertiser_id;
     let tz = state.catalog().timezone(advertiser_id);
     let today = local_date(state.clock.now_ms(), &tz);
-    let last_day = today.yesterday().map_err(|_| ApiError::internal())?;
-    let first_day =
-        last_day.checked_sub(Span::new().days(HISTORY_DAYS as i64 - 1)).map_err(|_| ApiError::internal())?;
-    let period_start =
-        last_day.checked_sub(Span::new().days(PERIOD_DAYS as i64 - 1)).map_err(|_| ApiError::internal())?;
+    let span = |date: Date, days: usize| {
+        date.checked_sub(Span::new().days(days as i64)).map_err(|e| StoreError::Database(e.to_string()))
+    };
+    let last_day = span(today, 1)?;
+    let first_day = span(last_day, HISTORY_DAYS - 1)?;
+    let period_start = span(last_day, PERIOD_DAYS - 1)?;
     let (from_ms, to_ms, period_ms) =
         (start_of_day(first_day, &tz), start_of_day(today, &tz), start_of_day(period_start, &tz));
 
@@ -68,15 +66,10 @@ pub async fn campaign_insights(
         by_bucket,
         group_by: Vec::new(),
     };
-    let (own, history_q, platform_q) = (
-        query(Some(advertiser_id), Some(id), to_ms, true),
-        query(Some(advertiser_id), None, period_ms, false),
-        query(None, None, period_ms, false),
-    );
-    let (rows, advertiser_rows, platform_rows) = state
-        .blocking(move |s| Ok((s.rollup_rows(&own)?, s.rollup_rows(&history_q)?, s.rollup_rows(&platform_q)?)))
-        .await?;
-
+    let store = state.store.as_ref();
+    let rows = store.rollup_rows(&query(Some(advertiser_id), Some(id), to_ms, true))?;
+    let advertiser_rows = store.rollup_rows(&query(Some(advertiser_id), None, period_ms, false))?;
+    let platform_rows = store.rollup_rows(&query(None, None, period_ms, false))?;
     // Per local day: counts, and spend per quarter hour (minute of the local day).
     let mut days = vec![DayCounts::default(); HISTORY_DAYS];
     let mut quarters: Vec<Vec<(u32, i64)>> = vec![Vec::new(); HISTORY_DAYS];
@@ -115,7 +108,20 @@ pub async fn campaign_insights(
         pacing_even: campaign.pacing == adtally_core::catalog::Pacing::Even,
         references: vec![reference("advertiser", &advertiser_rows), reference("platform", &platform_rows)],
     };
-    let items: Vec<Value> = insights(&history)
+    Ok(insights(&history))
+}
+
+pub async fn campaign_insights(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let campaign = state.blocking(move |s| s.campaign(id)).await?;
+    let campaign = campaign.filter(|c| caller.owns(c.advertiser_id)).ok_or_else(|| ApiError::not_found("campaign"))?;
+    let tz = state.catalog().timezone(campaign.advertiser_id);
+    let worker = state.clone();
+    let alerts = tokio::task::spawn_blocking(move || campaign_alerts(&worker, &campaign)).await??;
+    let items: Vec<Value> = alerts
         .into_iter()
         .map(|i| {
             let evidence: Map<String, Value> = i

@@ -7,6 +7,7 @@ pub mod attribution;
 pub mod error;
 pub mod import;
 pub mod insights;
+pub mod mailer;
 mod ops;
 pub mod pipeline;
 pub mod reports;
@@ -68,6 +69,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/reports", get(reports::report))
         .route("/v1/reports/ivt", get(reports::ivt_report))
         .route("/v1/attribution", get(attribution::attribution))
+        .route("/v1/weekly-report", get(mailer::get_weekly_report).put(mailer::put_weekly_report))
+        .route("/v1/unsubscribe", get(mailer::unsubscribe_page).post(mailer::unsubscribe))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
     let import =
         Router::new().route("/v1/events", post(import::import_events)).layer(DefaultBodyLimit::max(MAX_IMPORT_BODY));
@@ -165,6 +168,7 @@ impl Application {
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        mailer::spawn(self.state.clone());
         let housekeeping = self.state.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);

@@ -33,6 +33,8 @@ pub struct ServerConfig {
     /// Apply the bot, prefetch and data-centre checks. Off only to measure what they
     /// cost (`serve --skip-traffic-filters`, hidden).
     pub traffic_filters: bool,
+    /// Where weekly email reports are sent from (`--smtp-url`); none: no email.
+    pub smtp_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +45,7 @@ impl Default for ServerConfig {
             public_url: None,
             traffic_filters: true,
             topup_bonus: None,
+            smtp_url: None,
         }
     }
 }

@@ -279,4 +279,13 @@ pub trait Store: Send + Sync + 'static {
     /// same user never count.
     fn touch_paths(&self, advertiser_id: i64, from_ms: Millis, to_ms: Millis, limit: usize) -> Result<TouchPaths>;
     fn consistency_check(&self) -> Result<ConsistencyCheck>;
+
+    // Weekly email reports.
+    /// Opts an advertiser in (the default) or out.
+    fn set_weekly_report(&self, advertiser_id: i64, enabled: bool, now: Millis) -> Result<()>;
+    fn weekly_report_optouts(&self) -> Result<Vec<i64>>;
+    /// Records in the sent-mail log that `report` (e.g. `weekly:2026-11-23`) goes to
+    /// the advertiser; false when it was claimed before. Claimed before sending: a crash
+    /// between the two loses that report rather than ever sending it twice.
+    fn claim_mail(&self, advertiser_id: i64, report: &str, now: Millis) -> Result<bool>;
 }

@@ -152,6 +152,17 @@ ALTER TABLE advertisers ADD COLUMN max_conversion_value_micros INTEGER NOT NULL 
 -- touches of the users who converted): a range read instead of a scan of every event.
 CREATE INDEX events_advertiser_at ON events(advertiser_id, at_ms);
 "#,
+    r#"
+-- Weekly email reports: who opted out (everyone else gets them once SMTP is configured),
+-- and every report sent, so that a restart never sends one twice.
+CREATE TABLE weekly_report_optouts (
+    advertiser_id INTEGER PRIMARY KEY REFERENCES advertisers(id), at_ms INTEGER NOT NULL
+);
+CREATE TABLE sent_mail (
+    advertiser_id INTEGER NOT NULL REFERENCES advertisers(id), report TEXT NOT NULL, sent_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (advertiser_id, report)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Absent ids (a conversion's campaign, ad and placement before attribution; its
@@ -1189,6 +1200,34 @@ impl Store for SqliteStore {
                     sums: RollupSums { events: r.get(8)?, cost_micros: wide(r, 9)?, value_micros: wide(r, 11)? },
                 })
             })
+        })
+    }
+
+    fn set_weekly_report(&self, advertiser_id: i64, enabled: bool, now: Millis) -> Result<()> {
+        self.with_conn(|c| {
+            if enabled {
+                c.execute("DELETE FROM weekly_report_optouts WHERE advertiser_id = ?1", [advertiser_id])?;
+            } else {
+                c.execute(
+                    "INSERT OR IGNORE INTO weekly_report_optouts (advertiser_id, at_ms) VALUES (?1, ?2)",
+                    [advertiser_id, now],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn weekly_report_optouts(&self) -> Result<Vec<i64>> {
+        self.with_conn(|c| query_all(c, "SELECT advertiser_id FROM weekly_report_optouts", [], |r| r.get(0)))
+    }
+
+    fn claim_mail(&self, advertiser_id: i64, report: &str, now: Millis) -> Result<bool> {
+        self.with_conn(|c| {
+            let inserted = c.execute(
+                "INSERT OR IGNORE INTO sent_mail (advertiser_id, report, sent_at_ms) VALUES (?1, ?2, ?3)",
+                params![advertiser_id, report, now],
+            )?;
+            Ok(inserted == 1)
         })
     }
 
