@@ -105,6 +105,12 @@ enum Command {
         group_by: String,
         #[arg(long, default_value = "total")]
         granularity: String,
+        /// Print the advertiser's weekly email report instead (needs --advertiser and --dry-run).
+        #[arg(long)]
+        email: bool,
+        /// With --email: print the message, send nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Generate decision and beacon load against a running server.
     Loadgen(loadgen::LoadgenArgs),
@@ -253,7 +259,18 @@ async fn main() -> Result<()> {
         Command::Import { store, file } => import(open_store(&store)?, &file).await,
         Command::Loadgen(args) => loadgen::run(args).await,
         Command::BaselineServer { listen } => loadgen::baseline_server(listen).await,
-        Command::Report { store, advertiser, range, group_by, granularity } => {
+        Command::Report { store, advertiser, email: true, dry_run, .. } => {
+            let advertiser = advertiser.context("--email needs --advertiser ID")?;
+            if !dry_run {
+                bail!("the server sends weekly reports on schedule (--smtp-url); use --dry-run to print one");
+            }
+            let (state, _) = adtally_server::build_state(open_store(&store)?, offline_options())?;
+            let text =
+                tokio::task::spawn_blocking(move || adtally_server::mailer::preview(&state, advertiser)).await??;
+            print!("{text}");
+            Ok(())
+        }
+        Command::Report { store, advertiser, range, group_by, granularity, .. } => {
             demo::print_report(open_store(&store)?, advertiser, &range, &group_by, &granularity).await
         }
     }

@@ -157,6 +157,15 @@ async fn the_weekly_report_goes_out_once_with_its_figures() {
     let html = part(m, "text/html");
     assert!(html.contains("<td>Spend</td><td>0.60</td><td>0.20</td><td>+200.0%</td>"), "{html}");
 
+    // `adtally report --email --dry-run` prints the same report.
+    let (state, id) = (app.state.clone(), a.advertiser_id);
+    let preview = tokio::task::spawn_blocking(move || adtally_server::mailer::preview(&state, id))
+        .await
+        .expect("join")
+        .expect("preview");
+    assert!(preview.starts_with("To: a@acme.example\nSubject: Your week on adtally: 2026-11-16 to 2026-11-22\n"));
+    assert!(squeeze(&preview).contains("Spend 0.60 0.20 +200.0%"), "{preview}");
+
     // A restart on the same data, still inside Monday's window: nothing is sent again.
     drop(app);
     clock.advance(HOUR);

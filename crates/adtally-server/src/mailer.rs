@@ -270,6 +270,28 @@ pub fn send_due(state: &AppState, smtp_url: &str) -> Result<usize, MailError> {
     Ok(sent)
 }
 
+/// What the latest weekly report of an advertiser says (the Monday of the current local
+/// week), as `To`, `Subject` and the plain-text part: `adtally report --email --dry-run`.
+pub fn preview(state: &AppState, advertiser_id: i64) -> Result<String, MailError> {
+    let advertiser = state
+        .store
+        .advertiser(advertiser_id)?
+        .ok_or_else(|| MailError::Message(format!("advertiser {advertiser_id} not found")))?;
+    let tz = state.catalog().timezone(advertiser_id);
+    let today = adtally_core::report::local_date(state.clock.now_ms(), &tz);
+    let back = i64::from(today.weekday().to_monday_zero_offset());
+    let monday =
+        today.checked_sub(adtally_core::jiff::Span::new().days(back)).map_err(|e| MailError::Message(e.to_string()))?;
+    let report = build_report(state, &advertiser, monday)?;
+    Ok(format!(
+        "To: {}\nSubject: Your week on adtally: {} to {}\n\n{}",
+        advertiser.email,
+        report.week.0,
+        report.week.1,
+        render_text(&report)
+    ))
+}
+
 #[derive(Deserialize)]
 pub struct WhoParams {
     advertiser_id: Option<i64>,
