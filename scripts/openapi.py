@@ -92,6 +92,27 @@ schemas = {
     "AuditEntry": {"type": "object", "properties": {"at": TIME, "actor": {"type": "string"}, "action": {"type": "string"}, "target": {"type": "string"}, "detail": {}}},
 }
 
+# Attribution and insights.
+ATTRIBUTION_MODEL = {"type": "object", "properties": {
+    "rows": {"type": "array", "items": {"type": "object", "properties": {
+        "campaign_id": ID, "ad_id": ID, "conversions": {"type": "number", "description": "fractional credit (exact millionths)"},
+        "revenue_micros": MICROS}}},
+    "totals": {"type": "object", "properties": {"conversions": {"type": "integer"}, "revenue_micros": MICROS,
+               "unattributed": {"type": "integer"}, "unattributed_revenue_micros": MICROS}}}}
+schemas["AttributionModel"] = ATTRIBUTION_MODEL
+schemas["Attribution"] = {"oneOf": [
+    {"allOf": [ref("AttributionModel"), {"type": "object", "properties": {"model": {"enum": ["last_click", "first_touch", "linear", "time_decay", "position_based"]}, "timezone": {"type": "string"}}}]},
+    {"type": "object", "properties": {"models": {"type": "object", "additionalProperties": ref("AttributionModel")}, "timezone": {"type": "string"}}}]}
+DATES = {"type": "object", "properties": {"from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"}}}
+schemas["Insight"] = {"type": "object", "properties": {
+    "kind": {"enum": ["ad_fatigue", "high_ctr_low_conversion", "ctr_below_own_history", "budget_pacing"]},
+    "severity": {"enum": ["info", "warning", "critical"]}, "period": DATES, "baseline": DATES,
+    "evidence": {"type": "object"}, "action": {"type": "string"}}}
+
+schemas["WeeklyReportSetting"] = {"type": "object", "properties": {"advertiser_id": ID, "enabled": {"type": "boolean"}}}
+schemas["WeeklyReportInput"] = {"type": "object", "required": ["enabled"], "additionalProperties": False,
+                                "properties": {"enabled": {"type": "boolean"}, "advertiser_id": ID}}
+
 def items(schema):
     return {"type": "object", "properties": {"items": {"type": "array", "items": ref(schema)}}}
 
@@ -179,6 +200,18 @@ paths.update({
     "/v1/reports/ivt": {"get": {**op("Invalid traffic by reason", "advertiser, admin", 200, "IvtReport", params=REPORT_PARAMS),
                                 "responses": {**op("", "x", 200, "IvtReport")["responses"], "200": {"description": "success", "content": {
                                     "application/json": {"schema": ref("IvtReport")}, "text/csv": {"schema": {"type": "string"}}}}}}},
+    "/v1/attribution": {"get": op("Conversion credit per campaign and ad under an attribution model (or all side by side)", "advertiser, admin", 200, "Attribution",
+                                  params=[q("model", {"enum": ["last_click", "first_touch", "linear", "time_decay", "position_based", "all"]}),
+                                          *[p for p in REPORT_PARAMS if p["name"] in ("range", "from", "to", "advertiser_id")]])},
+    "/v1/weekly-report": {
+        "get": op("Whether the advertiser gets the weekly email report", "advertiser, admin (with advertiser_id)", 200, "WeeklyReportSetting",
+                  params=[q("advertiser_id", ID)]),
+        "put": op("Opt in or out of the weekly email report", "advertiser, admin (with advertiser_id)", 200, "WeeklyReportSetting", "WeeklyReportInput")},
+    "/v1/unsubscribe": {
+        "get": op("Page with a button that unsubscribes from the weekly report (changes nothing itself)", "public", 200, {"type": "string"}, content="text/html",
+                  params=[q("token", required=True)]),
+        "post": op("One-click unsubscribe from the weekly report (RFC 8058)", "public", 200, "WeeklyReportSetting", params=[q("token", required=True)])},
+    "/v1/campaigns/{id}/insights": {"parameters": [path_param("id")], "get": op("Alerts from the campaign's own history", "owner, admin", 200, items("Insight"))},
     "/v1/promo-codes": {"post": op("Create a promo code", "admin", 201, body="NewPromo")},
     "/v1/promo-codes/redeem": {"post": op("Redeem a promo code (once per advertiser)", "advertiser", 201, "LedgerEntry", "Redeem")},
     "/v1/audit": {"get": op("Who changed what", "admin", 200, items("AuditEntry"), params=[q("limit", {"type": "integer", "minimum": 1, "maximum": 1000})])},

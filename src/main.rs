@@ -92,6 +92,9 @@ struct ServeArgs {
     /// Fill an empty data dir with the demo first.
     #[arg(long, env = "ADTALLY_DEMO")]
     demo: bool,
+    /// SMTP server for weekly email reports: smtp://[user:pass@]host[:port][?from=ADDR], smtps://… for TLS.
+    #[arg(long, env = "ADTALLY_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -133,6 +136,12 @@ enum Command {
         group_by: String,
         #[arg(long, default_value = "total")]
         granularity: String,
+        /// Print the advertiser's weekly email report instead (needs --advertiser and --dry-run).
+        #[arg(long)]
+        email: bool,
+        /// With --email: print the message, send nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Generate decision and beacon load against a running server.
     Loadgen(loadgen::LoadgenArgs),
@@ -186,6 +195,10 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
         shutdown_timeout: timeout("shutdown-timeout", &args.shutdown_timeout)?,
     };
     config.traffic_filters = !args.skip_traffic_filters;
+    if let Some(url) = &args.smtp_url {
+        adtally_server::mailer::transport(url).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.smtp_url = Some(url.clone());
+    }
     config.topup_bonus = args
         .topup_bonus
         .as_deref()
@@ -298,7 +311,18 @@ async fn main() -> Result<()> {
         }
         Command::Loadgen(args) => loadgen::run(args).await,
         Command::BaselineServer { listen } => loadgen::baseline_server(listen).await,
-        Command::Report { store, advertiser, range, group_by, granularity } => {
+        Command::Report { store, advertiser, email: true, dry_run, .. } => {
+            let advertiser = advertiser.context("--email needs --advertiser ID")?;
+            if !dry_run {
+                bail!("the server sends weekly reports on schedule (--smtp-url); use --dry-run to print one");
+            }
+            let (state, _) = adtally_server::build_state(open_store(&store)?, offline_options())?;
+            let text =
+                tokio::task::spawn_blocking(move || adtally_server::mailer::preview(&state, advertiser)).await??;
+            print!("{text}");
+            Ok(())
+        }
+        Command::Report { store, advertiser, range, group_by, granularity, .. } => {
             demo::print_report(open_store(&store)?, advertiser, &range, &group_by, &granularity).await
         }
     }

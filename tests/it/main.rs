@@ -1,14 +1,16 @@
 //! End-to-end tests: each starts the real server on a random port with its own
 //! temporary data directory and speaks HTTP to it. One test binary, so it links once.
-
 mod accounts;
+mod attribution;
 mod bad_input;
 mod browser;
 mod counting;
 mod crash_loop;
 mod delivery;
 mod durability;
+mod email;
 mod hardening;
+mod insights;
 mod reports;
 mod support;
 mod trust;

@@ -13,11 +13,13 @@ pub mod counting;
 pub mod delivery;
 pub mod event;
 pub mod fasthash;
+pub mod insights;
 pub mod metrics;
 pub mod money;
 pub mod report;
 pub mod token;
 pub mod traffic;
+pub mod weekly;
 
 pub use event::{Device, EventKind, Verdict};
 /// Re-exported so that every crate uses the same time-zone database.

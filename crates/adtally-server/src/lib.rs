@@ -3,10 +3,13 @@
 //! the core rules, the event [`pipeline`] and the store.
 
 pub mod api;
+pub mod attribution;
 pub mod client;
 pub mod error;
 pub mod import;
+pub mod insights;
 pub mod limits;
+pub mod mailer;
 mod ops;
 pub mod pipeline;
 pub mod reports;
@@ -63,6 +66,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/campaigns", post(api::create_campaign).get(api::list_campaigns))
         .route("/v1/campaigns/{id}", get(api::get_campaign).patch(api::patch_campaign))
         .route("/v1/campaigns/{id}/ads", post(api::create_ad))
+        .route("/v1/campaigns/{id}/insights", get(insights::campaign_insights))
         .route("/v1/campaigns/{id}/{action}", post(api::campaign_action))
         .route("/v1/ads", get(api::list_ads))
         .route("/v1/ads/{id}", get(api::get_ad).patch(api::patch_ad))
@@ -70,6 +74,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/conversions", post(tracking::conversion_postback))
         .route("/v1/reports", get(reports::report))
         .route("/v1/reports/ivt", get(reports::ivt_report))
+        .route("/v1/attribution", get(attribution::attribution))
+        .route("/v1/weekly-report", get(mailer::get_weekly_report).put(mailer::put_weekly_report))
+        .route("/v1/unsubscribe", get(mailer::unsubscribe_page).post(mailer::unsubscribe))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
     let import =
         Router::new().route("/v1/events", post(import::import_events)).layer(DefaultBodyLimit::max(MAX_IMPORT_BODY));
@@ -175,9 +182,10 @@ impl Application {
     /// Serves until `shutdown` resolves, then finishes in-flight requests (each of which
     /// waits for its events' commit).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        // Background tasks are aborted when serving ends, so the state (and the store's
+        // data-dir lock) is released once the last connection closes.
+        let mailer = mailer::spawn(self.state.clone());
         let housekeeping = self.state.clone();
-        // Aborted when serving ends, so the state (and the store's data-dir lock) is
-        // released once the last connection closes.
         let housekeeping = tokio::spawn(async move {
             let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
             loop {
@@ -200,6 +208,9 @@ impl Application {
         let pipeline = self.state.pipeline.clone();
         let served = serve::serve(self.listener, router(self.state), limits, shutdown).await;
         housekeeping.abort();
+        if let Some(mailer) = mailer {
+            mailer.abort();
+        }
         // Jobs are committed in order: once this empty one is, everything submitted
         // before it is on disk (or failed).
         let _ = tokio::time::timeout(limits.shutdown_timeout, pipeline.probe()).await;

@@ -39,6 +39,8 @@ pub struct ServerConfig {
     pub traffic_filters: bool,
     /// Connections, timeouts and failed authentications.
     pub limits: Limits,
+    /// Where weekly email reports are sent from (`--smtp-url`); none: no email.
+    pub smtp_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +53,7 @@ impl Default for ServerConfig {
             traffic_filters: true,
             topup_bonus: None,
             limits: Limits::default(),
+            smtp_url: None,
         }
     }
 }

@@ -11,6 +11,7 @@ mod sqlite;
 
 use std::collections::BTreeMap;
 
+use adtally_core::attribution::{ConversionFact, PathTouch};
 use adtally_core::catalog::{Ad, Advertiser, Campaign, CreditKind, LedgerEntry, Placement};
 use adtally_core::clock::Millis;
 use adtally_core::event::Event;
@@ -68,6 +69,19 @@ pub struct AuditEntry {
     pub action: String,
     pub target: String,
     pub detail: String,
+}
+
+/// What attributing one advertiser's conversions of a range needs: the valid
+/// conversions in the range, and the valid clicks and impressions of the users who
+/// converted, from 30 days before the range to its end, in time order (equal times in
+/// commit order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TouchPaths {
+    pub conversions: Vec<ConversionFact>,
+    /// (user key, touch).
+    pub touches: Vec<(u64, PathTouch)>,
+    /// More rows than the limit asked for: the lists are incomplete.
+    pub truncated: bool,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -259,5 +273,19 @@ pub trait Store: Send + Sync + 'static {
     fn campaign_spend(&self, since_ms: Millis) -> Result<Vec<CampaignSpend>>;
     fn ad_performance(&self) -> Result<Vec<AdPerformance>>;
     fn rollup_rows(&self, query: &RollupQuery) -> Result<Vec<RollupRow>>;
+    /// The touch path for attributing `advertiser_id`'s conversions in
+    /// `[from_ms, to_ms)`; at most `limit` conversions and `limit` touches (else
+    /// `truncated`). Only that advertiser's events: other advertisers' touches on the
+    /// same user never count.
+    fn touch_paths(&self, advertiser_id: i64, from_ms: Millis, to_ms: Millis, limit: usize) -> Result<TouchPaths>;
     fn consistency_check(&self) -> Result<ConsistencyCheck>;
+
+    // Weekly email reports.
+    /// Opts an advertiser in (the default) or out.
+    fn set_weekly_report(&self, advertiser_id: i64, enabled: bool, now: Millis) -> Result<()>;
+    fn weekly_report_optouts(&self) -> Result<Vec<i64>>;
+    /// Records in the sent-mail log that `report` (e.g. `weekly:2026-11-23`) goes to
+    /// the advertiser; false when it was claimed before. Claimed before sending: a crash
+    /// between the two loses that report rather than ever sending it twice.
+    fn claim_mail(&self, advertiser_id: i64, report: &str, now: Millis) -> Result<bool>;
 }

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use adtally_core::attribution::{ConversionFact, PathTouch, TouchKind, CLICK_WINDOW_MS};
 use adtally_core::catalog::{
     Ad, AdContent, AdRevision, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, FrequencyCap,
     LedgerEntry, Pacing, Placement, Targeting,
@@ -23,7 +24,7 @@ use adtally_core::report::{bucket_of, Dimension};
 use crate::rollup::{aggregate, RollupQuery, RollupRow, RollupSums};
 use crate::{
     AdPerformance, ApiKeyInfo, ApprovedVersion, AuditEntry, CampaignSpend, ConsistencyCheck, Idempotency, KeyOwner,
-    PendingEvent, PromoCode, Result, Store, StoreError, Totals,
+    PendingEvent, PromoCode, Result, Store, StoreError, Totals, TouchPaths,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -146,6 +147,22 @@ INSERT INTO ad_versions SELECT id, 1, target_url, created_at_ms FROM ads WHERE s
 ALTER TABLE dedup_keys ADD COLUMN event_id INTEGER;
 ALTER TABLE dedup_keys ADD COLUMN authoritative INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE advertisers ADD COLUMN max_conversion_value_micros INTEGER NOT NULL DEFAULT 1000000000;
+"#,
+    r#"
+-- Attribution reads one advertiser's events of a time range (its conversions, then the
+-- touches of the users who converted): a range read instead of a scan of every event.
+CREATE INDEX events_advertiser_at ON events(advertiser_id, at_ms);
+"#,
+    r#"
+-- Weekly email reports: who opted out (everyone else gets them once SMTP is configured),
+-- and every report sent, so that a restart never sends one twice.
+CREATE TABLE weekly_report_optouts (
+    advertiser_id INTEGER PRIMARY KEY REFERENCES advertisers(id), at_ms INTEGER NOT NULL
+);
+CREATE TABLE sent_mail (
+    advertiser_id INTEGER NOT NULL REFERENCES advertisers(id), report TEXT NOT NULL, sent_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (advertiser_id, report)
+) WITHOUT ROWID;
 "#,
 ];
 
@@ -1284,6 +1301,97 @@ impl Store for SqliteStore {
         })
     }
 
+    fn set_weekly_report(&self, advertiser_id: i64, enabled: bool, now: Millis) -> Result<()> {
+        self.with_conn(|c| {
+            if enabled {
+                c.execute("DELETE FROM weekly_report_optouts WHERE advertiser_id = ?1", [advertiser_id])?;
+            } else {
+                c.execute(
+                    "INSERT OR IGNORE INTO weekly_report_optouts (advertiser_id, at_ms) VALUES (?1, ?2)",
+                    [advertiser_id, now],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn weekly_report_optouts(&self) -> Result<Vec<i64>> {
+        self.with_conn(|c| query_all(c, "SELECT advertiser_id FROM weekly_report_optouts", [], |r| r.get(0)))
+    }
+
+    fn claim_mail(&self, advertiser_id: i64, report: &str, now: Millis) -> Result<bool> {
+        self.with_conn(|c| {
+            let inserted = c.execute(
+                "INSERT OR IGNORE INTO sent_mail (advertiser_id, report, sent_at_ms) VALUES (?1, ?2, ?3)",
+                params![advertiser_id, report, now],
+            )?;
+            Ok(inserted == 1)
+        })
+    }
+
+    fn touch_paths(&self, advertiser_id: i64, from_ms: Millis, to_ms: Millis, limit: usize) -> Result<TouchPaths> {
+        let (conversion, click, impression) =
+            (EventKind::Conversion.code(), EventKind::Click.code(), EventKind::Impression.code());
+        let fetch = limit.saturating_add(1).min(i64::MAX as usize) as i64;
+        self.with_conn(|c| {
+            // One read transaction: both lists see the same snapshot.
+            let tx = c.transaction()?;
+            let mut conversions = query_all(
+                &tx,
+                "SELECT user_key, at_ms, value_micros FROM events
+                 WHERE advertiser_id = ?1 AND at_ms >= ?2 AND at_ms < ?3 AND kind = ?4 AND verdict = 0
+                 ORDER BY at_ms, id LIMIT ?5",
+                params![advertiser_id, from_ms, to_ms, conversion, fetch],
+                |r| {
+                    Ok(ConversionFact {
+                        user_key: r.get::<_, i64>(0)? as u64,
+                        at_ms: r.get(1)?,
+                        value_micros: r.get(2)?,
+                    })
+                },
+            )?;
+            let mut truncated = conversions.len() > limit;
+            conversions.truncate(limit);
+            // Only the touches of users who converted in the range.
+            let mut touches = query_all(
+                &tx,
+                "SELECT user_key, at_ms, kind, decision_id, campaign_id, ad_id FROM events
+                 WHERE advertiser_id = ?1 AND at_ms >= ?2 AND at_ms < ?3 AND kind IN (?5, ?6) AND verdict = 0
+                   AND user_key IN (SELECT user_key FROM events WHERE advertiser_id = ?1 AND at_ms >= ?4
+                                    AND at_ms < ?3 AND kind = ?7 AND verdict = 0)
+                 ORDER BY at_ms, id LIMIT ?8",
+                params![
+                    advertiser_id,
+                    from_ms.saturating_sub(CLICK_WINDOW_MS),
+                    to_ms,
+                    from_ms,
+                    click,
+                    impression,
+                    conversion,
+                    fetch
+                ],
+                |r| {
+                    let kind: i64 = r.get(2)?;
+                    let kind = if kind == i64::from(click) { TouchKind::Click } else { TouchKind::Impression };
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        PathTouch {
+                            at_ms: r.get(1)?,
+                            kind,
+                            decision_id: id_from_db(r.get(3)?).map(|d| d as u64),
+                            campaign_id: r.get(4)?,
+                            ad_id: r.get(5)?,
+                        },
+                    ))
+                },
+            )?;
+            truncated |= touches.len() > limit;
+            touches.truncate(limit);
+            tx.commit()?;
+            Ok(TouchPaths { conversions, touches, truncated })
+        })
+    }
+
     fn consistency_check(&self) -> Result<ConsistencyCheck> {
         self.with_conn(|c| {
             let per_advertiser = |sql: &str| -> Result<BTreeMap<i64, Totals>> {
@@ -1304,5 +1412,81 @@ impl Store for SqliteStore {
             ))?;
             Ok(ConsistencyCheck { raw, rollups })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store(name: &str) -> (SqliteStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("adtally-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (SqliteStore::open(&dir).expect("open"), dir)
+    }
+
+    fn event(at_ms: Millis, kind: EventKind, verdict: Verdict, advertiser_id: i64, user_key: u64) -> Event {
+        let served = kind != EventKind::Conversion;
+        Event {
+            at_ms,
+            kind,
+            verdict,
+            decision_id: served.then_some(at_ms as u64 + 1),
+            advertiser_id,
+            campaign_id: served.then_some(10 * advertiser_id),
+            ad_id: served.then_some(100 * advertiser_id),
+            placement_id: served.then_some(1),
+            user_key,
+            ip_key: 0,
+            device: Device::Desktop,
+            country: Country::UNKNOWN,
+            cost_micros: 0,
+            value_micros: if served { 0 } else { 7 },
+        }
+    }
+
+    #[test]
+    fn touch_paths_are_one_advertisers_valid_touches_of_converting_users_by_index() {
+        let (store, dir) = temp_store("touch-paths");
+        let (c, i, k) = (EventKind::Conversion, EventKind::Impression, EventKind::Click);
+        let day0 = 40 * DAY;
+        let events = [
+            event(day0 - 31 * DAY, k, Verdict::Valid, 1, 5), // before the 30-day lead
+            event(day0 - 29 * DAY, k, Verdict::Valid, 1, 5), // in the lead
+            event(day0 - 10, i, Verdict::Valid, 1, 5),
+            event(day0 - 9, i, Verdict::Bot, 1, 5),   // invalid
+            event(day0 - 8, k, Verdict::Valid, 2, 5), // another advertiser
+            event(day0 - 7, k, Verdict::Valid, 1, 6), // a user who does not convert
+            event(day0, c, Verdict::Valid, 1, 5),
+            event(day0 + 1, c, Verdict::Duplicate, 1, 6), // not counted
+            event(day0 + DAY, c, Verdict::Valid, 1, 5),   // after the range
+        ];
+        let mut batch: Vec<PendingEvent> = events.iter().cloned().map(PendingEvent::new).collect();
+        store.append_events(day0 + DAY, &mut batch, &mut |_, _| {}).expect("append");
+
+        let paths = store.touch_paths(1, day0, day0 + DAY, 100).expect("paths");
+        assert_eq!(paths.conversions, vec![ConversionFact { user_key: 5, at_ms: day0, value_micros: 7 }]);
+        let touches: Vec<(u64, Millis, TouchKind)> = paths.touches.iter().map(|(u, t)| (*u, t.at_ms, t.kind)).collect();
+        assert_eq!(touches, vec![(5, day0 - 29 * DAY, TouchKind::Click), (5, day0 - 10, TouchKind::Impression)]);
+        assert_eq!(paths.touches[0].1.campaign_id, 10);
+        assert!(!paths.truncated);
+        assert!(store.touch_paths(1, day0, day0 + DAY, 1).expect("paths").truncated);
+        assert_eq!(store.touch_paths(2, day0, day0 + DAY, 100).expect("paths"), TouchPaths::default());
+
+        // Both reads are range reads of the (advertiser, time) index.
+        let plan: Vec<String> = store
+            .with_conn(|c| {
+                query_all(
+                    c,
+                    "EXPLAIN QUERY PLAN SELECT user_key FROM events WHERE advertiser_id = 1 AND at_ms >= 0
+                     AND at_ms < 10 AND kind = 4 AND verdict = 0",
+                    [],
+                    |r| r.get::<_, String>(3),
+                )
+            })
+            .expect("plan");
+        assert!(plan.iter().any(|p| p.contains("events_advertiser_at")), "{plan:?}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
