@@ -9,6 +9,7 @@ mod crash_loop;
 mod delivery;
 mod durability;
 mod reports;
+mod session;
 mod support;
 mod trust;
 mod webdriver;
