@@ -631,7 +631,22 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
 
     // A campaign and an ad created through the forms, submitted, approved by the
     // operator in the moderation queue, and served on a publisher's page.
+    // A fresh page load: the page asks GET /v1/session who is signed in. Then the same
+    // account signs in again "in another tab", which replaces the cookie: the page's token
+    // is stale, so its first write is refused (csrf), and it takes the new session's
+    // token and tries again.
     browser.goto(&format!("{}/#/campaigns/new", app.base)).await;
+    browser.find("#c-name").await;
+    let other_tab = browser
+        .js_async(
+            "var done = arguments[arguments.length - 1];
+             fetch('/v1/session', {method: 'POST', credentials: 'same-origin',
+                   headers: {'content-type': 'application/json'}, body: JSON.stringify({api_key: arguments[0]})})
+               .then(function (r) { done(r.status); }, function (e) { done(String(e)); });",
+            json!([f.key]),
+        )
+        .await;
+    assert_eq!(other_tab, 201);
     browser.fill("#c-name", "Winter sale").await;
     browser.fill("#c-bid", "50").await;
     browser.fill("#c-total", "100.00").await;

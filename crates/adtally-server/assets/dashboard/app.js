@@ -106,7 +106,8 @@
     });
   }
   function sameAccount(session) {
-    return me && session.role === me.role && (session.role === "admin" || session.advertiser_id === me.id);
+    // /v1/me answers {role:"admin"} for the operator, the advertiser (with its id) otherwise.
+    return !!me && (session.role === "admin" ? isAdmin() : !isAdmin() && session.advertiser_id === me.id);
   }
   function refreshSession() {
     return get("/v1/session").then(function (session) {
