@@ -89,6 +89,12 @@ schemas = {
     "NewPromo": {"type": "object", "required": ["code", "amount_micros"], "additionalProperties": False, "properties": {
         "code": {"type": "string", "pattern": "^[A-Za-z0-9_-]{3,64}$"}, "amount_micros": MICROS, "expires_at": TIME, "max_redemptions": {"type": "integer", "minimum": 1}}},
     "Redeem": {"type": "object", "required": ["code"], "additionalProperties": False, "properties": {"code": {"type": "string"}}},
+    "SignIn": {"type": "object", "required": ["api_key"], "additionalProperties": False,
+               "properties": {"api_key": {"type": "string", "maxLength": 200}}},
+    "Session": {"type": "object", "required": ["role", "csrf_token"], "properties": {"role": {"enum": ["admin", "advertiser"]},
+                "advertiser_id": {**ID, "description": "advertiser sessions only"}, "csrf_token": {"type": "string",
+                "description": "send as X-CSRF-Token with every POST, PATCH, PUT or DELETE authenticated by the cookie"},
+                "expires_at": TIME}},
     "AuditEntry": {"type": "object", "properties": {"at": TIME, "actor": {"type": "string"}, "action": {"type": "string"}, "target": {"type": "string"}, "detail": {}}},
 }
 
@@ -147,7 +153,7 @@ def op(summary, who, ok, schema=None, body=None, params=None, content="applicati
     if params:
         o["parameters"] = params
     if who != "public":
-        o["security"] = [{"bearer": []}]
+        o["security"] = [{"bearer": []}, {"session": []}]
         o["responses"]["429"] = {"description": "too many failed authentications from this address; see Retry-After",
                                  "content": {"application/json": {"schema": ref("Error")}}}
     return o
@@ -161,6 +167,13 @@ paths = {
     "/v1/advertisers/{id}/credits": {"parameters": [path_param("id")], "post": op("Add credit", "admin", 201, "LedgerEntry", "NewCredit")},
     "/v1/keys/{id}/revoke": {"parameters": [path_param("id")], "post": op("Revoke an API key", "admin, owner", 200)},
     "/v1/me": {"get": op("The calling advertiser and its balance", "advertiser", 200, "Advertiser")},
+    "/v1/session": {
+        "post": {**op("Sign in (the dashboard): trade an API key for a session cookie adtally_session (HttpOnly, "
+                      "SameSite=Strict, Secure over https)", "public", 201, "Session", "SignIn"), "security": []},
+        "get": {**op("The signed-in session and its CSRF token", "session cookie", 200, "Session"), "security": [{"session": []}]},
+        "delete": {**op("Sign out: end the session and remove the cookie", "session cookie (with X-CSRF-Token)", 204,
+                        extra={"403": "csrf: the X-CSRF-Token header is missing or wrong"}), "security": [{"session": []}]},
+    },
     "/v1/ledger": {"get": op("Credits and daily spend", "advertiser, admin", 200, "Ledger", params=[q("advertiser_id", ID)])},
     "/v1/placements": {"post": op("Create a placement", "admin", 201, "Placement", "Placement"),
                        "get": op("List placements", "any key", 200, items("Placement"))},
@@ -242,7 +255,10 @@ for p in paths.values():
 doc = {
     "openapi": "3.1.0",
     "info": {"title": "adtally", "version": "1", "description": "Self-hosted ad server. Money is integer micros; errors are {error:{code,message}}."},
-    "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+        "session": {"type": "apiKey", "in": "cookie", "name": "adtally_session", "description":
+                    "The dashboard's session (POST /v1/session). Used only without an Authorization header; "
+                    "POST, PATCH, PUT and DELETE also need the session's X-CSRF-Token header, else 403 csrf."}}},
     "paths": paths,
 }
 for path, item in paths.items():

@@ -69,6 +69,7 @@ async fn publisher(ad_server: &str) -> Arc<Site> {
         .route("/recorder", get(|| async { Html(RECORDER) }))
         .route("/clip.webm", get(clip).post(save_clip))
         .route("/video", get(video_page))
+        .route("/forge", get(forge))
         .route("/stub/tag.js", get(|| async {
             ([("content-type", "text/javascript")], include_str!("../../crates/adtally-server/assets/tag.js"))
         }))
@@ -111,6 +112,18 @@ async fn one_slot(State(site): State<Arc<Site>>, Query(q): Query<HashMap<String,
         r#"<!doctype html><html><head><meta charset="utf-8"><title>Slot</title>{ERROR_TRAP}
 <script async src="{ad_server}/tag.js"></script></head>
 <body><h1>One slot</h1><div data-adtally-placement="{slug}" id="slot"></div></body></html>"#
+    ))
+}
+
+/// A forged form: it posts to the ad server's API as soon as it loads, as a malicious
+/// page would, to pause campaign `c` with whatever cookie the browser sends along.
+async fn forge(State(site): State<Arc<Site>>, Query(q): Query<HashMap<String, String>>) -> impl IntoResponse {
+    let ad_server = &site.ad_server;
+    let campaign: String = q.get("c").map_or("", String::as_str).chars().filter(char::is_ascii_digit).collect();
+    Html(format!(
+        r#"<!doctype html><title>Win a prize</title>
+<form id="f" method="post" enctype="text/plain" action="{ad_server}/v1/campaigns/{campaign}/pause">
+<input name="x" value="y"></form><script>document.getElementById('f').submit();</script>"#
     ))
 }
 
@@ -453,6 +466,24 @@ async fn sign_in(browser: &Browser, base: &str, key: &str) {
     browser.wait_for("document.getElementById('signout')", "signed in").await;
 }
 
+/// Signs out and waits for the sign-in form (the session has ended by then).
+async fn sign_out(browser: &Browser) {
+    browser.click("#signout").await;
+    browser.wait_for("document.getElementById('signin')", "signed out").await;
+}
+
+/// The dashboard's session cookie as the browser holds it.
+async fn session_cookie(browser: &Browser) -> Option<Value> {
+    browser.cookies().await.into_iter().find(|c| c["name"] == "adtally_session")
+}
+
+/// The JSON the browser shows after a navigation to an API answer.
+async fn page_json(browser: &Browser) -> Value {
+    browser.wait_for("document.body && document.body.textContent.indexOf('{') >= 0", "an API answer").await;
+    let text = browser.js("return document.body.textContent;", json!([])).await;
+    serde_json::from_str(text.as_str().unwrap_or_default()).unwrap_or(Value::Null)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver (installed by .ci/run)"]
 async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
@@ -472,6 +503,20 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
 
     let browser = Browser::start().await;
     sign_in(&browser, &app.base, &f.key).await;
+    // The sign-in is a server session: an HttpOnly, SameSite=Strict cookie that no script
+    // can read, and the key is kept nowhere in the page's storage.
+    let cookie = session_cookie(&browser).await.expect("a session cookie");
+    assert_eq!(
+        (&cookie["httpOnly"], &cookie["sameSite"], &cookie["path"]),
+        (&json!(true), &json!("Strict"), &json!("/"))
+    );
+    assert_eq!(cookie["secure"], false, "plain http");
+    assert_eq!(browser.js("return document.cookie;", json!([])).await, "");
+    let stored = browser
+        .js("return [sessionStorage.length, localStorage.length, JSON.stringify(sessionStorage) + JSON.stringify(localStorage)];", json!([]))
+        .await;
+    assert_eq!((&stored[0], &stored[1]), (&json!(0), &json!(0)), "{stored}");
+    assert!(!stored[2].as_str().unwrap_or_default().contains(&f.key));
     browser.wait_for("document.querySelector('#campaigns tfoot')", "campaigns table").await;
     // Only this advertiser's campaign; the overview's numbers are the API's.
     let rows = browser.js("return document.querySelectorAll('#campaigns tbody tr').length;", json!([])).await;
@@ -558,23 +603,50 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     browser.goto(&format!("{}/#/campaigns/{}", app.base, other.campaign_id)).await;
     browser.wait_for("document.getElementById('not-found')", "not found").await;
 
-    // No cookie carries the sign-in, so a forged cross-site form post has nothing to
-    // ride on: without the Bearer key it is refused.
-    assert_eq!(browser.js("return document.cookie;", json!([])).await, "");
-    let forged = app
-        .client
-        .post(app.url("/v1/campaigns"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("origin", site.as_str())
-        .body("name=Forged&cpm_bid_micros=1000000&total_budget_micros=1000000")
-        .send()
-        .await
-        .expect("forged post");
-    assert_eq!(forged.status().as_u16(), 401);
+    // Writes without the session's CSRF token are refused, wherever they come from: a
+    // script on the dashboard's own origin that leaves out the header; a forged form on
+    // another origin of the same site (127.0.0.1, another port), which the browser sends
+    // with the SameSite=Strict cookie; and one from another site (localhost), which it
+    // sends without. Nothing changes.
+    let pause = format!("/v1/campaigns/{}/pause", f.campaign_id);
+    let no_token = browser
+        .js_async(
+            "var done = arguments[arguments.length - 1];
+             fetch(arguments[0], {method: 'POST', credentials: 'same-origin'})
+               .then(function (r) { return r.json().then(function (j) { done([r.status, j.error.code]); }); })
+               .catch(function (e) { done(String(e)); });",
+            json!([pause]),
+        )
+        .await;
+    assert_eq!(no_token, json!([403, "csrf"]));
+    browser.goto(&format!("{site}/forge?c={}", f.campaign_id)).await;
+    let refused = page_json(&browser).await;
+    assert_eq!(refused["error"]["code"], "csrf", "same-site forged form: {refused}");
+    let cross_site = site.replace("127.0.0.1", "localhost");
+    browser.goto(&format!("{cross_site}/forge?c={}", f.campaign_id)).await;
+    let refused = page_json(&browser).await;
+    assert_eq!(refused["error"]["code"], "unauthorized", "cross-site forged form: {refused}");
+    let (_, c) = app.get(&f.key, &format!("/v1/campaigns/{}", f.campaign_id)).await;
+    assert_eq!(c["status"], "active", "no forged post paused the campaign");
 
     // A campaign and an ad created through the forms, submitted, approved by the
     // operator in the moderation queue, and served on a publisher's page.
+    // A fresh page load: the page asks GET /v1/session who is signed in. Then the same
+    // account signs in again "in another tab", which replaces the cookie: the page's token
+    // is stale, so its first write is refused (csrf), and it takes the new session's
+    // token and tries again.
     browser.goto(&format!("{}/#/campaigns/new", app.base)).await;
+    browser.find("#c-name").await;
+    let other_tab = browser
+        .js_async(
+            "var done = arguments[arguments.length - 1];
+             fetch('/v1/session', {method: 'POST', credentials: 'same-origin',
+                   headers: {'content-type': 'application/json'}, body: JSON.stringify({api_key: arguments[0]})})
+               .then(function (r) { done(r.status); }, function (e) { done(String(e)); });",
+            json!([f.key]),
+        )
+        .await;
+    assert_eq!(other_tab, 201);
     browser.fill("#c-name", "Winter sale").await;
     browser.fill("#c-bid", "50").await;
     browser.fill("#c-total", "100.00").await;
@@ -606,7 +678,12 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     browser.click("#action-submit").await;
     browser.wait_for("document.querySelector('.head .badge').textContent === 'pending review'", "submitted").await;
 
-    browser.click("#signout").await;
+    // Signing out ends the session on the server and removes the cookie.
+    let id = session_cookie(&browser).await.expect("cookie")["value"].as_str().expect("value").to_owned();
+    sign_out(&browser).await;
+    assert!(session_cookie(&browser).await.is_none(), "the cookie is gone");
+    let me = app.client.get(app.url("/v1/me")).header("cookie", format!("adtally_session={id}")).send().await;
+    assert_eq!(me.expect("me").status().as_u16(), 401, "the old session no longer works");
     sign_in(&browser, &app.base, ADMIN).await;
     let (_, pending) = app.get(ADMIN, "/v1/ads?status=pending_review").await;
     let ad_id = pending["items"][0]["id"].as_i64().expect("a pending ad");
@@ -650,13 +727,13 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     // The advertiser edits the live ad: the edit waits for review beside the version
     // that keeps serving; the operator rejects it with a reason the advertiser sees.
     browser.goto(&format!("{}/", app.base)).await;
-    browser.click("#signout").await;
+    sign_out(&browser).await;
     sign_in(&browser, &app.base, &f.key).await;
     browser.goto(&format!("{}/#/ads/{ad_id}/edit", app.base)).await;
     browser.fill("#a-headline", "Winter sale: 90% off everything").await;
     browser.click("#a-save").await;
     browser.wait_for("document.getElementById('campaign-name')", "campaign page").await;
-    browser.click("#signout").await;
+    sign_out(&browser).await;
     sign_in(&browser, &app.base, ADMIN).await;
     browser.goto(&format!("{}/#/moderation", app.base)).await;
     let item = format!("[data-ad='{ad_id}']");

@@ -12,6 +12,7 @@ mod email;
 mod hardening;
 mod insights;
 mod reports;
+mod session;
 mod support;
 mod trust;
 mod webdriver;

@@ -422,3 +422,23 @@ async fn video_ads_carry_their_file_and_need_longer_in_view() {
     let (_, ivt) = app.get(&f.key, "/v1/reports/ivt?range=today").await;
     assert_eq!(ivt["totals"]["by_reason"]["too_early"]["viewable"], 1, "{ivt}");
 }
+
+/// Defect 13, through the dashboard: a sign-in with a wrong key is a failed
+/// authentication like a wrong Bearer key, so guessing through `/v1/session` hits the
+/// same per-address limit.
+#[tokio::test]
+async fn wrong_dashboard_sign_ins_count_towards_the_failure_limit() {
+    let app = spawn_app().await;
+    let sign_in = |key: String| {
+        let request = app.client.post(app.url("/v1/session")).json(&json!({"api_key": key}));
+        async move {
+            let r = request.send().await.expect("sign in");
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    for i in 0..20 {
+        assert_eq!(sign_in(format!("guess-{i}")).await.0, 401, "guess {i}");
+    }
+    let (s, body) = sign_in(ADMIN.to_owned()).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (429, Some("too_many_failed_authentications")), "{body}");
+}

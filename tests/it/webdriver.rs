@@ -180,6 +180,17 @@ impl Browser {
         self.cmd("POST", "/execute/sync", json!({"script": script, "args": args})).await
     }
 
+    /// Runs `script` asynchronously: it passes its result to the callback WebDriver adds
+    /// as the last of `arguments`.
+    pub async fn js_async(&self, script: &str, args: Value) -> Value {
+        self.cmd("POST", "/execute/async", json!({"script": script, "args": args})).await
+    }
+
+    /// The current page's cookies as WebDriver reports them, `httpOnly` and all.
+    pub async fn cookies(&self) -> Vec<Value> {
+        self.cmd("GET", "/cookie", Value::Null).await.as_array().cloned().unwrap_or_default()
+    }
+
     /// Waits until `expr` (a JavaScript expression) is truthy.
     pub async fn wait_for(&self, expr: &str, what: &str) {
         let deadline = Instant::now() + Duration::from_secs(15);

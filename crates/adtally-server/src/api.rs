@@ -26,7 +26,7 @@ use crate::state::{AppState, ServingCatalog};
 
 type AppResult<T> = Result<T, ApiError>;
 
-/// Who is calling, from the bearer key.
+/// Who is calling, from the bearer key or the dashboard's session cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
     Admin,
@@ -88,6 +88,13 @@ const MAX_KEY_LEN: usize = 200;
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        // Without an Authorization header, the dashboard's session cookie (and, for a
+        // write, its CSRF token); the cookie never overrides a Bearer key.
+        if !parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+            if let Some(caller) = crate::session::caller(parts, state).await? {
+                return Ok(caller);
+            }
+        }
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let key = header
             .and_then(|h| h.strip_prefix("Bearer "))

@@ -14,6 +14,7 @@ mod ops;
 pub mod pipeline;
 pub mod reports;
 mod serve;
+pub mod session;
 pub mod state;
 pub mod tracking;
 mod web;
@@ -61,6 +62,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/audit", get(api::audit_log))
         .route("/v1/advertisers/{id}/credits", post(api::add_credit))
         .route("/v1/me", get(api::me))
+        .route("/v1/session", post(session::sign_in).get(session::show).delete(session::sign_out))
         .route("/v1/ledger", get(api::ledger))
         .route("/v1/placements", post(api::create_placement).get(api::list_placements))
         .route("/v1/campaigns", post(api::create_campaign).get(api::list_campaigns))
@@ -237,7 +239,7 @@ mod tests {
                 vec![path.to_owned()]
             };
             for path in &paths {
-                for method in ["get", "post", "patch"] {
+                for method in ["get", "post", "patch", "delete"] {
                     if handlers.contains(&format!("{method}(")) {
                         assert!(doc["paths"][path][method].is_object(), "{method} {path} is not in openapi.json");
                         checked += 1;

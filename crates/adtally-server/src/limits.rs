@@ -155,7 +155,9 @@ pub async fn limit_auth_failures(
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         return response;
     }
-    let sent_key = request.headers().contains_key(header::AUTHORIZATION);
+    // A key in the Authorization header, or in the body of a dashboard sign-in.
+    let sent_key = request.headers().contains_key(header::AUTHORIZATION)
+        || (request.method() == axum::http::Method::POST && request.uri().path() == "/v1/session");
     let response = next.run(request).await;
     if sent_key && response.status() == StatusCode::UNAUTHORIZED {
         limiter.record_failure(client, state.clock.now_ms());

@@ -2,9 +2,9 @@
 //! static page and its script and style under `/assets/`), all embedded in the binary,
 //! plus the CORS layer that lets any publisher's page call the decision and beacons.
 //!
-//! The dashboard is a static app over the `/v1` JSON API: the page holds the API key in
-//! `sessionStorage` and sends it as a Bearer header, so no cookie authorises anything and
-//! a forged cross-site form cannot act for the user. Everything it shows is what the API
+//! The dashboard is a static app over the `/v1` JSON API: it signs in once with an API key
+//! to a server session (an HttpOnly cookie plus a CSRF token for writes, see
+//! [`crate::session`]) and keeps the key nowhere. Everything it shows is what the API
 //! answers, so the dashboard's numbers and CSV are the API's by construction.
 
 use std::sync::OnceLock;

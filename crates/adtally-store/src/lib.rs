@@ -93,6 +93,29 @@ pub enum KeyOwner {
     Advertiser(i64),
 }
 
+/// A dashboard sign-in. The store keeps only the hash of the session id, so reading the
+/// database does not let anyone act as a signed-in user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub owner: KeyOwner,
+    /// Hash of the API key the session was opened with: revoking the key ends it.
+    pub key_hash: String,
+    /// Sent back in `X-CSRF-Token` with every state-changing request.
+    pub csrf_token: String,
+    pub created_at_ms: Millis,
+    pub last_seen_at_ms: Millis,
+    /// Absolute end, however active the session is.
+    pub expires_at_ms: Millis,
+}
+
+/// A stored session and whether the key it was opened with is still an unrevoked key
+/// in the store (the configured admin key is not stored there; the server checks it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundSession {
+    pub session: Session,
+    pub key_live: bool,
+}
+
 /// What makes an event unique beyond its own id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Idempotency {
@@ -191,8 +214,19 @@ pub trait Store: Send + Sync + 'static {
     /// The owner of an unrevoked key, noting when it was last used.
     fn api_key_owner(&self, key_hash: &str, now: Millis) -> Result<Option<KeyOwner>>;
     fn api_keys(&self, advertiser_id: i64) -> Result<Vec<ApiKeyInfo>>;
-    /// Revokes an advertiser key (of `advertiser_id`, when given); false if none matched.
+    /// Revokes an advertiser key (of `advertiser_id`, when given) and ends the sessions
+    /// opened with it, in one transaction; false if no key matched.
     fn revoke_api_key(&self, key_id: i64, advertiser_id: Option<i64>, now: Millis) -> Result<bool>;
+
+    // Dashboard sessions, by the hash of their id.
+    fn create_session(&self, id_hash: &str, session: &Session) -> Result<()>;
+    /// The session with this id hash, as stored before this call; notes `now` as its last
+    /// use (at most one write a minute per session, so reads stay reads).
+    fn session(&self, id_hash: &str, now: Millis) -> Result<Option<FoundSession>>;
+    /// Ends a session; false if there was none.
+    fn delete_session(&self, id_hash: &str) -> Result<bool>;
+    /// Deletes sessions past their absolute end at `now` or unused since `idle_since`.
+    fn purge_sessions(&self, now: Millis, idle_since: Millis) -> Result<usize>;
 
     // Promo codes and the audit log.
     fn create_promo(&self, promo: &PromoCode) -> Result<()>;

@@ -23,8 +23,8 @@ use adtally_core::report::{bucket_of, Dimension};
 
 use crate::rollup::{aggregate, RollupQuery, RollupRow, RollupSums};
 use crate::{
-    AdPerformance, ApiKeyInfo, ApprovedVersion, AuditEntry, CampaignSpend, ConsistencyCheck, Idempotency, KeyOwner,
-    PendingEvent, PromoCode, Result, Store, StoreError, Totals, TouchPaths,
+    AdPerformance, ApiKeyInfo, ApprovedVersion, AuditEntry, CampaignSpend, ConsistencyCheck, FoundSession, Idempotency,
+    KeyOwner, PendingEvent, PromoCode, Result, Session, Store, StoreError, Totals, TouchPaths,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -163,6 +163,16 @@ CREATE TABLE sent_mail (
     advertiser_id INTEGER NOT NULL REFERENCES advertisers(id), report TEXT NOT NULL, sent_at_ms INTEGER NOT NULL,
     PRIMARY KEY (advertiser_id, report)
 ) WITHOUT ROWID;
+"#,
+    r#"
+-- Dashboard sessions: the hash of the session id (never the id), the owner (NULL for
+-- admin), and the hash of the key it was opened with, so revoking the key ends it.
+CREATE TABLE sessions (
+    id_hash TEXT PRIMARY KEY, advertiser_id INTEGER REFERENCES advertisers(id), key_hash TEXT NOT NULL,
+    csrf_token TEXT NOT NULL, created_at_ms INTEGER NOT NULL, last_seen_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sessions_key ON sessions(key_hash);
 "#,
 ];
 
@@ -800,12 +810,87 @@ impl Store for SqliteStore {
 
     fn revoke_api_key(&self, key_id: i64, advertiser_id: Option<i64>, now: Millis) -> Result<bool> {
         self.with_conn(|c| {
-            let changed = c.execute(
+            let tx = c.transaction()?;
+            let changed = tx.execute(
                 "UPDATE api_keys SET revoked_at_ms = ?2 WHERE id = ?1 AND advertiser_id IS NOT NULL
                  AND (?3 IS NULL OR advertiser_id = ?3) AND revoked_at_ms IS NULL",
                 params![key_id, now, advertiser_id],
             )?;
+            if changed == 1 {
+                tx.execute(
+                    "DELETE FROM sessions WHERE key_hash = (SELECT key_hash FROM api_keys WHERE id = ?1)",
+                    [key_id],
+                )?;
+            }
+            tx.commit()?;
             Ok(changed == 1)
+        })
+    }
+
+    fn create_session(&self, id_hash: &str, s: &Session) -> Result<()> {
+        let advertiser = match s.owner {
+            KeyOwner::Admin => None,
+            KeyOwner::Advertiser(id) => Some(id),
+        };
+        self.with_conn(|c| {
+            c.execute(
+                "INSERT INTO sessions (id_hash, advertiser_id, key_hash, csrf_token, created_at_ms, last_seen_at_ms,
+                 expires_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    id_hash,
+                    advertiser,
+                    s.key_hash,
+                    s.csrf_token,
+                    s.created_at_ms,
+                    s.last_seen_at_ms,
+                    s.expires_at_ms
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn session(&self, id_hash: &str, now: Millis) -> Result<Option<FoundSession>> {
+        self.with_conn(|c| {
+            let found = c
+                .query_row(
+                    "SELECT s.advertiser_id, s.key_hash, s.csrf_token, s.created_at_ms, s.last_seen_at_ms,
+                            s.expires_at_ms,
+                            EXISTS (SELECT 1 FROM api_keys k WHERE k.key_hash = s.key_hash AND k.revoked_at_ms IS NULL)
+                     FROM sessions s WHERE s.id_hash = ?1",
+                    [id_hash],
+                    |r| {
+                        Ok(FoundSession {
+                            session: Session {
+                                owner: r.get::<_, Option<i64>>(0)?.map_or(KeyOwner::Admin, KeyOwner::Advertiser),
+                                key_hash: r.get(1)?,
+                                csrf_token: r.get(2)?,
+                                created_at_ms: r.get(3)?,
+                                last_seen_at_ms: r.get(4)?,
+                                expires_at_ms: r.get(5)?,
+                            },
+                            key_live: r.get(6)?,
+                        })
+                    },
+                )
+                .optional()?;
+            if found.as_ref().is_some_and(|f| f.session.last_seen_at_ms < now - 60_000) {
+                c.execute("UPDATE sessions SET last_seen_at_ms = ?2 WHERE id_hash = ?1", params![id_hash, now])?;
+            }
+            Ok(found)
+        })
+    }
+
+    fn delete_session(&self, id_hash: &str) -> Result<bool> {
+        self.with_conn(|c| Ok(c.execute("DELETE FROM sessions WHERE id_hash = ?1", [id_hash])? == 1))
+    }
+
+    fn purge_sessions(&self, now: Millis, idle_since: Millis) -> Result<usize> {
+        self.with_conn(|c| {
+            Ok(c.execute(
+                "DELETE FROM sessions WHERE expires_at_ms <= ?1 OR last_seen_at_ms < ?2",
+                params![now, idle_since],
+            )?)
         })
     }
 

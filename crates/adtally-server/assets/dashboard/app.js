@@ -1,11 +1,14 @@
 // adtally dashboard: a static app over the /v1 JSON API.
-// The API key lives in sessionStorage (gone when the tab closes) and goes out as a Bearer
-// header; no cookie authorises anything. Every value from the server reaches the page
-// through textContent or attributes set by h(): nothing is parsed as HTML.
+// Signing in posts the API key once to /v1/session and forgets it: the server answers with
+// an HttpOnly session cookie (no script here can read it) and a CSRF token, which this
+// script keeps in memory only and sends as X-CSRF-Token with every write. A reloaded page
+// asks GET /v1/session for the token again. Nothing is kept in sessionStorage or
+// localStorage. Every value from the server reaches the page through textContent or
+// attributes set by h(): nothing is parsed as HTML.
 (function () {
   "use strict";
 
-  var KEY = "adtally.key";
+  var csrf = null; // the session's CSRF token; null when signed out
   var main = document.getElementById("main");
   var nav = document.getElementById("nav");
   var toastBox = document.getElementById("toast");
@@ -73,9 +76,11 @@
     this.code = code;
     this.message = message;
   }
-  function api(method, path, body) {
-    var headers = { Authorization: "Bearer " + (sessionStorage.getItem(KEY) || "") };
-    var init = { method: method, headers: headers, cache: "no-store" };
+  function safe(method) { return method === "GET" || method === "HEAD"; }
+  function api(method, path, body, retried) {
+    var headers = {};
+    if (!safe(method) && csrf) headers["X-CSRF-Token"] = csrf;
+    var init = { method: method, headers: headers, credentials: "same-origin", cache: "no-store" };
     if (body !== undefined) {
       headers["content-type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -84,22 +89,43 @@
       return r.text().then(function (text) {
         var data = null;
         try { data = text ? JSON.parse(text) : null; } catch (e) { data = null; }
-        if (r.status === 401 && path !== "/v1/me") {
-          signOut("Your key is no longer accepted. Sign in again.");
+        var err = (data && data.error) || {};
+        if (r.status === 401 && path !== "/v1/session" && me) {
+          signOut("Your session has ended. Sign in again.", true);
+        }
+        if (r.status === 403 && err.code === "csrf" && !retried) {
+          // Signing in from another tab replaced this tab's session (and its token):
+          // take the current one, then try once more if it is still the same account.
+          return refreshSession().then(function () { return api(method, path, body, true); });
         }
         if (!r.ok) {
-          var err = (data && data.error) || {};
           throw new ApiError(r.status, err.code || "http_" + r.status, err.message || "The server answered " + r.status);
         }
         return data;
       });
     });
   }
+  function sameAccount(session) {
+    // /v1/me answers {role:"admin"} for the operator, the advertiser (with its id) otherwise.
+    return !!me && (session.role === "admin" ? isAdmin() : !isAdmin() && session.advertiser_id === me.id);
+  }
+  function refreshSession() {
+    return get("/v1/session").then(function (session) {
+      if (!sameAccount(session)) {
+        location.reload();
+        throw new ApiError(409, "session_changed", "Signed in as another account in another tab.");
+      }
+      csrf = session.csrf_token;
+    }, function (e) {
+      if (e.status === 401) signOut("Your session has ended. Sign in again.", true);
+      throw e;
+    });
+  }
   function get(path) { return api("GET", path); }
   function post(path, body) { return api("POST", path, body === undefined ? {} : body); }
 
   function downloadCsv(path, filename) {
-    return fetch(path, { headers: { Authorization: "Bearer " + sessionStorage.getItem(KEY) }, cache: "no-store" })
+    return fetch(path, { credentials: "same-origin", cache: "no-store" })
       .then(function (r) {
         if (!r.ok) throw new ApiError(r.status, "csv", "The CSV could not be downloaded");
         return r.blob();
@@ -121,11 +147,26 @@
 
   // ---- sign in -----------------------------------------------------------------------
 
-  function signOut(message) {
-    sessionStorage.removeItem(KEY);
+  // Set while DELETE /v1/session is on its way: until it has ended the session, the
+  // cookie would still sign a new page in.
+  var signingOut = null;
+
+  // `ended`: the server already ended the session (a 401), so there is nothing to delete.
+  function signOut(message, ended) {
+    var token = csrf;
+    csrf = null;
     me = null;
     advertisersById = null;
     generation++; // answers still on their way belong to the signed-out session
+    if (ended || !token) return showSignedOut(message);
+    signingOut = fetch("/v1/session", { method: "DELETE", headers: { "X-CSRF-Token": token },
+      credentials: "same-origin", cache: "no-store" })
+      .then(function (r) { if (!r.ok) toast("Signing out failed (" + r.status + ").", true); },
+        function () { toast("Signing out failed: the server did not answer.", true); })
+      .then(function () { signingOut = null; showSignedOut(message); });
+    return signingOut;
+  }
+  function showSignedOut(message) {
     if (location.hash && location.hash !== "#/") {
       // The hash change renders the sign-in page; rendering it here too would replace
       // a form someone may already be typing in.
@@ -148,12 +189,15 @@
       h("p", null, "Use the API key the operator gave you (advertiser), or the admin key."),
       h("form", { id: "signin", onsubmit: function (ev) {
         ev.preventDefault();
-        sessionStorage.setItem(KEY, input.value.trim());
-        get("/v1/me").then(function (who) {
+        // The key goes to the server once; the page that follows replaces this form.
+        api("POST", "/v1/session", { api_key: input.value.trim() }).then(function (session) {
+          csrf = session.csrf_token;
+          return get("/v1/me");
+        }).then(function (who) {
           me = who;
           route();
         }, function (e) {
-          sessionStorage.removeItem(KEY);
+          csrf = null;
           error.textContent = e.status === 401 ? "This key is not valid." : e.message;
         });
       } },
@@ -192,9 +236,17 @@
   }
 
   function route() {
-    if (!sessionStorage.getItem(KEY)) return signInPage();
+    if (signingOut) return signingOut;
     if (!me) {
-      return get("/v1/me").then(function (who) { me = who; route(); }, function () { signOut(); });
+      // A new or reloaded page: the cookie may still hold a session.
+      return get("/v1/session").then(function (session) {
+        csrf = session.csrf_token;
+        return get("/v1/me");
+      }).then(function (who) { me = who; route(); }, function (e) {
+        csrf = null;
+        if (e && e.status === 401) signInPage();
+        else failed(e);
+      });
     }
     if (isAdmin() && !advertisersById) {
       return get("/v1/advertisers").then(function (list) {
