@@ -1019,9 +1019,9 @@ impl Store for SqliteStore {
 
     fn credit_totals(&self) -> Result<Vec<(i64, i64)>> {
         self.with_conn(|c| {
-            query_all(c, "SELECT advertiser_id, SUM(amount_micros) FROM credits GROUP BY advertiser_id", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            let sql =
+                format!("SELECT advertiser_id, {} FROM credits GROUP BY advertiser_id", wide_sum("amount_micros"));
+            query_all(c, &sql, [], |r| Ok((r.get(0)?, saturate(wide(r, 1)?))))
         })
     }
 
@@ -1040,16 +1040,17 @@ impl Store for SqliteStore {
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             let spend = c
-                .prepare(
-                    "SELECT (bucket_ms / ?2) * ?2 AS day, SUM(cost_micros) FROM rollups
-                     WHERE advertiser_id = ?1 AND cost_micros != 0 GROUP BY day",
-                )?
+                .prepare(&format!(
+                    "SELECT (bucket_ms / ?2) * ?2 AS day, {} FROM rollups
+                         WHERE advertiser_id = ?1 AND cost_micros != 0 GROUP BY day",
+                    wide_sum("cost_micros")
+                ))?
                 .query_map(params![advertiser_id, DAY], |r| {
                     Ok(LedgerEntry {
                         id: None,
                         at_ms: r.get(0)?,
                         kind: "spend".into(),
-                        amount_micros: -r.get::<_, i64>(1)?,
+                        amount_micros: saturate(-wide(r, 1)?),
                         note: None,
                     })
                 })?
@@ -1309,15 +1310,18 @@ impl Store for SqliteStore {
         self.with_conn(|c| {
             query_all(
                 c,
-                "SELECT advertiser_id, campaign_id, CASE WHEN bucket_ms >= ?1 THEN bucket_ms ELSE 0 END AS b,
-                 SUM(cost_micros) FROM rollups WHERE cost_micros != 0 GROUP BY advertiser_id, campaign_id, b",
+                &format!(
+                    "SELECT advertiser_id, campaign_id, CASE WHEN bucket_ms >= ?1 THEN bucket_ms ELSE 0 END AS b,
+                     {} FROM rollups WHERE cost_micros != 0 GROUP BY advertiser_id, campaign_id, b",
+                    wide_sum("cost_micros")
+                ),
                 [since_ms],
                 |r| {
                     Ok(CampaignSpend {
                         advertiser_id: r.get(0)?,
                         campaign_id: r.get(1)?,
                         bucket_ms: r.get(2)?,
-                        spend_micros: r.get(3)?,
+                        spend_micros: saturate(wide(r, 3)?),
                     })
                 },
             )
