@@ -92,6 +92,10 @@ struct ServeArgs {
     /// Fill an empty data dir with the demo first.
     #[arg(long, env = "ADTALLY_DEMO")]
     demo: bool,
+    /// Delete raw events older than this many days (at least 35); rollups and so
+    /// reports keep them. Default: keep everything.
+    #[arg(long, env = "ADTALLY_RETENTION_DAYS")]
+    retention_days: Option<u32>,
     /// SMTP server for weekly email reports: smtp://[user:pass@]host[:port][?from=ADDR], smtps://… for TLS.
     #[arg(long, env = "ADTALLY_SMTP_URL", hide_env_values = true)]
     smtp_url: Option<String>,
@@ -195,6 +199,14 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
         shutdown_timeout: timeout("shutdown-timeout", &args.shutdown_timeout)?,
     };
     config.traffic_filters = !args.skip_traffic_filters;
+    if let Some(days) = args.retention_days {
+        anyhow::ensure!(
+            days >= adtally_server::state::MIN_RETENTION_DAYS,
+            "--retention-days must be at least {}",
+            adtally_server::state::MIN_RETENTION_DAYS
+        );
+        config.retention_days = Some(days);
+    }
     if let Some(url) = &args.smtp_url {
         adtally_server::mailer::transport(url).map_err(|e| anyhow::anyhow!("{e}"))?;
         config.smtp_url = Some(url.clone());

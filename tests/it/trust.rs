@@ -442,3 +442,35 @@ async fn wrong_dashboard_sign_ins_count_towards_the_failure_limit() {
     let (s, body) = sign_in(ADMIN.to_owned()).await;
     assert_eq!((s, body["error"]["code"].as_str()), (429, Some("too_many_failed_authentications")), "{body}");
 }
+
+/// Retention: raw events older than `retention_days` are deleted, their rollups kept, so
+/// lifetime reports still count them and the store stays consistent.
+#[tokio::test]
+async fn retention_deletes_old_raw_events_and_keeps_their_rollups() {
+    let config = adtally_server::ServerConfig { retention_days: Some(35), ..Default::default() };
+    let app = spawn_app_with(config).await;
+    let f = fixture(&app, "sidebar-main", 2_000_000).await;
+    let now = app.clock.now_ms();
+    let line = |id: &str, days_ago: i64| {
+        let at = adtally_core::jiff::Timestamp::from_millisecond(now - days_ago * 86_400_000).expect("time");
+        format!(
+            "{{\"event_id\":\"{id}\",\"type\":\"impression\",\"at\":\"{at}\",\"campaign_id\":{},\"ad_id\":{},\"placement\":\"sidebar-main\",\"uid\":\"{id}\"}}\n",
+            f.campaign_id, f.ad_id
+        )
+    };
+    let body: String = [line("old-1", 60), line("old-2", 40), line("new-1", 5)].concat();
+    let r = app.client.post(app.url("/v1/events")).bearer_auth(ADMIN).body(body).send().await.expect("import");
+    assert_eq!(r.status().as_u16(), 200);
+    let state = app.state.clone();
+    tokio::task::spawn_blocking(move || state.housekeeping()).await.expect("join").expect("housekeeping");
+
+    let raw: i64 = rusqlite::Connection::open(app.data_dir().join("adtally.db"))
+        .expect("open")
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(raw, 1, "only the event of 5 days ago is kept raw");
+    assert_eq!(totals(&app, &f.key, "range=lifetime").await["impressions"], 3);
+    let check = app.store.consistency_check().expect("check");
+    assert!(check.is_consistent(), "{check:?}");
+    assert_eq!(check.raw_events(), 1);
+}

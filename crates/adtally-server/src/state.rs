@@ -41,7 +41,16 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Where weekly email reports are sent from (`--smtp-url`); none: no email.
     pub smtp_url: Option<String>,
+    /// Raw events older than this many days are deleted (rollups, and so reports, keep
+    /// them); none: kept for ever. At least [`MIN_RETENTION_DAYS`].
+    pub retention_days: Option<u32>,
 }
+
+/// The least retention: a restart rebuilds attribution touches from 30 days of clicks,
+/// and attribution journeys reach 30 days back.
+pub const MIN_RETENTION_DAYS: u32 = 35;
+/// Raw events deleted per housekeeping round at most: short write transactions.
+const PURGE_ROWS_PER_ROUND: usize = 20_000;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -54,6 +63,7 @@ impl Default for ServerConfig {
             topup_bonus: None,
             limits: Limits::default(),
             smtp_url: None,
+            retention_days: None,
         }
     }
 }
@@ -281,6 +291,13 @@ impl AppState {
     /// the ads' latest quality. Run every few seconds.
     pub fn housekeeping(&self) -> Result<usize, StoreError> {
         let now = self.clock.now_ms();
+        if let Some(days) = self.config.retention_days {
+            let days = i64::from(days.max(MIN_RETENTION_DAYS));
+            let purged = self.store.purge_events_before(now - days * adtally_core::clock::DAY, PURGE_ROWS_PER_ROUND)?;
+            if purged > 0 {
+                tracing::info!(events = purged, "raw events past retention deleted");
+            }
+        }
         let catalog = self.catalog();
         let finished: Vec<Campaign> = {
             let mut delivery = self.pipeline.delivery();

@@ -312,7 +312,14 @@ pub trait Store: Send + Sync + 'static {
     /// `truncated`). Only that advertiser's events: other advertisers' touches on the
     /// same user never count.
     fn touch_paths(&self, advertiser_id: i64, from_ms: Millis, to_ms: Millis, limit: usize) -> Result<TouchPaths>;
+    /// Compares raw events and rollups per advertiser, over the time raw events are
+    /// still kept (see [`Store::purge_events_before`]).
     fn consistency_check(&self) -> Result<ConsistencyCheck>;
+    /// Retention: deletes at most `max_rows` raw events that happened before `before_ms`
+    /// (rounded down to a rollup bucket), keeping their rollups, so reports still cover
+    /// them. Returns how many were deleted; call again until it returns less than
+    /// `max_rows`. Short transactions: the event writer is never held up for long.
+    fn purge_events_before(&self, before_ms: Millis, max_rows: usize) -> Result<usize>;
 
     // Weekly email reports.
     /// Opts an advertiser in (the default) or out.

@@ -1481,21 +1481,62 @@ impl Store for SqliteStore {
         })
     }
 
+    fn purge_events_before(&self, before_ms: Millis, max_rows: usize) -> Result<usize> {
+        let cutoff = bucket_of(before_ms);
+        self.with_conn(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let kept_from: i64 = tx
+                .query_row("SELECT value FROM meta WHERE key = 'events_kept_from_ms'", [], |r| r.get::<_, String>(0))
+                .optional()?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(i64::MIN);
+            // Per advertiser, so each delete is a range of the (advertiser, time) index.
+            let advertisers: Vec<i64> = query_all(&tx, "SELECT id FROM advertisers", [], |r| r.get(0))?;
+            let mut deleted = 0;
+            for advertiser in advertisers {
+                let left = max_rows.saturating_sub(deleted);
+                if left == 0 {
+                    break;
+                }
+                deleted += tx.execute(
+                    "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events
+                     WHERE advertiser_id = ?1 AND at_ms < ?2 LIMIT ?3)",
+                    params![advertiser, cutoff, left as i64],
+                )?;
+            }
+            if cutoff > kept_from {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('events_kept_from_ms', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [cutoff.to_string()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(deleted)
+        })
+    }
+
     fn consistency_check(&self) -> Result<ConsistencyCheck> {
         self.with_conn(|c| {
+            // Raw events before the retention cut are gone; their rollups stay.
+            let kept_from: i64 = c
+                .query_row("SELECT value FROM meta WHERE key = 'events_kept_from_ms'", [], |r| r.get::<_, String>(0))
+                .optional()?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(i64::MIN);
             let per_advertiser = |sql: &str| -> Result<BTreeMap<i64, Totals>> {
-                let rows = query_all(c, sql, [], |r| {
+                let rows = query_all(c, sql, [kept_from], |r| {
                     Ok((r.get(0)?, Totals { events: r.get(1)?, cost_micros: wide(r, 2)?, value_micros: wide(r, 4)? }))
                 })?;
                 Ok(rows.into_iter().collect())
             };
             let raw = per_advertiser(&format!(
-                "SELECT advertiser_id, COUNT(*), {}, {} FROM events GROUP BY advertiser_id",
+                "SELECT advertiser_id, COUNT(*), {}, {} FROM events WHERE at_ms >= ?1 GROUP BY advertiser_id",
                 wide_sum("cost_micros"),
                 wide_sum("value_micros")
             ))?;
             let rollups = per_advertiser(&format!(
-                "SELECT advertiser_id, SUM(events), {}, {} FROM rollups GROUP BY advertiser_id",
+                "SELECT advertiser_id, SUM(events), {}, {} FROM rollups WHERE bucket_ms >= ?1 GROUP BY advertiser_id",
                 wide_sum("cost_micros"),
                 wide_sum("value_micros")
             ))?;
