@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
-use adtally_core::catalog::{Ad, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, Pacing};
+use adtally_core::catalog::{
+    Ad, AdContent, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, Pacing,
+};
 use adtally_core::clock::{Clock, SystemClock};
 use adtally_server::import::import_ndjson;
 use adtally_server::{build_state, Options, ServerConfig};
@@ -88,13 +90,15 @@ fn adtally(body: &str, runtime: &tokio::runtime::Runtime) -> f64 {
             id: 0,
             campaign_id: c.id,
             advertiser_id: adv.id,
-            format: Format::Sidebar,
-            headline: "h".into(),
-            body: String::new(),
-            image_url: None,
-            video_url: None,
-            cta: "Go".into(),
-            target_url: "https://bench.example".into(),
+            content: AdContent {
+                format: Format::Sidebar,
+                headline: "h".into(),
+                body: String::new(),
+                image_url: None,
+                video_url: None,
+                cta: "Go".into(),
+                target_url: "https://bench.example".into(),
+            },
             status: AdStatus::Approved,
             rejection_reason: None,
             version: 1,

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
 
-use adtally_core::catalog::{Ad, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, Pacing};
+use adtally_core::catalog::{
+    Ad, AdContent, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, Pacing,
+};
 use adtally_core::clock::{Clock, SystemClock, DAY, HOUR};
 use adtally_server::build_state;
 use adtally_server::import::import_ndjson;
@@ -149,13 +151,15 @@ pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
                 id: 0,
                 campaign_id: c.id,
                 advertiser_id: c.advertiser_id,
-                format,
-                headline: (*headline).into(),
-                body: format!("{name} — find out more."),
-                image_url: None,
-                video_url: None,
-                cta: "Learn more".into(),
-                target_url: format!("https://example.com/{}", c.id),
+                content: AdContent {
+                    format,
+                    headline: (*headline).into(),
+                    body: format!("{name} — find out more."),
+                    image_url: None,
+                    video_url: None,
+                    cta: "Learn more".into(),
+                    target_url: format!("https://example.com/{}", c.id),
+                },
                 status: AdStatus::Approved,
                 rejection_reason: None,
                 version: 1,

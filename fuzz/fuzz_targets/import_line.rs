@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use adtally_core::catalog::{Ad, AdStatus, Advertiser, Campaign, Format};
+use adtally_core::catalog::{Ad, AdContent, AdStatus, Advertiser, Campaign, Format};
 use adtally_core::clock::{Clock, SystemClock};
 use adtally_server::{build_state, AppState, Options, ServerConfig};
 use adtally_store::{SqliteStore, Store};
@@ -25,13 +25,15 @@ fn state() -> &'static Arc<AppState> {
                 id: 0,
                 campaign_id: c.id,
                 advertiser_id: a.id,
-                format: Format::Sidebar,
-                headline: "h".into(),
-                body: String::new(),
-                image_url: None,
-                video_url: None,
-                cta: "Go".into(),
-                target_url: "https://a.example/".into(),
+                content: AdContent {
+                    format: Format::Sidebar,
+                    headline: "h".into(),
+                    body: String::new(),
+                    image_url: None,
+                    video_url: None,
+                    cta: "Go".into(),
+                    target_url: "https://a.example/".into(),
+                },
                 status: AdStatus::Approved,
                 rejection_reason: None,
                 created_at_ms: now,

@@ -202,8 +202,8 @@ impl AdStatus {
     }
 }
 
-/// An ad (creative). Its fields are the content that serves once approved; `version`
-/// numbers that content, and a decision's token names the version it served, so a
+/// An ad (creative). Its `content` is what serves once approved; `version` numbers that
+/// content, and a decision's token names the version it served, so a
 /// click goes to the target URL that was reviewed and shown, whatever happened since.
 ///
 /// Editing an approved ad does not touch what serves: the edit becomes the ad's
@@ -215,14 +215,8 @@ pub struct Ad {
     pub id: i64,
     pub campaign_id: i64,
     pub advertiser_id: i64,
-    pub format: Format,
-    pub headline: String,
-    pub body: String,
-    pub image_url: Option<String>,
-    /// The video of a `video` ad.
-    pub video_url: Option<String>,
-    pub cta: String,
-    pub target_url: String,
+    /// What serves once approved.
+    pub content: AdContent,
     pub status: AdStatus,
     pub rejection_reason: Option<String>,
     pub created_at_ms: Millis,
@@ -238,6 +232,7 @@ pub struct AdContent {
     pub headline: String,
     pub body: String,
     pub image_url: Option<String>,
+    /// The video of a `video` ad.
     pub video_url: Option<String>,
     pub cta: String,
     pub target_url: String,
@@ -255,37 +250,31 @@ pub struct AdRevision {
 }
 
 impl Ad {
-    pub fn content(&self) -> AdContent {
-        AdContent {
-            format: self.format,
-            headline: self.headline.clone(),
-            body: self.body.clone(),
-            image_url: self.image_url.clone(),
-            video_url: self.video_url.clone(),
-            cta: self.cta.clone(),
-            target_url: self.target_url.clone(),
+    /// A new ad: version 1 of its content, waiting for review (its `id` is the store's to
+    /// give).
+    pub fn new(campaign_id: i64, advertiser_id: i64, content: AdContent, created_at_ms: Millis) -> Self {
+        Ad {
+            id: 0,
+            campaign_id,
+            advertiser_id,
+            content,
+            status: AdStatus::PendingReview,
+            rejection_reason: None,
+            created_at_ms,
+            version: 1,
+            revision: None,
         }
-    }
-
-    fn set_content(&mut self, c: AdContent) {
-        self.format = c.format;
-        self.headline = c.headline;
-        self.body = c.body;
-        self.image_url = c.image_url;
-        self.video_url = c.video_url;
-        self.cta = c.cta;
-        self.target_url = c.target_url;
     }
 
     /// The content an edit starts from: the pending revision if there is one.
     pub fn latest_content(&self) -> AdContent {
-        self.revision.as_ref().map_or_else(|| self.content(), |r| r.content.clone())
+        self.revision.as_ref().map_or_else(|| self.content.clone(), |r| r.content.clone())
     }
 
     /// Takes edited content. See the type's documentation for what serves meanwhile.
     pub fn edit(&mut self, content: AdContent, now: Millis) {
         if self.status == AdStatus::Approved {
-            self.revision = (content != self.content()).then(|| {
+            self.revision = (content != self.content).then(|| {
                 Box::new(AdRevision {
                     version: self.version + 1,
                     content,
@@ -294,8 +283,8 @@ impl Ad {
                     created_at_ms: now,
                 })
             });
-        } else if content != self.content() || self.status == AdStatus::Rejected {
-            self.set_content(content);
+        } else if content != self.content || self.status == AdStatus::Rejected {
+            self.content = content;
             self.version += 1;
             self.status = AdStatus::PendingReview;
             self.rejection_reason = None;
@@ -306,12 +295,12 @@ impl Ad {
     /// serves from now on and its target URL, which clicks on it will redirect to.
     pub fn approve(&mut self) -> (u32, String) {
         if let Some(revision) = self.revision.take() {
-            self.set_content(revision.content);
+            self.content = revision.content;
             self.version = revision.version;
         }
         self.status = AdStatus::Approved;
         self.rejection_reason = None;
-        (self.version, self.target_url.clone())
+        (self.version, self.content.target_url.clone())
     }
 
     /// Rejects the pending revision (the approved content keeps serving), or else the
@@ -435,13 +424,15 @@ mod tests {
             id: 1,
             campaign_id: 1,
             advertiser_id: 1,
-            format: Format::Sidebar,
-            headline: "h".into(),
-            body: String::new(),
-            image_url: None,
-            video_url: None,
-            cta: "Go".into(),
-            target_url: target_url.into(),
+            content: AdContent {
+                format: Format::Sidebar,
+                headline: "h".into(),
+                body: String::new(),
+                image_url: None,
+                video_url: None,
+                cta: "Go".into(),
+                target_url: target_url.into(),
+            },
             status: AdStatus::PendingReview,
             rejection_reason: None,
             created_at_ms: 0,
@@ -460,7 +451,10 @@ mod tests {
         assert_eq!(a.approve(), (1, "https://shop.example/".into()));
         let edit = with_target(&a, "https://phish.example/");
         a.edit(edit, 10);
-        assert_eq!((a.status, a.version, a.target_url.as_str()), (AdStatus::Approved, 1, "https://shop.example/"));
+        assert_eq!(
+            (a.status, a.version, a.content.target_url.as_str()),
+            (AdStatus::Approved, 1, "https://shop.example/")
+        );
         assert_eq!(a.review_status(), AdStatus::PendingReview);
         a.reject("phishing".into());
         assert_eq!((a.status, a.review_status()), (AdStatus::Approved, AdStatus::Rejected));
@@ -480,7 +474,7 @@ mod tests {
         assert_eq!((a.status, a.version, a.revision.is_none()), (AdStatus::PendingReview, 2, true));
         // Unchanged content on an approved ad leaves nothing to review.
         a.approve();
-        a.edit(a.content(), 20);
+        a.edit(a.content.clone(), 20);
         assert_eq!((a.review_status(), a.version), (AdStatus::Approved, 2));
     }
 

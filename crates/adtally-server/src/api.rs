@@ -217,7 +217,7 @@ fn ad_json(a: &Ad) -> Value {
         "status": a.status.as_str(), "rejection_reason": a.rejection_reason, "created_at": rfc3339(a.created_at_ms),
         "revision": null,
     });
-    content_json(&a.content(), &mut out);
+    content_json(&a.content, &mut out);
     if let Some(r) = &a.revision {
         let mut revision = json!({"version": r.version, "status": r.status.as_str(),
             "rejection_reason": r.rejection_reason, "created_at": rfc3339(r.created_at_ms)});
@@ -834,25 +834,7 @@ pub async fn create_ad(
         target_url: String::new(),
     };
     body.apply(&mut content)?;
-    let mut ad = Ad {
-        id: 0,
-        campaign_id,
-        advertiser_id: campaign.advertiser_id,
-        format: content.format,
-        headline: String::new(),
-        body: String::new(),
-        image_url: None,
-        video_url: None,
-        cta: String::new(),
-        target_url: String::new(),
-        status: AdStatus::PendingReview,
-        rejection_reason: None,
-        created_at_ms: state.clock.now_ms(),
-        version: 0,
-        revision: None,
-    };
-    // A new ad is version 1 of its content, in review.
-    ad.edit(content, ad.created_at_ms);
+    let ad = Ad::new(campaign_id, campaign.advertiser_id, content, state.clock.now_ms());
     let ad = state.blocking(move |s| s.create_ad(&ad)).await?;
     state.reload_catalog().await?;
     audit(&state, caller, "ad.create", format!("ad:{}", ad.id), json!({"campaign_id": campaign_id})).await?;

@@ -279,7 +279,7 @@ pub fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Res
         decision: DecisionRef::Imported { fresh_decision_id: state.next_decision_id(at_ms) },
         givt,
         clearing_cpm_micros: campaign.map_or(0, |c| c.cpm_bid_micros),
-        video: ad.is_some_and(|a| a.format == adtally_core::catalog::Format::Video),
+        video: ad.is_some_and(|a| a.content.format == adtally_core::catalog::Format::Video),
         idempotency: Some(idempotency),
     })
 }

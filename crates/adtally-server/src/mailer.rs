@@ -154,7 +154,7 @@ pub fn build_report(
     }
     let mut ads = Vec::new();
     for (ad_id, (impressions, clicks)) in per_ad {
-        let headline = store.ad(ad_id)?.map_or_else(|| format!("ad {ad_id}"), |a| a.headline);
+        let headline = store.ad(ad_id)?.map_or_else(|| format!("ad {ad_id}"), |a| a.content.headline);
         ads.push(AdLine { ad_id, headline, impressions, clicks });
     }
     let (best_ads, worst_ads) = rank_ads(ads);

@@ -173,7 +173,7 @@ impl ServingCatalog {
             catalog.ads.insert(ad.id, ad.clone());
             if let Some(campaign) = campaigns.get(&ad.campaign_id) {
                 if ad.status == AdStatus::Approved && campaign.status == CampaignStatus::Active {
-                    serving.entry((ad.format, campaign.id)).or_default().push(ad);
+                    serving.entry((ad.content.format, campaign.id)).or_default().push(ad);
                 }
             }
         }

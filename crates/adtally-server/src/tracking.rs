@@ -220,7 +220,7 @@ pub async fn decision(
         device,
         country: visitor.country(),
         clearing_cpm_micros: won.price_cpm_micros as u64,
-        format: ad.format,
+        format: ad.content.format,
     });
     let base = base_url(&state, &visitor);
     let body = DecisionBody {
@@ -228,12 +228,12 @@ pub async fn decision(
         ad: DecisionAd {
             id: ad.id,
             campaign_id: campaign.id,
-            format: ad.format.as_str(),
-            headline: &ad.headline,
-            body: &ad.body,
-            image_url: ad.image_url.as_deref(),
-            video_url: ad.video_url.as_deref(),
-            cta: &ad.cta,
+            format: ad.content.format.as_str(),
+            headline: &ad.content.headline,
+            body: &ad.content.body,
+            image_url: ad.content.image_url.as_deref(),
+            video_url: ad.content.video_url.as_deref(),
+            cta: &ad.content.cta,
         },
         impression_url: format!("{base}/t/i/{token}"),
         viewable_url: format!("{base}/t/v/{token}"),

@@ -496,20 +496,26 @@ fn ad_status(text: String) -> rusqlite::Result<AdStatus> {
     AdStatus::parse(&text).ok_or_else(|| bad_column("status", &text))
 }
 
+/// The content columns of `AD_SELECT` starting at `first` (format, headline, body,
+/// image, cta, target) and the video column at `video`.
+fn content_from(row: &Row, first: usize, video: usize) -> rusqlite::Result<AdContent> {
+    Ok(AdContent {
+        format: format_from(row.get(first)?)?,
+        headline: row.get(first + 1)?,
+        body: row.get(first + 2)?,
+        image_url: row.get(first + 3)?,
+        video_url: row.get(video)?,
+        cta: row.get(first + 4)?,
+        target_url: row.get(first + 5)?,
+    })
+}
+
 fn ad_from(row: &Row) -> rusqlite::Result<Ad> {
     let revision = match row.get::<_, Option<u32>>(13)? {
         None => None,
         Some(version) => Some(Box::new(AdRevision {
             version,
-            content: AdContent {
-                format: format_from(row.get(14)?)?,
-                headline: row.get(15)?,
-                body: row.get(16)?,
-                image_url: row.get(17)?,
-                video_url: row.get(24)?,
-                cta: row.get(18)?,
-                target_url: row.get(19)?,
-            },
+            content: content_from(row, 14, 24)?,
             status: ad_status(row.get(20)?)?,
             rejection_reason: row.get(21)?,
             created_at_ms: row.get(22)?,
@@ -519,13 +525,7 @@ fn ad_from(row: &Row) -> rusqlite::Result<Ad> {
         id: row.get(0)?,
         campaign_id: row.get(1)?,
         advertiser_id: row.get(2)?,
-        format: format_from(row.get(3)?)?,
-        headline: row.get(4)?,
-        body: row.get(5)?,
-        image_url: row.get(6)?,
-        video_url: row.get(23)?,
-        cta: row.get(7)?,
-        target_url: row.get(8)?,
+        content: content_from(row, 3, 23)?,
         status: ad_status(row.get(9)?)?,
         rejection_reason: row.get(10)?,
         created_at_ms: row.get(11)?,
@@ -572,7 +572,14 @@ fn insert_ad(tx: &rusqlite::Transaction<'_>, ad: &Ad) -> Result<Ad> {
     tx.execute(
         "INSERT INTO ads (campaign_id, advertiser_id, format, headline, body, image_url, cta, target_url,
          status, rejection_reason, created_at_ms, version) VALUES (?1, ?2, ?3, '', '', NULL, '', '', ?4, NULL, ?5, ?6)",
-        params![ad.campaign_id, ad.advertiser_id, ad.format.as_str(), ad.status.as_str(), ad.created_at_ms, ad.version],
+        params![
+            ad.campaign_id,
+            ad.advertiser_id,
+            ad.content.format.as_str(),
+            ad.status.as_str(),
+            ad.created_at_ms,
+            ad.version
+        ],
     )?;
     let ad = Ad { id: tx.last_insert_rowid(), ..ad.clone() };
     write_ad(tx, &ad, ad.created_at_ms)?;
@@ -587,16 +594,16 @@ fn write_ad(tx: &rusqlite::Transaction<'_>, ad: &Ad, now: Millis) -> Result<()> 
          status = ?8, rejection_reason = ?9, version = ?10, video_url = ?11 WHERE id = ?1",
         params![
             ad.id,
-            ad.format.as_str(),
-            ad.headline,
-            ad.body,
-            ad.image_url,
-            ad.cta,
-            ad.target_url,
+            ad.content.format.as_str(),
+            ad.content.headline,
+            ad.content.body,
+            ad.content.image_url,
+            ad.content.cta,
+            ad.content.target_url,
             ad.status.as_str(),
             ad.rejection_reason,
             ad.version,
-            ad.video_url
+            ad.content.video_url
         ],
     )?;
     if changed == 0 {
@@ -631,7 +638,7 @@ fn write_ad(tx: &rusqlite::Transaction<'_>, ad: &Ad, now: Millis) -> Result<()> 
     if ad.status == AdStatus::Approved {
         tx.execute(
             "INSERT OR IGNORE INTO ad_versions (ad_id, version, target_url, approved_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![ad.id, ad.version, ad.target_url, now],
+            params![ad.id, ad.version, ad.content.target_url, now],
         )?;
     }
     Ok(())
