@@ -176,3 +176,12 @@ pub async fn totals(app: &TestApp, key: &str, query: &str) -> Value {
     assert_eq!(s, 200, "{r}");
     r["totals"].clone()
 }
+
+/// A click's `Location` without the click id the server appends (`adtally_click`).
+pub fn landing(location: &reqwest::header::HeaderValue) -> String {
+    let text = location.to_str().unwrap_or_default();
+    match text.find("adtally_click=") {
+        Some(at) => text[..at.saturating_sub(1)].to_owned(),
+        None => text.to_owned(),
+    }
+}

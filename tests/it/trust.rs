@@ -227,7 +227,7 @@ async fn internationalized_target_urls_are_normalized() {
     app.hit(d["impression_url"].as_str().expect("url")).await;
     let r = app.hit(d["click_url"].as_str().expect("url")).await;
     assert_eq!(r.status().as_u16(), 302);
-    assert_eq!(r.headers()["location"].to_str().expect("ascii"), expected);
+    assert_eq!(landing(&r.headers()["location"]), expected);
 
     for bad in [
         "https://bank.example@phish.example/",
@@ -278,7 +278,7 @@ async fn clicks_go_to_the_reviewed_version_that_was_served() {
     for d in [&served_before, &served_during] {
         app.hit(d["impression_url"].as_str().expect("url")).await;
         let r = app.hit(d["click_url"].as_str().expect("url")).await;
-        assert_eq!(r.headers()["location"], "https://acme.example/landing?x=1");
+        assert_eq!(landing(&r.headers()["location"]), "https://acme.example/landing?x=1");
     }
 
     // Rejected: nothing changes for visitors.
@@ -300,9 +300,9 @@ async fn clicks_go_to_the_reviewed_version_that_was_served() {
     assert_eq!(served_after["ad"]["headline"], "Changed");
     app.hit(served_after["impression_url"].as_str().expect("url")).await;
     let r = app.hit(served_after["click_url"].as_str().expect("url")).await;
-    assert_eq!(r.headers()["location"], "https://acme.example/new");
+    assert_eq!(landing(&r.headers()["location"]), "https://acme.example/new");
     let r = app.hit(served_before["click_url"].as_str().expect("url")).await;
-    assert_eq!(r.headers()["location"], "https://acme.example/landing?x=1");
+    assert_eq!(landing(&r.headers()["location"]), "https://acme.example/landing?x=1");
 }
 
 /// Defect 14: multi-step writes were several transactions, so a failure half-way left
@@ -475,4 +475,45 @@ async fn retention_deletes_old_raw_events_and_keeps_their_rollups() {
     let check = app.store.consistency_check().expect("check");
     assert!(check.is_consistent(), "{check:?}");
     assert_eq!(check.raw_events(), 1);
+}
+
+/// Conversions by click id (issue 12): the click redirect hands the landing page an
+/// `adtally_click` id; a postback or pixel with it is the clicking user's conversion, so
+/// it is credited to the clicked campaign. Another advertiser's or a forged id is refused.
+#[tokio::test]
+async fn conversions_by_click_id_are_credited_to_the_click() {
+    let app = spawn_app().await;
+    let a = fixture(&app, "sidebar-main", 2_000_000).await;
+    let d = app.decision("sidebar-main", "page-visitor").await;
+    app.hit(d["impression_url"].as_str().expect("url")).await;
+    let r = app.hit(d["click_url"].as_str().expect("url")).await;
+    let location = r.headers()["location"].to_str().expect("ascii").to_owned();
+    let click_id = location.split("adtally_click=").nth(1).expect("click id in the redirect").to_owned();
+    assert_eq!(landing(&r.headers()["location"]), "https://acme.example/landing?x=1");
+
+    let (s, body) =
+        postback(&app, &a.key, json!({"click_id": click_id, "value_micros": 5_000_000, "order_id": "C-1"})).await;
+    assert_eq!(s, 201, "{body}");
+    let pixel = app.url(&format!("/t/conv?advertiser={}&click_id={click_id}&value_micros=1000000", a.advertiser_id));
+    assert_eq!(app.hit(&pixel).await.status().as_u16(), 200);
+    let (_, r) = app.get(&a.key, "/v1/reports?range=today&group_by=campaign").await;
+    assert_eq!(r["rows"][0]["campaign_id"].as_i64(), Some(a.campaign_id), "{r}");
+    assert_eq!(
+        (r["rows"][0]["conversions"].as_i64(), r["rows"][0]["revenue_micros"].as_i64()),
+        (Some(2), Some(6_000_000))
+    );
+
+    // Forged, malformed, both or neither, and another advertiser's.
+    let mut forged = click_id.clone().into_bytes();
+    forged[3] = if forged[3] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).expect("ascii");
+    for body in
+        [json!({"click_id": forged}), json!({"click_id": "nope"}), json!({"uid": "u", "click_id": click_id}), json!({})]
+    {
+        let (s, r) = postback(&app, &a.key, body.clone()).await;
+        assert_eq!(s, 400, "{body}: {r}");
+    }
+    let b = fixture_for_existing_placement(&app, "UTC", 2_000_000, 1_000_000_000).await;
+    let (s, r) = postback(&app, &b.key, json!({"click_id": click_id})).await;
+    assert_eq!((s, r["error"]["code"].as_str()), (400, Some("invalid_click_id")), "{r}");
 }

@@ -38,6 +38,19 @@ const TOKEN_LEN: usize = PAYLOAD_LEN + TAG_LEN;
 /// Length of a token in its base64url text form.
 pub const TOKEN_TEXT_LEN: usize = (TOKEN_LEN * 4).div_ceil(3);
 
+/// What a click id says: whose click it was, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClickId {
+    pub advertiser_id: i64,
+    pub user_key: u64,
+    pub clicked_at_ms: Millis,
+}
+
+const CLICK_ID_VERSION: u8 = 1;
+const CLICK_PAYLOAD_LEN: usize = 1 + 8 + 8 + 8;
+/// Length of a click id in its base64url text form.
+pub const CLICK_ID_TEXT_LEN: usize = ((CLICK_PAYLOAD_LEN + TAG_LEN) * 4).div_ceil(3);
+
 /// What a decision hands to its beacons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrackingToken {
@@ -113,6 +126,54 @@ impl TokenSigner {
         mac.update(payload);
         mac.verify_truncated_left(tag).map_err(|_| TokenError::BadSignature)?;
         decode_payload(payload).ok_or(TokenError::Malformed)
+    }
+
+    /// A click id: the advertiser and the (pseudonymous) user of a click, signed, for the
+    /// advertiser's landing page to pass back with a conversion. It names no ad, so a
+    /// conversion by click id is credited like any other (to the user's journey).
+    pub fn sign_click_id(&self, id: &ClickId) -> String {
+        let mut payload = [0u8; CLICK_PAYLOAD_LEN];
+        payload[0] = CLICK_ID_VERSION;
+        payload[1..9].copy_from_slice(&id.advertiser_id.to_le_bytes());
+        payload[9..17].copy_from_slice(&id.user_key.to_le_bytes());
+        payload[17..25].copy_from_slice(&id.clicked_at_ms.to_le_bytes());
+        let mut mac = self.mac.clone();
+        mac.update(b"adtally-click\0");
+        mac.update(&payload);
+        let tag = mac.finalize().into_bytes();
+        let mut bytes = [0u8; CLICK_PAYLOAD_LEN + TAG_LEN];
+        bytes[..CLICK_PAYLOAD_LEN].copy_from_slice(&payload);
+        bytes[CLICK_PAYLOAD_LEN..].copy_from_slice(&tag[..TAG_LEN]);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Checks a click id's signature in constant time and decodes it.
+    pub fn verify_click_id(&self, text: &str) -> Result<ClickId, TokenError> {
+        if text.len() != CLICK_ID_TEXT_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let mut bytes = [0u8; CLICK_PAYLOAD_LEN + TAG_LEN + 2];
+        let len = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode_slice(text.as_bytes(), &mut bytes)
+            .map_err(|_| TokenError::Malformed)?;
+        if len != CLICK_PAYLOAD_LEN + TAG_LEN || bytes[0] != CLICK_ID_VERSION {
+            return Err(TokenError::Malformed);
+        }
+        let (payload, tag) = bytes[..len].split_at(CLICK_PAYLOAD_LEN);
+        let mut mac = self.mac.clone();
+        mac.update(b"adtally-click\0");
+        mac.update(payload);
+        mac.verify_truncated_left(tag).map_err(|_| TokenError::BadSignature)?;
+        let field = |range: std::ops::Range<usize>| {
+            let mut out = [0u8; 8];
+            out.copy_from_slice(&payload[range]);
+            out
+        };
+        Ok(ClickId {
+            advertiser_id: i64::from_le_bytes(field(1..9)),
+            user_key: u64::from_le_bytes(field(9..17)),
+            clicked_at_ms: i64::from_le_bytes(field(17..25)),
+        })
     }
 
     /// A keyed 64-bit hash, for pseudonymous user and address keys.
@@ -228,6 +289,21 @@ mod tests {
             let tampered = String::from_utf8(bytes).unwrap_or_default();
             assert!(signer.verify(&tampered).is_err(), "position {i}");
         }
+    }
+
+    #[test]
+    fn click_ids_round_trip_and_refuse_tampering_and_tokens() {
+        let signer = TokenSigner::new(b"secret");
+        let id = ClickId { advertiser_id: 7, user_key: 42, clicked_at_ms: 1_764_000_000_000 };
+        let text = signer.sign_click_id(&id);
+        assert_eq!(text.len(), CLICK_ID_TEXT_LEN);
+        assert_eq!(signer.verify_click_id(&text), Ok(id));
+        assert!(TokenSigner::new(b"other").verify_click_id(&text).is_err());
+        let mut bytes = text.clone().into_bytes();
+        bytes[5] = if bytes[5] == b'A' { b'B' } else { b'A' };
+        assert!(signer.verify_click_id(&String::from_utf8(bytes).unwrap_or_default()).is_err());
+        // A tracking token is not a click id, whatever its length.
+        assert!(signer.verify_click_id(&signer.sign(&sample())).is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use adtally_core::catalog::Format;
 use adtally_core::clock::DAY;
 use adtally_core::counting::DecisionRef;
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
-use adtally_core::token::{TrackingToken, TOKEN_TEXT_LEN};
+use adtally_core::token::{ClickId, TrackingToken, TOKEN_TEXT_LEN};
 use adtally_core::traffic::{givt_verdict, is_prefetch};
 
 use crate::api::{text, Caller};
@@ -400,7 +400,12 @@ pub async fn click(
     let catalog = state.catalog();
     let target =
         catalog.click_targets.get(&(i64::from(t.ad_id), t.ad_version)).ok_or_else(|| ApiError::not_found("ad"))?;
-    let location = redirect_target(target).ok_or_else(|| ApiError::not_found("ad"))?;
+    let click_id = state.signer.sign_click_id(&ClickId {
+        advertiser_id: t.advertiser_id.into(),
+        user_key: t.user_key,
+        clicked_at_ms: state.clock.now_ms(),
+    });
+    let location = redirect_target(target, &click_id).ok_or_else(|| ApiError::not_found("ad"))?;
     Ok((
         StatusCode::FOUND,
         [(header::LOCATION, location), (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
@@ -408,18 +413,38 @@ pub async fn click(
         .into_response())
 }
 
-/// The `Location` of a click. Target URLs are stored normalized (ASCII); one stored
-/// before normalization is normalized here rather than failing the click.
-fn redirect_target(target_url: &str) -> Option<HeaderValue> {
-    HeaderValue::from_str(target_url)
-        .ok()
-        .or_else(|| url::Url::parse(target_url).ok().and_then(|u| HeaderValue::from_str(u.as_str()).ok()))
+/// The query parameter that carries the click id to the advertiser's landing page, for
+/// its postback to pass back (like an ad network's click id).
+pub const CLICK_ID_PARAM: &str = "adtally_click";
+
+/// The `Location` of a click: the approved target URL with the click id appended (the
+/// URL parser re-normalizes a target stored before normalization existed).
+fn redirect_target(target_url: &str, click_id: &str) -> Option<HeaderValue> {
+    let mut url = url::Url::parse(target_url).ok()?;
+    url.query_pairs_mut().append_pair(CLICK_ID_PARAM, click_id);
+    HeaderValue::from_str(url.as_str()).ok()
+}
+
+/// The user key of a click id the advertiser passed back; refused when it is not ours or
+/// names another advertiser's click (which answers like an unknown one).
+fn user_of_click(state: &AppState, advertiser_id: i64, click_id: &str) -> Result<u64, ApiError> {
+    let click = state
+        .signer
+        .verify_click_id(click_id.trim())
+        .map_err(|_| ApiError::bad_request("invalid_click_id", "click_id is not a click id this server gave"))?;
+    if click.advertiser_id != advertiser_id {
+        return Err(ApiError::bad_request("invalid_click_id", "click_id is not a click on this advertiser's ads"));
+    }
+    Ok(click.user_key)
 }
 
 #[derive(Deserialize)]
 pub struct ConversionPixel {
     advertiser: Option<i64>,
     uid: Option<String>,
+    /// The landing page's `adtally_click`, which names the user better than the pixel's
+    /// own request can.
+    click_id: Option<String>,
     value_micros: Option<i64>,
     order_id: Option<String>,
 }
@@ -500,7 +525,10 @@ pub async fn conversion_pixel(
     }
     let visitor = Visitor::new(&state, peer, &headers);
     let now = state.clock.now_ms();
-    let user_key = visitor.user_key(&state, q.uid.as_deref().filter(|u| !u.is_empty()), now);
+    let user_key = match q.click_id.as_deref().filter(|c| !c.is_empty()) {
+        Some(click_id) => user_of_click(&state, advertiser_id, click_id)?,
+        None => visitor.user_key(&state, q.uid.as_deref().filter(|u| !u.is_empty()), now),
+    };
     let report = ConversionReport {
         advertiser_id,
         user_key,
@@ -517,7 +545,9 @@ pub async fn conversion_pixel(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConversionPostback {
-    uid: String,
+    uid: Option<String>,
+    /// The `adtally_click` parameter the landing page received, instead of `uid`.
+    click_id: Option<String>,
     value_micros: Option<i64>,
     order_id: Option<String>,
     advertiser_id: Option<i64>,
@@ -536,9 +566,12 @@ pub async fn conversion_postback(
     if !caller.owns(advertiser_id) || !state.catalog().advertisers.contains_key(&advertiser_id) {
         return Err(ApiError::not_found("advertiser"));
     }
-    let uid = text("uid", &body.uid, 1, MAX_UID_LEN)?;
     let (value, order) = conversion_fields(body.value_micros, body.order_id.as_deref())?;
-    let user_key = state.signer.keyed_hash(&[b"uid", uid.as_bytes()]);
+    let user_key = match (&body.uid, &body.click_id) {
+        (Some(uid), None) => state.signer.keyed_hash(&[b"uid", text("uid", uid, 1, MAX_UID_LEN)?.as_bytes()]),
+        (None, Some(click_id)) => user_of_click(&state, advertiser_id, click_id)?,
+        _ => return Err(ApiError::invalid("give exactly one of uid and click_id")),
+    };
     let report = ConversionReport {
         advertiser_id,
         user_key,
