@@ -43,7 +43,10 @@ fn main() {
         map.insert(i, i);
         black_box(map.get(&(i / 2)));
     });
-    println!("{}", serde_json::json!({"bench": "baseline_hashmap_insert_lookup", "ns": (baseline * 10.0).round() / 10.0}));
+    println!(
+        "{}",
+        serde_json::json!({"bench": "baseline_hashmap_insert_lookup", "ns": (baseline * 10.0).round() / 10.0})
+    );
 
     // Per event in a batch: add the user to the batch row's sparse sketch (a few users).
     let mut small = Sketch::default();

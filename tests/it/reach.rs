@@ -85,10 +85,7 @@ async fn reach_and_frequency_are_exact_per_row_and_in_totals() {
     // Over the whole range per campaign: users are counted once across both days.
     let (s, report) = app.get(&a.key, "/v1/reports?from=2026-11-19&to=2026-11-20&group_by=campaign").await;
     assert_eq!(s, 200, "{report}");
-    assert_eq!(
-        rows(&report),
-        vec![(String::new(), c1, 7, 3, Some(2.3333)), (String::new(), c2, 6, 3, Some(2.0))]
-    );
+    assert_eq!(rows(&report), vec![(String::new(), c1, 7, 3, Some(2.3333)), (String::new(), c2, 6, 3, Some(2.0))]);
 
     // CSV: the two columns follow invalid_clicks; no impressions means reach 0 and an
     // empty frequency.

@@ -320,7 +320,11 @@ mod tests {
         for (seed, n) in [(1, 10_000), (2, 100_000), (3, 1_000_000), (4, 3_000)] {
             let s = sketch_of(keys(seed, n));
             let err = relative_error(s.estimate(), n);
-            eprintln!("{n} distinct: estimate {} ({:+.3}%)", s.estimate(), (s.estimate() as f64 / n as f64 - 1.0) * 100.0);
+            eprintln!(
+                "{n} distinct: estimate {} ({:+.3}%)",
+                s.estimate(),
+                (s.estimate() as f64 / n as f64 - 1.0) * 100.0
+            );
             assert!(err < 0.02, "{n} distinct: estimate {} ({:.2}% off)", s.estimate(), err * 100.0);
         }
         // Keys that are not hashes (sequential ids) are spread by `mix`.

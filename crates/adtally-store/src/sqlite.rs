@@ -1701,7 +1701,9 @@ mod tests {
         store
             .with_conn(|c| {
                 let version = MIGRATIONS.len() - 1;
-                Ok(c.execute_batch(&format!("ALTER TABLE rollups DROP COLUMN reach; PRAGMA user_version = {version};"))?)
+                Ok(c.execute_batch(&format!(
+                    "ALTER TABLE rollups DROP COLUMN reach; PRAGMA user_version = {version};"
+                ))?)
             })
             .expect("downgrade");
         drop(store);
