@@ -395,5 +395,17 @@ mod tests {
             // And it is the sketch of the union, whichever way it was built.
             prop_assert_eq!(&ab_c, &sketch_of(a.into_iter().chain(b).chain(c)));
         }
+
+        #[test]
+        fn any_stored_bytes_read_without_panicking(tag in 0u8..3, body in prop::collection::vec(any::<u8>(), 0..64)) {
+            let mut bytes = vec![VERSION, tag];
+            bytes.extend(body);
+            if let Ok(s) = Sketch::from_bytes(&bytes) {
+                prop_assert_eq!(s.to_bytes(), bytes);
+                let mut merged = s.clone();
+                merged.merge(&s);
+                prop_assert_eq!(merged.estimate(), s.estimate());
+            }
+        }
     }
 }
