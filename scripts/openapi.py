@@ -7,6 +7,11 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "crates/adtally-server/src/openapi.json"
 
+METRIC_NOTES = {
+    "reach": {"description": "distinct users with a valid impression: exact up to 2048, a HyperLogLog estimate (about 0.8% standard error) above"},
+    "frequency": {"description": "impressions / reach; null when reach is 0"},
+}
+
 def ref(name):
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -77,10 +82,12 @@ schemas = {
     "ImportResult": {"type": "object", "properties": {"accepted": {"type": "integer"}, "duplicates": {"type": "integer"},
         "rejected_count": {"type": "integer"}, "rejected": {"type": "array", "items": {"type": "object", "properties": {"line": {"type": "integer"}, "error": {"type": "string"}}}},
         "verdicts": {"type": "object", "additionalProperties": {"type": "integer"}}}},
-    "Metrics": {"type": "object", "properties": {name: ({"type": ["number", "null"]} if name in ("ctr", "viewability_rate", "conversion_rate", "roas")
+    "Metrics": {"type": "object", "properties": {name: ({"type": ["number", "null"]} if name in ("ctr", "viewability_rate", "conversion_rate", "roas", "frequency")
         else {"type": ["integer", "null"]} if name in ("cpm_micros", "cpc_micros", "cpa_micros") else {"type": "integer"})
+        | METRIC_NOTES.get(name, {})
         for name in ["impressions", "viewable_impressions", "clicks", "conversions", "ctr", "viewability_rate", "spend_micros", "cpm_micros",
-                     "cpc_micros", "conversion_rate", "cpa_micros", "revenue_micros", "roas", "invalid_impressions", "invalid_clicks"]}},
+                     "cpc_micros", "conversion_rate", "cpa_micros", "revenue_micros", "roas", "invalid_impressions", "invalid_clicks",
+                     "reach", "frequency"]}},
     "Report": {"type": "object", "properties": {"rows": {"type": "array", "items": {"allOf": [ref("Metrics"), {"type": "object", "properties": {
         "date": {"type": "string", "format": "date"}, "hour": TIME, "campaign_id": NULL_OR(ID), "ad_id": NULL_OR(ID), "placement": NULL_OR({"type": "string"}),
         "device": {"type": "string"}, "country": {"type": "string"}}}]}}, "totals": ref("Metrics"), "timezone": {"type": "string"}}},

@@ -554,6 +554,7 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     );
     assert_eq!(browser.js(&tile("clicks"), json!([])).await, json!(thousands(t["clicks"].as_i64().unwrap_or(-1))));
     assert_eq!(browser.js(&tile("ctr"), json!([])).await, json!(percent(&t["ctr"])));
+    assert_eq!(browser.js(&tile("reach"), json!([])).await, json!(thousands(t["reach"].as_i64().unwrap_or(-1))));
     let days = browser.js("return document.querySelectorAll('#daily-chart g[data-date]').length;", json!([])).await;
     assert_eq!(days, 7, "last 7 days = 7 bars");
     browser.resize(1280, 1500).await;

@@ -11,6 +11,7 @@ mod durability;
 mod email;
 mod hardening;
 mod insights;
+mod reach;
 mod reports;
 mod session;
 mod support;

@@ -17,6 +17,7 @@ pub mod insights;
 pub mod metrics;
 pub mod money;
 pub mod report;
+pub mod sketch;
 pub mod token;
 pub mod traffic;
 pub mod weekly;

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::event::{EventKind, Verdict};
+use crate::sketch::Sketch;
 
 /// Sums over a set of events: the raw material of every report row.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub struct Counts {
     pub invalid_clicks: i64,
     /// Invalid events per (kind, reason), for the IVT report.
     pub invalid: BTreeMap<(EventKind, Verdict), i64>,
+    /// The users of the valid impressions, for reach and frequency.
+    pub reach: Sketch,
 }
 
 impl Counts {
@@ -63,11 +66,13 @@ impl Counts {
         for (key, n) in &other.invalid {
             add(self.invalid.entry(*key).or_default(), *n);
         }
+        self.reach.merge(&other.reach);
     }
 
     pub fn metrics(&self) -> Metrics {
         let percent = |num: i64, den: i64| (den != 0).then(|| num as f64 * 100.0 / den as f64);
         let per = |num: i128, den: i64| (den != 0).then(|| saturate(num / i128::from(den)));
+        let reach = i64::try_from(self.reach.estimate()).unwrap_or(i64::MAX);
         Metrics {
             impressions: self.impressions,
             viewable_impressions: self.viewable_impressions,
@@ -84,6 +89,8 @@ impl Counts {
             roas: (self.spend_micros != 0).then(|| self.revenue_micros as f64 / self.spend_micros as f64),
             invalid_impressions: self.invalid_impressions,
             invalid_clicks: self.invalid_clicks,
+            reach,
+            frequency: (reach != 0).then(|| self.impressions as f64 / reach as f64),
         }
     }
 }
@@ -111,6 +118,11 @@ pub struct Metrics {
     pub roas: Option<f64>,
     pub invalid_impressions: i64,
     pub invalid_clicks: i64,
+    /// Distinct users with a valid impression: exact up to
+    /// [`crate::sketch::SPARSE_MAX`], a HyperLogLog estimate above.
+    pub reach: i64,
+    /// Impressions per user reached.
+    pub frequency: Option<f64>,
 }
 
 /// A metric's value as reports print it.
@@ -122,7 +134,7 @@ pub enum MetricValue {
 }
 
 impl Metrics {
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 17] = [
         "impressions",
         "viewable_impressions",
         "clicks",
@@ -138,10 +150,12 @@ impl Metrics {
         "roas",
         "invalid_impressions",
         "invalid_clicks",
+        "reach",
+        "frequency",
     ];
 
     /// Values in the order of [`Metrics::NAMES`].
-    pub fn values(&self) -> [MetricValue; 15] {
+    pub fn values(&self) -> [MetricValue; 17] {
         use MetricValue::*;
         [
             Int(self.impressions),
@@ -159,6 +173,8 @@ impl Metrics {
             Rate(self.roas),
             Int(self.invalid_impressions),
             Int(self.invalid_clicks),
+            Int(self.reach),
+            Rate(self.frequency),
         ]
     }
 }
@@ -172,6 +188,23 @@ mod tests {
         let m = Counts::default().metrics();
         assert_eq!((m.ctr, m.viewability_rate, m.cpm_micros, m.cpc_micros), (None, None, None, None));
         assert_eq!((m.conversion_rate, m.cpa_micros, m.roas), (None, None, None));
+        assert_eq!((m.reach, m.frequency), (0, None));
+    }
+
+    #[test]
+    fn frequency_is_impressions_per_user_reached() {
+        let mut c = Counts::default();
+        c.add(EventKind::Impression, Verdict::Valid, 7, 0, 0);
+        for user in [1, 2, 1, 3, 2, 1, 1] {
+            c.reach.insert(user);
+        }
+        let mut other = Counts::default();
+        other.add(EventKind::Impression, Verdict::Valid, 2, 0, 0);
+        other.reach.insert(4);
+        other.reach.insert(1);
+        c.merge(&other);
+        let m = c.metrics();
+        assert_eq!((m.impressions, m.reach, m.frequency), (9, 4, Some(2.25)));
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub fn campaign_alerts(state: &AppState, campaign: &Campaign) -> Result<Vec<Insi
         to_ms,
         by_bucket,
         group_by: Vec::new(),
+        reach: false,
     };
     let store = state.store.as_ref();
     let rows = store.rollup_rows(&query(Some(advertiser_id), Some(id), to_ms, true))?;

@@ -132,6 +132,7 @@ pub fn build_report(
             to_ms: to,
             by_bucket: false,
             group_by,
+            reach: false,
         })
     };
     let mut this_week = Counts::default();

@@ -97,6 +97,7 @@ async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams) -> Resul
         to_ms,
         by_bucket: spec.granularity != Granularity::Total,
         group_by: spec.group_by.clone(),
+        reach: true,
     };
     let found = state.blocking(move |s| s.rollup_rows(&query)).await?;
     let mut rows: BTreeMap<RowKey, Counts> = BTreeMap::new();
@@ -112,8 +113,15 @@ async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams) -> Resul
         };
         let s = r.sums;
         let (kind, verdict) = (r.kind, r.verdict);
-        rows.entry(key).or_default().add(kind, verdict, s.events, s.cost_micros, s.value_micros);
+        let row = rows.entry(key).or_default();
+        row.add(kind, verdict, s.events, s.cost_micros, s.value_micros);
         totals.add(kind, verdict, s.events, s.cost_micros, s.value_micros);
+        // Reach is not additive: a row (a local day of quarter-hour buckets, say) and the
+        // totals take the union of their buckets' users.
+        if let Some(users) = &r.reach {
+            row.reach.merge(users);
+            totals.reach.merge(users);
+        }
     }
     Ok(Report { spec, tz, rows, totals, catalog })
 }

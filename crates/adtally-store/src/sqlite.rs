@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::types::Value;
+use rusqlite::functions::{Aggregate, Context, FunctionFlags};
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use adtally_core::attribution::{ConversionFact, PathTouch, TouchKind, CLICK_WINDOW_MS};
@@ -20,8 +21,9 @@ use adtally_core::clock::{Millis, DAY};
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
 use adtally_core::metrics::saturate;
 use adtally_core::report::{bucket_of, Dimension};
+use adtally_core::sketch::Sketch;
 
-use crate::rollup::{aggregate, RollupQuery, RollupRow, RollupSums};
+use crate::rollup::{aggregate, has_reach, RollupQuery, RollupRow, RollupSums};
 use crate::{
     AdPerformance, ApiKeyInfo, ApprovedVersion, AuditEntry, CampaignSpend, ConsistencyCheck, FoundSession, Idempotency,
     KeyOwner, PendingEvent, PromoCode, Result, Session, Store, StoreError, Totals, TouchPaths,
@@ -174,6 +176,21 @@ CREATE TABLE sessions (
 ) WITHOUT ROWID;
 CREATE INDEX sessions_key ON sessions(key_hash);
 "#,
+    r#"
+-- Reach: the users of each valid-impression rollup row as a mergeable sketch (see
+-- adtally_core::sketch; NULL on every other row). Rebuilt from the raw events, so
+-- reach also covers what was counted before the upgrade. Buckets as bucket_of
+-- (floor division, also for times before 1970).
+ALTER TABLE rollups ADD COLUMN reach BLOB;
+UPDATE rollups SET reach = s.sketch FROM (
+    SELECT at_ms - ((at_ms % 900000) + 900000) % 900000 AS bucket_ms, advertiser_id, campaign_id, ad_id,
+           placement_id, device, country, reach_sketch(user_key) AS sketch
+    FROM events WHERE kind = 1 AND verdict = 0 GROUP BY 1, 2, 3, 4, 5, 6, 7
+) AS s
+WHERE rollups.bucket_ms = s.bucket_ms AND rollups.advertiser_id = s.advertiser_id
+  AND rollups.campaign_id = s.campaign_id AND rollups.ad_id = s.ad_id AND rollups.placement_id = s.placement_id
+  AND rollups.device = s.device AND rollups.country = s.country AND rollups.kind = 1 AND rollups.verdict = 0;
+"#,
 ];
 
 /// Absent ids (a conversion's campaign, ad and placement before attribution; its
@@ -308,8 +325,77 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// A stored sketch, or `None` for SQL NULL; anything else is a damaged row.
+fn sketch_arg(ctx: &Context<'_>, index: usize) -> rusqlite::Result<Option<Sketch>> {
+    match ctx.get_raw(index) {
+        ValueRef::Null => Ok(None),
+        ValueRef::Blob(bytes) => {
+            Sketch::from_bytes(bytes).map(Some).map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
+        }
+        _ => Err(rusqlite::Error::UserFunctionError("reach sketch: not a blob".into())),
+    }
+}
+
+/// `reach_union(sketch)`: the union of a group's sketches, NULL when it has none.
+struct ReachUnion;
+
+impl Aggregate<Option<Sketch>, Option<Vec<u8>>> for ReachUnion {
+    fn init(&self, _: &mut Context<'_>) -> rusqlite::Result<Option<Sketch>> {
+        Ok(None)
+    }
+    fn step(&self, ctx: &mut Context<'_>, acc: &mut Option<Sketch>) -> rusqlite::Result<()> {
+        if let Some(sketch) = sketch_arg(ctx, 0)? {
+            match acc {
+                Some(union) => union.merge(&sketch),
+                None => *acc = Some(sketch),
+            }
+        }
+        Ok(())
+    }
+    fn finalize(&self, _: &mut Context<'_>, acc: Option<Option<Sketch>>) -> rusqlite::Result<Option<Vec<u8>>> {
+        Ok(acc.flatten().map(|s| s.to_bytes()))
+    }
+}
+
+/// `reach_sketch(user_key)`: the sketch of a group's users (the migration that builds
+/// sketches from raw events).
+struct ReachSketch;
+
+impl Aggregate<Sketch, Vec<u8>> for ReachSketch {
+    fn init(&self, _: &mut Context<'_>) -> rusqlite::Result<Sketch> {
+        Ok(Sketch::default())
+    }
+    fn step(&self, ctx: &mut Context<'_>, acc: &mut Sketch) -> rusqlite::Result<()> {
+        acc.insert(ctx.get::<i64>(0)? as u64);
+        Ok(())
+    }
+    fn finalize(&self, _: &mut Context<'_>, acc: Option<Sketch>) -> rusqlite::Result<Vec<u8>> {
+        Ok(acc.unwrap_or_default().to_bytes())
+    }
+}
+
+/// Sketch functions for SQL, so that merging happens inside the statement that reads
+/// or upserts a row instead of a read, a round trip through Rust and a write.
+fn register_sketch_functions(conn: &Connection) -> Result<()> {
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    // `reach_merge(a, b)`: the union of two sketches, either of which may be NULL.
+    conn.create_scalar_function("reach_merge", 2, flags, |ctx| {
+        Ok(match (sketch_arg(ctx, 0)?, sketch_arg(ctx, 1)?) {
+            (Some(mut a), Some(b)) => {
+                a.merge(&b);
+                Some(a.to_bytes())
+            }
+            (a, b) => a.or(b).map(|s| s.to_bytes()),
+        })
+    })?;
+    conn.create_aggregate_function("reach_union", 1, flags, ReachUnion)?;
+    conn.create_aggregate_function("reach_sketch", 1, flags, ReachSketch)?;
+    Ok(())
+}
+
 fn open_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path)?;
+    register_sketch_functions(&conn)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // NORMAL in WAL mode: a committed transaction survives a process crash (kill -9);
     // only an operating-system crash or power loss can lose the last commits.
@@ -1269,14 +1355,16 @@ impl Store for SqliteStore {
             }
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO rollups (bucket_ms, advertiser_id, campaign_id, ad_id, placement_id, device, country,
-                 kind, verdict, events, cost_micros, value_micros)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 kind, verdict, events, cost_micros, value_micros, reach)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT DO UPDATE SET events = events + excluded.events,
+                   reach = reach_merge(reach, excluded.reach),
                    cost_micros = MIN(cost_micros, 9223372036854775807 - excluded.cost_micros) + excluded.cost_micros,
                    value_micros = MIN(value_micros, 9223372036854775807 - excluded.value_micros) + excluded.value_micros",
             )?;
             let events = stored.iter().map(|(_, e)| *e).chain(superseded.iter());
-            for (k, s) in aggregate(events) {
+            for (k, (s, reach)) in aggregate(events) {
+                let reach = has_reach(k.kind, k.verdict).then(|| reach.to_bytes());
                 upsert.execute(params![
                     k.bucket_ms,
                     k.advertiser_id,
@@ -1289,7 +1377,8 @@ impl Store for SqliteStore {
                     k.verdict.code(),
                     s.events,
                     saturate(s.cost_micros),
-                    saturate(s.value_micros)
+                    saturate(s.value_micros),
+                    reach
                 ])?;
             }
         }
@@ -1368,13 +1457,14 @@ impl Store for SqliteStore {
         group.extend(select[1..].iter().copied().filter(|c| !c.starts_with('0') && !c.starts_with('\'')));
         group.extend(["kind", "verdict"]);
         let sql = format!(
-            "SELECT {}, kind, verdict, SUM(events), {}, {} FROM rollups
+            "SELECT {}, kind, verdict, SUM(events), {}, {}, {} FROM rollups
              WHERE bucket_ms >= ?1 AND bucket_ms < ?2 AND (?3 IS NULL OR advertiser_id = ?3)
                AND (?4 IS NULL OR campaign_id = ?4) AND (?5 IS NULL OR ad_id = ?5)
              GROUP BY {}",
             select.join(", "),
             wide_sum("cost_micros"),
             wide_sum("value_micros"),
+            if q.reach { "reach_union(reach)" } else { "NULL" },
             group.join(", ")
         );
         self.with_conn(|c| {
@@ -1392,6 +1482,12 @@ impl Store for SqliteStore {
                     kind: EventKind::from_code(kind).ok_or_else(|| bad_column("kind", &kind.to_string()))?,
                     verdict: Verdict::from_code(verdict).ok_or_else(|| bad_column("verdict", &verdict.to_string()))?,
                     sums: RollupSums { events: r.get(8)?, cost_micros: wide(r, 9)?, value_micros: wide(r, 11)? },
+                    reach: match r.get_ref(13)? {
+                        ValueRef::Blob(bytes) => Some(Sketch::from_bytes(bytes).map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(13, rusqlite::types::Type::Blob, Box::new(e))
+                        })?),
+                        _ => None,
+                    },
                 })
             })
         })
@@ -1623,6 +1719,48 @@ mod tests {
             })
             .expect("plan");
         assert!(plan.iter().any(|p| p.contains("events_advertiser_at")), "{plan:?}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn reach_merges_across_batches_and_the_migration_rebuilds_it_from_raw_events() {
+        let (store, dir) = temp_store("reach");
+        let (i, k) = (EventKind::Impression, EventKind::Click);
+        let day0 = 40 * DAY;
+        // Two batches into the same quarter hour, a second bucket, and events without reach.
+        for (offset, users) in [(0, vec![1, 2, 2]), (60_000, vec![2, 3]), (DAY, vec![1, 4])] {
+            let mut batch: Vec<PendingEvent> =
+                users.iter().map(|&u| PendingEvent::new(event(day0 + offset, i, Verdict::Valid, 1, u))).collect();
+            batch.push(PendingEvent::new(event(day0 + offset, i, Verdict::Bot, 1, 99)));
+            batch.push(PendingEvent::new(event(day0 + offset, k, Verdict::Valid, 1, 98)));
+            store.append_events(day0 + 2 * DAY, &mut batch, &mut |_, _| {}).expect("append");
+        }
+        let reach_of = |store: &SqliteStore, by_bucket: bool| -> Vec<(Millis, u64)> {
+            let q = RollupQuery { to_ms: i64::MAX, by_bucket, reach: true, ..Default::default() };
+            let rows = store.rollup_rows(&q).expect("rows");
+            assert!(rows.iter().all(|r| r.reach.is_some() == (r.kind == i && r.verdict == Verdict::Valid)));
+            let mut out: Vec<_> =
+                rows.iter().filter_map(|r| Some((r.bucket_ms, r.reach.as_ref()?.estimate()))).collect();
+            out.sort();
+            out
+        };
+        assert_eq!(reach_of(&store, true), vec![(day0, 3), (day0 + DAY, 2)]);
+        assert_eq!(reach_of(&store, false), vec![(0, 4)]);
+        assert!(store.consistency_check().expect("check").is_consistent());
+
+        // A store from before reach: no column, one version less. Reopening rebuilds.
+        store
+            .with_conn(|c| {
+                let version = MIGRATIONS.len() - 1;
+                Ok(c.execute_batch(&format!(
+                    "ALTER TABLE rollups DROP COLUMN reach; PRAGMA user_version = {version};"
+                ))?)
+            })
+            .expect("downgrade");
+        drop(store);
+        let store = SqliteStore::open(&dir).expect("reopen");
+        assert_eq!(reach_of(&store, true), vec![(day0, 3), (day0 + DAY, 2)]);
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }

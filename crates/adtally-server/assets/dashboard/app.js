@@ -463,7 +463,8 @@
         var t = day.totals;
         var tiles = [["Impressions", num(t.impressions), "impressions"], ["Viewable", pct(t.viewability_rate), "viewability_rate"],
           ["Clicks", num(t.clicks), "clicks"], ["CTR", pct(t.ctr), "ctr"], ["Spend", money(t.spend_micros), "spend_micros"],
-          ["Conversions", num(t.conversions), "conversions"]];
+          ["Conversions", num(t.conversions), "conversions"], ["Reach", num(t.reach), "reach"],
+          ["Frequency", t.frequency === null || t.frequency === undefined ? "—" : t.frequency.toFixed(2), "frequency"]];
         var adMetrics = {};
         adRep.rows.forEach(function (r) { adMetrics[r.ad_id] = r; });
         var adCols = [{ key: "headline", title: "Ad", cell: function (r) { return r.ad ? r.ad.headline : ""; } },
