@@ -382,8 +382,10 @@ async fn browser_tag_renders_counts_viewability_and_clicks() {
     assert_eq!(counts(&m, "nothing"), (0, 0, 0), "{m:?}");
 }
 
-/// The tag's video rule, against a stand-in ad server (the server has no `video`
-/// format yet): a muted inline video counts as viewable only after two continuous
+/// The tag's video rule, against a stand-in ad server (the server takes only https
+/// `video_url`s, and this test's page is plain http on loopback; the server's video
+/// format is tested in `trust::video_ads_carry_their_file_and_need_longer_in_view`): a
+/// muted inline video counts as viewable only after two continuous
 /// seconds at least half in view while playing; a paused one never; one scrolled away
 /// after a second does not, and counts once when it later stays in view.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
