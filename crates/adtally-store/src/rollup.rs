@@ -27,6 +27,23 @@ pub struct RollupKey {
     pub verdict: Verdict,
 }
 
+impl RollupKey {
+    /// The row an event is summed into.
+    pub(crate) fn of(e: &Event) -> Self {
+        RollupKey {
+            bucket_ms: bucket_of(e.at_ms),
+            advertiser_id: e.advertiser_id,
+            campaign_id: e.campaign_id,
+            ad_id: e.ad_id,
+            placement_id: e.placement_id,
+            device: e.device,
+            country: e.country,
+            kind: e.kind,
+            verdict: e.verdict,
+        }
+    }
+}
+
 /// Summed events, cost and value. Money sums are `i128`: a sum over any number of rows
 /// of `i64` amounts cannot overflow it, so no report can fail on one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,18 +62,7 @@ pub(crate) fn has_reach(kind: EventKind, verdict: Verdict) -> bool {
 pub(crate) fn aggregate<'a>(events: impl Iterator<Item = &'a Event>) -> FastMap<RollupKey, (RollupSums, Sketch)> {
     let mut sums: FastMap<RollupKey, (RollupSums, Sketch)> = FastMap::default();
     for e in events {
-        let key = RollupKey {
-            bucket_ms: bucket_of(e.at_ms),
-            advertiser_id: e.advertiser_id,
-            campaign_id: e.campaign_id,
-            ad_id: e.ad_id,
-            placement_id: e.placement_id,
-            device: e.device,
-            country: e.country,
-            kind: e.kind,
-            verdict: e.verdict,
-        };
-        let (s, reach) = sums.entry(key).or_default();
+        let (s, reach) = sums.entry(RollupKey::of(e)).or_default();
         if has_reach(e.kind, e.verdict) {
             reach.insert(e.user_key);
         }

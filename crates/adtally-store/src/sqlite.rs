@@ -23,7 +23,7 @@ use adtally_core::metrics::saturate;
 use adtally_core::report::{bucket_of, Dimension};
 use adtally_core::sketch::Sketch;
 
-use crate::rollup::{aggregate, has_reach, RollupQuery, RollupRow, RollupSums};
+use crate::rollup::{aggregate, has_reach, RollupKey, RollupQuery, RollupRow, RollupSums};
 use crate::{
     AdPerformance, ApiKeyInfo, ApprovedVersion, AuditEntry, CampaignSpend, ConsistencyCheck, FoundSession, Idempotency,
     KeyOwner, PendingEvent, PromoCode, Result, Session, Store, StoreError, Totals, TouchPaths,
@@ -753,6 +753,21 @@ fn event_from(row: &Row) -> rusqlite::Result<Event> {
     })
 }
 
+/// A rollup key's columns, in the order of the table's key (`bucket_ms` … `verdict`).
+fn key_values(k: &RollupKey) -> [Value; 9] {
+    [
+        k.bucket_ms.into(),
+        k.advertiser_id.into(),
+        db_id(k.campaign_id).into(),
+        db_id(k.ad_id).into(),
+        db_id(k.placement_id).into(),
+        i64::from(k.device.code()).into(),
+        k.country.as_str().to_owned().into(),
+        i64::from(k.kind.code()).into(),
+        i64::from(k.verdict.code()).into(),
+    ]
+}
+
 /// Marks a stored conversion `duplicate` because an authoritative one replaced it, and
 /// takes it out of its rollup row. Returns the event as it now is, for the caller to add
 /// to the rollups under its new verdict in the same transaction; `None` when it was not
@@ -765,23 +780,13 @@ fn supersede(tx: &rusqlite::Transaction<'_>, id: i64) -> Result<Option<Event>> {
         return Ok(None);
     }
     tx.execute("UPDATE events SET verdict = ?2 WHERE id = ?1", params![id, Verdict::Duplicate.code()])?;
+    let key =
+        key_values(&RollupKey::of(&event)).into_iter().chain([event.cost_micros.into(), event.value_micros.into()]);
     tx.execute(
         "UPDATE rollups SET events = events - 1, cost_micros = cost_micros - ?10, value_micros = value_micros - ?11
          WHERE bucket_ms = ?1 AND advertiser_id = ?2 AND campaign_id = ?3 AND ad_id = ?4 AND placement_id = ?5
            AND device = ?6 AND country = ?7 AND kind = ?8 AND verdict = ?9",
-        params![
-            bucket_of(event.at_ms),
-            event.advertiser_id,
-            db_id(event.campaign_id),
-            db_id(event.ad_id),
-            db_id(event.placement_id),
-            event.device.code(),
-            event.country.as_str(),
-            event.kind.code(),
-            event.verdict.code(),
-            event.cost_micros,
-            event.value_micros
-        ],
+        rusqlite::params_from_iter(key),
     )?;
     event.verdict = Verdict::Duplicate;
     Ok(Some(event))
@@ -1365,21 +1370,9 @@ impl Store for SqliteStore {
             let events = stored.iter().map(|(_, e)| *e).chain(superseded.iter());
             for (k, (s, reach)) in aggregate(events) {
                 let reach = has_reach(k.kind, k.verdict).then(|| reach.to_bytes());
-                upsert.execute(params![
-                    k.bucket_ms,
-                    k.advertiser_id,
-                    db_id(k.campaign_id),
-                    db_id(k.ad_id),
-                    db_id(k.placement_id),
-                    k.device.code(),
-                    k.country.as_str(),
-                    k.kind.code(),
-                    k.verdict.code(),
-                    s.events,
-                    saturate(s.cost_micros),
-                    saturate(s.value_micros),
-                    reach
-                ])?;
+                let sums = [s.events.into(), saturate(s.cost_micros).into(), saturate(s.value_micros).into()];
+                let reach = reach.map_or(Value::Null, Value::Blob);
+                upsert.execute(rusqlite::params_from_iter(key_values(&k).into_iter().chain(sums).chain([reach])))?;
             }
         }
         tx.commit()?;
