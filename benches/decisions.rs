@@ -39,7 +39,7 @@ fn impression(i: u64, n: u64) -> Arrival {
         decision: DecisionRef::Token { decision_id, issued_at_ms },
         ad_id: (i % 1000) as i64,
         user_key: i,
-        ip_key: i % 65_536,
+        ip_key: Some(i % 65_536),
         givt: None,
         video: false,
     }

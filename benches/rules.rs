@@ -118,7 +118,7 @@ fn main() {
             decision: DecisionRef::Token { decision_id: i / 3, issued_at_ms: t0 },
             ad_id: (i % 100) as i64,
             user_key: i / 3,
-            ip_key: i % 5000,
+            ip_key: Some(i % 5000),
             givt: None,
             video: false,
         };

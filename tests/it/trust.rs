@@ -181,7 +181,7 @@ fn a_postback_replaces_a_pixel_in_the_same_batch() {
             ad_id: None,
             placement_id: None,
             user_key: 1,
-            ip_key: 0,
+            ip_key: None,
             device: Device::Desktop,
             country: Country::UNKNOWN,
             cost_micros: 0,

@@ -86,7 +86,7 @@ pub struct Arrival {
     pub user_key: u64,
     /// Keyed hash of the client address; 0 when unknown (imports without `ip`), which
     /// never counts towards the per-address limit.
-    pub ip_key: u64,
+    pub ip_key: Option<u64>,
     /// `bot`, `prefetch` or `datacenter` when the request itself gave it away.
     pub givt: Option<Verdict>,
     /// The served ad is a video (its viewable needs longer; see `too_early`).
@@ -291,7 +291,7 @@ impl CountingState {
         let over = |times: Option<&VecDeque<Millis>>| {
             times.is_some_and(|t| t.iter().filter(|&&at| at > a.at_ms - HOUR && at <= a.at_ms).count() >= limit)
         };
-        let by_ip = if a.ip_key == 0 { None } else { self.clicks_by_ip.get(&a.ip_key) };
+        let by_ip = a.ip_key.and_then(|ip| self.clicks_by_ip.get(&ip));
         if over(self.clicks_by_user.get(&a.user_key)) || over(by_ip) {
             return Verdict::ExcessiveActivity;
         }
@@ -318,8 +318,8 @@ impl CountingState {
                 self.last_click.insert((a.user_key, a.ad_id), at_ms, now_ms);
                 let keep = self.config.max_clicks_per_hour as usize;
                 push_click_time(&mut self.clicks_by_user, a.user_key, at_ms, keep, now_ms);
-                if a.ip_key != 0 {
-                    push_click_time(&mut self.clicks_by_ip, a.ip_key, at_ms, keep, now_ms);
+                if let Some(ip) = a.ip_key {
+                    push_click_time(&mut self.clicks_by_ip, ip, at_ms, keep, now_ms);
                 }
             }
             _ => {}
@@ -417,7 +417,7 @@ mod tests {
             decision: DecisionRef::Token { decision_id, issued_at_ms: T0 },
             ad_id: 1,
             user_key: 100,
-            ip_key: 200,
+            ip_key: Some(200),
             givt: None,
             video: false,
         }

@@ -171,7 +171,8 @@ pub struct Event {
     pub ad_id: Option<i64>,
     pub placement_id: Option<i64>,
     pub user_key: u64,
-    pub ip_key: u64,
+    /// `None` when the address is unknown (a server postback, an import without `ip`).
+    pub ip_key: Option<u64>,
     pub device: Device,
     pub country: Country,
     /// What this event was charged (valid impressions only).

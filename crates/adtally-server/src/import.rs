@@ -227,14 +227,11 @@ pub fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Res
     }
 
     let day = (at_ms / DAY).to_le_bytes();
-    let ip_bytes = ip.map(|ip| match ip {
-        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-        IpAddr::V6(a) => a.octets(),
-    });
-    let ip_key = ip_bytes.map_or(0, |b| state.signer.keyed_hash(&[b"ip", &day, &b]));
-    let user_key = match (&uid, &ip_bytes) {
+    // Keyed like live traffic: an IPv6 client by its /64.
+    let ip_key = ip.map(|ip| state.signer.keyed_hash(&[b"ip", &day, &crate::client::client_prefix(ip)]));
+    let user_key = match (&uid, ip_key) {
         (Some(uid), _) => state.signer.keyed_hash(&[b"uid", uid.as_bytes()]),
-        (None, Some(_)) => state.signer.keyed_hash(&[
+        (None, Some(ip_key)) => state.signer.keyed_hash(&[
             b"ipua",
             &day,
             &ip_key.to_le_bytes(),
@@ -276,7 +273,7 @@ pub fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Res
             cost_micros: 0,
             value_micros: if kind == EventKind::Conversion { value_micros } else { 0 },
         },
-        decision: DecisionRef::Imported { fresh_decision_id: state.next_decision_id(at_ms) },
+        decision: Some(DecisionRef::Imported { fresh_decision_id: state.next_decision_id(at_ms) }),
         givt,
         clearing_cpm_micros: campaign.map_or(0, |c| c.cpm_bid_micros),
         video: ad.is_some_and(|a| a.content.format == adtally_core::catalog::Format::Video),

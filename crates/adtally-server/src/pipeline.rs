@@ -43,7 +43,8 @@ const QUEUE_DEPTH: usize = 16_384;
 pub struct Submission {
     /// Everything but the verdict, decision (for imports) and cost, which the writer sets.
     pub event: Event,
-    pub decision: DecisionRef,
+    /// The decision a beacon belongs to; `None` for conversions, which have none.
+    pub decision: Option<DecisionRef>,
     /// `bot`, `prefetch` or `datacenter`, when the request gave it away.
     pub givt: Option<Verdict>,
     /// What a valid impression of this decision costs per thousand.
@@ -540,13 +541,13 @@ fn judge(
         }
         return;
     }
-    // Tracking and import always name what was served; an event that does not cannot
-    // belong to any decision.
-    let Some(served) = Served::of(event) else {
+    // Tracking and import always name what was served and its decision; an event that
+    // does not cannot belong to any decision.
+    let (Some(served), Some(decision)) = (Served::of(event), submission.decision) else {
         event.verdict = Verdict::NoImpression;
         return;
     };
-    let arrival = arrival_of(event, served.ad_id, submission.decision, submission.givt, submission.video);
+    let arrival = arrival_of(event, served.ad_id, decision, submission.givt, submission.video);
     let judgement = counting.judge(&arrival, now);
     event.verdict = judgement.verdict;
     event.decision_id = Some(judgement.decision_id);

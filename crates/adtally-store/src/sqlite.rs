@@ -251,7 +251,9 @@ fn bind_event(stmt: &mut rusqlite::CachedStatement<'_>, first: usize, id: i64, e
         db_id(e.ad_id),
         db_id(e.placement_id),
         e.user_key as i64,
-        e.ip_key as i64,
+        // An unknown address is stored as 0 (a NOT NULL column; a keyed hash is 0 with
+        // probability 2^-64).
+        e.ip_key.map_or(0, |k| k as i64),
         e.device.code().into(),
     ];
     for (i, v) in ints.iter().enumerate() {
@@ -745,7 +747,7 @@ fn event_from(row: &Row) -> rusqlite::Result<Event> {
         ad_id: id_from_db(row.get(6)?),
         placement_id: id_from_db(row.get(7)?),
         user_key: row.get::<_, i64>(8)? as u64,
-        ip_key: row.get::<_, i64>(9)? as u64,
+        ip_key: Some(row.get::<_, i64>(9)? as u64).filter(|k| *k != 0),
         device: Device::from_code(device).unwrap_or_default(),
         country: Country::parse(&country),
         cost_micros: row.get(12)?,
@@ -1663,7 +1665,7 @@ mod tests {
             ad_id: served.then_some(100 * advertiser_id),
             placement_id: served.then_some(1),
             user_key,
-            ip_key: 0,
+            ip_key: None,
             device: Device::Desktop,
             country: Country::UNKNOWN,
             cost_micros: 0,
