@@ -84,7 +84,7 @@ pub struct Arrival {
     pub decision: DecisionRef,
     pub ad_id: i64,
     pub user_key: u64,
-    /// Keyed hash of the client address; 0 when unknown (imports without `ip`), which
+    /// Keyed hash of the client address; `None` when unknown (imports without `ip`), which
     /// never counts towards the per-address limit.
     pub ip_key: Option<u64>,
     /// `bot`, `prefetch` or `datacenter` when the request itself gave it away.

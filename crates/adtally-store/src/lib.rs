@@ -292,8 +292,10 @@ pub trait Store: Send + Sync + 'static {
 
     // Events.
     /// Appends a batch in one transaction, with ids that start with `now_ms`. For each
-    /// event whose idempotency key is new (or absent), calls `judge` with its index — which sets the verdict and cost — then stores it and its
-    /// rollup. Only the single event writer calls this.
+    /// event whose idempotency key is new or absent (or an authoritative order that
+    /// replaces a pixel's; see [`Idempotency`]), calls `judge` with its index — which sets
+    /// the verdict and cost — then stores it and its rollup. Only the single event writer
+    /// calls this.
     fn append_events(
         &self,
         now_ms: Millis,
