@@ -841,3 +841,36 @@ fn without_click_id(url: &str) -> String {
         None => url.to_owned(),
     }
 }
+
+/// The campaign page shows the campaign's alerts (issue 12): six weeks of history with a
+/// fatigue pattern give one `ad_fatigue` alert with its advice, and a steady campaign of
+/// the same advertiser shows none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver (installed by .ci/run)"]
+async fn browser_campaign_page_shows_its_alerts() {
+    let app = spawn_app().await;
+    app.clock.set(crate::attribution::NOW);
+    let f = fixture(&app, "sidebar-main", 2_000_000).await;
+    let (steady, steady_ad) = crate::attribution::second_campaign(&app, &f.key).await;
+    let fatigue = crate::insights::six_weeks("f", f.campaign_id, f.ad_id, 400, |day| match day {
+        0..21 => 12,
+        21..28 => 10,
+        28..35 => 8,
+        _ => 5,
+    });
+    crate::attribution::import(&app, &fatigue).await;
+    crate::attribution::import(&app, &crate::insights::six_weeks("s", steady, steady_ad, 400, |_| 12)).await;
+    let (_, api) = app.get(&f.key, &format!("/v1/campaigns/{}/insights", f.campaign_id)).await;
+    let action = api["items"][0]["action"].as_str().expect("an alert").to_owned();
+
+    let browser = Browser::start().await;
+    sign_in(&browser, &app.base, &f.key).await;
+    browser.goto(&format!("{}/#/campaigns/{}", app.base, f.campaign_id)).await;
+    browser.wait_for("document.querySelector('#alerts [data-kind=ad_fatigue]')", "the fatigue alert").await;
+    assert!(browser.text("#alerts").await.contains(&action), "the alert's advice is shown");
+    browser.screenshot(&screenshots().join("dashboard-alerts.png")).await;
+    browser.goto(&format!("{}/#/campaigns/{steady}", app.base)).await;
+    let steady_page = "document.getElementById('campaign-name') && document.getElementById('campaign-name').textContent === 'Autumn' && document.getElementById('kpis')";
+    browser.wait_for(steady_page, "the steady campaign's page").await;
+    assert_eq!(browser.js("return document.querySelectorAll('#alerts').length;", json!([])).await, json!(0));
+}

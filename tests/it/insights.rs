@@ -14,7 +14,7 @@ const LAST_DAY: i64 = NOW - 12 * 3_600_000 - DAY;
 
 /// `impressions` a day for 42 days ending on 2026-11-19, each with its own user, and
 /// `clicks(day)` of them clicked 10 s later.
-fn six_weeks(
+pub(crate) fn six_weeks(
     tag: &str,
     campaign_id: i64,
     ad_id: i64,

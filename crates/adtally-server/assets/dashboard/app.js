@@ -456,10 +456,12 @@
       var daily = base + "&granularity=day";
       var byAd = base + "&group_by=ad";
       var dims = ["device", "placement", "country"];
+      // Alerts are advice: a failure to compute them never hides the campaign's numbers.
+      var alerts = get("/v1/campaigns/" + c.id + "/insights").then(null, function () { return { items: [] }; });
       return Promise.all([get("/v1/ads?campaign_id=" + c.id), get(daily), get(byAd), get(ivt)]
-        .concat(dims.map(function (d) { return get(base + "&group_by=" + d); }))).then(function (res) {
+        .concat(dims.map(function (d) { return get(base + "&group_by=" + d); })).concat([alerts])).then(function (res) {
         if (gen !== generation) return;
-        var ads = res[0].items, day = res[1], adRep = res[2], ivtRep = res[3];
+        var ads = res[0].items, day = res[1], adRep = res[2], ivtRep = res[3], insights = res[4 + dims.length].items || [];
         var t = day.totals;
         var tiles = [["Impressions", num(t.impressions), "impressions"], ["Viewable", pct(t.viewability_rate), "viewability_rate"],
           ["Clicks", num(t.clicks), "clicks"], ["CTR", pct(t.ctr), "ctr"], ["Spend", money(t.spend_micros), "spend_micros"],
@@ -505,6 +507,12 @@
           h("section", { class: "tiles", id: "kpis" }, tiles.map(function (x) {
             return h("div", { class: "tile", "data-metric": x[2] }, h("span", { class: "tl" }, x[0]), h("strong", null, x[1]));
           })),
+          insights.length ? h("section", { class: "card", id: "alerts" }, h("h2", null, "Alerts"),
+            insights.map(function (a) {
+              return h("div", { class: "alert", "data-kind": a.kind }, badge(a.severity), " ", h("strong", null, label(a.kind)),
+                h("span", { class: "hint" }, " " + a.period.from + " – " + a.period.to + " against " + a.baseline.from + " – " +
+                  a.baseline.to), h("p", null, a.action));
+            })) : null,
           h("section", { class: "card" }, h("div", { class: "head" }, h("h2", null, "Daily"), h("span", { class: "grow" }),
             csvButton(daily + "&format=csv", "adtally-campaign-" + c.id + "-daily.csv")),
             chart(day.rows, datesOf(rg, tz, day.rows.length ? day.rows[0].date : null))),
