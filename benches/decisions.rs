@@ -10,17 +10,12 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Instant;
 
+mod common;
+use common::resident_bytes;
+
 use adtally_core::clock::{Millis, DAY};
 use adtally_core::counting::{Arrival, CountingConfig, CountingState, DecisionRef};
 use adtally_core::event::{EventKind, Verdict};
-
-/// Resident memory of this process, from /proc (Linux); 0 elsewhere.
-fn resident_bytes() -> i64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<i64>().ok()))
-        .map_or(0, |pages| pages * 4096)
-}
 
 const T0: Millis = 1_764_000_000_000;
 

@@ -8,9 +8,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
-use adtally_core::catalog::{
-    Ad, AdContent, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, Pacing,
-};
+use adtally_core::catalog::{Ad, AdContent, Advertiser, Campaign, CampaignStatus, CreditKind, Format, Pacing};
 use adtally_core::clock::{Clock, SystemClock};
 use adtally_server::import::import_ndjson;
 use adtally_server::{build_state, Options, ServerConfig};
@@ -85,27 +83,9 @@ fn adtally(body: &str, runtime: &tokio::runtime::Runtime) -> f64 {
             ..Campaign::draft(adv.id, "c", 2_000_000, 1_000_000_000_000, now)
         })
         .expect("campaign");
-    let ad = store
-        .create_ad(&Ad {
-            id: 0,
-            campaign_id: c.id,
-            advertiser_id: adv.id,
-            content: AdContent {
-                format: Format::Sidebar,
-                headline: "h".into(),
-                body: String::new(),
-                image_url: None,
-                video_url: None,
-                cta: "Go".into(),
-                target_url: "https://bench.example".into(),
-            },
-            status: AdStatus::Approved,
-            rejection_reason: None,
-            version: 1,
-            revision: None,
-            created_at_ms: now,
-        })
-        .expect("ad");
+    let mut ad = Ad::new(c.id, adv.id, AdContent::new(Format::Sidebar, "h", "https://bench.example/"), now);
+    ad.approve();
+    let ad = store.create_ad(&ad).expect("ad");
     let body = body.replace("\"campaign_id\":0,\"ad_id\":0", &format!("\"campaign_id\":{},\"ad_id\":{}", c.id, ad.id));
     let options = Options {
         config: ServerConfig::default(),

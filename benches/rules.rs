@@ -8,22 +8,17 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Instant;
 
+mod common;
+
 use adtally_core::auction::{self, Bid};
 use adtally_core::clock::HOUR;
 use adtally_core::counting::{Arrival, CountingConfig, CountingState, DecisionRef};
 use adtally_core::event::{Country, Device, EventKind};
 use adtally_core::token::{TokenSigner, TrackingToken};
 use adtally_core::traffic::{DatacenterRanges, UserAgentClassifier};
+use common::{ns_per_call as time_n, resident_bytes};
 
 const N: u64 = 1_000_000;
-
-/// Resident memory of this process, from /proc (Linux); 0 elsewhere.
-fn resident_bytes() -> isize {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<isize>().ok()))
-        .map_or(0, |pages| pages * 4096)
-}
 
 /// Resident bytes per (user, campaign) pair (allocator overhead included) in frequency-cap state: 100 000 users who each
 /// saw one of 1 000 capped campaigns (cap 3 per 24 h) twice.
@@ -59,18 +54,6 @@ fn bytes_per_capped_pair() -> (usize, f64) {
 
 fn time(f: impl FnMut(u64)) -> f64 {
     time_n(N, f)
-}
-
-/// Nanoseconds per call of `f`, over `n` calls after `n / 10` to warm up.
-fn time_n(n: u64, mut f: impl FnMut(u64)) -> f64 {
-    for i in 0..n / 10 {
-        f(i);
-    }
-    let started = Instant::now();
-    for i in 0..n {
-        f(i);
-    }
-    started.elapsed().as_nanos() as f64 / n as f64
 }
 
 fn main() {

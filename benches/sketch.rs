@@ -6,21 +6,11 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::time::Instant;
+
+mod common;
 
 use adtally_core::sketch::{mix, Sketch};
-
-/// Nanoseconds per call of `f`, over `n` calls after `n / 10` to warm up.
-fn time_n(n: u64, mut f: impl FnMut(u64)) -> f64 {
-    for i in 0..n / 10 {
-        f(i);
-    }
-    let started = Instant::now();
-    for i in 0..n {
-        f(i);
-    }
-    started.elapsed().as_nanos() as f64 / n as f64
-}
+use common::ns_per_call as time_n;
 
 fn sketch_of(keys: impl IntoIterator<Item = u64>) -> Sketch {
     let mut s = Sketch::default();

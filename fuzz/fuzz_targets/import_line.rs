@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use adtally_core::catalog::{Ad, AdContent, AdStatus, Advertiser, Campaign, Format};
+use adtally_core::catalog::{Ad, AdContent, Advertiser, Campaign, Format};
 use adtally_core::clock::{Clock, SystemClock};
 use adtally_server::{build_state, AppState, Options, ServerConfig};
 use adtally_store::{SqliteStore, Store};
@@ -21,25 +21,8 @@ fn state() -> &'static Arc<AppState> {
             let a = store.create_advertiser(&Advertiser::new("A", "a@a.example", "UTC", now)).expect("advertiser");
             store.create_placement("sidebar-main", "s", Format::Sidebar, 0).expect("placement");
             let c = store.create_campaign(&Campaign::draft(a.id, "c", 1_000_000, 1_000_000_000, now)).expect("campaign");
-            let ad = Ad {
-                id: 0,
-                campaign_id: c.id,
-                advertiser_id: a.id,
-                content: AdContent {
-                    format: Format::Sidebar,
-                    headline: "h".into(),
-                    body: String::new(),
-                    image_url: None,
-                    video_url: None,
-                    cta: "Go".into(),
-                    target_url: "https://a.example/".into(),
-                },
-                status: AdStatus::Approved,
-                rejection_reason: None,
-                created_at_ms: now,
-                version: 1,
-                revision: None,
-            };
+            let mut ad = Ad::new(c.id, a.id, AdContent::new(Format::Sidebar, "h", "https://a.example/"), now);
+            ad.approve();
             store.create_ad(&ad).expect("ad");
             let options =
                 Options { config: ServerConfig::default(), secret: Some("s".into()), admin_key: Some("k".into()), clock: Arc::new(SystemClock) };

@@ -10,7 +10,7 @@ use std::time::Duration;
 use adtally_store::{SqliteStore, Store};
 use serde_json::{json, Value};
 
-use crate::durability::start_server;
+use crate::durability::{lifetime_totals, start_server};
 use crate::support::{ADMIN, BROWSER};
 
 const CYCLES: usize = 20;
@@ -171,22 +171,8 @@ async fn twenty_kill_nine_cycles_lose_nothing_acknowledged() {
         drop(check);
         server = start_server(dir.path());
 
-        let report = |advertiser: i64| {
-            let (client, base) = (client.clone(), server.base.clone());
-            async move {
-                let r: Value = client
-                    .get(format!("{base}/v1/reports?range=lifetime&advertiser_id={advertiser}"))
-                    .bearer_auth(ADMIN)
-                    .send()
-                    .await
-                    .expect("report")
-                    .json()
-                    .await
-                    .expect("json");
-                r["totals"].clone()
-            }
-        };
-        let (ta, tb) = (report(a).await, report(b).await);
+        let (ta, tb) =
+            (lifetime_totals(&client, &server.base, a).await, lifetime_totals(&client, &server.base, b).await);
         let count = |t: &Value, m: &str| t[m].as_u64().unwrap_or(0) as usize;
         let impressions = count(&ta, "impressions") + count(&tb, "impressions");
         let (sent, got) = (acked.impressions_sent.load(Ordering::SeqCst), acked.impressions.load(Ordering::SeqCst));

@@ -44,6 +44,18 @@ pub fn start_server_with(data: &std::path::Path, flags: &[&str]) -> Server {
     Server { child, base }
 }
 
+/// The lifetime report totals of one advertiser, as the operator reads them.
+pub async fn lifetime_totals(client: &reqwest::Client, base: &str, advertiser_id: i64) -> Value {
+    let r = client
+        .get(format!("{base}/v1/reports?range=lifetime&advertiser_id={advertiser_id}"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("report");
+    assert!(r.status().is_success(), "report: {}", r.status());
+    r.json::<Value>().await.expect("json")["totals"].clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_server_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().expect("dir");
@@ -131,16 +143,8 @@ async fn a_killed_server_loses_no_acknowledged_event() {
     assert!(acked > 100, "the load was too light to mean anything: {acked}");
 
     let mut restarted = start_server(dir.path());
-    let report: Value = client
-        .get(format!("{}/v1/reports?range=lifetime&advertiser_id={id}", restarted.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .expect("report")
-        .json()
-        .await
-        .expect("json");
-    let counted = report["totals"]["impressions"].as_u64().expect("impressions") as usize;
+    let totals = lifetime_totals(&client, &restarted.base, id).await;
+    let counted = totals["impressions"].as_u64().expect("impressions") as usize;
     assert!(counted >= acked && counted <= sent, "acked {acked}, counted {counted}, sent {sent}");
     let _ = restarted.child.kill();
     let _ = restarted.child.wait();

@@ -330,35 +330,7 @@ fn multi_step_writes_are_one_transaction() {
     // A campaign cloned with its ads.
     let mut campaign = Campaign::draft(a.id, "Spring", 1_000_000, 10_000_000, 1);
     campaign.status = CampaignStatus::PendingReview;
-    let mut ad = Ad {
-        id: 0,
-        campaign_id: 0,
-        advertiser_id: a.id,
-        content: AdContent {
-            format: Format::Sidebar,
-            headline: String::new(),
-            body: String::new(),
-            image_url: None,
-            video_url: None,
-            cta: String::new(),
-            target_url: String::new(),
-        },
-        status: AdStatus::PendingReview,
-        rejection_reason: None,
-        created_at_ms: 1,
-        version: 0,
-        revision: None,
-    };
-    let content = AdContent {
-        format: Format::Sidebar,
-        headline: "h".into(),
-        body: String::new(),
-        image_url: None,
-        video_url: None,
-        cta: "Go".into(),
-        target_url: "https://a.example/".into(),
-    };
-    ad.edit(content, 1);
+    let ad = Ad::new(0, a.id, AdContent::new(Format::Sidebar, "h", "https://a.example/"), 1);
     fail_when("CREATE TRIGGER no_ads BEFORE INSERT ON ads BEGIN SELECT RAISE(ABORT, 'injected'); END;");
     assert!(store.create_campaign_with_ads(&campaign, &[ad.clone(), ad.clone()]).is_err());
     assert_eq!(count("campaigns"), 0, "the clone was rolled back with its ads");

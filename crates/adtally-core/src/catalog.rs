@@ -249,6 +249,22 @@ pub struct AdRevision {
     pub created_at_ms: Millis,
 }
 
+impl AdContent {
+    /// Content with only what every ad needs; no body, image or video, and the default
+    /// call to action.
+    pub fn new(format: Format, headline: &str, target_url: &str) -> Self {
+        AdContent {
+            format,
+            headline: headline.into(),
+            body: String::new(),
+            image_url: None,
+            video_url: None,
+            cta: "Learn more".into(),
+            target_url: target_url.into(),
+        }
+    }
+}
+
 impl Ad {
     /// A new ad: version 1 of its content, waiting for review (its `id` is the store's to
     /// give).

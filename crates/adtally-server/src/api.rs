@@ -824,15 +824,7 @@ pub async fn create_ad(
     if body.format.is_none() || body.headline.is_none() || body.target_url.is_none() {
         return Err(ApiError::invalid("format, headline and target_url are required"));
     }
-    let mut content = AdContent {
-        format: Format::Compact,
-        headline: String::new(),
-        body: String::new(),
-        image_url: None,
-        video_url: None,
-        cta: "Learn more".into(),
-        target_url: String::new(),
-    };
+    let mut content = AdContent::new(Format::Compact, "", "");
     body.apply(&mut content)?;
     let ad = Ad::new(campaign_id, campaign.advertiser_id, content, state.clock.now_ms());
     let ad = state.blocking(move |s| s.create_ad(&ad)).await?;

@@ -3,7 +3,6 @@
 //! classifiers.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -150,8 +149,9 @@ pub struct ServingCatalog {
     pub ads: HashMap<i64, Arc<Ad>>,
     pub campaigns: HashMap<i64, Arc<Campaign>>,
     pub advertisers: HashMap<i64, (Advertiser, TimeZone)>,
-    /// Where a click on each approved ad version goes.
-    pub click_targets: HashMap<(i64, u32), String>,
+    /// Where a click on each approved ad version goes, parsed once here rather than on
+    /// every click.
+    pub click_targets: HashMap<(i64, u32), url::Url>,
 }
 
 impl ServingCatalog {
@@ -183,8 +183,13 @@ impl ServingCatalog {
             }
         }
         catalog.campaigns = campaigns;
-        catalog.click_targets =
-            store.approved_versions()?.into_iter().map(|v| ((v.ad_id, v.version), v.target_url)).collect();
+        // Targets are stored normalized, so each parses; one that does not (edited by hand
+        // in the database) has no click target and its clicks answer 404.
+        catalog.click_targets = store
+            .approved_versions()?
+            .into_iter()
+            .filter_map(|v| Some(((v.ad_id, v.version), url::Url::parse(&v.target_url).ok()?)))
+            .collect();
         Ok(catalog)
     }
 
@@ -201,8 +206,6 @@ pub struct AppState {
     ranking: RwLock<Arc<Ranking>>,
     pub signer: TokenSigner,
     pub user_agents: UserAgentClassifier,
-    bot_cache: Mutex<HashMap<u64, bool>>,
-    hasher: RandomState,
     pub datacenters: DatacenterRanges,
     pub config: ServerConfig,
     pub clock: Arc<dyn Clock>,
@@ -211,9 +214,6 @@ pub struct AppState {
     pub decisions_served: AtomicU64,
     pub decisions_unfilled: AtomicU64,
 }
-
-/// Distinct user agents whose bot verdict is remembered; the cache is emptied when full.
-const BOT_CACHE_ENTRIES: usize = 50_000;
 
 impl AppState {
     pub fn new(
@@ -234,8 +234,6 @@ impl AppState {
             ranking: RwLock::new(Arc::new(ranking)),
             signer,
             user_agents: UserAgentClassifier::new(),
-            bot_cache: Mutex::new(HashMap::new()),
-            hasher: RandomState::new(),
             datacenters: DatacenterRanges::bundled(),
             config,
             clock,
@@ -344,18 +342,9 @@ impl AppState {
         }
     }
 
+    /// The classifier keeps its own bounded cache per distinct agent.
     pub fn is_bot(&self, user_agent: &str) -> bool {
-        let key = self.hasher.hash_one(user_agent);
-        if let Some(&known) = self.bot_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return known;
-        }
-        let verdict = self.user_agents.is_bot(user_agent);
-        let mut cache = self.bot_cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= BOT_CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(key, verdict);
-        verdict
+        self.user_agents.is_bot(user_agent)
     }
 
     pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {

@@ -417,10 +417,10 @@ pub async fn click(
 /// its postback to pass back (like an ad network's click id).
 pub const CLICK_ID_PARAM: &str = "adtally_click";
 
-/// The `Location` of a click: the approved target URL with the click id appended (the
-/// URL parser re-normalizes a target stored before normalization existed).
-fn redirect_target(target_url: &str, click_id: &str) -> Option<HeaderValue> {
-    let mut url = url::Url::parse(target_url).ok()?;
+/// The `Location` of a click: the approved target URL with the click id appended (in
+/// the query, before any fragment).
+fn redirect_target(target: &url::Url, click_id: &str) -> Option<HeaderValue> {
+    let mut url = target.clone();
     url.query_pairs_mut().append_pair(CLICK_ID_PARAM, click_id);
     HeaderValue::from_str(url.as_str()).ok()
 }
