@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use adtally_core::attribution::{attribute, ConversionFact, Model, PathTouch, TouchKind};
+use adtally_core::attribution::{attribute, ConversionFact, Model, PathTouch, TouchKind, Windows};
 use adtally_core::clock::DAY;
 
 const USERS: u64 = 500_000;
@@ -79,12 +79,12 @@ fn main() {
     // The copies are made outside the timings: the server hands its vector over.
     let input = touches.clone();
     let started = Instant::now();
-    let last_click = black_box(attribute(&[Model::LastClick], &conversions, input));
+    let last_click = black_box(attribute(&[Model::LastClick], &conversions, input, Windows::default()));
     let one = started.elapsed().as_secs_f64();
     let after_one = peak_bytes();
     let input = touches.clone();
     let started = Instant::now();
-    let all = black_box(attribute(&Model::ALL, &conversions, input));
+    let all = black_box(attribute(&Model::ALL, &conversions, input, Windows::default()));
     let every = started.elapsed().as_secs_f64();
     let after_all = peak_bytes();
     assert_eq!(all[&Model::LastClick], last_click[&Model::LastClick]);

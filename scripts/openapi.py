@@ -20,19 +20,30 @@ MICROS = {"type": "integer", "format": "int64", "description": "integer micros o
 TIME = {"type": "string", "format": "date-time"}
 NULL_OR = lambda s: {"oneOf": [s, {"type": "null"}]}
 
+ATTRIBUTION_SETTINGS = {"type": "object", "additionalProperties": False, "properties": {
+    "click_window_days": {"type": "integer", "minimum": 1, "maximum": 90, "description": "default 30"},
+    "view_window_days": {"type": "integer", "minimum": 0, "maximum": 30, "description": "default 1; 0 turns view-through off; at most click_window_days"},
+    "half_life_days": {"type": "integer", "minimum": 1, "maximum": 90, "description": "time_decay half-life, default 7"}}}
+
 schemas = {
+    "AttributionSettings": ATTRIBUTION_SETTINGS,
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"],
               "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
     "Advertiser": {"type": "object", "properties": {"id": ID, "name": {"type": "string"}, "email": {"type": "string"},
                    "timezone": {"type": "string"}, "max_conversion_value_micros": MICROS,
+                   "attribution": ref("AttributionSettings"),
                    "balance_micros": MICROS, "created_at": TIME}},
     "NewAdvertiser": {"type": "object", "required": ["name", "email"], "additionalProperties": False,
                       "properties": {"name": {"type": "string", "maxLength": 200}, "email": {"type": "string", "maxLength": 254},
                                      "timezone": {"type": "string", "description": "IANA zone, default UTC"},
-                                     "max_conversion_value_micros": {**MICROS, "description": "cap on an anonymous pixel's value, default 1000000000"}}},
+                                     "max_conversion_value_micros": {**MICROS, "description": "cap on an anonymous pixel's value, default 1000000000"},
+                                     "attribution": ref("AttributionSettings")}},
     "AdvertiserPatch": {"type": "object", "additionalProperties": False,
                         "properties": {"name": {"type": "string", "maxLength": 200}, "email": {"type": "string", "maxLength": 254},
-                                       "timezone": {"type": "string"}, "max_conversion_value_micros": MICROS}},
+                                       "timezone": {"type": "string"}, "max_conversion_value_micros": MICROS,
+                                       "attribution": ref("AttributionSettings")}},
+    "MePatch": {"type": "object", "required": ["attribution"], "additionalProperties": False,
+                "properties": {"attribution": ref("AttributionSettings")}},
     "ApiKey": {"type": "object", "properties": {"id": ID, "advertiser_id": ID, "created_at": TIME,
                "last_used_at": NULL_OR(TIME), "revoked_at": NULL_OR(TIME)}},
     "NewApiKey": {"type": "object", "properties": {"id": ID, "api_key": {"type": "string", "description": "shown once"}, "advertiser_id": ID}},
@@ -116,8 +127,8 @@ ATTRIBUTION_MODEL = {"type": "object", "properties": {
                "unattributed": {"type": "integer"}, "unattributed_revenue_micros": MICROS}}}}
 schemas["AttributionModel"] = ATTRIBUTION_MODEL
 schemas["Attribution"] = {"oneOf": [
-    {"allOf": [ref("AttributionModel"), {"type": "object", "properties": {"model": {"enum": ["last_click", "first_touch", "linear", "time_decay", "position_based"]}, "timezone": {"type": "string"}}}]},
-    {"type": "object", "properties": {"models": {"type": "object", "additionalProperties": ref("AttributionModel")}, "timezone": {"type": "string"}}}]}
+    {"allOf": [ref("AttributionModel"), {"type": "object", "properties": {"model": {"enum": ["last_click", "first_touch", "linear", "time_decay", "position_based"]}, "timezone": {"type": "string"}, "windows": ref("AttributionSettings")}}]},
+    {"type": "object", "properties": {"models": {"type": "object", "additionalProperties": ref("AttributionModel")}, "timezone": {"type": "string"}, "windows": ref("AttributionSettings")}}]}
 DATES = {"type": "object", "properties": {"from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"}}}
 schemas["Insight"] = {"type": "object", "properties": {
     "kind": {"enum": ["ad_fatigue", "high_ctr_low_conversion", "ctr_below_own_history", "budget_pacing"]},
@@ -170,12 +181,13 @@ def op(summary, who, ok, schema=None, body=None, params=None, content="applicati
 paths = {
     "/v1/advertisers": {"post": op("Create an advertiser", "admin", 201, "Advertiser", "NewAdvertiser"),
                         "get": op("List advertisers", "admin", 200, items("Advertiser"))},
-    "/v1/advertisers/{id}": {"parameters": [path_param("id")], "patch": op("Change an advertiser (details, pixel cap)", "admin", 200, "Advertiser", "AdvertiserPatch")},
+    "/v1/advertisers/{id}": {"parameters": [path_param("id")], "patch": op("Change an advertiser (details, pixel cap, attribution settings)", "admin", 200, "Advertiser", "AdvertiserPatch")},
     "/v1/advertisers/{id}/keys": {"parameters": [path_param("id")], "post": op("Create an API key (shown once)", "admin", 201, "NewApiKey"),
                                   "get": op("List an advertiser's keys", "admin, owner", 200, items("ApiKey"))},
     "/v1/advertisers/{id}/credits": {"parameters": [path_param("id")], "post": op("Add credit", "admin", 201, "LedgerEntry", "NewCredit")},
     "/v1/keys/{id}/revoke": {"parameters": [path_param("id")], "post": op("Revoke an API key", "admin, owner", 200)},
-    "/v1/me": {"get": op("The calling advertiser and its balance", "advertiser", 200, "Advertiser")},
+    "/v1/me": {"get": op("The calling advertiser and its balance", "advertiser", 200, "Advertiser"),
+               "patch": op("Change the calling advertiser's own attribution windows and half-life", "advertiser", 200, "Advertiser", "MePatch")},
     "/v1/session": {
         "post": {**op("Sign in (the dashboard): trade an API key for a session cookie adtally_session (HttpOnly, "
                       "SameSite=Strict, Secure over https)", "public", 201, "Session", "SignIn"), "security": []},

@@ -204,3 +204,109 @@ async fn every_model_credits_pixel_and_postback_conversions_exactly() {
     let (s, _) = app.get("wrong-key", "/v1/attribution?range=today").await;
     assert_eq!(s, 401);
 }
+
+#[tokio::test]
+async fn an_advertisers_own_windows_and_half_life_decide_its_credit() {
+    let app = spawn_app().await;
+    app.clock.set(NOW);
+    let a = fixture(&app, "sidebar-main", 2_000_000).await;
+    let (c1, a1) = (a.campaign_id, a.ad_id);
+    let (c2, a2) = second_campaign(&app, &a.key).await;
+    let windows = |click: i64, view: i64, half_life: i64| json!({"click_window_days": click, "view_window_days": view, "half_life_days": half_life});
+    let (_, me) = app.get(&a.key, "/v1/me").await;
+    assert_eq!(me["attribution"], windows(30, 1, 7), "the defaults");
+
+    // The advertiser shortens its click window to 14 days, turns view-through off and
+    // halves the weight of a touch per day.
+    let (s, me) = app.patch(&a.key, "/v1/me", json!({"attribution": windows(14, 0, 1)})).await;
+    assert_eq!((s, &me["attribution"]), (200, &windows(14, 0, 1)), "{me}");
+    for (body, why) in [
+        (json!({"attribution": {"click_window_days": 0}}), "no click window"),
+        (json!({"attribution": {"click_window_days": 91}}), "past 90 days"),
+        (json!({"attribution": {"click_window_days": 99_999_999_999_i64}}), "huge"),
+        (json!({"attribution": {"view_window_days": -1}}), "negative"),
+        (json!({"attribution": {"view_window_days": 15}}), "longer than the click window"),
+        (json!({"attribution": {"half_life_days": 0}}), "no half-life"),
+        (json!({"attribution": {"click_window_days": 30, "typo": 1}}), "unknown field"),
+        (json!({"name": "Someone else"}), "only attribution is the advertiser's own"),
+    ] {
+        let (s, r) = app.patch(&a.key, "/v1/me", body).await;
+        assert_eq!(s, 400, "{why}: {r}");
+    }
+    let (s, _) = app.patch(ADMIN, "/v1/me", json!({"attribution": windows(30, 1, 7)})).await;
+    assert_eq!(s, 400, "the admin has no account of its own");
+    let (_, me) = app.get(&a.key, "/v1/me").await;
+    assert_eq!(me["attribution"], windows(14, 0, 1), "refused changes changed nothing");
+
+    import(
+        &app,
+        &[
+            // u1: a click 20 days ago (outside 14 days), then clicks 3 days and 1 day ago.
+            line("u1-i0", "impression", NOW - 20 * DAY - MINUTE, c1, a1, "u1"),
+            line("u1-c0", "click", NOW - 20 * DAY, c1, a1, "u1"),
+            line("u1-i1", "impression", NOW - 3 * DAY - MINUTE, c1, a1, "u1"),
+            line("u1-c1", "click", NOW - 3 * DAY, c1, a1, "u1"),
+            line("u1-i2", "impression", NOW - DAY - MINUTE, c2, a2, "u1"),
+            line("u1-c2", "click", NOW - DAY, c2, a2, "u1"),
+            // u2: only a view two hours ago, which no longer counts.
+            line("u2-i1", "impression", NOW - 2 * HOUR, c1, a1, "u2"),
+        ],
+    )
+    .await;
+    let (s, _) =
+        app.post(&a.key, "/v1/conversions", json!({"uid": "u1", "value_micros": 1_000_000, "order_id": "O-1"})).await;
+    assert_eq!(s, 201);
+    let pixel = format!("/t/conv?advertiser={}&uid=u2&value_micros=500000&order_id=O-2", a.advertiser_id);
+    assert_eq!(app.hit(&app.url(&pixel)).await.status().as_u16(), 200);
+
+    let (s, all) = app.get(&a.key, "/v1/attribution?model=all&range=today").await;
+    assert_eq!((s, &all["windows"]), (200, &windows(14, 0, 1)), "{all}");
+    let m = |name: &str| all["models"][name].clone();
+    // u1's journey: [click a1 (3 d), click a2 (1 d)]; u2 has none.
+    assert_eq!(rows(&m("last_click")), vec![(c2, a2, 1.0, 1_000_000)]);
+    assert_eq!(rows(&m("first_touch")), vec![(c1, a1, 1.0, 1_000_000)]);
+    assert_eq!(rows(&m("linear")), vec![(c1, a1, 0.5, 500_000), (c2, a2, 0.5, 500_000)]);
+    assert_eq!(rows(&m("position_based")), vec![(c1, a1, 0.5, 500_000), (c2, a2, 0.5, 500_000)]);
+    // Weights 2^−3 : 2^−1 = 1 : 4.
+    assert_eq!(rows(&m("time_decay")), vec![(c1, a1, 0.2, 200_000), (c2, a2, 0.8, 800_000)]);
+    assert_eq!(m("linear")["totals"]["unattributed"], 1);
+    assert_eq!(m("linear")["totals"]["unattributed_revenue_micros"], 500_000);
+
+    // The credit frozen into the conversions when they were recorded used the same
+    // windows: u1's to campaign 2, u2's to no campaign.
+    let (s, rep) = app.get(&a.key, "/v1/reports?range=today&group_by=campaign").await;
+    assert_eq!(s, 200);
+    let conversions: Vec<(Value, i64)> = rep["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["conversions"].as_i64() != Some(0))
+        .map(|r| (r["campaign_id"].clone(), r["conversions"].as_i64().unwrap_or(-1)))
+        .collect();
+    assert_eq!(conversions, vec![(Value::Null, 1), (json!(c2), 1)]);
+
+    // The operator restores 30-day clicks and 1-day view-through (the half-life stays):
+    // the models, computed at query time, now see the 20-day click and u2's view.
+    let (s, r) = app
+        .patch(
+            ADMIN,
+            &format!("/v1/advertisers/{}", a.advertiser_id),
+            json!({"attribution": {"click_window_days": 30, "view_window_days": 1}}),
+        )
+        .await;
+    assert_eq!((s, &r["attribution"]), (200, &windows(30, 1, 1)), "{r}");
+    let (_, all) = app.get(&a.key, "/v1/attribution?model=all&range=today").await;
+    let m = |name: &str| all["models"][name].clone();
+    assert_eq!(rows(&m("last_click")), vec![(c1, a1, 1.0, 500_000), (c2, a2, 1.0, 1_000_000)]);
+    assert_eq!(rows(&m("first_touch")), vec![(c1, a1, 2.0, 1_500_000)]);
+    assert_eq!(m("linear")["totals"]["unattributed"], 0);
+    // An advertiser created with its own settings keeps them.
+    let (s, r) = app
+        .post(
+            ADMIN,
+            "/v1/advertisers",
+            json!({"name": "Brief", "email": "b@example.com", "attribution": windows(7, 7, 2)}),
+        )
+        .await;
+    assert_eq!((s, &r["attribution"]), (201, &windows(7, 7, 2)), "{r}");
+}

@@ -90,6 +90,12 @@ impl TestApp {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn patch(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
+        let r = self.client.patch(self.url(path)).bearer_auth(key).json(&body).send().await.expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn get(&self, key: &str, path: &str) -> (u16, Value) {
         let r = self.client.get(self.url(path)).bearer_auth(key).send().await.expect("request");
         let status = r.status().as_u16();

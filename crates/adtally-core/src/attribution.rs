@@ -2,22 +2,99 @@
 //!
 //! Two views of the same rules. [`LastTouches`] is the writer's bounded in-memory
 //! last-touch state: it freezes the default credit (the user's latest counted click on
-//! the advertiser's ads within 30 days, else the latest counted impression within one
-//! day) into the stored conversion, which is what `/v1/reports` counts. The models
-//! ([`Model`], [`attribute`]) recompute credit at query time from the stored touch path,
-//! so any model can be applied to any range: a conversion's [`journey`] is its
-//! advertiser's counted clicks of the 30 days before it plus its counted impressions of
-//! the day before whose decision was not clicked, in time order. Credits are integer
-//! millionths and revenue integer micros, each split by largest remainder so that one
-//! conversion's shares sum exactly to 1 and to its value.
+//! the advertiser's ads within its click window, else the latest counted impression within
+//! its view-through window) into the stored conversion, which is what `/v1/reports`
+//! counts. The models ([`Model`], [`attribute`]) recompute credit at query time from the
+//! stored touch path, so any model can be applied to any range: a conversion's
+//! [`journey`] is its advertiser's counted clicks of the click window before it plus its
+//! counted impressions of the view-through window before it whose decision was not
+//! clicked, in time order. Each advertiser chooses its [`Windows`] (30 days, 1 day and a
+//! 7-day `time_decay` half-life unless it says otherwise). Credits are integer millionths
+//! and revenue integer micros, each split by largest remainder so that one conversion's
+//! shares sum exactly to 1 and to its value.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::clock::{Millis, DAY};
 use crate::fasthash::FastMap;
 
-pub const CLICK_WINDOW_MS: Millis = 30 * DAY;
-pub const VIEW_WINDOW_MS: Millis = DAY;
+/// The longest click window an advertiser may choose: it bounds what the writer replays
+/// at start-up and how far back a report reads touches.
+pub const MAX_CLICK_WINDOW_DAYS: u16 = 90;
+/// The longest view-through window (0 turns view-through off).
+pub const MAX_VIEW_WINDOW_DAYS: u16 = 30;
+/// The longest `time_decay` half-life.
+pub const MAX_HALF_LIFE_DAYS: u16 = 90;
+
+/// One advertiser's attribution settings, in whole days: how long before a conversion a
+/// click and a view-through impression still count, and the `time_decay` half-life.
+/// Built only through [`Windows::new`], so every value is inside its bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windows {
+    click_days: u16,
+    view_days: u16,
+    half_life_days: u16,
+}
+
+impl Default for Windows {
+    /// 30-day clicks, 1-day view-through, 7-day half-life (PRODUCT.md, Attribution).
+    fn default() -> Self {
+        Self { click_days: 30, view_days: 1, half_life_days: 7 }
+    }
+}
+
+/// Why a set of windows was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WindowsError(pub String);
+
+impl Windows {
+    /// Clicks count for 1..=90 days, view-through impressions for 0..=30 days (0: never)
+    /// and no longer than clicks, the half-life is 1..=90 days.
+    pub fn new(click_days: u16, view_days: u16, half_life_days: u16) -> Result<Self, WindowsError> {
+        if !(1..=MAX_CLICK_WINDOW_DAYS).contains(&click_days) {
+            return Err(WindowsError(format!("click_window_days must be 1 to {MAX_CLICK_WINDOW_DAYS}")));
+        }
+        if view_days > MAX_VIEW_WINDOW_DAYS || view_days > click_days {
+            return Err(WindowsError(format!(
+                "view_window_days must be 0 to {MAX_VIEW_WINDOW_DAYS} and at most click_window_days"
+            )));
+        }
+        if !(1..=MAX_HALF_LIFE_DAYS).contains(&half_life_days) {
+            return Err(WindowsError(format!("half_life_days must be 1 to {MAX_HALF_LIFE_DAYS}")));
+        }
+        Ok(Self { click_days, view_days, half_life_days })
+    }
+    pub fn click_days(self) -> u16 {
+        self.click_days
+    }
+    pub fn view_days(self) -> u16 {
+        self.view_days
+    }
+    pub fn half_life_days(self) -> u16 {
+        self.half_life_days
+    }
+    pub fn click_ms(self) -> Millis {
+        Millis::from(self.click_days) * DAY
+    }
+    pub fn view_ms(self) -> Millis {
+        Millis::from(self.view_days) * DAY
+    }
+    pub fn half_life_ms(self) -> Millis {
+        Millis::from(self.half_life_days) * DAY
+    }
+
+    /// The longest click and view-through windows among `all` (the defaults when there
+    /// are none): how long the writer must keep touches so that every advertiser's
+    /// conversions find theirs.
+    pub fn longest(all: impl IntoIterator<Item = Windows>) -> Windows {
+        all.into_iter().fold(Windows::default(), |a, b| Windows {
+            click_days: a.click_days.max(b.click_days),
+            view_days: a.view_days.max(b.view_days),
+            half_life_days: a.half_life_days,
+        })
+    }
+}
 
 /// A counted click or impression that a conversion can be credited to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +156,17 @@ impl Touches {
 }
 
 impl LastTouches {
-    pub fn new(cap: usize) -> Self {
-        Self { clicks: Touches::new(cap, CLICK_WINDOW_MS), impressions: Touches::new(cap, VIEW_WINDOW_MS) }
+    /// Room for `cap` touches of each kind, kept as long as `keep`'s windows say: the
+    /// longest windows of any advertiser (see [`Windows::longest`]).
+    pub fn new(cap: usize, keep: Windows) -> Self {
+        Self { clicks: Touches::new(cap, keep.click_ms()), impressions: Touches::new(cap, keep.view_ms()) }
+    }
+
+    /// Keeps touches as long as `keep`'s windows say from now on (advertisers changed
+    /// theirs); touches dropped before are not brought back.
+    pub fn keep_for(&mut self, keep: Windows) {
+        self.clicks.window = keep.click_ms();
+        self.impressions.window = keep.view_ms();
     }
 
     pub fn record_click(&mut self, user_key: u64, advertiser_id: i64, touch: Touch) {
@@ -91,15 +177,18 @@ impl LastTouches {
         self.impressions.record((user_key, advertiser_id), touch);
     }
 
-    /// The touch a conversion at `at_ms` is credited to, if any.
-    pub fn credit(&self, user_key: u64, advertiser_id: i64, at_ms: Millis) -> Option<Touch> {
+    /// The touch a conversion at `at_ms` is credited to under its advertiser's windows.
+    pub fn credit(&self, user_key: u64, advertiser_id: i64, at_ms: Millis, windows: Windows) -> Option<Touch> {
         let key = (user_key, advertiser_id);
         let within = |t: &&Touch, window: Millis| t.at_ms <= at_ms && at_ms - t.at_ms <= window;
         self.clicks
             .map
             .get(&key)
-            .filter(|t| within(t, CLICK_WINDOW_MS))
-            .or_else(|| self.impressions.map.get(&key).filter(|t| within(t, VIEW_WINDOW_MS)))
+            .filter(|t| within(t, windows.click_ms()))
+            .or_else(|| {
+                let view = windows.view_ms();
+                self.impressions.map.get(&key).filter(|t| view > 0 && within(t, view))
+            })
             .copied()
     }
 }
@@ -107,9 +196,6 @@ impl LastTouches {
 // ---------------------------------------------------------------------------------------
 // Multi-touch attribution, computed at query time from the stored touch path.
 // ---------------------------------------------------------------------------------------
-
-/// Half-life of the `time_decay` model: a touch a week older gets half the weight.
-pub const TIME_DECAY_HALF_LIFE_MS: Millis = 7 * DAY;
 
 /// A credit of 1 (one whole conversion) in integer units: credits are integer
 /// millionths of a conversion, so the shares of one conversion sum to exactly 1.
@@ -127,7 +213,7 @@ pub enum Model {
     FirstTouch,
     /// Equal shares.
     Linear,
-    /// Weight 2^(−age / half-life), half-life [`TIME_DECAY_HALF_LIFE_MS`].
+    /// Weight 2^(−age / half-life), the advertiser's half-life ([`Windows`]).
     TimeDecay,
     /// 40% first, 40% last, 20% shared by the middle; two touches 50/50; one 100%.
     PositionBased,
@@ -168,12 +254,13 @@ pub struct PathTouch {
 }
 
 /// The journey of a conversion at `at_ms`, in time order (touches with equal times keep
-/// the order given, which is the store's commit order): the clicks of the last 30 days
-/// and the impressions of the last day whose decision has no click in the journey (a
-/// clicked impression is represented by its click). `path` is one user's touches on one
-/// advertiser, in time order. At most [`MAX_JOURNEY`] touches, the latest.
-pub fn journey(path: &[PathTouch], at_ms: Millis) -> Vec<PathTouch> {
-    let start = path.partition_point(|t| t.at_ms < at_ms.saturating_sub(CLICK_WINDOW_MS));
+/// the order given, which is the store's commit order): the clicks of the click window
+/// and the impressions of the view-through window whose decision has no click in the
+/// journey (a clicked impression is represented by its click). `path` is one user's
+/// touches on one advertiser, in time order. At most [`MAX_JOURNEY`] touches, the latest.
+pub fn journey(path: &[PathTouch], at_ms: Millis, windows: Windows) -> Vec<PathTouch> {
+    let (click_ms, view_ms) = (windows.click_ms(), windows.view_ms());
+    let start = path.partition_point(|t| t.at_ms < at_ms.saturating_sub(click_ms));
     let end = path.partition_point(|t| t.at_ms <= at_ms);
     let candidates = &path[start..end.max(start)];
     let clicked: Vec<u64> =
@@ -183,7 +270,7 @@ pub fn journey(path: &[PathTouch], at_ms: Millis) -> Vec<PathTouch> {
         .filter(|t| match t.kind {
             TouchKind::Click => true,
             TouchKind::Impression => {
-                at_ms - t.at_ms <= VIEW_WINDOW_MS && !t.decision_id.is_some_and(|d| clicked.contains(&d))
+                view_ms > 0 && at_ms - t.at_ms <= view_ms && !t.decision_id.is_some_and(|d| clicked.contains(&d))
             }
         })
         .copied()
@@ -196,7 +283,7 @@ pub fn journey(path: &[PathTouch], at_ms: Millis) -> Vec<PathTouch> {
 
 /// Integer weights of the touches of a journey (same order) under a model; their sum
 /// is positive for a non-empty journey. Integers so that shares can be allocated exactly.
-pub fn weights(model: Model, journey: &[PathTouch], at_ms: Millis) -> Vec<u128> {
+pub fn weights(model: Model, journey: &[PathTouch], at_ms: Millis, half_life_ms: Millis) -> Vec<u128> {
     let n = journey.len();
     let mut w = vec![0u128; n];
     if n == 0 {
@@ -210,10 +297,12 @@ pub fn weights(model: Model, journey: &[PathTouch], at_ms: Millis) -> Vec<u128> 
         Model::FirstTouch => w[0] = 1,
         Model::Linear => w.fill(1),
         Model::TimeDecay => {
-            // 2^(−age/half-life) in units of 2^-40: ages are at most 30 days, so the
-            // smallest weight (2^-4.3) keeps 36 significant bits.
+            // 2^(−age/half-life) in units of 2^-40: ages are at most 90 days and
+            // half-lives at least one, so the smallest weight (2^-90) would vanish; it is
+            // kept at 1 unit, which only matters against touches 40 half-lives younger.
+            let half_life = half_life_ms.max(1) as f64;
             for (wi, t) in w.iter_mut().zip(journey) {
-                let age = (at_ms - t.at_ms).max(0) as f64 / TIME_DECAY_HALF_LIFE_MS as f64;
+                let age = (at_ms - t.at_ms).max(0) as f64 / half_life;
                 *wi = ((-age).exp2() * (1u64 << 40) as f64).round().max(1.0) as u128;
             }
         }
@@ -272,8 +361,8 @@ pub struct Share {
 /// Shares of one conversion of `value_micros` at `at_ms` under `model`; empty when the
 /// journey is (unattributed). Credits sum to exactly [`CREDIT_UNIT`], revenue to exactly
 /// `value_micros`. Touches with a zero share are left out.
-pub fn shares(model: Model, journey: &[PathTouch], at_ms: Millis, value_micros: i64) -> Vec<Share> {
-    let w = weights(model, journey, at_ms);
+pub fn shares(model: Model, journey: &[PathTouch], at_ms: Millis, value_micros: i64, windows: Windows) -> Vec<Share> {
+    let w = weights(model, journey, at_ms, windows.half_life_ms());
     let credits = allocate(CREDIT_UNIT, &w);
     let revenue = allocate(value_micros, &w);
     journey
@@ -326,6 +415,7 @@ pub fn attribute(
     models: &[Model],
     conversions: &[ConversionFact],
     mut touches: Vec<(u64, PathTouch)>,
+    windows: Windows,
 ) -> BTreeMap<Model, ModelReport> {
     touches.sort_by_key(|(user, t)| (*user, t.at_ms));
     let mut order: Vec<usize> = (0..conversions.len()).collect();
@@ -345,7 +435,7 @@ pub fn attribute(
             path.extend(touches[next..next + len].iter().map(|(_, t)| *t));
             path_user = Some(c.user_key);
         }
-        let journey = journey(&path, c.at_ms);
+        let journey = journey(&path, c.at_ms, windows);
         for ((model, report), rows) in out.iter_mut().zip(rows.iter_mut()) {
             report.conversions += 1;
             report.revenue_micros += i128::from(c.value_micros);
@@ -354,7 +444,7 @@ pub fn attribute(
                 report.unattributed_revenue_micros += i128::from(c.value_micros);
                 continue;
             }
-            for s in shares(*model, &journey, c.at_ms, c.value_micros) {
+            for s in shares(*model, &journey, c.at_ms, c.value_micros, windows) {
                 let row = rows.entry((s.campaign_id, s.ad_id)).or_default();
                 row.credit += i128::from(s.credit);
                 row.revenue_micros += i128::from(s.revenue_micros);
@@ -377,29 +467,61 @@ mod tests {
 
     #[test]
     fn clicks_win_over_impressions_within_their_windows() {
-        let mut t = LastTouches::new(100);
+        let w = Windows::default();
+        let mut t = LastTouches::new(100, w);
         t.record_impression(1, 9, touch(0, 1));
-        assert_eq!(t.credit(1, 9, DAY).map(|t| t.ad_id), Some(1));
-        assert_eq!(t.credit(1, 9, DAY + 1), None);
+        assert_eq!(t.credit(1, 9, DAY, w).map(|t| t.ad_id), Some(1));
+        assert_eq!(t.credit(1, 9, DAY + 1, w), None);
         t.record_click(1, 9, touch(10, 2));
         t.record_impression(1, 9, touch(20, 3));
-        assert_eq!(t.credit(1, 9, 30).map(|t| t.ad_id), Some(2));
-        assert_eq!(t.credit(1, 9, 10 + CLICK_WINDOW_MS + 1), None);
-        assert_eq!(t.credit(2, 9, 30), None);
-        assert_eq!(t.credit(1, 8, 30), None);
+        assert_eq!(t.credit(1, 9, 30, w).map(|t| t.ad_id), Some(2));
+        assert_eq!(t.credit(1, 9, 10 + 30 * DAY + 1, w), None);
+        assert_eq!(t.credit(2, 9, 30, w), None);
+        assert_eq!(t.credit(1, 8, 30, w), None);
+    }
+
+    #[test]
+    fn each_advertiser_applies_its_own_windows_to_the_kept_touches() {
+        let short = Windows::new(7, 0, 7).expect("valid");
+        let long = Windows::new(60, 3, 7).expect("valid");
+        let mut t = LastTouches::new(100, Windows::longest([short, long]));
+        t.record_click(1, 9, touch(0, 1));
+        t.record_impression(2, 9, touch(0, 2));
+        // Ten days later: outside the short click window, inside the long one.
+        assert_eq!(t.credit(1, 9, 10 * DAY, short), None);
+        assert_eq!(t.credit(1, 9, 10 * DAY, long).map(|t| t.ad_id), Some(1));
+        // View-through off for the short windows; the long ones keep it three days.
+        assert_eq!(t.credit(2, 9, HOUR, short), None);
+        assert_eq!(t.credit(2, 9, 3 * DAY, long).map(|t| t.ad_id), Some(2));
+        assert_eq!(t.credit(2, 9, 3 * DAY + 1, long), None);
+    }
+
+    #[test]
+    fn windows_are_refused_outside_their_bounds() {
+        assert!(Windows::new(0, 0, 7).is_err());
+        assert!(Windows::new(91, 1, 7).is_err());
+        assert!(Windows::new(30, 31, 7).is_err());
+        assert!(Windows::new(5, 6, 7).is_err(), "view-through longer than clicks");
+        assert!(Windows::new(30, 1, 0).is_err());
+        assert!(Windows::new(30, 1, 91).is_err());
+        assert_eq!(Windows::new(30, 1, 7), Ok(Windows::default()));
+        assert_eq!(Windows::longest([]), Windows::default());
+        let longest = Windows::longest([Windows::new(90, 0, 1).expect("valid"), Windows::new(2, 2, 3).expect("valid")]);
+        assert_eq!((longest.click_days(), longest.view_days()), (90, 2));
     }
 
     #[test]
     fn full_of_fresh_touches_refuses_newcomers_and_makes_room_as_they_age() {
-        let mut t = LastTouches::new(3);
+        let w = Windows::default();
+        let mut t = LastTouches::new(3, w);
         for user in 0..3 {
             t.record_impression(user, 9, touch(user as i64, 1));
         }
         t.record_impression(7, 9, touch(10, 1));
-        assert_eq!(t.credit(7, 9, 10), None, "full: refused");
+        assert_eq!(t.credit(7, 9, 10, w), None, "full: refused");
         // A day later the first three can no longer be credited; the newcomer fits.
         t.record_impression(7, 9, touch(DAY + 5, 2));
-        assert_eq!(t.credit(7, 9, DAY + 5).map(|t| t.ad_id), Some(2));
+        assert_eq!(t.credit(7, 9, DAY + 5, w).map(|t| t.ad_id), Some(2));
         assert_eq!(t.impressions.map.len(), 1);
     }
     // --- models -------------------------------------------------------------------
@@ -415,8 +537,9 @@ mod tests {
 
     /// (ad, credit, revenue) of each touch with a share, in journey order.
     fn check(model: Model, path: &[PathTouch], at_ms: Millis, value: i64) -> Vec<(i64, i64, i64)> {
-        let j = journey(path, at_ms);
-        shares(model, &j, at_ms, value).into_iter().map(|s| (s.ad_id, s.credit, s.revenue_micros)).collect()
+        let w = Windows::default();
+        let j = journey(path, at_ms, w);
+        shares(model, &j, at_ms, value, w).into_iter().map(|s| (s.ad_id, s.credit, s.revenue_micros)).collect()
     }
 
     #[test]
@@ -437,7 +560,7 @@ mod tests {
         // impression is represented by its click, so the journey is [1, 2, 3(click)].
         let path = [imp(0, 1, 1, 1), imp(HOUR, 2, 1, 2), imp(2 * HOUR, 3, 2, 3), click(2 * HOUR + 5, 3, 2, 3)];
         let at = 3 * HOUR;
-        assert_eq!(journey(&path, at).len(), 3);
+        assert_eq!(journey(&path, at, Windows::default()).len(), 3);
         assert_eq!(check(Model::LastClick, &path, at, 100), vec![(3, 1_000_000, 100)]);
         assert_eq!(check(Model::FirstTouch, &path, at, 100), vec![(1, 1_000_000, 100)]);
         assert_eq!(check(Model::Linear, &path, at, 100), vec![(1, 333_333, 33), (2, 333_333, 33), (3, 333_334, 34)]);
@@ -468,29 +591,59 @@ mod tests {
     #[test]
     fn touches_outside_the_windows_do_not_count() {
         let at = 40 * DAY;
+        let w = Windows::default();
+        let (click_window, view_window) = (w.click_ms(), w.view_ms());
         let path = [
-            click(at - CLICK_WINDOW_MS - 1, 1, 1, 1), // one millisecond too old
-            click(at - CLICK_WINDOW_MS, 2, 1, 2),     // exactly 30 days: in
-            imp(at - VIEW_WINDOW_MS - 1, 3, 1, 3),    // view-through too old
-            imp(at - VIEW_WINDOW_MS, 4, 1, 4),        // exactly one day: in
-            click(at + 1, 5, 1, 5),                   // after the conversion
+            click(at - click_window - 1, 1, 1, 1), // one millisecond too old
+            click(at - click_window, 2, 1, 2),     // exactly 30 days: in
+            imp(at - view_window - 1, 3, 1, 3),    // view-through too old
+            imp(at - view_window, 4, 1, 4),        // exactly one day: in
+            click(at + 1, 5, 1, 5),                // after the conversion
             imp(at + 1, 6, 1, 6),
         ];
-        let ads: Vec<i64> = journey(&path, at).iter().map(|t| t.ad_id).collect();
+        let ads: Vec<i64> = journey(&path, at, w).iter().map(|t| t.ad_id).collect();
         assert_eq!(ads, vec![2, 4]);
         assert_eq!(check(Model::LastClick, &path, at, 10), vec![(2, 1_000_000, 10)]);
         assert_eq!(check(Model::FirstTouch, &path, at, 10), vec![(2, 1_000_000, 10)]);
         assert_eq!(check(Model::PositionBased, &path, at, 10), vec![(2, 500_000, 5), (4, 500_000, 5)]);
         // Nothing in the windows: unattributed.
-        assert!(journey(&path[..1], at).is_empty());
+        assert!(journey(&path[..1], at, w).is_empty());
         assert!(check(Model::Linear, &path[..1], at, 10).is_empty());
+    }
+
+    #[test]
+    fn an_advertisers_own_windows_and_half_life_shape_the_journey() {
+        let at = 40 * DAY;
+        let path = [
+            click(at - 20 * DAY, 1, 1, 1), // in a 30-day window, not in a 14-day one
+            click(at - 14 * DAY, 2, 1, 2), // exactly 14 days: in
+            imp(at - 2 * DAY, 3, 1, 3),    // in a 3-day view-through window only
+            click(at - DAY, 4, 1, 4),
+        ];
+        let fortnight = Windows::new(14, 3, 1).expect("valid");
+        let ads: Vec<i64> = journey(&path, at, fortnight).iter().map(|t| t.ad_id).collect();
+        assert_eq!(ads, vec![2, 3, 4]);
+        let ads: Vec<i64> = journey(&path, at, Windows::default()).iter().map(|t| t.ad_id).collect();
+        assert_eq!(ads, vec![1, 2, 4]);
+        // View-through off: impressions never count, even a minute old.
+        let clicks_only = Windows::new(14, 0, 7).expect("valid");
+        assert!(journey(&[imp(at - 60_000, 5, 1, 5)], at, clicks_only).is_empty());
+        // A one-day half-life: ages 14, 2 and 1 days weigh 2^-14 : 2^-2 : 2^-1, so of
+        // 1 000 000 micros the touches get 81.37, 333 306.2 and 666 612.4: floors 81,
+        // 333 306 and 666 612, and the one micro left to the largest remainder.
+        let j = journey(&path, at, fortnight);
+        let s: Vec<(i64, i64)> = shares(Model::TimeDecay, &j, at, 1_000_000, fortnight)
+            .iter()
+            .map(|s| (s.ad_id, s.revenue_micros))
+            .collect();
+        assert_eq!(s, vec![(2, 81), (3, 333_306), (4, 666_613)]);
     }
 
     #[test]
     fn a_click_after_the_conversion_leaves_its_impression_a_view_through() {
         let path = [imp(0, 1, 1, 1), click(2 * HOUR, 1, 1, 1)];
-        assert_eq!(journey(&path, HOUR), vec![path[0]]);
-        assert_eq!(journey(&path, 3 * HOUR), vec![path[1]]);
+        assert_eq!(journey(&path, HOUR, Windows::default()), vec![path[0]]);
+        assert_eq!(journey(&path, 3 * HOUR, Windows::default()), vec![path[1]]);
     }
 
     #[test]
@@ -547,7 +700,7 @@ mod tests {
             ConversionFact { user_key: 2, at_ms: at, value_micros: 501 },
             ConversionFact { user_key: 9, at_ms: at, value_micros: 7 },
         ];
-        let out = attribute(&Model::ALL, &conversions, touches.to_vec());
+        let out = attribute(&Model::ALL, &conversions, touches.to_vec(), Windows::default());
         let rows = |m: Model| -> Vec<((i64, i64), i128, i128)> {
             out[&m].rows.iter().map(|(k, s)| (*k, s.credit, s.revenue_micros)).collect()
         };
@@ -587,11 +740,13 @@ mod tests {
                 mut path in proptest::collection::vec(touch_strategy(), 0..40),
                 at in 0..41 * DAY,
                 value in 0i64..=1_000_000_000_000_000,
+                (click_days, view_days, half_life_days) in (1u16..=90, 0u16..=30, 1u16..=90),
             ) {
                 path.sort_by_key(|t| t.at_ms);
-                let j = journey(&path, at);
+                let w = Windows::new(click_days, view_days.min(click_days), half_life_days).expect("in bounds");
+                let j = journey(&path, at, w);
                 for model in Model::ALL {
-                    let s = shares(model, &j, at, value);
+                    let s = shares(model, &j, at, value, w);
                     if j.is_empty() {
                         prop_assert!(s.is_empty());
                     } else {

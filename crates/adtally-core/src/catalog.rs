@@ -18,6 +18,9 @@ pub struct Advertiser {
     /// The most an anonymous conversion pixel's value counts for; larger values are
     /// capped to it. Authenticated postbacks are not capped.
     pub max_conversion_value_micros: i64,
+    /// How far back its conversions look for clicks and view-through impressions, and
+    /// its `time_decay` half-life.
+    pub attribution: crate::attribution::Windows,
     pub created_at_ms: Millis,
 }
 
@@ -30,6 +33,7 @@ impl Advertiser {
             email: email.into(),
             timezone: timezone.into(),
             max_conversion_value_micros: DEFAULT_MAX_CONVERSION_VALUE_MICROS,
+            attribution: crate::attribution::Windows::default(),
             created_at_ms,
         }
     }

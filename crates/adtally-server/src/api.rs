@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use adtally_core::attribution::Windows;
 use adtally_core::catalog::{
     Ad, AdContent, AdStatus, Advertiser, Campaign, CampaignAction, CampaignStatus, CreditKind, Format, FrequencyCap,
     LedgerEntry, Pacing, Placement, Targeting,
@@ -178,6 +179,7 @@ fn random_key(prefix: &str) -> AppResult<String> {
 fn advertiser_json(a: &Advertiser, balance_micros: i64) -> Value {
     json!({"id": a.id, "name": a.name, "email": a.email, "timezone": a.timezone,
            "max_conversion_value_micros": a.max_conversion_value_micros,
+           "attribution": crate::attribution::windows_json(a.attribution),
            "balance_micros": balance_micros, "created_at": rfc3339(a.created_at_ms)})
 }
 
@@ -248,6 +250,30 @@ pub struct NewAdvertiser {
     email: String,
     timezone: Option<String>,
     max_conversion_value_micros: Option<i64>,
+    attribution: Option<AttributionPatch>,
+}
+
+/// Attribution settings to change; what is left out keeps its value.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AttributionPatch {
+    click_window_days: Option<i64>,
+    view_window_days: Option<i64>,
+    half_life_days: Option<i64>,
+}
+
+impl AttributionPatch {
+    /// `current` with the given fields replaced, if the result is within bounds.
+    fn apply(&self, current: Windows) -> AppResult<Windows> {
+        // Out of u16 is out of bounds too: the bounds' own message says which.
+        let day = |v: Option<i64>, now: u16| v.map_or(now, |v| u16::try_from(v).unwrap_or(u16::MAX));
+        Windows::new(
+            day(self.click_window_days, current.click_days()),
+            day(self.view_window_days, current.view_days()),
+            day(self.half_life_days, current.half_life_days()),
+        )
+        .map_err(|e| ApiError::invalid(format!("attribution: {e}")))
+    }
 }
 
 fn email_address(value: &str) -> AppResult<String> {
@@ -278,6 +304,9 @@ pub async fn create_advertiser(
     if let Some(max) = body.max_conversion_value_micros {
         advertiser.max_conversion_value_micros = money("max_conversion_value_micros", max, 0)?;
     }
+    if let Some(patch) = &body.attribution {
+        advertiser.attribution = patch.apply(advertiser.attribution)?;
+    }
     let advertiser = state.blocking(move |s| s.create_advertiser(&advertiser)).await?;
     state.reload_catalog().await?;
     audit(
@@ -298,9 +327,11 @@ pub struct AdvertiserPatch {
     email: Option<String>,
     timezone: Option<String>,
     max_conversion_value_micros: Option<i64>,
+    attribution: Option<AttributionPatch>,
 }
 
-/// `PATCH /v1/advertisers/{id}`: the operator changes an account's details or its pixel cap.
+/// `PATCH /v1/advertisers/{id}`: the operator changes an account's details, its pixel cap
+/// or its attribution settings.
 pub async fn patch_advertiser(
     State(state): State<Arc<AppState>>,
     Admin(caller): Admin,
@@ -320,19 +351,55 @@ pub async fn patch_advertiser(
     if let Some(max) = body.max_conversion_value_micros {
         advertiser.max_conversion_value_micros = money("max_conversion_value_micros", max, 0)?;
     }
+    if let Some(patch) = &body.attribution {
+        advertiser.attribution = patch.apply(advertiser.attribution)?;
+    }
+    save_advertiser(&state, caller, advertiser).await
+}
+
+/// Stores a changed advertiser, reloads the catalog (the writer credits conversions
+/// with the new windows from then on) and audits the change.
+async fn save_advertiser(
+    state: &Arc<AppState>,
+    caller: Caller,
+    advertiser: Advertiser,
+) -> AppResult<axum::Json<Value>> {
     let stored = advertiser.clone();
     state.blocking(move |s| s.update_advertiser(&stored)).await?;
     state.reload_catalog().await?;
+    let id = advertiser.id;
     audit(
-        &state,
+        state,
         caller,
         "advertiser.update",
         format!("advertiser:{id}"),
-        json!({"max_conversion_value_micros": advertiser.max_conversion_value_micros}),
+        json!({"max_conversion_value_micros": advertiser.max_conversion_value_micros,
+               "attribution": crate::attribution::windows_json(advertiser.attribution)}),
     )
     .await?;
     let balance = state.pipeline.delivery().balance(id);
     Ok(axum::Json(advertiser_json(&advertiser, balance)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MePatch {
+    attribution: AttributionPatch,
+}
+
+/// `PATCH /v1/me`: an advertiser changes its own attribution settings (the rest of the
+/// account is the operator's).
+pub async fn patch_me(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Json(body): Json<MePatch>,
+) -> AppResult<axum::Json<Value>> {
+    let Caller::Advertiser(id) = caller else {
+        return Err(ApiError::invalid("the admin key has no account; use PATCH /v1/advertisers/{id}"));
+    };
+    let mut advertiser = advertiser_for(&state, caller, id).await?;
+    advertiser.attribution = body.attribution.apply(advertiser.attribution)?;
+    save_advertiser(&state, caller, advertiser).await
 }
 
 pub async fn list_advertisers(State(state): State<Arc<AppState>>, _: Admin) -> AppResult<axum::Json<Value>> {

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use adtally_core::attribution::{attribute, Model, ModelReport, CREDIT_UNIT};
+use adtally_core::attribution::{attribute, Model, ModelReport, Windows, CREDIT_UNIT};
 use adtally_core::metrics::saturate;
 use adtally_core::report::{local_date, RawReportRequest, ReportSpec};
 
@@ -49,6 +49,15 @@ pub fn advertiser_of(state: &AppState, caller: Caller, asked: Option<i64>) -> Re
         return Err(ApiError::not_found("advertiser"));
     }
     Ok(id)
+}
+
+/// An advertiser's attribution settings as the API shows and takes them.
+pub fn windows_json(w: Windows) -> Value {
+    json!({
+        "click_window_days": w.click_days(),
+        "view_window_days": w.view_days(),
+        "half_life_days": w.half_life_days(),
+    })
 }
 
 fn conversions_json(credit: i128) -> Value {
@@ -95,7 +104,10 @@ pub async fn attribution(
         })?],
     };
     let advertiser_id = advertiser_of(&state, caller, p.advertiser_id)?;
-    let tz = state.catalog().timezone(advertiser_id);
+    let catalog = state.catalog();
+    let tz = catalog.timezone(advertiser_id);
+    let windows = catalog.advertisers.get(&advertiser_id).map(|(a, _)| a.attribution).unwrap_or_default();
+    drop(catalog);
     let raw = RawReportRequest { range: p.range.clone(), from: p.from.clone(), to: p.to.clone(), ..Default::default() };
     let spec = ReportSpec::parse(&raw, local_date(state.clock.now_ms(), &tz))
         .map_err(|e| ApiError::bad_request("invalid_report", e.to_string()))?;
@@ -111,7 +123,8 @@ pub async fn attribution(
         Some(_) => {}
     }
     let (from_ms, to_ms) = spec.utc_range(&tz);
-    let paths = state.blocking(move |s| s.touch_paths(advertiser_id, from_ms, to_ms, MAX_ROWS)).await?;
+    let paths =
+        state.blocking(move |s| s.touch_paths(advertiser_id, from_ms, to_ms, windows.click_ms(), MAX_ROWS)).await?;
     if paths.truncated {
         return Err(ApiError::bad_request(
             "range_too_large",
@@ -120,18 +133,19 @@ pub async fn attribution(
     }
     // Pure CPU work on up to a million rows: off the async runtime.
     let reports: BTreeMap<Model, ModelReport> =
-        tokio::task::spawn_blocking(move || attribute(&models, &paths.conversions, paths.touches)).await?;
+        tokio::task::spawn_blocking(move || attribute(&models, &paths.conversions, paths.touches, windows)).await?;
     let timezone = tz.iana_name().unwrap_or("UTC");
     let body = if reports.len() == 1 {
         let (model, report) = reports.iter().next().ok_or_else(ApiError::internal)?;
         let mut out = model_json(report);
         out["model"] = json!(model.as_str());
         out["timezone"] = json!(timezone);
+        out["windows"] = windows_json(windows);
         out
     } else {
         let models: serde_json::Map<String, Value> =
             reports.iter().map(|(m, r)| (m.as_str().to_owned(), model_json(r))).collect();
-        json!({"models": models, "timezone": timezone})
+        json!({"models": models, "timezone": timezone, "windows": windows_json(windows)})
     };
     Ok(axum::Json(body).into_response())
 }

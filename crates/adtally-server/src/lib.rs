@@ -61,7 +61,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/promo-codes/redeem", post(api::redeem_promo))
         .route("/v1/audit", get(api::audit_log))
         .route("/v1/advertisers/{id}/credits", post(api::add_credit))
-        .route("/v1/me", get(api::me))
+        .route("/v1/me", get(api::me).patch(api::patch_me))
         .route("/v1/session", post(session::sign_in).get(session::show).delete(session::sign_out))
         .route("/v1/ledger", get(api::ledger))
         .route("/v1/placements", post(api::create_placement).get(api::list_placements))

@@ -15,10 +15,11 @@
 //! (panicked included: a guard sets the flag as the thread unwinds) or whose last batch
 //! failed cannot record events, so no ad is served that could never be counted.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use adtally_core::attribution::{LastTouches, Touch, CLICK_WINDOW_MS};
+use adtally_core::attribution::{LastTouches, Touch, Windows};
 use adtally_core::catalog::Campaign;
 use adtally_core::clock::HOUR;
 use adtally_core::clock::{Clock, Millis, DAY};
@@ -102,6 +103,7 @@ impl EventCounters {
 pub struct Pipeline {
     queue: mpsc::Sender<Job>,
     delivery: Arc<Mutex<DeliveryState>>,
+    attribution: SharedAttribution,
     counters: Arc<EventCounters>,
     health: Arc<WriterHealth>,
 }
@@ -251,16 +253,42 @@ fn load_delivery(store: &dyn Store, max_entries: usize, now: Millis) -> Result<D
     Ok(state)
 }
 
+/// Each advertiser's attribution windows as the catalog last loaded them, which the
+/// writer applies when it credits a conversion, and the longest of them, which says how
+/// long it keeps touches.
+#[derive(Debug, Default)]
+struct AttributionSettings {
+    by_advertiser: HashMap<i64, Windows>,
+    longest: Windows,
+}
+
+impl AttributionSettings {
+    fn new(all: impl IntoIterator<Item = (i64, Windows)>) -> Self {
+        let by_advertiser: HashMap<i64, Windows> = all.into_iter().collect();
+        let longest = Windows::longest(by_advertiser.values().copied());
+        Self { by_advertiser, longest }
+    }
+
+    fn of(&self, advertiser_id: i64) -> Windows {
+        self.by_advertiser.get(&advertiser_id).copied().unwrap_or_default()
+    }
+}
+
+/// Replaced whole on every catalog load; the writer takes the current one per batch.
+type SharedAttribution = Arc<RwLock<Arc<AttributionSettings>>>;
+
 impl Pipeline {
     /// Rebuilds the hot state from the store and starts the writer thread.
     pub fn start(store: Arc<dyn Store>, config: CountingConfig, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         let now = clock.now_ms();
         let delivery = load_delivery(store.as_ref(), config.max_entries, now)?;
+        let attribution = AttributionSettings::new(store.advertisers()?.into_iter().map(|a| (a.id, a.attribution)));
         let mut writer = Writer {
             store: store.clone(),
             clock,
             counting: CountingState::new(config),
-            touches: LastTouches::new(config.max_entries),
+            touches: LastTouches::new(config.max_entries, attribution.longest),
+            attribution: Arc::new(RwLock::new(Arc::new(attribution))),
             delivery: Arc::new(Mutex::new(delivery)),
             counters: Arc::new(EventCounters::default()),
             health: Arc::new(WriterHealth::default()),
@@ -268,7 +296,13 @@ impl Pipeline {
         writer.rebuild(now)?;
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
         let health = writer.health.clone();
-        let pipeline = Pipeline { queue, delivery: writer.delivery.clone(), counters: writer.counters.clone(), health };
+        let pipeline = Pipeline {
+            queue,
+            delivery: writer.delivery.clone(),
+            attribution: writer.attribution.clone(),
+            counters: writer.counters.clone(),
+            health,
+        };
         let exit_flag = ExitFlag(writer.health.clone());
         std::thread::Builder::new()
             .name("adtally-writer".into())
@@ -291,6 +325,13 @@ impl Pipeline {
     pub async fn submit_one(&self, submission: Submission) -> Result<Outcome, PipelineError> {
         let outcomes = self.submit(vec![submission]).await?;
         outcomes.into_iter().next().ok_or(PipelineError::Stopped)
+    }
+
+    /// Sets every advertiser's attribution windows (on each catalog load): conversions
+    /// credited from now on use them.
+    pub fn set_attribution_windows(&self, all: impl IntoIterator<Item = (i64, Windows)>) {
+        let settings = Arc::new(AttributionSettings::new(all));
+        *self.attribution.write().unwrap_or_else(|p| p.into_inner()) = settings;
     }
 
     /// Budgets, balances, caps and ad quality. Hold the guard briefly: the writer needs
@@ -347,6 +388,7 @@ struct Writer {
     clock: Arc<dyn Clock>,
     counting: CountingState,
     touches: LastTouches,
+    attribution: SharedAttribution,
     delivery: Arc<Mutex<DeliveryState>>,
     counters: Arc<EventCounters>,
     health: Arc<WriterHealth>,
@@ -357,9 +399,10 @@ impl Writer {
     fn rebuild(&mut self, now: Millis) -> Result<(), StoreError> {
         let config = *self.counting.config();
         self.counting = CountingState::new(config);
-        self.touches = LastTouches::new(config.max_entries);
+        let longest = self.attribution().longest;
+        self.touches = LastTouches::new(config.max_entries, longest);
         let impression_window = config.token_ttl_ms.max(DAY).max(i64::from(MAX_CAP_HOURS) * HOUR);
-        let since = now - impression_window.max(CLICK_WINDOW_MS);
+        let since = now - impression_window.max(longest.click_ms());
         let shared = self.delivery.clone();
         let mut delivery = shared.lock().unwrap_or_else(|p| p.into_inner());
         for e in self.store.valid_events_since(since)? {
@@ -381,6 +424,10 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    fn attribution(&self) -> Arc<AttributionSettings> {
+        self.attribution.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn remember_touch(&mut self, e: &Event, served: Served) {
@@ -446,6 +493,8 @@ impl Writer {
         let result = if fault == Some(WriterFault::FailBatches) {
             Err(StoreError::Database("injected writer fault: the store refuses every batch".into()))
         } else {
+            let attribution = self.attribution();
+            self.touches.keep_for(attribution.longest);
             let counting = &mut self.counting;
             let touches = &mut self.touches;
             let delivery = &self.delivery;
@@ -453,7 +502,8 @@ impl Writer {
                 // Locked per event, not per batch: decisions read this state and must not
                 // wait for the batch's inserts and commit.
                 let mut delivery = delivery.lock().unwrap_or_else(|p| p.into_inner());
-                judge(counting, touches, &mut delivery, submissions[i], event, now);
+                let rules = Rules { counting: &mut *counting, touches: &mut *touches, attribution: &attribution };
+                judge(rules, &mut delivery, submissions[i], event, now);
             })
         };
         // Before any reply: a handler that got its answer must not see a stall.
@@ -521,19 +571,21 @@ fn arrival_of(e: &Event, ad_id: i64, decision: DecisionRef, givt: Option<Verdict
     Arrival { kind: e.kind, at_ms: e.at_ms, decision, ad_id, user_key: e.user_key, ip_key: e.ip_key, givt, video }
 }
 
+/// The writer's state the rules read and change, apart from delivery.
+struct Rules<'a> {
+    counting: &'a mut CountingState,
+    touches: &'a mut LastTouches,
+    attribution: &'a AttributionSettings,
+}
+
 /// Applies the rules to one event inside the writer's transaction.
-fn judge(
-    counting: &mut CountingState,
-    touches: &mut LastTouches,
-    delivery: &mut DeliveryState,
-    submission: &Submission,
-    event: &mut Event,
-    now: Millis,
-) {
+fn judge(rules: Rules<'_>, delivery: &mut DeliveryState, submission: &Submission, event: &mut Event, now: Millis) {
+    let Rules { counting, touches, attribution } = rules;
     if event.kind == EventKind::Conversion {
         event.verdict = submission.givt.unwrap_or(Verdict::Valid);
         if event.verdict.is_valid() && event.campaign_id.is_none() {
-            if let Some(t) = touches.credit(event.user_key, event.advertiser_id, event.at_ms) {
+            let windows = attribution.of(event.advertiser_id);
+            if let Some(t) = touches.credit(event.user_key, event.advertiser_id, event.at_ms, windows) {
                 event.campaign_id = Some(t.campaign_id);
                 event.ad_id = Some(t.ad_id);
                 event.placement_id = Some(t.placement_id);

@@ -46,8 +46,13 @@ pub struct ServerConfig {
 }
 
 /// The least retention: a restart rebuilds attribution touches from 30 days of clicks,
-/// and attribution journeys reach 30 days back.
+/// and attribution journeys reach 30 days back. An advertiser with a longer click window
+/// keeps raw events that much longer (plus the same margin): see
+/// [`AppState::housekeeping`].
 pub const MIN_RETENTION_DAYS: u32 = 35;
+/// Days kept beyond the longest click window, so a report's first day still finds the
+/// touches before it.
+const RETENTION_MARGIN_DAYS: u32 = MIN_RETENTION_DAYS - 30;
 /// Raw events deleted per housekeeping round at most: short write transactions.
 const PURGE_ROWS_PER_ROUND: usize = 20_000;
 
@@ -273,6 +278,7 @@ impl AppState {
     pub fn reload_catalog_blocking(&self) -> Result<(), StoreError> {
         let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let catalog = ServingCatalog::load(self.store.as_ref())?;
+        self.pipeline.set_attribution_windows(catalog.advertisers.values().map(|(a, _)| (a.id, a.attribution)));
         {
             let mut delivery = self.pipeline.delivery();
             for c in catalog.campaigns.values() {
@@ -290,7 +296,12 @@ impl AppState {
     pub fn housekeeping(&self) -> Result<usize, StoreError> {
         let now = self.clock.now_ms();
         if let Some(days) = self.config.retention_days {
-            let days = i64::from(days.max(MIN_RETENTION_DAYS));
+            let longest_click = adtally_core::attribution::Windows::longest(
+                self.catalog().advertisers.values().map(|(a, _)| a.attribution),
+            )
+            .click_days();
+            let needed = u32::from(longest_click) + RETENTION_MARGIN_DAYS;
+            let days = i64::from(days.max(MIN_RETENTION_DAYS).max(needed));
             let purged = self.store.purge_events_before(now - days * adtally_core::clock::DAY, PURGE_ROWS_PER_ROUND)?;
             if purged > 0 {
                 tracing::info!(events = purged, "raw events past retention deleted");

@@ -73,7 +73,7 @@ pub struct AuditEntry {
 
 /// What attributing one advertiser's conversions of a range needs: the valid
 /// conversions in the range, and the valid clicks and impressions of the users who
-/// converted, from 30 days before the range to its end, in time order (equal times in
+/// converted, from its click window before the range to its end, in time order (equal times in
 /// commit order).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TouchPaths {
@@ -310,10 +310,17 @@ pub trait Store: Send + Sync + 'static {
     fn ad_performance(&self) -> Result<Vec<AdPerformance>>;
     fn rollup_rows(&self, query: &RollupQuery) -> Result<Vec<RollupRow>>;
     /// The touch path for attributing `advertiser_id`'s conversions in
-    /// `[from_ms, to_ms)`; at most `limit` conversions and `limit` touches (else
-    /// `truncated`). Only that advertiser's events: other advertisers' touches on the
-    /// same user never count.
-    fn touch_paths(&self, advertiser_id: i64, from_ms: Millis, to_ms: Millis, limit: usize) -> Result<TouchPaths>;
+    /// `[from_ms, to_ms)`: touches from `lookback_ms` (its click window) before the range
+    /// on; at most `limit` conversions and `limit` touches (else `truncated`). Only that
+    /// advertiser's events: other advertisers' touches on the same user never count.
+    fn touch_paths(
+        &self,
+        advertiser_id: i64,
+        from_ms: Millis,
+        to_ms: Millis,
+        lookback_ms: Millis,
+        limit: usize,
+    ) -> Result<TouchPaths>;
     /// Compares raw events and rollups per advertiser, over the time raw events are
     /// still kept (see [`Store::purge_events_before`]).
     fn consistency_check(&self) -> Result<ConsistencyCheck>;

@@ -12,7 +12,7 @@ use rusqlite::functions::{Aggregate, Context, FunctionFlags};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use adtally_core::attribution::{ConversionFact, PathTouch, TouchKind, CLICK_WINDOW_MS};
+use adtally_core::attribution::{ConversionFact, PathTouch, TouchKind, Windows};
 use adtally_core::catalog::{
     Ad, AdContent, AdRevision, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, FrequencyCap,
     LedgerEntry, Pacing, Placement, Targeting,
@@ -190,6 +190,13 @@ UPDATE rollups SET reach = s.sketch FROM (
 WHERE rollups.bucket_ms = s.bucket_ms AND rollups.advertiser_id = s.advertiser_id
   AND rollups.campaign_id = s.campaign_id AND rollups.ad_id = s.ad_id AND rollups.placement_id = s.placement_id
   AND rollups.device = s.device AND rollups.country = s.country AND rollups.kind = 1 AND rollups.verdict = 0;
+"#,
+    r#"
+-- Each advertiser's attribution windows and time-decay half-life, in days (see
+-- adtally_core::attribution::Windows for the bounds); the defaults are the old fixed ones.
+ALTER TABLE advertisers ADD COLUMN click_window_days INTEGER NOT NULL DEFAULT 30;
+ALTER TABLE advertisers ADD COLUMN view_window_days INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE advertisers ADD COLUMN half_life_days INTEGER NOT NULL DEFAULT 7;
 "#,
 ];
 
@@ -501,8 +508,15 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+/// The columns [`advertiser_from`] reads, in its order.
+const ADVERTISER_COLUMNS: &str = "id, name, email, timezone, created_at_ms, max_conversion_value_micros, \
+                                  click_window_days, view_window_days, half_life_days";
+
 fn advertiser_from(row: &Row) -> rusqlite::Result<Advertiser> {
+    let (click, view, half_life): (u16, u16, u16) = (row.get(6)?, row.get(7)?, row.get(8)?);
+    let attribution = Windows::new(click, view, half_life).map_err(|e| bad_column("attribution windows", &e.0))?;
     Ok(Advertiser {
+        attribution,
         id: row.get(0)?,
         name: row.get(1)?,
         email: row.get(2)?,
@@ -809,9 +823,19 @@ impl Store for SqliteStore {
     fn create_advertiser(&self, a: &Advertiser) -> Result<Advertiser> {
         self.with_conn(|c| {
             c.execute(
-                "INSERT INTO advertisers (name, email, timezone, max_conversion_value_micros, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![a.name, a.email, a.timezone, a.max_conversion_value_micros, a.created_at_ms],
+                "INSERT INTO advertisers (name, email, timezone, max_conversion_value_micros, created_at_ms,
+                                          click_window_days, view_window_days, half_life_days)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    a.name,
+                    a.email,
+                    a.timezone,
+                    a.max_conversion_value_micros,
+                    a.created_at_ms,
+                    a.attribution.click_days(),
+                    a.attribution.view_days(),
+                    a.attribution.half_life_days()
+                ],
             )?;
             Ok(Advertiser { id: c.last_insert_rowid(), ..a.clone() })
         })
@@ -820,9 +844,19 @@ impl Store for SqliteStore {
     fn update_advertiser(&self, a: &Advertiser) -> Result<()> {
         self.with_conn(|c| {
             let n = c.execute(
-                "UPDATE advertisers SET name = ?2, email = ?3, timezone = ?4, max_conversion_value_micros = ?5
+                "UPDATE advertisers SET name = ?2, email = ?3, timezone = ?4, max_conversion_value_micros = ?5,
+                        click_window_days = ?6, view_window_days = ?7, half_life_days = ?8
                  WHERE id = ?1",
-                params![a.id, a.name, a.email, a.timezone, a.max_conversion_value_micros],
+                params![
+                    a.id,
+                    a.name,
+                    a.email,
+                    a.timezone,
+                    a.max_conversion_value_micros,
+                    a.attribution.click_days(),
+                    a.attribution.view_days(),
+                    a.attribution.half_life_days()
+                ],
             )?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("advertiser {}", a.id)));
@@ -834,7 +868,7 @@ impl Store for SqliteStore {
     fn advertiser(&self, id: i64) -> Result<Option<Advertiser>> {
         self.with_conn(|c| {
             Ok(c.query_row(
-                "SELECT id, name, email, timezone, created_at_ms, max_conversion_value_micros FROM advertisers WHERE id = ?1",
+                &format!("SELECT {ADVERTISER_COLUMNS} FROM advertisers WHERE id = ?1"),
                 [id],
                 advertiser_from,
             )
@@ -844,12 +878,7 @@ impl Store for SqliteStore {
 
     fn advertisers(&self) -> Result<Vec<Advertiser>> {
         self.with_conn(|c| {
-            query_all(
-                c,
-                "SELECT id, name, email, timezone, created_at_ms, max_conversion_value_micros FROM advertisers ORDER BY id",
-                [],
-                advertiser_from,
-            )
+            query_all(c, &format!("SELECT {ADVERTISER_COLUMNS} FROM advertisers ORDER BY id"), [], advertiser_from)
         })
     }
 
@@ -1516,7 +1545,14 @@ impl Store for SqliteStore {
         })
     }
 
-    fn touch_paths(&self, advertiser_id: i64, from_ms: Millis, to_ms: Millis, limit: usize) -> Result<TouchPaths> {
+    fn touch_paths(
+        &self,
+        advertiser_id: i64,
+        from_ms: Millis,
+        to_ms: Millis,
+        lookback_ms: Millis,
+        limit: usize,
+    ) -> Result<TouchPaths> {
         let (conversion, click, impression) =
             (EventKind::Conversion.code(), EventKind::Click.code(), EventKind::Impression.code());
         let fetch = limit.saturating_add(1).min(i64::MAX as usize) as i64;
@@ -1549,7 +1585,7 @@ impl Store for SqliteStore {
                  ORDER BY at_ms, id LIMIT ?8",
                 params![
                     advertiser_id,
-                    from_ms.saturating_sub(CLICK_WINDOW_MS),
+                    from_ms.saturating_sub(lookback_ms.max(0)),
                     to_ms,
                     from_ms,
                     click,
@@ -1692,14 +1728,14 @@ mod tests {
         let mut batch: Vec<PendingEvent> = events.iter().cloned().map(PendingEvent::new).collect();
         store.append_events(day0 + DAY, &mut batch, &mut |_, _| {}).expect("append");
 
-        let paths = store.touch_paths(1, day0, day0 + DAY, 100).expect("paths");
+        let paths = store.touch_paths(1, day0, day0 + DAY, 30 * DAY, 100).expect("paths");
         assert_eq!(paths.conversions, vec![ConversionFact { user_key: 5, at_ms: day0, value_micros: 7 }]);
         let touches: Vec<(u64, Millis, TouchKind)> = paths.touches.iter().map(|(u, t)| (*u, t.at_ms, t.kind)).collect();
         assert_eq!(touches, vec![(5, day0 - 29 * DAY, TouchKind::Click), (5, day0 - 10, TouchKind::Impression)]);
         assert_eq!(paths.touches[0].1.campaign_id, 10);
         assert!(!paths.truncated);
-        assert!(store.touch_paths(1, day0, day0 + DAY, 1).expect("paths").truncated);
-        assert_eq!(store.touch_paths(2, day0, day0 + DAY, 100).expect("paths"), TouchPaths::default());
+        assert!(store.touch_paths(1, day0, day0 + DAY, 30 * DAY, 1).expect("paths").truncated);
+        assert_eq!(store.touch_paths(2, day0, day0 + DAY, 30 * DAY, 100).expect("paths"), TouchPaths::default());
 
         // Both reads are range reads of the (advertiser, time) index.
         let plan: Vec<String> = store
@@ -1744,12 +1780,17 @@ mod tests {
         assert_eq!(reach_of(&store, false), vec![(0, 4)]);
         assert!(store.consistency_check().expect("check").is_consistent());
 
-        // A store from before reach: no column, one version less. Reopening rebuilds.
+        // A store from before reach: no column, and none of the later migrations (each
+        // undone here). Reopening runs them again, and rebuilds reach.
         store
             .with_conn(|c| {
-                let version = MIGRATIONS.len() - 1;
+                let version = MIGRATIONS.iter().position(|m| m.contains("ADD COLUMN reach")).expect("reach migration");
                 Ok(c.execute_batch(&format!(
-                    "ALTER TABLE rollups DROP COLUMN reach; PRAGMA user_version = {version};"
+                    "ALTER TABLE rollups DROP COLUMN reach;
+                     ALTER TABLE advertisers DROP COLUMN click_window_days;
+                     ALTER TABLE advertisers DROP COLUMN view_window_days;
+                     ALTER TABLE advertisers DROP COLUMN half_life_days;
+                     PRAGMA user_version = {version};"
                 ))?)
             })
             .expect("downgrade");
