@@ -183,7 +183,7 @@ pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
         });
     }
 
-    let (state, _) = build_state(store.clone(), crate::offline_options())?;
+    let (state, _) = build_state(store.clone(), crate::offline_options(data_dir))?;
     let mut rng = Rng(0x00ad_7a11);
     let mut seq = 0u64;
     let start = (now - 30 * DAY) / HOUR * HOUR;
@@ -254,12 +254,13 @@ pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
 /// `adtally report`: the report API's CSV, printed.
 pub async fn print_report(
     store: Arc<dyn Store>,
+    data_dir: &Path,
     advertiser: Option<i64>,
     range: &str,
     group_by: &str,
     granularity: &str,
 ) -> Result<()> {
-    let (state, _) = build_state(store, crate::offline_options())?;
+    let (state, _) = build_state(store, crate::offline_options(data_dir))?;
     let params = adtally_server::reports::ReportParams {
         range: Some(range.into()),
         group_by: Some(group_by.into()),

@@ -99,6 +99,10 @@ struct ServeArgs {
     /// SMTP server for weekly email reports: smtp://[user:pass@]host[:port][?from=ADDR], smtps://… for TLS.
     #[arg(long, env = "ADTALLY_SMTP_URL", hide_env_values = true)]
     smtp_url: Option<String>,
+    /// Flush every beacon's journal record to disk before answering: survives power loss,
+    /// not only a crash of the process, at the cost of one disk flush per beacon.
+    #[arg(long, env = "ADTALLY_FSYNC")]
+    fsync: bool,
 }
 
 #[derive(Subcommand)]
@@ -199,6 +203,7 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
         shutdown_timeout: timeout("shutdown-timeout", &args.shutdown_timeout)?,
     };
     config.traffic_filters = !args.skip_traffic_filters;
+    config.journal = Some(journal_config(&args.store.data, args.fsync));
     if let Some(days) = args.retention_days {
         anyhow::ensure!(
             days >= adtally_server::state::MIN_RETENTION_DAYS,
@@ -266,10 +271,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn import(store: Arc<dyn Store>, file: &Path) -> Result<()> {
+async fn import(store: Arc<dyn Store>, data: &Path, file: &Path) -> Result<()> {
     use adtally_server::import::{import_ndjson_from, ImportSummary, MAX_LINES};
     let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let (state, _) = adtally_server::build_state(store, offline_options())?;
+    let (state, _) = adtally_server::build_state(store, offline_options(data))?;
     let mut total = ImportSummary::default();
     // One request of the HTTP endpoint takes at most MAX_LINES; a file may be longer.
     let (mut start, mut first_line) = (0, 1);
@@ -290,12 +295,19 @@ async fn import(store: Arc<dyn Store>, file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The beacon journal of a data directory.
+fn journal_config(data: &Path, fsync: bool) -> adtally_server::pipeline::JournalConfig {
+    adtally_server::pipeline::JournalConfig { dir: data.join("journal"), fsync }
+}
+
 /// Options for commands that use the server's state in-process without serving HTTP.
 /// They must not create the admin key (only `serve` does, and prints it), so they get
-/// a throwaway one that nothing can reach.
-pub fn offline_options() -> Options {
+/// a throwaway one that nothing can reach. They open the data directory's journal, so
+/// beacons a crashed server acknowledged are committed before anything else happens.
+pub fn offline_options(data: &Path) -> Options {
     let throwaway = format!("offline-{}-{}", std::process::id(), SystemClock.now_ms());
-    Options { config: ServerConfig::default(), secret: None, admin_key: Some(throwaway), clock: Arc::new(SystemClock) }
+    let config = ServerConfig { journal: Some(journal_config(data, false)), ..ServerConfig::default() };
+    Options { config, secret: None, admin_key: Some(throwaway), clock: Arc::new(SystemClock) }
 }
 
 #[tokio::main]
@@ -313,7 +325,7 @@ async fn main() -> Result<()> {
             }
             demo::create(s, &store.data).await
         }
-        Command::Import { store, file } => import(open_store(&store)?, &file).await,
+        Command::Import { store, file } => import(open_store(&store)?, &store.data, &file).await,
         Command::Backup { data, out } => {
             let summary = tokio::task::spawn_blocking(move || SqliteStore::backup(&data, &out))
                 .await?
@@ -328,14 +340,14 @@ async fn main() -> Result<()> {
             if !dry_run {
                 bail!("the server sends weekly reports on schedule (--smtp-url); use --dry-run to print one");
             }
-            let (state, _) = adtally_server::build_state(open_store(&store)?, offline_options())?;
+            let (state, _) = adtally_server::build_state(open_store(&store)?, offline_options(&store.data))?;
             let text =
                 tokio::task::spawn_blocking(move || adtally_server::mailer::preview(&state, advertiser)).await??;
             print!("{text}");
             Ok(())
         }
         Command::Report { store, advertiser, range, group_by, granularity, .. } => {
-            demo::print_report(open_store(&store)?, advertiser, &range, &group_by, &granularity).await
+            demo::print_report(open_store(&store)?, &store.data, advertiser, &range, &group_by, &granularity).await
         }
     }
 }

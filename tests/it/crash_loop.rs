@@ -2,11 +2,15 @@
 //! decisions and beacons, clicks, conversion pixels, imports and operator top-ups — 20
 //! times. After every restart: every acknowledged event and credit is there, rollups
 //! equal the raw events per advertiser, the ledger balances, no budget is overspent.
+//! Beacons are acknowledged from the journal before their commit, so kills land between
+//! the two: the loop counts the records each restart had to replay, and asserts that
+//! some did.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use adtally_store::journal::Journal;
 use adtally_store::{SqliteStore, Store};
 use serde_json::{json, Value};
 
@@ -157,6 +161,7 @@ async fn twenty_kill_nine_cycles_lose_nothing_acknowledged() {
     let mut seed =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(7, |d| d.as_nanos() as u64);
     println!("crash loop seed {seed}");
+    let mut replayed = 0;
     for cycle in 0..CYCLES {
         let load = spawn_load(server.base.clone(), [a, b], cycle, acked.clone());
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
@@ -166,9 +171,15 @@ async fn twenty_kill_nine_cycles_lose_nothing_acknowledged() {
         for t in load {
             let _ = t.await;
         }
-        let check = SqliteStore::open(dir.path()).expect("open").consistency_check().expect("check");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let check = store.consistency_check().expect("check");
         assert!(check.is_consistent(), "cycle {cycle}: {check:?}");
-        drop(check);
+        // Acknowledged beacons the kill caught between journal append and commit.
+        let applied = store.journal_applied().expect("journal position");
+        drop(store);
+        let (_, pending) = Journal::open(&dir.path().join("journal"), applied, false).expect("journal");
+        replayed += pending.len();
+        println!("cycle {cycle}: {} journaled beacons not yet committed at the kill", pending.len());
         server = start_server(dir.path());
 
         let (ta, tb) =
@@ -213,8 +224,9 @@ async fn twenty_kill_nine_cycles_lose_nothing_acknowledged() {
     }
     let _ = server.child.kill();
     let _ = server.child.wait();
+    assert!(replayed > 0, "no kill landed between a journal append and its commit");
     println!(
-        "crash loop: {CYCLES} cycles, {} impressions, {} conversions, {} imports, {} credit micros acknowledged; 0 lost",
+        "crash loop: {CYCLES} cycles, {replayed} beacons replayed from the journal, {} impressions, {} conversions, {} imports, {} credit micros acknowledged; 0 lost",
         acked.impressions.load(Ordering::SeqCst),
         acked.conversions.load(Ordering::SeqCst),
         acked.imported.load(Ordering::SeqCst),

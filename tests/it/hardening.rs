@@ -162,8 +162,22 @@ async fn beacon_status(app: &TestApp, url: &str) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Waits (a few seconds at most) until health answers `status`.
+async fn health_becomes(app: &TestApp, status: u16) -> Value {
+    for _ in 0..100 {
+        let (s, body) = health(app).await;
+        if s == status {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("health never answered {status}");
+}
+
 /// While batches fail to commit, health says so, decisions serve no ad, beacons answer
-/// 503 in the error shape; the first commit that succeeds makes the server healthy again.
+/// 503 in the error shape; a beacon acknowledged just before (it is in the journal) is
+/// retried until the store takes it. The first commit that succeeds makes the server
+/// healthy again, and that beacon is counted.
 #[tokio::test]
 async fn a_failing_event_writer_makes_health_fail_and_decisions_stop() {
     let app = spawn_app().await;
@@ -172,35 +186,48 @@ async fn a_failing_event_writer_makes_health_fail_and_decisions_stop() {
     assert_eq!(health(&app).await.0, 200);
 
     app.state.pipeline.inject_fault(Some(WriterFault::FailBatches));
-    let (status, body) = beacon_status(&app, &url(&d, "impression_url")).await;
+    assert_eq!(beacon_status(&app, &url(&d, "impression_url")).await.0, 200, "journaled while healthy");
+    let body = health_becomes(&app, 503).await;
+    assert_eq!(body["error"]["code"].as_str(), Some("event_store_failing"), "{body}");
+    let (status, body) = beacon_status(&app, &url(&d, "viewable_url")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
-    let (status, body) = health(&app).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("event_store_failing")), "{body}");
     assert_eq!(decision_status(&app, "during").await, 204);
 
     app.state.pipeline.inject_fault(None);
-    assert_eq!(beacon_status(&app, &url(&d, "impression_url")).await.0, 200);
-    assert_eq!(health(&app).await.0, 200);
+    health_becomes(&app, 200).await;
     assert_eq!(decision_status(&app, "after").await, 200);
-    assert_eq!(totals(&app, &f.key, "range=lifetime").await["impressions"], 1);
+    assert_eq!(totals(&app, &f.key, "range=lifetime").await["impressions"], 1, "the retried beacon");
+    assert_eq!(beacon_status(&app, &url(&d, "impression_url")).await.0, 200);
+    assert_eq!(totals(&app, &f.key, "range=lifetime").await["impressions"], 1, "the same decision again");
 }
 
-/// A writer thread that died (here: panicked) is detected by the flag its exit sets.
+/// A writer thread that died (here: panicked) is detected by the flag its exit sets. A
+/// beacon acknowledged before it died is in the journal: the next start commits it.
 #[tokio::test]
 async fn a_dead_event_writer_makes_health_fail_and_decisions_stop() {
-    let app = spawn_app().await;
-    fixture(&app, "sidebar-main", 2_000_000).await;
+    let dir = Arc::new(tempfile::tempdir().expect("dir"));
+    let clock = Arc::new(adtally_core::clock::ManualClock::new(adtally_core::clock::Clock::now_ms(
+        &adtally_core::clock::SystemClock,
+    )));
+    let app = spawn_app_in(dir.clone(), ServerConfig::default(), clock.clone()).await;
+    let f = fixture(&app, "sidebar-main", 2_000_000).await;
     let d = app.decision("sidebar-main", "before").await;
 
     app.state.pipeline.inject_fault(Some(WriterFault::Panic));
-    assert_eq!(beacon_status(&app, &url(&d, "impression_url")).await.0, 503);
-    let (status, body) = health(&app).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("event_writer_stopped")), "{body}");
+    assert_eq!(beacon_status(&app, &url(&d, "impression_url")).await.0, 200, "journaled while alive");
+    let body = health_becomes(&app, 503).await;
+    assert_eq!(body["error"]["code"].as_str(), Some("event_writer_stopped"), "{body}");
     let (_, metrics) = app.get_text(ADMIN, "/metrics").await;
     assert!(metrics.contains("adtally_event_writer_up 0"), "{metrics}");
     assert_eq!(decision_status(&app, "after").await, 204);
     let (status, body) = beacon_status(&app, &url(&d, "viewable_url")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
+    drop(app);
+
+    let app = spawn_app_in(dir, ServerConfig::default(), clock).await;
+    assert_eq!(health(&app).await.0, 200);
+    let t = totals(&app, &f.key, "range=lifetime").await;
+    assert_eq!((t["impressions"].as_i64(), t["viewable_impressions"].as_i64()), (Some(1), Some(0)), "{t}");
 }
 
 async fn get_as(app: &TestApp, key: &str, forwarded_for: Option<&str>) -> reqwest::Response {
@@ -464,17 +491,17 @@ async fn a_stalled_event_writer_makes_health_fail_until_it_moves_again() {
     app.state.pipeline.set_stall_after(Duration::from_millis(300));
 
     app.state.pipeline.inject_fault(Some(WriterFault::Stall));
-    let (client, impression) = (app.client.clone(), url(&d, "impression_url"));
-    let waiting = tokio::spawn(async move { client.get(impression).header("user-agent", BROWSER).send().await });
+    // Answered from the journal at once, though the writer hangs on it.
+    let r = app.client.get(url(&d, "impression_url")).header("user-agent", BROWSER).send().await.expect("beacon");
+    assert_eq!(r.status().as_u16(), 200);
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (status, body) = health(&app).await;
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("event_writer_stalled")), "{body}");
     assert_eq!(decision_status(&app, "during").await, 204);
+    let (status, _) = beacon_status(&app, &url(&d, "viewable_url")).await;
+    assert_eq!(status, 503, "not acknowledged while the writer is stalled");
 
     app.state.pipeline.inject_fault(None);
-    let answered = waiting.await.expect("task").expect("beacon");
-    let status = answered.status().as_u16();
-    assert_eq!(status, 200, "{}", answered.text().await.unwrap_or_default());
-    assert_eq!(health(&app).await.0, 200);
+    health_becomes(&app, 200).await;
     assert_eq!(totals(&app, &f.key, "range=lifetime").await["impressions"], 1);
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use adtally_core::clock::{Clock, ManualClock, SystemClock};
+use adtally_server::pipeline::JournalConfig;
 use adtally_server::{Application, Options, ServerConfig};
 use adtally_store::{SqliteStore, Store};
 use serde_json::{json, Value};
@@ -39,8 +40,10 @@ pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
 }
 
 /// Starts a server on an existing data directory (to test restarts).
-pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, config: ServerConfig, clock: Arc<ManualClock>) -> TestApp {
+pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, mut config: ServerConfig, clock: Arc<ManualClock>) -> TestApp {
     let store: Arc<dyn Store> = Arc::new(open_store_when_free(dir.path()).await);
+    // As `serve` runs: beacons are acknowledged from the journal.
+    config.journal.get_or_insert_with(|| JournalConfig { dir: dir.path().join("journal"), fsync: false });
     let options =
         Options { config, secret: Some("test-secret".into()), admin_key: Some(ADMIN.into()), clock: clock.clone() };
     let app =
@@ -107,9 +110,13 @@ impl TestApp {
         (r.status().as_u16(), r.text().await.unwrap_or_default())
     }
 
-    /// A beacon or click as a browser sends it.
+    /// A beacon or click as a browser sends it. Returns once the writer has committed
+    /// it (the server answered as soon as it was journaled), so that a decision made
+    /// next sees its effect, as the API's reads do on their own.
     pub async fn hit(&self, url: &str) -> reqwest::Response {
-        self.client.get(url).header("user-agent", BROWSER).send().await.expect("beacon")
+        let r = self.client.get(url).header("user-agent", BROWSER).send().await.expect("beacon");
+        self.state.pipeline.caught_up().await;
+        r
     }
 
     pub async fn decision(&self, placement: &str, uid: &str) -> Value {

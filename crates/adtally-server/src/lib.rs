@@ -8,6 +8,7 @@ pub mod client;
 pub mod error;
 pub mod import;
 pub mod insights;
+mod journal_record;
 pub mod limits;
 pub mod mailer;
 mod ops;
@@ -84,13 +85,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         Router::new().route("/v1/events", post(import::import_events)).layer(DefaultBodyLimit::max(MAX_IMPORT_BODY));
     // Every route that takes a key counts its failed authentications per client.
     let limiter = Arc::new(limits::AuthFailureLimiter::new(state.config.limits.max_auth_failures));
-    let authenticated =
-        api.merge(import).layer(middleware::from_fn_with_state((state.clone(), limiter), limits::limit_auth_failures));
+    let authenticated = api
+        .merge(import)
+        .layer(middleware::from_fn_with_state(state.clone(), catch_up))
+        .layer(middleware::from_fn_with_state((state.clone(), limiter), limits::limit_auth_failures));
     Router::new()
         .merge(tracking)
         .merge(authenticated)
         .route("/healthz", get(ops::healthz))
-        .route("/metrics", get(ops::metrics))
+        .merge(
+            Router::new()
+                .route("/metrics", get(ops::metrics))
+                .layer(middleware::from_fn_with_state(state.clone(), catch_up)),
+        )
         .route("/openapi.json", get(ops::openapi))
         .route("/", get(web::dashboard))
         .route("/tag.js", get(web::tag))
@@ -98,6 +105,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(ops::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), limits::request_deadline))
         .with_state(state)
+}
+
+/// Lets a read of the API see every beacon the tracking endpoints acknowledged before it
+/// arrived (they answer once the beacon is journaled, before it is committed).
+async fn catch_up(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    state.pipeline.caught_up().await;
+    next.run(request).await
 }
 
 /// How to start a server on a store.
@@ -154,7 +172,12 @@ pub fn build_state(store: Arc<dyn Store>, options: Options) -> Result<(Arc<AppSt
             }
         },
     };
-    let pipeline = Pipeline::start(store.clone(), options.config.counting, options.clock.clone())?;
+    let pipeline = Pipeline::start(
+        store.clone(),
+        options.config.counting,
+        options.clock.clone(),
+        options.config.journal.as_ref(),
+    )?;
     let state = AppState::new(
         store,
         pipeline,

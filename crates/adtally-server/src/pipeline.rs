@@ -1,7 +1,15 @@
 //! The event pipeline: handlers submit events, one writer thread judges them against the
 //! counting rules, charges the valid impressions, and appends each batch — events and
-//! rollups — in one transaction. A handler's submission resolves only after its batch
-//! committed, so a 2xx answer means the event is on disk.
+//! rollups — in one transaction.
+//!
+//! Two ways in. A beacon ([`Pipeline::record`]) is appended to the journal
+//! ([`adtally_store::journal`]) and answered at once: the record survives kill -9, the
+//! writer commits it moments later together with the journal position it reached, and a
+//! restart replays the records past that position through the same rules, in the same
+//! order. Everything whose answer depends on the outcome (conversions, imports) is
+//! [`Pipeline::submit`]ted and resolves after its batch committed. Either way a 2xx means
+//! the event survives a crash. Reads that must see every acknowledged beacon (the API's
+//! reports) wait for the writer to catch up first ([`Pipeline::caught_up`]).
 //!
 //! Batching is natural group commit: while a batch is being written, new submissions
 //! queue up, and the next batch takes all of them (up to [`MAX_BATCH`]). Under light load
@@ -16,6 +24,7 @@
 //! failed cannot record events, so no ad is served that could never be counted.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -27,8 +36,11 @@ use adtally_core::counting::{Arrival, CountingConfig, CountingState, DecisionRef
 use adtally_core::delivery::{CampaignLimits, DeliveryState, MAX_CAP_HOURS};
 use adtally_core::event::{Event, EventKind, Verdict};
 use adtally_core::jiff::tz::TimeZone;
+use adtally_store::journal::Journal;
 use adtally_store::{Idempotency, PendingEvent, Store, StoreError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::journal_record;
 
 /// Most events one transaction takes.
 pub const MAX_BATCH: usize = 4096;
@@ -38,6 +50,19 @@ const LINGER: std::time::Duration = std::time::Duration::from_micros(100);
 const MAX_LINGERS: u32 = 4;
 /// Submissions waiting for the writer before handlers have to wait to enqueue.
 const QUEUE_DEPTH: usize = 16_384;
+/// How long a read waits for the writer to catch up with the journal before it goes
+/// ahead with what is committed (only a failing or stalled writer takes this long).
+const CATCH_UP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Pause between attempts to commit journaled events whose batch failed.
+const RETRY_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Where the beacon journal lives, and whether each append waits for the disk.
+#[derive(Debug, Clone)]
+pub struct JournalConfig {
+    pub dir: PathBuf,
+    /// `fdatasync` every record before answering: survives power loss, not only kill -9.
+    pub fsync: bool,
+}
 
 /// An event on its way to the writer, with what the rules need to judge it.
 #[derive(Debug, Clone)]
@@ -78,7 +103,12 @@ type Reply = oneshot::Sender<Result<Vec<Outcome>, PipelineError>>;
 
 struct Job {
     submissions: Vec<Submission>,
-    reply: Reply,
+    /// Who waits for the commit; nobody for a journaled beacon, which was answered.
+    reply: Option<Reply>,
+    /// The journal record holding this job's one beacon.
+    journal_seq: Option<u64>,
+    /// Released when the job is done with (`None` for a replayed record).
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Events counted per kind and verdict since start, for `/metrics`.
@@ -101,7 +131,13 @@ impl EventCounters {
 /// The handle handlers use to submit events.
 #[derive(Clone)]
 pub struct Pipeline {
-    queue: mpsc::Sender<Job>,
+    queue: mpsc::UnboundedSender<Job>,
+    /// One per job waiting for the writer: handlers wait here when it is far behind.
+    permits: Arc<Semaphore>,
+    journal: Option<Arc<Mutex<Journal>>>,
+    /// The last journal record appended, and the last one committed.
+    appended: Arc<AtomicU64>,
+    applied: watch::Receiver<u64>,
     delivery: Arc<Mutex<DeliveryState>>,
     attribution: SharedAttribution,
     counters: Arc<EventCounters>,
@@ -278,11 +314,19 @@ impl AttributionSettings {
 type SharedAttribution = Arc<RwLock<Arc<AttributionSettings>>>;
 
 impl Pipeline {
-    /// Rebuilds the hot state from the store and starts the writer thread.
-    pub fn start(store: Arc<dyn Store>, config: CountingConfig, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+    /// Rebuilds the hot state from the store, replays the journal's uncommitted records
+    /// (with `journal`) and starts the writer thread.
+    pub fn start(
+        store: Arc<dyn Store>,
+        config: CountingConfig,
+        clock: Arc<dyn Clock>,
+        journal: Option<&JournalConfig>,
+    ) -> Result<Self, StoreError> {
         let now = clock.now_ms();
         let delivery = load_delivery(store.as_ref(), config.max_entries, now)?;
         let attribution = AttributionSettings::new(store.advertisers()?.into_iter().map(|a| (a.id, a.attribution)));
+        let applied = store.journal_applied()?;
+        let (applied_tx, applied_rx) = watch::channel(applied);
         let mut writer = Writer {
             store: store.clone(),
             clock,
@@ -292,12 +336,30 @@ impl Pipeline {
             delivery: Arc::new(Mutex::new(delivery)),
             counters: Arc::new(EventCounters::default()),
             health: Arc::new(WriterHealth::default()),
+            journal: None,
+            applied: applied_tx,
+            retry: Vec::new(),
         };
         writer.rebuild(now)?;
-        let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
+        let journal_error = |e: std::io::Error| StoreError::Database(format!("journal: {e}"));
+        let journal = match journal {
+            None => None,
+            Some(c) => {
+                let (journal, records) = Journal::open(&c.dir, applied, c.fsync).map_err(journal_error)?;
+                writer.journal = Some(Arc::new(Mutex::new(journal)));
+                writer.replay(records)?;
+                writer.journal.clone()
+            }
+        };
+        let appended = Arc::new(AtomicU64::new(*writer.applied.borrow()));
+        let (queue, jobs) = mpsc::unbounded_channel();
         let health = writer.health.clone();
         let pipeline = Pipeline {
             queue,
+            permits: Arc::new(Semaphore::new(QUEUE_DEPTH)),
+            journal,
+            appended,
+            applied: applied_rx,
             delivery: writer.delivery.clone(),
             attribution: writer.attribution.clone(),
             counters: writer.counters.clone(),
@@ -314,10 +376,48 @@ impl Pipeline {
         Ok(pipeline)
     }
 
+    /// Records a beacon: with a journal, appends it there and returns without waiting
+    /// for the commit (the record survives a crash and is replayed); without one, waits
+    /// for the commit like [`Pipeline::submit`].
+    pub async fn record(&self, submission: Submission) -> Result<(), PipelineError> {
+        let (Some(journal), Some(bytes)) = (&self.journal, journal_record::encode(&submission)) else {
+            return self.submit_one(submission).await.map(drop);
+        };
+        // A writer that cannot commit would leave the beacon in the journal until the
+        // next restart: say so instead of acknowledging it.
+        match self.health() {
+            Health::Ok => {}
+            Health::Stopped => return Err(PipelineError::Stopped),
+            other => return Err(PipelineError::Store(format!("{other:?}"))),
+        }
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| PipelineError::Stopped)?;
+        // Appending and queueing under one lock keeps the queue in journal order, which
+        // is what makes "committed through record N" mean every record up to N.
+        let mut journal = journal.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = journal.append(&bytes).map_err(|e| PipelineError::Store(format!("journal: {e}")))?;
+        self.appended.store(seq, Ordering::Release);
+        let job = Job { submissions: vec![submission], reply: None, journal_seq: Some(seq), _permit: Some(permit) };
+        // A closed queue means the writer is gone; the record is replayed on restart.
+        self.queue.send(job).map_err(|_| PipelineError::Stopped)
+    }
+
+    /// Waits until every beacon acknowledged before this call is committed (at most
+    /// [`CATCH_UP_WAIT`]): the API's reads see what the tracking endpoints answered.
+    pub async fn caught_up(&self) {
+        let target = self.appended.load(Ordering::Acquire);
+        if *self.applied.borrow() >= target {
+            return;
+        }
+        let mut applied = self.applied.clone();
+        let _ = tokio::time::timeout(CATCH_UP_WAIT, applied.wait_for(|&a| a >= target)).await;
+    }
+
     /// Submits events and waits until they are committed.
     pub async fn submit(&self, submissions: Vec<Submission>) -> Result<Vec<Outcome>, PipelineError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Job { submissions, reply }).await.map_err(|_| PipelineError::Stopped)?;
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| PipelineError::Stopped)?;
+        let job = Job { submissions, reply: Some(reply), journal_seq: None, _permit: Some(permit) };
+        self.queue.send(job).map_err(|_| PipelineError::Stopped)?;
         answer.await.map_err(|_| PipelineError::Stopped)?
     }
 
@@ -392,6 +492,12 @@ struct Writer {
     delivery: Arc<Mutex<DeliveryState>>,
     counters: Arc<EventCounters>,
     health: Arc<WriterHealth>,
+    journal: Option<Arc<Mutex<Journal>>>,
+    /// The last journal record committed.
+    applied: watch::Sender<u64>,
+    /// Journaled jobs of a batch that failed: acknowledged already, so committed before
+    /// anything else, however many attempts it takes.
+    retry: Vec<Job>,
 }
 
 impl Writer {
@@ -439,10 +545,45 @@ impl Writer {
         }
     }
 
-    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        while let Some(first) = jobs.blocking_recv() {
-            let mut batch = vec![first];
-            let mut size = batch[0].submissions.len();
+    /// Commits the journal's uncommitted records at start-up, before any new event, as
+    /// if they were arriving again: each judged at its own arrival time.
+    fn replay(&mut self, records: Vec<adtally_store::journal::Record>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let count = records.len();
+        let mut jobs = Vec::with_capacity(records.len());
+        for r in records {
+            let submission =
+                journal_record::decode(r.seq, &r.payload).map_err(|e| StoreError::Database(e.to_string()))?;
+            jobs.push(Job { submissions: vec![submission], reply: None, journal_seq: Some(r.seq), _permit: None });
+        }
+        while !jobs.is_empty() {
+            let rest = jobs.split_off(jobs.len().min(MAX_BATCH));
+            self.write(std::mem::replace(&mut jobs, rest), true);
+            if !self.retry.is_empty() {
+                return Err(StoreError::Database(format!(
+                    "cannot commit the journal's uncommitted records: {}",
+                    self.health.failure.lock().unwrap_or_else(|p| p.into_inner())
+                )));
+            }
+        }
+        tracing::info!(events = count, "journal replayed: acknowledged beacons committed after a restart");
+        Ok(())
+    }
+
+    fn run(mut self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        loop {
+            let mut batch = std::mem::take(&mut self.retry);
+            if batch.is_empty() {
+                match jobs.blocking_recv() {
+                    Some(first) => batch.push(first),
+                    None => return,
+                }
+            } else {
+                std::thread::sleep(RETRY_EVERY);
+            }
+            let mut size: usize = batch.iter().map(|j| j.submissions.len()).sum();
             let mut grew_since_linger = false;
             let mut lingers = 0;
             while size < MAX_BATCH {
@@ -463,17 +604,22 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.write(batch);
+            self.write(batch, false);
         }
     }
 
-    fn write(&mut self, jobs: Vec<Job>) {
+    /// Judges and commits one batch. `replaying`: the jobs are journal records from
+    /// before a restart, judged at their own arrival times rather than now.
+    fn write(&mut self, jobs: Vec<Job>, replaying: bool) {
         // Declared after `jobs`, so dropped before it when unwinding.
         let health = self.health.clone();
         let _panic_flag = PanicFlag(&health);
         let busy = Busy::start(&health);
         let now = self.clock.now_ms();
-        self.counting.expire(now);
+        if !replaying {
+            self.counting.expire(now);
+        }
+        let journal_through = jobs.iter().filter_map(|j| j.journal_seq).max();
         let submissions: Vec<&Submission> = jobs.iter().flat_map(|j| j.submissions.iter()).collect();
         let mut pending: Vec<PendingEvent> = submissions
             .iter()
@@ -498,12 +644,13 @@ impl Writer {
             let counting = &mut self.counting;
             let touches = &mut self.touches;
             let delivery = &self.delivery;
-            self.store.append_events(now, &mut pending, &mut |i, event| {
+            self.store.append_events(now, &mut pending, journal_through, &mut |i, event| {
                 // Locked per event, not per batch: decisions read this state and must not
                 // wait for the batch's inserts and commit.
                 let mut delivery = delivery.lock().unwrap_or_else(|p| p.into_inner());
                 let rules = Rules { counting: &mut *counting, touches: &mut *touches, attribution: &attribution };
-                judge(rules, &mut delivery, submissions[i], event, now);
+                let at = if replaying { event.at_ms } else { now };
+                judge(rules, &mut delivery, submissions[i], event, at);
             })
         };
         // Before any reply: a handler that got its answer must not see a stall.
@@ -523,7 +670,18 @@ impl Writer {
                 });
                 for job in jobs {
                     let mine: Vec<Outcome> = outcomes.by_ref().take(job.submissions.len()).collect();
-                    let _ = job.reply.send(Ok(mine));
+                    if let Some(reply) = job.reply {
+                        let _ = reply.send(Ok(mine));
+                    }
+                }
+                if let Some(seq) = journal_through {
+                    self.applied.send_if_modified(|applied| std::mem::replace(applied, (*applied).max(seq)) < seq);
+                    if let Some(journal) = &self.journal {
+                        let released = journal.lock().unwrap_or_else(|p| p.into_inner()).release(seq);
+                        if let Err(e) = released {
+                            tracing::warn!(error = %e, "could not delete a committed journal segment");
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -535,7 +693,13 @@ impl Writer {
                     tracing::error!(error = %e, "could not rebuild state after a failed batch");
                 }
                 for job in jobs {
-                    let _ = job.reply.send(Err(PipelineError::Store(e.to_string())));
+                    match job.reply {
+                        Some(reply) => {
+                            let _ = reply.send(Err(PipelineError::Store(e.to_string())));
+                        }
+                        // Acknowledged from the journal: it must still be committed.
+                        None => self.retry.push(job),
+                    }
                 }
             }
         }

@@ -43,6 +43,9 @@ pub struct ServerConfig {
     /// Raw events older than this many days are deleted (rollups, and so reports, keep
     /// them); none: kept for ever. At least [`MIN_RETENTION_DAYS`].
     pub retention_days: Option<u32>,
+    /// The beacon journal (`serve`: `journal/` in the data directory); none: beacons
+    /// wait for their commit before they are answered.
+    pub journal: Option<crate::pipeline::JournalConfig>,
 }
 
 /// The least retention: a restart rebuilds attribution touches from 30 days of clicks,
@@ -68,6 +71,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             smtp_url: None,
             retention_days: None,
+            journal: None,
         }
     }
 }

@@ -346,7 +346,7 @@ async fn track(
         video: t.format == Format::Video,
         idempotency: None,
     };
-    state.pipeline.submit_one(submission).await?;
+    state.pipeline.record(submission).await?;
     Ok(Some(t))
 }
 

@@ -6,6 +6,7 @@
 //! each batch's rollups are aggregated in memory and upserted in the same transaction,
 //! so the rollups always equal a `GROUP BY` over the raw events.
 
+pub mod journal;
 mod rollup;
 mod sqlite;
 
@@ -294,14 +295,24 @@ pub trait Store: Send + Sync + 'static {
     /// Appends a batch in one transaction, with ids that start with `now_ms`. For each
     /// event whose idempotency key is new or absent (or an authoritative order that
     /// replaces a pixel's; see [`Idempotency`]), calls `judge` with its index — which sets
-    /// the verdict and cost — then stores it and its rollup. Only the single event writer
-    /// calls this.
+    /// the verdict and cost — then stores it and its rollup. `journal_through`, the last
+    /// [`journal`] record the batch contains, is recorded in the same transaction (see
+    /// [`Store::journal_applied`]). Only the single event writer calls this.
     fn append_events(
         &self,
         now_ms: Millis,
         batch: &mut [PendingEvent],
+        journal_through: Option<u64>,
         judge: &mut dyn FnMut(usize, &mut Event),
     ) -> Result<()>;
+    /// The last journal record a committed batch contained (0: none ever): the records
+    /// after it are the ones to replay.
+    fn journal_applied(&self) -> Result<u64> {
+        match self.meta("journal_applied")? {
+            None => Ok(0),
+            Some(v) => v.parse().map_err(|_| StoreError::Database(format!("journal_applied is not a number: {v:?}"))),
+        }
+    }
     /// Valid events that happened at or after `since_ms`, in commit order; for
     /// rebuilding the counting state after a restart.
     fn valid_events_since(&self, since_ms: Millis) -> Result<Vec<Event>>;

@@ -1322,6 +1322,7 @@ impl Store for SqliteStore {
         &self,
         now_ms: Millis,
         batch: &mut [PendingEvent],
+        journal_through: Option<u64>,
         judge: &mut dyn FnMut(usize, &mut Event),
     ) -> Result<()> {
         let mut writer = self.writer.lock().map_err(|_| poisoned())?;
@@ -1405,6 +1406,10 @@ impl Store for SqliteStore {
                 let reach = reach.map_or(Value::Null, Value::Blob);
                 upsert.execute(rusqlite::params_from_iter(key_values(&k).into_iter().chain(sums).chain([reach])))?;
             }
+        }
+        if let Some(seq) = journal_through {
+            tx.prepare_cached("INSERT INTO meta (key, value) VALUES ('journal_applied', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?
+                .execute([seq.to_string()])?;
         }
         tx.commit()?;
         writer.last_id = next_id - 1;
@@ -1726,7 +1731,7 @@ mod tests {
             event(day0 + DAY, c, Verdict::Valid, 1, 5),   // after the range
         ];
         let mut batch: Vec<PendingEvent> = events.iter().cloned().map(PendingEvent::new).collect();
-        store.append_events(day0 + DAY, &mut batch, &mut |_, _| {}).expect("append");
+        store.append_events(day0 + DAY, &mut batch, None, &mut |_, _| {}).expect("append");
 
         let paths = store.touch_paths(1, day0, day0 + DAY, 30 * DAY, 100).expect("paths");
         assert_eq!(paths.conversions, vec![ConversionFact { user_key: 5, at_ms: day0, value_micros: 7 }]);
@@ -1765,7 +1770,7 @@ mod tests {
                 users.iter().map(|&u| PendingEvent::new(event(day0 + offset, i, Verdict::Valid, 1, u))).collect();
             batch.push(PendingEvent::new(event(day0 + offset, i, Verdict::Bot, 1, 99)));
             batch.push(PendingEvent::new(event(day0 + offset, k, Verdict::Valid, 1, 98)));
-            store.append_events(day0 + 2 * DAY, &mut batch, &mut |_, _| {}).expect("append");
+            store.append_events(day0 + 2 * DAY, &mut batch, None, &mut |_, _| {}).expect("append");
         }
         let reach_of = |store: &SqliteStore, by_bucket: bool| -> Vec<(Millis, u64)> {
             let q = RollupQuery { to_ms: i64::MAX, by_bucket, reach: true, ..Default::default() };
