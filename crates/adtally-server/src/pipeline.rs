@@ -36,7 +36,7 @@ use adtally_core::counting::{Arrival, CountingConfig, CountingState, DecisionRef
 use adtally_core::delivery::{CampaignLimits, DeliveryState, MAX_CAP_HOURS};
 use adtally_core::event::{Event, EventKind, Verdict};
 use adtally_core::jiff::tz::TimeZone;
-use adtally_store::journal::Journal;
+use adtally_store::journal::{Flusher, Journal};
 use adtally_store::{Idempotency, PendingEvent, Store, StoreError};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
@@ -135,6 +135,7 @@ pub struct Pipeline {
     /// One per job waiting for the writer: handlers wait here when it is far behind.
     permits: Arc<Semaphore>,
     journal: Option<Arc<Mutex<Journal>>>,
+    flusher: Arc<Flusher>,
     /// The last journal record appended, and the last one committed.
     appended: Arc<AtomicU64>,
     applied: watch::Receiver<u64>,
@@ -358,6 +359,7 @@ impl Pipeline {
             queue,
             permits: Arc::new(Semaphore::new(QUEUE_DEPTH)),
             journal,
+            flusher: Arc::new(Flusher::default()),
             appended,
             applied: applied_rx,
             delivery: writer.delivery.clone(),
@@ -391,14 +393,25 @@ impl Pipeline {
             other => return Err(PipelineError::Store(format!("{other:?}"))),
         }
         let permit = self.permits.clone().acquire_owned().await.map_err(|_| PipelineError::Stopped)?;
-        // Appending and queueing under one lock keeps the queue in journal order, which
-        // is what makes "committed through record N" mean every record up to N.
-        let mut journal = journal.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = journal.append(&bytes).map_err(|e| PipelineError::Store(format!("journal: {e}")))?;
-        self.appended.store(seq, Ordering::Release);
-        let job = Job { submissions: vec![submission], reply: None, journal_seq: Some(seq), _permit: Some(permit) };
-        // A closed queue means the writer is gone; the record is replayed on restart.
-        self.queue.send(job).map_err(|_| PipelineError::Stopped)
+        let (seq, fsync) = {
+            // Appending and queueing under one lock keeps the queue in journal order,
+            // which is what makes "committed through record N" mean every record up to N.
+            let mut j = journal.lock().unwrap_or_else(|p| p.into_inner());
+            let seq = j.append(&bytes).map_err(|e| PipelineError::Store(format!("journal: {e}")))?;
+            self.appended.store(seq, Ordering::Release);
+            let job = Job { submissions: vec![submission], reply: None, journal_seq: Some(seq), _permit: Some(permit) };
+            // A closed queue means the writer is gone; the record is replayed on restart.
+            self.queue.send(job).map_err(|_| PipelineError::Stopped)?;
+            (seq, j.fsync())
+        };
+        if fsync {
+            let (journal, flusher) = (journal.clone(), self.flusher.clone());
+            tokio::task::spawn_blocking(move || Journal::sync_through(&journal, &flusher, seq))
+                .await
+                .map_err(|e| PipelineError::Store(format!("journal flush: {e}")))?
+                .map_err(|e| PipelineError::Store(format!("journal flush: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Waits until every beacon acknowledged before this call is committed (at most

@@ -2,8 +2,11 @@
 //! a beacon as soon as its record is written, before the event writer commits it.
 //!
 //! A record is written with one `write` into the OS page cache, which survives the
-//! process being killed (the durability SQLite's WAL gives with `synchronous=NORMAL`);
-//! with `fsync` each append also waits for the disk, which survives power loss. The
+//! process being killed (the durability SQLite's WAL gives with `synchronous=NORMAL`).
+//! For power loss the caller also waits for [`Journal::sync_through`], which flushes
+//! every record written so far with one `fdatasync`: callers that arrive while a flush
+//! runs share the next one (group commit), so the disk's flush rate bounds flushes, not
+//! records. The
 //! store records the last sequence number a committed batch contained (see
 //! [`crate::Store::append_events`]), so after a crash the records past it are exactly the
 //! acknowledged events that were never committed, and are replayed.
@@ -36,6 +39,23 @@ pub struct Journal {
     next_seq: u64,
     fsync: bool,
     buf: Vec<u8>,
+}
+
+/// What [`Journal::sync_through`] shares between callers.
+#[derive(Debug, Default)]
+pub struct Flusher {
+    /// Every record up to this one is on disk.
+    synced: std::sync::atomic::AtomicU64,
+    /// One flush at a time; whoever waited behind it usually finds its record flushed.
+    flushing: std::sync::Mutex<()>,
+    flushes: std::sync::atomic::AtomicU64,
+}
+
+impl Flusher {
+    /// How many `fdatasync` calls the journal's records have cost so far.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A record read back at start-up.
@@ -125,6 +145,10 @@ impl Journal {
                 (Self::create(dir, next_seq, fsync)?, 0)
             }
         };
+        if fsync {
+            // What was recovered counts as flushed from here on.
+            file.sync_data()?;
+        }
         let journal =
             Journal { dir: dir.to_owned(), file, segments: kept, segment_len, next_seq, fsync, buf: Vec::new() };
         Ok((journal, pending))
@@ -146,6 +170,10 @@ impl Journal {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "journal record too large"));
         }
         if self.segment_len >= SEGMENT_BYTES {
+            if self.fsync {
+                // Flushes only ever look at the segment being written: finish this one.
+                self.file.sync_data()?;
+            }
             self.file = Self::create(&self.dir, self.next_seq, self.fsync)?;
             self.segments.push(self.next_seq);
             self.segment_len = 0;
@@ -164,12 +192,40 @@ impl Journal {
             let _ = self.file.set_len(self.segment_len);
             return Err(e);
         }
-        if self.fsync {
-            self.file.sync_data()?;
-        }
         self.segment_len += self.buf.len() as u64;
         self.next_seq += 1;
         Ok(seq)
+    }
+
+    /// Whether appends must be flushed ([`Journal::sync_through`]) before they count.
+    pub fn fsync(&self) -> bool {
+        self.fsync
+    }
+
+    /// Returns once record `seq` (appended to `journal` before) is on disk: at once if
+    /// a flush already covered it, else after one `fdatasync` of the segment being
+    /// written, which covers every record appended until then. Blocking: call it off
+    /// the async runtime.
+    pub fn sync_through(journal: &std::sync::Mutex<Journal>, flusher: &Flusher, seq: u64) -> io::Result<()> {
+        use std::sync::atomic::Ordering;
+        if flusher.synced.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        let _one_at_a_time = flusher.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        if flusher.synced.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        // The segment and how far it goes, taken under the journal's lock; the flush
+        // itself runs without it, so appends go on meanwhile. Earlier segments were
+        // flushed when they were closed.
+        let (file, through) = {
+            let j = journal.lock().unwrap_or_else(|p| p.into_inner());
+            (j.file.try_clone()?, j.last_seq())
+        };
+        file.sync_data()?;
+        flusher.flushes.fetch_add(1, Ordering::Relaxed);
+        flusher.synced.fetch_max(through, Ordering::AcqRel);
+        Ok(())
     }
 
     /// The sequence number of the last record appended (or recovered), 0 if none ever.
@@ -251,6 +307,40 @@ mod tests {
         std::fs::write(&path, &bytes).expect("write");
         let (_, pending) = Journal::open(&dir, 0, false).expect("reopen");
         assert_eq!(seqs(&pending), vec![1], "nothing after a damaged record is trusted");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn one_flush_covers_every_record_written_before_it() {
+        let dir = temp_dir("flush");
+        let (j, _) = Journal::open(&dir, 0, true).expect("open");
+        let (journal, flusher) = (std::sync::Mutex::new(j), Flusher::default());
+        let append = |n: usize| {
+            for _ in 0..n {
+                journal.lock().expect("lock").append(b"beacon").expect("append");
+            }
+        };
+        append(3);
+        Journal::sync_through(&journal, &flusher, 1).expect("flush");
+        assert_eq!(flusher.flushes(), 1);
+        Journal::sync_through(&journal, &flusher, 3).expect("flush");
+        assert_eq!(flusher.flushes(), 1, "records 2 and 3 were written before the first flush");
+        append(1);
+        Journal::sync_through(&journal, &flusher, 4).expect("flush");
+        assert_eq!(flusher.flushes(), 2);
+        // Eight threads, 50 records each, each waiting for its own: far fewer flushes.
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        let seq = journal.lock().expect("lock").append(b"beacon").expect("append");
+                        Journal::sync_through(&journal, &flusher, seq).expect("flush");
+                        assert!(flusher.synced.load(std::sync::atomic::Ordering::Acquire) >= seq);
+                    }
+                });
+            }
+        });
+        assert!(flusher.flushes() <= 2 + 400);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
