@@ -84,18 +84,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         Router::new().route("/v1/events", post(import::import_events)).layer(DefaultBodyLimit::max(MAX_IMPORT_BODY));
     // Every route that takes a key counts its failed authentications per client.
     let limiter = Arc::new(limits::AuthFailureLimiter::new(state.config.limits.max_auth_failures));
-    let authenticated =
-        api.merge(import).layer(middleware::from_fn_with_state((state.clone(), limiter), limits::limit_auth_failures));
+    // The dashboard's pages sign in with a key too (the sign-in form).
+    let authenticated = api.merge(import).merge(web::router()).layer(middleware::from_fn_with_state((state.clone(), limiter), limits::limit_auth_failures));
     Router::new()
         .merge(tracking)
         .merge(authenticated)
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
-        .route("/", get(web::dashboard))
+        .route("/", get(web::home))
         .route("/tag.js", get(web::tag))
         .route("/assets/{name}", get(web::asset))
         .fallback(ops::not_found)
+        .layer(middleware::from_fn(web::page_headers))
         .layer(middleware::from_fn_with_state(state.clone(), limits::request_deadline))
         .with_state(state)
 }
