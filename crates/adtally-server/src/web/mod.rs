@@ -296,10 +296,15 @@ impl From<ApiError> for PageError {
     }
 }
 
-/// An API message as a sentence: capitalized, with a full stop.
+/// An API message as a sentence: capitalized (unless it starts with a field name), with a
+/// full stop.
 pub fn sentence(message: &str) -> String {
+    let field = message.split(' ').next().is_some_and(|w| w.contains('_'));
     let mut chars = message.chars();
-    let mut out: String = chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default();
+    let mut out: String = match chars.next() {
+        Some(c) if !field => c.to_uppercase().chain(chars).collect(),
+        _ => message.to_owned(),
+    };
     if !out.ends_with(['.', '!', '?']) {
         out.push('.');
     }
