@@ -24,13 +24,14 @@ const RIGHT: f64 = 52.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = 28.0;
 
-/// A round axis maximum at or above `max`: 1, 2 or 5 times a power of ten.
-fn nice(max: f64) -> f64 {
-    if max <= 0.0 {
-        return 1.0;
+/// A round axis maximum at or above `max` whose half is round too: 1, 2 or 4 times a
+/// power of ten, at least `least`.
+fn nice(max: f64, least: f64) -> f64 {
+    if max <= least {
+        return least;
     }
     let power = 10f64.powf(max.log10().floor());
-    [1.0, 2.0, 5.0, 10.0].into_iter().map(|m| m * power).find(|v| *v >= max).unwrap_or(10.0 * power)
+    [1.0, 2.0, 4.0, 10.0].into_iter().map(|m| m * power).find(|v| *v >= max).unwrap_or(10.0 * power)
 }
 
 fn escape(text: &str) -> String {
@@ -40,8 +41,8 @@ fn escape(text: &str) -> String {
 /// The chart's SVG (`id="daily-chart"`).
 pub fn daily(days: &[Day]) -> String {
     let max_count = days.iter().map(|d| d.impressions.max(d.clicks)).max().unwrap_or(0);
-    let left_max = nice(max_count as f64);
-    let right_max = nice(days.iter().filter_map(|d| d.ctr).fold(0.0, f64::max));
+    let left_max = nice(max_count as f64, 2.0);
+    let right_max = nice(days.iter().filter_map(|d| d.ctr).fold(0.0, f64::max), 1.0);
     let (plot_w, plot_h) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let slot = plot_w / days.len().max(1) as f64;
     let y_left = |v: f64| TOP + plot_h - v / left_max * plot_h;
@@ -119,9 +120,10 @@ mod tests {
         assert_eq!(svg.matches("<g data-date=").count(), 7);
         assert!(svg.contains("2026-11-03: 0 impressions"));
         assert!(svg.contains(">2,000<"), "{svg}");
-        assert_eq!(nice(0.0), 1.0);
-        assert_eq!(nice(3.0), 5.0);
-        assert_eq!(nice(0.41), 0.5);
+        assert_eq!(nice(0.0, 2.0), 2.0);
+        assert_eq!(nice(3.0, 2.0), 4.0);
+        assert_eq!(nice(0.41, 0.0), 1.0);
+        assert_eq!(nice(33.3, 1.0), 40.0);
         assert!(!daily(&[]).contains("data-date"));
     }
 }

@@ -223,7 +223,7 @@ async fn overview(state: &Arc<AppState>, signed: &Signed, query: Option<&str>) -
     let report =
         report(state, signed.caller, ReportParams { group_by: Some("campaign".into()), ..range.params() }).await?;
     let by_campaign: HashMap<i64, &Value> =
-        report["rows"].as_array().into_iter().flatten().filter_map(|r| Some((r["campaign"].as_i64()?, r))).collect();
+        report["rows"].as_array().into_iter().flatten().filter_map(|r| Some((r["campaign_id"].as_i64()?, r))).collect();
     let rows = items(&campaigns)
         .map(|c| {
             let id = c["id"].as_i64().unwrap_or_default();
@@ -416,7 +416,7 @@ pub async fn campaign(
 
     let by_ad = report(&state, caller, ReportParams { group_by: Some("ad".into()), ..base.clone() }).await?;
     let ad_figures: HashMap<i64, &Value> =
-        by_ad["rows"].as_array().into_iter().flatten().filter_map(|r| Some((r["ad"].as_i64()?, r))).collect();
+        by_ad["rows"].as_array().into_iter().flatten().filter_map(|r| Some((r["ad_id"].as_i64()?, r))).collect();
     let ad_list = api::list_ads(
         State(state.clone()),
         caller,
