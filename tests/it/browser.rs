@@ -539,7 +539,10 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     let row_cell = |col: &str| format!("return document.querySelector(\"{row} [data-col={col}]\").textContent;");
     let api_row = &api["rows"][0];
     assert_eq!(api_row["campaign_id"], f.campaign_id);
-    assert_eq!(browser.js(&row_cell("impressions"), json!([])).await, json!(thousands(api_row["impressions"].as_i64().unwrap_or(-1))));
+    assert_eq!(
+        browser.js(&row_cell("impressions"), json!([])).await,
+        json!(thousands(api_row["impressions"].as_i64().unwrap_or(-1)))
+    );
     assert_eq!(browser.js(&row_cell("ctr"), json!([])).await, json!(percent(&api_row["ctr"])));
     browser.screenshot(&screenshots().join("dashboard-overview.png")).await;
     browser.resize(390, 844).await;
@@ -581,7 +584,10 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
 
     // The range picker is reflected in the URL and the numbers follow it.
     browser
-        .js("var s=document.getElementById('range');s.value='lifetime';s.dispatchEvent(new Event('change'));", json!([]))
+        .js(
+            "var s=document.getElementById('range');s.value='lifetime';s.dispatchEvent(new Event('change'));",
+            json!([]),
+        )
         .await;
     let (_, life) = app.get(&f.key, &format!("/v1/reports?range=lifetime&campaign_id={}", f.campaign_id)).await;
     browser
@@ -595,8 +601,11 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
         )
         .await;
     browser.js("history.back();", json!([])).await;
-    browser.wait_for("location.search.indexOf('range=last_7_days') >= 0 && document.getElementById('kpis')", "back").await;
-    let csv_path = browser.js("return document.querySelector('#main a[data-csv]').getAttribute('href');", json!([])).await;
+    browser
+        .wait_for("location.search.indexOf('range=last_7_days') >= 0 && document.getElementById('kpis')", "back")
+        .await;
+    let csv_path =
+        browser.js("return document.querySelector('#main a[data-csv]').getAttribute('href');", json!([])).await;
     let csv_path = csv_path.as_str().expect("csv path").to_owned();
     assert_eq!(
         csv_path,
@@ -734,7 +743,9 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     let (_, ledger) = app.get(&f.key, "/v1/ledger").await;
     assert_eq!(browser.text("#balance").await, money(ledger["balance_micros"].as_i64().unwrap_or(-1)));
     browser.click("#weekly-toggle").await;
-    browser.wait_for("document.querySelector('.notice') && location.search.indexOf('weekly-off') > 0", "opted out").await;
+    browser
+        .wait_for("document.querySelector('.notice') && location.search.indexOf('weekly-off') > 0", "opted out")
+        .await;
     let (_, weekly) = app.get(&f.key, "/v1/weekly-report").await;
     assert_eq!(weekly["enabled"], false);
     browser.screenshot(&screenshots().join("dashboard-billing.png")).await;

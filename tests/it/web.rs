@@ -202,7 +202,9 @@ async fn foreign_ids_are_not_found_and_bad_ranges_are_explained() {
     assert_eq!(s, 403);
 
     // Ranges: the named ones and custom dates work; anything else is a clear 400 page.
-    for query in ["range=today", "range=lifetime", "range=custom&from=2026-01-01&to=2026-01-31", "from=2026-01-01&to=2026-01-02"] {
+    for query in
+        ["range=today", "range=lifetime", "range=custom&from=2026-01-01&to=2026-01-31", "from=2026-01-01&to=2026-01-02"]
+    {
         let (s, html) = web.get(&app, &format!("/campaigns/{}?{query}", f.campaign_id)).await;
         assert_eq!(s, 200, "{query}: {html}");
         let (s, _) = web.get(&app, &format!("/?{query}")).await;
@@ -249,7 +251,14 @@ async fn refused_forms_show_the_error_on_the_form() {
         .post(
             &app,
             "/campaigns/new",
-            &[("csrf", &web.csrf), ("name", "Summer"), ("bid", "2.5"), ("total", "100"), ("devices", "mobile"), ("end", "2030-01-31T18:00")],
+            &[
+                ("csrf", &web.csrf),
+                ("name", "Summer"),
+                ("bid", "2.5"),
+                ("total", "100"),
+                ("devices", "mobile"),
+                ("end", "2030-01-31T18:00"),
+            ],
         )
         .await;
     assert_eq!(r.status().as_u16(), 303);
@@ -283,7 +292,9 @@ async fn refused_forms_show_the_error_on_the_form() {
     let admin = sign_in(&app, ADMIN).await;
     let (s, html) = admin.get(&app, "/admin/review").await;
     assert_eq!(s, 200, "{html}");
-    let r = admin.post(&app, &format!("/admin/ads/{}/review", f.ad_id), &[("csrf", &admin.csrf), ("decision", "reject")]).await;
+    let r = admin
+        .post(&app, &format!("/admin/ads/{}/review", f.ad_id), &[("csrf", &admin.csrf), ("decision", "reject")])
+        .await;
     assert_eq!(r.status().as_u16(), 400);
     assert!(r.text().await.unwrap_or_default().contains("A rejection needs a reason"));
 }

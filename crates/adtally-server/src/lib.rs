@@ -85,7 +85,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     // Every route that takes a key counts its failed authentications per client.
     let limiter = Arc::new(limits::AuthFailureLimiter::new(state.config.limits.max_auth_failures));
     // The dashboard's pages sign in with a key too (the sign-in form).
-    let authenticated = api.merge(import).merge(web::router()).layer(middleware::from_fn_with_state((state.clone(), limiter), limits::limit_auth_failures));
+    let authenticated = api
+        .merge(import)
+        .merge(web::router())
+        .layer(middleware::from_fn_with_state((state.clone(), limiter), limits::limit_auth_failures));
     Router::new()
         .merge(tracking)
         .merge(authenticated)

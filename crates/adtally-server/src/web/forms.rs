@@ -157,7 +157,7 @@ async fn campaign_form_again(
     (status, message): (StatusCode, String),
 ) -> PageResult {
     let placements = api::list_placements(State(state.clone()), signed.caller).await?.0;
-    let mut page = pages::campaign_form(state, signed, campaign).await?.from_form(form, &placements);
+    let mut page = pages::campaign_form(state, signed, campaign).await?.refilled(form, &placements);
     page.error = Some(message);
     Ok(render(status, &page))
 }

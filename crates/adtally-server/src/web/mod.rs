@@ -234,10 +234,11 @@ impl FromRequestParts<Arc<AppState>> for Signed {
             Ok(None) if parts.method == Method::GET || parts.method == Method::HEAD => {
                 Err(Redirect::to("/").into_response())
             }
-            Ok(None) => {
-                Err(PageError::new(StatusCode::FORBIDDEN, "You are not signed in (or your session ended): sign in again.")
-                    .into_response())
-            }
+            Ok(None) => Err(PageError::new(
+                StatusCode::FORBIDDEN,
+                "You are not signed in (or your session ended): sign in again.",
+            )
+            .into_response()),
             Err(e) => Err(PageError::from(e).into_response()),
         }
     }
@@ -288,9 +289,7 @@ impl PageError {
 impl From<ApiError> for PageError {
     fn from(e: ApiError) -> Self {
         match e.status {
-            StatusCode::NOT_FOUND => {
-                PageError::not_found(e.message.strip_suffix(" not found").unwrap_or("page"))
-            }
+            StatusCode::NOT_FOUND => PageError::not_found(e.message.strip_suffix(" not found").unwrap_or("page")),
             status => PageError::new(status, sentence(&e.message)),
         }
     }
@@ -327,7 +326,10 @@ impl IntoResponse for PageError {
             s if s.is_server_error() => "Something went wrong",
             _ => "Please check your request",
         };
-        render(self.status, &ErrorPage { layout: Layout::anonymous(title), status: self.status.as_u16(), message: self.message })
+        render(
+            self.status,
+            &ErrorPage { layout: Layout::anonymous(title), status: self.status.as_u16(), message: self.message },
+        )
     }
 }
 

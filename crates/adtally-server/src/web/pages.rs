@@ -70,7 +70,8 @@ impl Range {
         if name == "custom" && (from.is_empty() || to.is_empty()) {
             return Err(PageError::bad_request("A custom range needs both a first and a last day."));
         }
-        let (from, to) = if name == "custom" { (from.to_owned(), to.to_owned()) } else { (String::new(), String::new()) };
+        let (from, to) =
+            if name == "custom" { (from.to_owned(), to.to_owned()) } else { (String::new(), String::new()) };
         Ok(Range { name: name.to_owned(), from, to })
     }
 
@@ -109,7 +110,8 @@ impl Range {
     fn dates(&self, today: Date) -> Result<Option<(Date, Date)>, PageError> {
         let p = self.params();
         let raw = RawReportRequest { range: p.range, from: p.from, to: p.to, granularity: None, group_by: None };
-        let spec = ReportSpec::parse(&raw, today).map_err(|e| PageError::bad_request(super::sentence(&e.to_string())))?;
+        let spec =
+            ReportSpec::parse(&raw, today).map_err(|e| PageError::bad_request(super::sentence(&e.to_string())))?;
         Ok(spec.dates)
     }
 }
@@ -367,8 +369,7 @@ pub async fn campaign(
         owner.map(|a| format!("&advertiser_id={a}")).unwrap_or_default()
     );
     let totals = report(&state, caller, base.clone()).await?;
-    let daily =
-        report(&state, caller, ReportParams { granularity: Some("day".into()), ..base.clone() }).await?;
+    let daily = report(&state, caller, ReportParams { granularity: Some("day".into()), ..base.clone() }).await?;
 
     // Every day of the range, zero where nothing happened.
     let tz = state.catalog().timezone(advertiser_id);
@@ -417,13 +418,10 @@ pub async fn campaign(
     let by_ad = report(&state, caller, ReportParams { group_by: Some("ad".into()), ..base.clone() }).await?;
     let ad_figures: HashMap<i64, &Value> =
         by_ad["rows"].as_array().into_iter().flatten().filter_map(|r| Some((r["ad_id"].as_i64()?, r))).collect();
-    let ad_list = api::list_ads(
-        State(state.clone()),
-        caller,
-        Query(AdListQuery { status: None, campaign_id: Some(id) }),
-    )
-    .await?
-    .0;
+    let ad_list =
+        api::list_ads(State(state.clone()), caller, Query(AdListQuery { status: None, campaign_id: Some(id) }))
+            .await?
+            .0;
     let ads = items(&ad_list)
         .map(|a| {
             let ad_id = a["id"].as_i64().unwrap_or_default();
@@ -453,11 +451,7 @@ pub async fn campaign(
         for (reason, kinds) in by_reason {
             let n = |k: &str| kinds[k].as_i64().unwrap_or(0);
             if n("impression") + n("click") + n("viewable") + n("conversion") > 0 {
-                ivt_rows.push((
-                    reason.replace('_', " "),
-                    int_value(&kinds["impression"]),
-                    int_value(&kinds["click"]),
-                ));
+                ivt_rows.push((reason.replace('_', " "), int_value(&kinds["impression"]), int_value(&kinds["click"])));
             }
         }
     }
@@ -548,7 +542,7 @@ pub struct CampaignForm {
 
 impl CampaignForm {
     /// The form filled from what was posted (shown again with an error).
-    pub fn from_form(mut self, form: &FormData, placements: &Value) -> Self {
+    pub fn refilled(mut self, form: &FormData, placements: &Value) -> Self {
         self.name = form.get("name").to_owned();
         self.bid = form.get("bid").to_owned();
         self.total = form.get("total").to_owned();
@@ -587,7 +581,11 @@ fn local_input(v: &Value, tz: &TimeZone) -> String {
 }
 
 /// The empty or filled campaign form; `campaign` is the campaign being edited.
-pub async fn campaign_form(state: &Arc<AppState>, signed: &Signed, campaign: Option<&Value>) -> Result<CampaignForm, PageError> {
+pub async fn campaign_form(
+    state: &Arc<AppState>,
+    signed: &Signed,
+    campaign: Option<&Value>,
+) -> Result<CampaignForm, PageError> {
     let placements = api::list_placements(State(state.clone()), signed.caller).await?.0;
     let advertiser_id = campaign.and_then(|c| c["advertiser_id"].as_i64()).or(signed.caller.advertiser_id());
     let tz = advertiser_id.map_or(TimeZone::UTC, |a| state.catalog().timezone(a));
@@ -613,7 +611,8 @@ pub async fn campaign_form(state: &Arc<AppState>, signed: &Signed, campaign: Opt
         });
     };
     let id = c["id"].as_i64().unwrap_or_default();
-    let devices: Vec<&str> = c["targeting"]["devices"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let devices: Vec<&str> =
+        c["targeting"]["devices"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     let slugs: Vec<&str> =
         c["targeting"]["placements"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     let amount = |v: &Value| v.as_i64().map(amount_input).unwrap_or_default();
@@ -822,7 +821,10 @@ pub async fn render_billing(
     status: StatusCode,
 ) -> PageResult {
     if signed.caller == Caller::Admin {
-        return Err(PageError::new(StatusCode::NOT_FOUND, "Billing is an advertiser's page: the operator credits accounts under Advertisers."));
+        return Err(PageError::new(
+            StatusCode::NOT_FOUND,
+            "Billing is an advertiser's page: the operator credits accounts under Advertisers.",
+        ));
     }
     let ledger = api::ledger(
         State(state.clone()),
@@ -835,7 +837,12 @@ pub async fn render_billing(
         .rev()
         .map(|e| {
             let at = text(&e["at"]);
-            (at.get(..10).unwrap_or(&at).to_owned(), text(&e["kind"]), money_value(&e["amount_micros"]), text(&e["note"]))
+            (
+                at.get(..10).unwrap_or(&at).to_owned(),
+                text(&e["kind"]),
+                money_value(&e["amount_micros"]),
+                text(&e["note"]),
+            )
         })
         .collect();
     let weekly = crate::mailer::get_weekly_report(
@@ -897,7 +904,8 @@ pub async fn render_review(
         .map(|a| {
             let id = a["id"].as_i64().unwrap_or_default();
             let campaign_id = a["campaign_id"].as_i64().unwrap_or_default();
-            let campaign = catalog.campaigns.get(&campaign_id).map_or_else(|| format!("#{campaign_id}"), |c| c.name.clone());
+            let campaign =
+                catalog.campaigns.get(&campaign_id).map_or_else(|| format!("#{campaign_id}"), |c| c.name.clone());
             let (pending, serving) = if a["revision"].is_object() {
                 (&a["revision"], Some((a["version"].as_i64().unwrap_or_default(), Creative::of(a))))
             } else {
