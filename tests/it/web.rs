@@ -279,6 +279,7 @@ async fn refused_forms_show_the_error_on_the_form() {
     assert_eq!(r.status().as_u16(), 400);
     let html = r.text().await.unwrap_or_default();
     assert!(html.contains("must be an absolute http") && html.contains(r#"value="Hi""#), "{html}");
+    assert!(!html.contains(r#"href="javascript:"#), "the preview never links what was refused");
     // Submitting a campaign without ads is refused with the API's reason, not a 5xx.
     let r = web.post(&app, &format!("/campaigns/{id}/do/submit"), &[("csrf", &web.csrf)]).await;
     assert_eq!(r.status().as_u16(), 409);

@@ -69,14 +69,16 @@ pub async fn sign_in(
     body: Bytes,
 ) -> PageResult {
     let form = FormData::parse(&body);
+    let secure = session::https(&state, peer, &headers);
     let sent = form.get("csrf");
     if sent.is_empty() || !sign_in_cookie(&headers).is_some_and(|c| session::same_token(c, sent)) {
         return pages::render_sign_in(
             StatusCode::FORBIDDEN,
             Some("This sign-in form had expired. Please sign in again.".into()),
+            secure,
         );
     }
-    match session::open(&state, session::https(&state, peer, &headers), form.get("api_key")).await {
+    match session::open(&state, secure, form.get("api_key")).await {
         Ok((_, cookie)) => {
             let mut response = see_other("/");
             let h = response.headers_mut();
@@ -90,6 +92,7 @@ pub async fn sign_in(
         Err(e) if e.status == StatusCode::UNAUTHORIZED => pages::render_sign_in(
             StatusCode::UNAUTHORIZED,
             Some("This API key is not valid. Check it and try again.".into()),
+            secure,
         ),
         Err(e) => Err(e.into()),
     }

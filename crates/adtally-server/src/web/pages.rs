@@ -5,6 +5,7 @@
 //! the error, when a form is refused.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use adtally_core::jiff::civil::Date;
@@ -12,7 +13,7 @@ use adtally_core::jiff::tz::TimeZone;
 use adtally_core::jiff::{Span, Timestamp};
 use adtally_core::report::{local_date, RawReportRequest, ReportSpec};
 use askama::Template;
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::{json, Value};
@@ -176,12 +177,14 @@ pub struct SignInPage {
     pub error: Option<String>,
 }
 
-/// The sign-in form, with a fresh double-submit token in a cookie and the form.
-pub fn render_sign_in(status: StatusCode, error: Option<String>) -> PageResult {
+/// The sign-in form, with a fresh double-submit token in a cookie (`Secure` when `secure`)
+/// and the form.
+pub fn render_sign_in(status: StatusCode, error: Option<String>, secure: bool) -> PageResult {
     let token = crate::session::new_token()?;
     let page = SignInPage { layout: Layout::anonymous("Sign in"), token: token.clone(), error };
     let mut response = render(status, &page);
-    let cookie = format!("{SIGN_IN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/sign-in");
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!("{SIGN_IN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/sign-in{secure}");
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
@@ -207,10 +210,18 @@ struct CampaignRow {
 }
 
 /// `GET /`: the sign-in form, the advertiser's overview, or the operator's review queue.
-pub async fn home(State(state): State<Arc<AppState>>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+pub async fn home(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     let signed = match crate::session::page(&state, &headers).await {
         Ok(Some((caller, session))) => Signed { caller, session },
-        Ok(None) => return render_sign_in(StatusCode::OK, None).unwrap_or_else(IntoResponse::into_response),
+        Ok(None) => {
+            let secure = crate::session::https(&state, peer, &headers);
+            return render_sign_in(StatusCode::OK, None, secure).unwrap_or_else(IntoResponse::into_response);
+        }
         Err(e) => return PageError::from(e).into_response(),
     };
     if signed.caller == Caller::Admin {
@@ -694,6 +705,16 @@ impl Creative {
     pub fn video(&self) -> Option<&str> {
         Some(self.video_url.as_str()).filter(|u| self.format == "video" && u.starts_with("https://"))
     }
+    /// The landing page as the preview links it: only an http(s) URL, never `javascript:`
+    /// or anything else typed into a refused form.
+    pub fn href(&self) -> &str {
+        let t = self.target_url.as_str();
+        if t.starts_with("https://") || t.starts_with("http://") {
+            t
+        } else {
+            "#"
+        }
+    }
     pub fn cta_text(&self) -> &str {
         if self.cta.trim().is_empty() {
             "Learn more"
@@ -878,6 +899,7 @@ struct ReviewPage {
 
 struct ReviewItem {
     id: i64,
+    campaign_id: i64,
     campaign: String,
     pending_version: i64,
     pending: Creative,
@@ -913,6 +935,7 @@ pub async fn render_review(
             };
             ReviewItem {
                 id,
+                campaign_id,
                 campaign,
                 pending_version: pending["version"].as_i64().unwrap_or_default(),
                 pending: Creative::of(pending),
