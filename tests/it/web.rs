@@ -176,8 +176,28 @@ async fn forms_need_the_csrf_token_and_pages_escape_what_they_show() {
 async fn foreign_ids_are_not_found_and_bad_ranges_are_explained() {
     let app = spawn_app().await;
     let f = fixture(&app, "side", 1_000_000).await;
+    // Some traffic, before a second advertiser competes for the placement.
+    for uid in ["u1", "u2"] {
+        let d = app.decision("side", uid).await;
+        app.hit(d["impression_url"].as_str().expect("url")).await;
+    }
     let other = fixture_for_existing_placement(&app, "UTC", 1_000_000, 1_000_000_000).await;
     let web = sign_in(&app, &f.key).await;
+
+    // The overview's figures are the report API's for the same range.
+    let (_, api) = app.get(&f.key, "/v1/reports?range=today&group_by=campaign").await;
+    let (s, html) = web.get(&app, "/?range=today").await;
+    assert_eq!(s, 200, "{html}");
+    let cell = |html: &str, col: &str| {
+        let foot = &html[html.find("<tfoot>").expect("a table footer")..];
+        let at = foot.find(&format!(r#"data-col="{col}">"#)).expect("a cell") + col.len() + 12;
+        foot[at..].split('<').next().unwrap_or_default().to_owned()
+    };
+    assert_eq!(api["totals"]["impressions"], 2);
+    assert_eq!(cell(&html, "impressions"), "2");
+    assert_eq!(cell(&html, "clicks"), "0");
+    assert_eq!(cell(&html, "ctr"), "0.00%");
+    assert!(html.contains(r#"href="/v1/reports?range=today&#38;group_by=campaign&#38;format=csv""#), "CSV link");
 
     let (s, html) = web.get(&app, &format!("/campaigns/{}", f.campaign_id)).await;
     assert_eq!(s, 200, "{html}");
@@ -293,6 +313,12 @@ async fn refused_forms_show_the_error_on_the_form() {
     let admin = sign_in(&app, ADMIN).await;
     let (s, html) = admin.get(&app, "/admin/review").await;
     assert_eq!(s, 200, "{html}");
+    for path in ["/admin/advertisers", "/admin/placements", &format!("/campaigns/{}", f.campaign_id)] {
+        let (s, html) = admin.get(&app, path).await;
+        assert_eq!(s, 200, "{path}: {html}");
+    }
+    let (s, _) = admin.get(&app, "/").await;
+    assert_eq!(s, 303, "the operator starts at the review queue");
     let r = admin
         .post(&app, &format!("/admin/ads/{}/review", f.ad_id), &[("csrf", &admin.csrf), ("decision", "reject")])
         .await;

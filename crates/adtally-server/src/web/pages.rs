@@ -195,6 +195,7 @@ pub fn render_sign_in(status: StatusCode, error: Option<String>, secure: bool) -
 #[template(path = "overview.html")]
 struct Overview {
     layout: Layout,
+    balance: String,
     picker: Picker,
     rows: Vec<CampaignRow>,
     totals: Figures,
@@ -250,8 +251,10 @@ async fn overview(state: &Arc<AppState>, signed: &Signed, query: Option<&str>) -
             }
         })
         .collect();
+    let me = api::me(State(state.clone()), signed.caller).await?.0;
     let page = Overview {
         layout: signed.layout("Campaigns", "campaigns"),
+        balance: money_value(&me["balance_micros"]),
         picker: Picker { action: "/".into(), timezone: text(&report["timezone"]), range: range.clone() },
         rows,
         totals: Figures::of(&report["totals"]),
