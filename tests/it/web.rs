@@ -319,6 +319,31 @@ async fn refused_forms_show_the_error_on_the_form() {
     }
     let (s, _) = admin.get(&app, "/").await;
     assert_eq!(s, 303, "the operator starts at the review queue");
+    // The operator opens an account and gives it a key, shown once on the page.
+    let new =
+        [("csrf", admin.csrf.as_str()), ("name", "Beta & Co"), ("email", "b@beta.example"), ("timezone", "Mars/Base")];
+    let r = admin.post(&app, "/admin/advertisers", &new).await;
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap_or_default().contains("IANA time zone"));
+    let new = [
+        ("csrf", admin.csrf.as_str()),
+        ("name", "Beta & Co"),
+        ("email", "b@beta.example"),
+        ("timezone", "Europe/Berlin"),
+    ];
+    let r = admin.post(&app, "/admin/advertisers", &new).await;
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, list) = app.get(ADMIN, "/v1/advertisers").await;
+    let beta = list["items"].as_array().into_iter().flatten().find(|a| a["name"] == "Beta & Co").cloned();
+    let beta = beta.expect("the new advertiser")["id"].as_i64().expect("id");
+    let r = admin.post(&app, &format!("/admin/advertisers/{beta}/keys"), &[("csrf", &admin.csrf)]).await;
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let html = r.text().await.unwrap_or_default();
+    let at = html.find(r#"id="new-key" class="secret" value=""#).expect("the key") + 35;
+    let key = html[at..].split('"').next().unwrap_or_default().to_owned();
+    let (s, me) = app.get(&key, "/v1/me").await;
+    assert_eq!((s, me["id"].as_i64()), (200, Some(beta)), "the key shown signs in as the new advertiser");
     let r = admin
         .post(&app, &format!("/admin/ads/{}/review", f.ad_id), &[("csrf", &admin.csrf), ("decision", "reject")])
         .await;

@@ -271,6 +271,12 @@ pub async fn create_advertiser(
     Admin(caller): Admin,
     Json(body): Json<NewAdvertiser>,
 ) -> AppResult<Response> {
+    Ok(created(new_advertiser(&state, Admin(caller), body).await?))
+}
+
+/// Creates an advertiser: the body of `POST /v1/advertisers`.
+pub async fn new_advertiser(state: &Arc<AppState>, Admin(caller): Admin, body: NewAdvertiser) -> AppResult<Value> {
+    let state = state.clone();
     let name = text("name", &body.name, 1, 200)?;
     let email = email_address(&body.email)?;
     let timezone = timezone_name(body.timezone.as_deref().unwrap_or("UTC"))?;
@@ -288,7 +294,7 @@ pub async fn create_advertiser(
         json!({"name": advertiser.name}),
     )
     .await?;
-    Ok(created(advertiser_json(&advertiser, 0)))
+    Ok(advertiser_json(&advertiser, 0))
 }
 
 #[derive(Deserialize)]
@@ -353,13 +359,20 @@ pub async fn create_key(
     Admin(caller): Admin,
     Path(id): Path<i64>,
 ) -> AppResult<Response> {
+    Ok(created(new_key(&state, Admin(caller), id).await?))
+}
+
+/// Creates an API key for an advertiser (shown once): the body of
+/// `POST /v1/advertisers/{id}/keys`.
+pub async fn new_key(state: &Arc<AppState>, Admin(caller): Admin, id: i64) -> AppResult<Value> {
+    let state = state.clone();
     advertiser_for(&state, caller, id).await?;
     let key = random_key("adt_")?;
     let hash = api_key_hash(&key);
     let now = state.clock.now_ms();
     let key_id = state.blocking(move |s| s.add_api_key(KeyOwner::Advertiser(id), &hash, now)).await?;
     audit(&state, caller, "key.create", format!("key:{key_id}"), json!({"advertiser_id": id})).await?;
-    Ok(created(json!({"id": key_id, "api_key": key, "advertiser_id": id})))
+    Ok(json!({"id": key_id, "api_key": key, "advertiser_id": id}))
 }
 
 #[derive(Deserialize)]

@@ -369,6 +369,50 @@ pub async fn review(
     pages::render_review(&state, &signed, None, Some(refused.1), refused.0).await
 }
 
+/// `POST /admin/advertisers` (`name`, `email`, `timezone`): a new account.
+pub async fn advertiser(State(state): State<Arc<AppState>>, signed: Signed, body: Bytes) -> PageResult {
+    let form = FormData::parse(&body);
+    signed.check(&form)?;
+    let admin = signed.admin()?;
+    let fields = json!({"name": form.get("name"), "email": form.get("email"), "timezone": form.opt("timezone")});
+    let refused = match input(fields) {
+        Ok(body) => match api::new_advertiser(&state, admin, body).await {
+            Ok(_) => return Ok(see_other("/admin/advertisers?done=advertiser")),
+            Err(e) => refusal(e)?,
+        },
+        Err(message) => (StatusCode::BAD_REQUEST, message),
+    };
+    pages::render_advertisers(&state, &signed, None, Some(refused.1), refused.0).await
+}
+
+#[derive(askama::Template)]
+#[template(path = "new_key.html")]
+struct NewKeyPage {
+    layout: super::Layout,
+    advertiser_id: i64,
+    key: String,
+}
+
+/// `POST /admin/advertisers/{id}/keys`: a new API key, shown on this one page and never
+/// again (so no redirect: the key exists only in this answer).
+pub async fn key(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    axum::extract::Path(id): StringPath,
+    body: Bytes,
+) -> PageResult {
+    signed.check(&FormData::parse(&body))?;
+    let admin = signed.admin()?;
+    let id = id_of(&id, "advertiser")?;
+    let created = api::new_key(&state, admin, id).await?;
+    let page = NewKeyPage {
+        layout: signed.layout("New API key", "advertisers"),
+        advertiser_id: id,
+        key: created["api_key"].as_str().unwrap_or_default().to_owned(),
+    };
+    Ok(render(StatusCode::CREATED, &page))
+}
+
 /// `POST /admin/advertisers/{id}/credits` (`amount`, `kind`, `note`).
 pub async fn credit(
     State(state): State<Arc<AppState>>,

@@ -822,6 +822,7 @@ pub fn notice(query: Option<&str>) -> Option<&'static str> {
         "weekly-on" => Some("You will get the weekly email report."),
         "weekly-off" => Some("You will no longer get the weekly email report."),
         "credited" => Some("The credit was added."),
+        "advertiser" => Some("The advertiser was created: give it an API key to sign in with."),
         "promo" => Some("The promo code was created."),
         "placement" => Some("The placement was created."),
         "approved" => Some("The ad was approved."),
