@@ -1,6 +1,7 @@
-//! The adtally HTTP server: tracking endpoints, the JSON API and operations routes,
-//! built on axum. Only this crate knows HTTP and JSON; it turns requests into calls on
-//! the core rules, the event [`pipeline`] and the store.
+//! The adtally HTTP server: tracking endpoints, the JSON API, operations routes and the
+//! dashboard's server-rendered pages (`web`), built on axum. Only this crate knows HTTP,
+//! JSON and HTML; it turns requests into calls on the core rules, the event [`pipeline`]
+//! and the store.
 
 pub mod api;
 pub mod attribution;
