@@ -288,6 +288,19 @@ async fn refused_forms_show_the_error_on_the_form() {
     assert_eq!((c["cpm_bid_micros"].as_i64(), c["status"].as_str()), (Some(2_500_000), Some("draft")));
     assert_eq!(c["targeting"]["devices"], json!(["mobile"]));
     assert_eq!(c["end_at"], "2030-01-31T18:00:00Z");
+    // Its edit form starts from what is stored; an edit is saved and leads back to the page.
+    let (s, html) = web.get(&app, &format!("/campaigns/{id}/edit")).await;
+    assert_eq!(s, 200);
+    for field in [r#"value="2.5""#, r#"value="100""#, r#"value="2030-01-31T18:00""#, r#"value="mobile" checked"#] {
+        assert!(html.contains(field), "{field}: {html}");
+    }
+    let edit = [("csrf", web.csrf.as_str()), ("name", "Summer sale"), ("bid", "3"), ("total", "100"), ("daily", "10")];
+    let r = web.post(&app, &format!("/campaigns/{id}/edit"), &edit).await;
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(r.headers()["location"], format!("/campaigns/{id}"));
+    let (_, c) = app.get(&f.key, &format!("/v1/campaigns/{id}")).await;
+    assert_eq!((c["name"].as_str(), c["daily_budget_micros"].as_i64()), (Some("Summer sale"), Some(10_000_000)));
+    assert_eq!((c["end_at"].clone(), c["targeting"]["devices"].clone()), (json!(null), json!([])), "cleared fields");
     // An ad with a bad landing page: the message, the typed headline kept.
     let r = web
         .post(
