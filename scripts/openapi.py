@@ -189,7 +189,7 @@ paths = {
     "/v1/me": {"get": op("The calling advertiser and its balance", "advertiser", 200, "Advertiser"),
                "patch": op("Change the calling advertiser's own attribution windows and half-life", "advertiser", 200, "Advertiser", "MePatch")},
     "/v1/session": {
-        "post": {**op("Sign in (the dashboard): trade an API key for a session cookie adtally_session (HttpOnly, "
+        "post": {**op("Sign in a browser client: trade an API key for the session cookie adtally_session (HttpOnly, "
                       "SameSite=Strict, Secure over https)", "public", 201, "Session", "SignIn"), "security": []},
         "get": {**op("The signed-in session and its CSRF token", "session cookie", 200, "Session"), "security": [{"session": []}]},
         "delete": {**op("Sign out: end the session and remove the cookie", "session cookie (with X-CSRF-Token)", 204,
@@ -256,7 +256,7 @@ paths.update({
                            extra={"503": "the event writer is stopped or failing; the body names the failure"})},
     "/metrics": {"get": op("Prometheus metrics", "public", 200, {"type": "string"}, content="text/plain")},
     "/openapi.json": {"get": op("This document", "public", 200, {"type": "object"})},
-    "/": {"get": {**op("The dashboard (a static page; it signs in with an API key and calls this API)", "browser", 200,
+    "/": {"get": {**op("The dashboard: the sign-in form, or (signed in) the advertiser's overview or a redirect to the operator's review queue (server-rendered HTML)", "browser", 200,
                        {"type": "string"}, content="text/html"), "security": []}},
     "/tag.js": {"get": op("The ad tag publishers embed: fills <div data-adtally-placement=SLUG> slots, sends the beacons, "
                           "measures viewability", "public", 200, {"type": "string"}, content="text/javascript",

@@ -115,14 +115,15 @@ async fn one_slot(State(site): State<Arc<Site>>, Query(q): Query<HashMap<String,
     ))
 }
 
-/// A forged form: it posts to the ad server's API as soon as it loads, as a malicious
-/// page would, to pause campaign `c` with whatever cookie the browser sends along.
+/// A forged form: it posts the dashboard's pause form as soon as it loads, as a malicious
+/// page would, to pause campaign `c` with whatever cookie the browser sends along (it
+/// cannot know the session's CSRF token).
 async fn forge(State(site): State<Arc<Site>>, Query(q): Query<HashMap<String, String>>) -> impl IntoResponse {
     let ad_server = &site.ad_server;
     let campaign: String = q.get("c").map_or("", String::as_str).chars().filter(char::is_ascii_digit).collect();
     Html(format!(
         r#"<!doctype html><title>Win a prize</title>
-<form id="f" method="post" enctype="text/plain" action="{ad_server}/v1/campaigns/{campaign}/pause">
+<form id="f" method="post" action="{ad_server}/campaigns/{campaign}/do/pause">
 <input name="x" value="y"></form><script>document.getElementById('f').submit();</script>"#
     ))
 }
@@ -461,6 +462,12 @@ fn percent(v: &Value) -> String {
     v.as_f64().map_or("—".to_owned(), |p| format!("{p:.2}%"))
 }
 
+/// The page a form redirected to with `?done=WHAT`, showing its notice. Waiting for the
+/// notice alone would race: the page the form was sent from may show an earlier one.
+fn notice_after(done: &str) -> String {
+    format!("location.search.indexOf('done={done}') >= 0 && document.querySelector('.notice')")
+}
+
 async fn sign_in(browser: &Browser, base: &str, key: &str) {
     browser.goto(&format!("{base}/")).await;
     browser.fill("#key", key).await;
@@ -479,11 +486,11 @@ async fn session_cookie(browser: &Browser) -> Option<Value> {
     browser.cookies().await.into_iter().find(|c| c["name"] == "adtally_session")
 }
 
-/// The JSON the browser shows after a navigation to an API answer.
-async fn page_json(browser: &Browser) -> Value {
-    browser.wait_for("document.body && document.body.textContent.indexOf('{') >= 0", "an API answer").await;
-    let text = browser.js("return document.body.textContent;", json!([])).await;
-    serde_json::from_str(text.as_str().unwrap_or_default()).unwrap_or(Value::Null)
+/// The text of the page the browser shows once it has loaded one with `needle` in it.
+async fn page_text(browser: &Browser, needle: &str) -> String {
+    let expr = format!("document.body && document.body.textContent.indexOf({}) >= 0", json!(needle));
+    browser.wait_for(&expr, needle).await;
+    browser.js("return document.body.textContent;", json!([])).await.as_str().unwrap_or_default().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,52 +522,70 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     assert_eq!(cookie["secure"], false, "plain http");
     assert_eq!(browser.js("return document.cookie;", json!([])).await, "");
     let stored = browser
-        .js("return [sessionStorage.length, localStorage.length, JSON.stringify(sessionStorage) + JSON.stringify(localStorage)];", json!([]))
+        .js("return [sessionStorage.length, localStorage.length, document.documentElement.outerHTML];", json!([]))
         .await;
-    assert_eq!((&stored[0], &stored[1]), (&json!(0), &json!(0)), "{stored}");
-    assert!(!stored[2].as_str().unwrap_or_default().contains(&f.key));
-    browser.wait_for("document.querySelector('#campaigns tfoot')", "campaigns table").await;
+    assert_eq!((&stored[0], &stored[1]), (&json!(0), &json!(0)));
+    assert!(!stored[2].as_str().unwrap_or_default().contains(&f.key), "the key is not in the page");
     // Only this advertiser's campaign; the overview's numbers are the API's.
     let rows = browser.js("return document.querySelectorAll('#campaigns tbody tr').length;", json!([])).await;
     assert_eq!(rows, 1);
     let (_, api) = app.get(&f.key, "/v1/reports?range=last_7_days&group_by=campaign").await;
     let t = &api["totals"];
-    let cell = |col: &str| format!("document.querySelector('#campaigns tfoot [data-col={col}]').textContent");
+    let cell = |col: &str| format!("return document.querySelector('#campaigns tfoot [data-col={col}]').textContent;");
     for (col, want) in [
         ("impressions", thousands(t["impressions"].as_i64().unwrap_or(-1))),
         ("clicks", thousands(t["clicks"].as_i64().unwrap_or(-1))),
         ("ctr", percent(&t["ctr"])),
     ] {
-        let got = browser.js(&format!("return {};", cell(col)), json!([])).await;
-        assert_eq!(got, json!(want), "{col}");
+        assert_eq!(browser.js(&cell(col), json!([])).await, json!(want), "{col}");
     }
     assert_eq!(t["impressions"], 3);
     assert_eq!(t["clicks"], 1);
+    let row = format!("#campaigns tbody tr[data-campaign='{}']", f.campaign_id);
+    let row_cell = |col: &str| format!("return document.querySelector(\"{row} [data-col={col}]\").textContent;");
+    let api_row = &api["rows"][0];
+    assert_eq!(api_row["campaign_id"], f.campaign_id);
+    assert_eq!(
+        browser.js(&row_cell("impressions"), json!([])).await,
+        json!(thousands(api_row["impressions"].as_i64().unwrap_or(-1)))
+    );
+    assert_eq!(browser.js(&row_cell("ctr"), json!([])).await, json!(percent(&api_row["ctr"])));
     browser.screenshot(&screenshots().join("dashboard-overview.png")).await;
     browser.resize(390, 844).await;
     browser.screenshot(&screenshots().join("dashboard-overview-phone.png")).await;
-    let overflow = browser.js("return document.documentElement.scrollWidth <= window.innerWidth;", json!([])).await;
-    assert_eq!(overflow, true, "the page fits a phone's width (wide tables scroll inside their card)");
+    let fits = "return document.documentElement.scrollWidth <= window.innerWidth;";
+    assert_eq!(browser.js(fits, json!([])).await, true, "the page fits a phone's width (tables scroll in their card)");
     browser.resize(1280, 800).await;
 
     // The campaign page: same numbers as the API for the same range, a chart with one
-    // bar per day (days without traffic as zero), and CSV equal to the API's.
+    // group per day (days without traffic as zero), and CSV equal to the API's.
     browser.click("#campaigns tbody a").await;
     browser.wait_for("document.getElementById('kpis')", "campaign page").await;
     let (_, api) = app.get(&f.key, &format!("/v1/reports?range=last_7_days&campaign_id={}", f.campaign_id)).await;
     let t = &api["totals"];
-    let tile = |m: &str| format!("return document.querySelector('[data-metric={m}] strong').textContent;");
-    assert_eq!(
-        browser.js(&tile("impressions"), json!([])).await,
-        json!(thousands(t["impressions"].as_i64().unwrap_or(-1)))
-    );
-    assert_eq!(browser.js(&tile("clicks"), json!([])).await, json!(thousands(t["clicks"].as_i64().unwrap_or(-1))));
-    assert_eq!(browser.js(&tile("ctr"), json!([])).await, json!(percent(&t["ctr"])));
-    assert_eq!(browser.js(&tile("reach"), json!([])).await, json!(thousands(t["reach"].as_i64().unwrap_or(-1))));
+    let tile = |m: &str| format!("document.querySelector('[data-metric={m}] strong').textContent");
+    let shown = |m: &str| {
+        let script = format!("return {};", tile(m));
+        let browser = &browser;
+        async move { browser.js(&script, json!([])).await }
+    };
+    assert_eq!(shown("impressions").await, json!(thousands(t["impressions"].as_i64().unwrap_or(-1))));
+    assert_eq!(shown("clicks").await, json!(thousands(t["clicks"].as_i64().unwrap_or(-1))));
+    assert_eq!(shown("ctr").await, json!(percent(&t["ctr"])));
+    assert_eq!(shown("reach").await, json!(thousands(t["reach"].as_i64().unwrap_or(-1))));
     let days = browser.js("return document.querySelectorAll('#daily-chart g[data-date]').length;", json!([])).await;
-    assert_eq!(days, 7, "last 7 days = 7 bars");
-    browser.resize(1280, 1500).await;
+    assert_eq!(days, 7, "last 7 days = 7 days drawn");
+    let zero_days = browser
+        .js("return Array.from(document.querySelectorAll('#daily-chart g[data-date] title')).filter(function (t) { return t.textContent.indexOf(': 0 impressions') > 0; }).length;", json!([]))
+        .await;
+    assert_eq!(zero_days, 6, "the six days without traffic are drawn as zero");
+    browser.resize(1280, 1700).await;
     browser.screenshot(&screenshots().join("dashboard-campaign.png")).await;
+    browser.resize(390, 844).await;
+    browser.screenshot(&screenshots().join("dashboard-campaign-phone.png")).await;
+    let wide = "return Array.from(document.querySelectorAll('body *')).filter(function (e) { return e.getBoundingClientRect().right > window.innerWidth + 1 && !e.closest('.scroll'); }).slice(0, 5).map(function (e) { return e.tagName + '.' + e.className + '#' + e.id; });";
+    let too_wide = browser.js(wide, json!([])).await;
+    assert_eq!(browser.js(fits, json!([])).await, true, "the campaign page fits a phone's width: {too_wide}");
     browser.resize(1280, 800).await;
 
     // The range picker is reflected in the URL and the numbers follow it.
@@ -570,86 +595,69 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
             json!([]),
         )
         .await;
-    browser
-        .wait_for("location.hash.indexOf('range=lifetime') > 0 && document.getElementById('kpis')", "lifetime")
-        .await;
     let (_, life) = app.get(&f.key, &format!("/v1/reports?range=lifetime&campaign_id={}", f.campaign_id)).await;
     browser
         .wait_for(
             &format!(
-                "{} === '{}'",
-                tile("impressions").trim_start_matches("return ").trim_end_matches(';'),
+                "location.search.indexOf('range=lifetime') >= 0 && {} === '{}'",
+                tile("impressions"),
                 thousands(life["totals"]["impressions"].as_i64().unwrap_or(-1))
             ),
             "lifetime numbers",
         )
         .await;
     browser.js("history.back();", json!([])).await;
-    browser.wait_for("location.hash.indexOf('range=last_7_days') > 0 && document.getElementById('kpis')", "back").await;
+    browser
+        .wait_for("location.search.indexOf('range=last_7_days') >= 0 && document.getElementById('kpis')", "back")
+        .await;
     let csv_path =
-        browser.js("return document.querySelector('button[data-csv]').getAttribute('data-csv');", json!([])).await;
+        browser.js("return document.querySelector('#main a[data-csv]').getAttribute('href');", json!([])).await;
     let csv_path = csv_path.as_str().expect("csv path").to_owned();
-    assert!(
-        csv_path.contains(&format!("campaign_id={}", f.campaign_id)) && csv_path.ends_with("format=csv"),
-        "{csv_path}"
+    assert_eq!(
+        csv_path,
+        format!("/v1/reports?range=last_7_days&campaign_id={}&granularity=day&format=csv", f.campaign_id),
+        "the API's own CSV URL"
     );
-    browser.click("button[data-csv]").await;
-    let downloaded = browser.downloaded(&format!("adtally-campaign-{}-daily.csv", f.campaign_id)).await;
+    browser.click("#main a[data-csv]").await;
+    let downloaded = browser.downloaded("adtally-report.csv").await;
     let (s, api_csv) = app.get_text(&f.key, &csv_path).await;
     assert_eq!(s, 200);
     assert_eq!(downloaded, api_csv);
-    assert!(api_csv.lines().count() >= 2, "{api_csv}");
+    assert_eq!(api_csv.lines().count(), 2, "a header and the one day with traffic: {api_csv}");
 
     // Another advertiser's campaign is not found, in the API and on the page.
     let (s, _) = app.get(&f.key, &format!("/v1/campaigns/{}", other.campaign_id)).await;
     assert_eq!(s, 404);
-    browser.goto(&format!("{}/#/campaigns/{}", app.base, other.campaign_id)).await;
+    browser.goto(&format!("{}/campaigns/{}", app.base, other.campaign_id)).await;
     browser.wait_for("document.getElementById('not-found')", "not found").await;
 
-    // Writes without the session's CSRF token are refused, wherever they come from: a
-    // script on the dashboard's own origin that leaves out the header; a forged form on
+    // Form posts without the session's CSRF token are refused, wherever they come from: a
+    // script on the dashboard's own origin that leaves the field out; a forged form on
     // another origin of the same site (127.0.0.1, another port), which the browser sends
     // with the SameSite=Strict cookie; and one from another site (localhost), which it
     // sends without. Nothing changes.
-    let pause = format!("/v1/campaigns/{}/pause", f.campaign_id);
+    let pause = format!("/campaigns/{}/do/pause", f.campaign_id);
     let no_token = browser
         .js_async(
             "var done = arguments[arguments.length - 1];
-             fetch(arguments[0], {method: 'POST', credentials: 'same-origin'})
-               .then(function (r) { return r.json().then(function (j) { done([r.status, j.error.code]); }); })
-               .catch(function (e) { done(String(e)); });",
+             fetch(arguments[0], {method: 'POST', credentials: 'same-origin',
+                   headers: {'content-type': 'application/x-www-form-urlencoded'}, body: 'x=y'})
+               .then(function (r) { done(r.status); }, function (e) { done(String(e)); });",
             json!([pause]),
         )
         .await;
-    assert_eq!(no_token, json!([403, "csrf"]));
+    assert_eq!(no_token, json!(403));
     browser.goto(&format!("{site}/forge?c={}", f.campaign_id)).await;
-    let refused = page_json(&browser).await;
-    assert_eq!(refused["error"]["code"], "csrf", "same-site forged form: {refused}");
+    page_text(&browser, "security token").await;
     let cross_site = site.replace("127.0.0.1", "localhost");
     browser.goto(&format!("{cross_site}/forge?c={}", f.campaign_id)).await;
-    let refused = page_json(&browser).await;
-    assert_eq!(refused["error"]["code"], "unauthorized", "cross-site forged form: {refused}");
+    page_text(&browser, "not signed in").await;
     let (_, c) = app.get(&f.key, &format!("/v1/campaigns/{}", f.campaign_id)).await;
     assert_eq!(c["status"], "active", "no forged post paused the campaign");
 
     // A campaign and an ad created through the forms, submitted, approved by the
-    // operator in the moderation queue, and served on a publisher's page.
-    // A fresh page load: the page asks GET /v1/session who is signed in. Then the same
-    // account signs in again "in another tab", which replaces the cookie: the page's token
-    // is stale, so its first write is refused (csrf), and it takes the new session's
-    // token and tries again.
-    browser.goto(&format!("{}/#/campaigns/new", app.base)).await;
-    browser.find("#c-name").await;
-    let other_tab = browser
-        .js_async(
-            "var done = arguments[arguments.length - 1];
-             fetch('/v1/session', {method: 'POST', credentials: 'same-origin',
-                   headers: {'content-type': 'application/json'}, body: JSON.stringify({api_key: arguments[0]})})
-               .then(function (r) { done(r.status); }, function (e) { done(String(e)); });",
-            json!([f.key]),
-        )
-        .await;
-    assert_eq!(other_tab, 201);
+    // operator in the review queue, and served on a publisher's page.
+    browser.goto(&format!("{}/campaigns/new", app.base)).await;
     browser.fill("#c-name", "Winter sale").await;
     browser.fill("#c-bid", "50").await;
     browser.fill("#c-total", "100.00").await;
@@ -661,15 +669,19 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     browser.fill("#a-headline", "Winter sale: all jobs boards half price").await;
     browser.fill("#a-body", "Two weeks only").await;
     browser.fill("#a-target", &format!("{site}/landing?ad=winter")).await;
+    browser.fill("#a-image", &format!("{site}/img.svg")).await;
     assert_eq!(
         browser.js("return document.querySelector('#a-preview .adtally-h').textContent;", json!([])).await,
         "Winter sale: all jobs boards half price",
         "live preview"
     );
+    browser.js("var f=document.getElementById('a-format');f.value='compact';f.dispatchEvent(new Event('change',{bubbles:true}));", json!([])).await;
+    browser.wait_for("document.querySelector('#a-preview .adtally-compact img')", "the compact preview").await;
+    browser.screenshot(&screenshots().join("dashboard-ad-form.png")).await;
+    browser.js("var f=document.getElementById('a-format');f.value='sidebar';f.dispatchEvent(new Event('change',{bubbles:true}));", json!([])).await;
+    browser.wait_for("document.querySelector('#a-preview .adtally-sidebar')", "the sidebar preview").await;
     browser.click("#a-save").await;
-    browser
-        .wait_for("document.getElementById('campaign-name') && document.getElementById('action-submit')", "campaign")
-        .await;
+    browser.wait_for("document.getElementById('action-submit')", "campaign page").await;
     assert_eq!(browser.text("#campaign-name").await, "Winter sale");
     let (_, campaigns) = app.get(&f.key, "/v1/campaigns").await;
     let winter = campaigns["items"].as_array().into_iter().flatten().find(|c| c["name"] == "Winter sale").cloned();
@@ -691,7 +703,6 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     let (_, pending) = app.get(ADMIN, "/v1/ads?status=pending_review").await;
     let ad_id = pending["items"][0]["id"].as_i64().expect("a pending ad");
     assert_eq!(pending["items"][0]["headline"], "Winter sale: all jobs boards half price");
-    browser.goto(&format!("{}/#/moderation", app.base)).await;
     browser.find(&format!("#approve-{ad_id}")).await;
     browser.screenshot(&screenshots().join("dashboard-moderation.png")).await;
     browser.click(&format!("#approve-{ad_id}")).await;
@@ -699,22 +710,20 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     let (_, ad) = app.get(ADMIN, &format!("/v1/ads/{ad_id}")).await;
     assert_eq!(ad["status"], "approved");
 
-    // The operator credits the advertiser and finds the embed code of a placement.
+    // The operator credits the advertiser, makes a promo code and finds a placement's
+    // embed code.
     let (_, before) = app.get(&f.key, "/v1/me").await;
-    browser.goto(&format!("{}/#/advertisers", app.base)).await;
+    browser.goto(&format!("{}/admin/advertisers", app.base)).await;
     browser.fill(&format!("#credit-{}", f.advertiser_id), "25").await;
     browser.click(&format!("#credit-{} ~ button", f.advertiser_id)).await;
-    let want = before["balance_micros"].as_i64().unwrap_or(0) + 25_000_000;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, me) = app.get(&f.key, "/v1/me").await;
-        if me["balance_micros"].as_i64() == Some(want) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "credit not applied: {me}");
-        sleep_ms(100).await;
-    }
-    browser.goto(&format!("{}/#/placements", app.base)).await;
+    browser.wait_for(&notice_after("credited"), "credited").await;
+    let (_, me) = app.get(&f.key, "/v1/me").await;
+    assert_eq!(me["balance_micros"].as_i64(), Some(before["balance_micros"].as_i64().unwrap_or(0) + 25_000_000));
+    browser.fill("#p-code", "WINTER5").await;
+    browser.fill("#p-amount", "5").await;
+    browser.click("#promo button").await;
+    browser.wait_for(&notice_after("promo"), "promo code").await;
+    browser.goto(&format!("{}/admin/placements", app.base)).await;
     let snippet = browser.text("[data-placement=side] pre").await;
     assert_eq!(
         snippet,
@@ -727,18 +736,31 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
     assert_eq!(browser.text("#slot .adtally-h").await, "Winter sale: all jobs boards half price");
     browser.screenshot(&screenshots().join("tag-page-new-campaign.png")).await;
 
-    // The advertiser edits the live ad: the edit waits for review beside the version
-    // that keeps serving; the operator rejects it with a reason the advertiser sees.
+    // The advertiser redeems the promo code, stops the weekly email, and edits the live
+    // ad: the edit waits for review beside the version that keeps serving; the operator
+    // rejects it with a reason the advertiser sees.
     browser.goto(&format!("{}/", app.base)).await;
     sign_out(&browser).await;
     sign_in(&browser, &app.base, &f.key).await;
-    browser.goto(&format!("{}/#/ads/{ad_id}/edit", app.base)).await;
+    browser.goto(&format!("{}/billing", app.base)).await;
+    browser.fill("#promo-code", "WINTER5").await;
+    browser.click("#redeem button").await;
+    browser.wait_for(&notice_after("redeemed"), "redeemed").await;
+    let (_, ledger) = app.get(&f.key, "/v1/ledger").await;
+    assert_eq!(browser.text("#balance").await, money(ledger["balance_micros"].as_i64().unwrap_or(-1)));
+    browser.click("#weekly-toggle").await;
+    browser
+        .wait_for("document.querySelector('.notice') && location.search.indexOf('weekly-off') > 0", "opted out")
+        .await;
+    let (_, weekly) = app.get(&f.key, "/v1/weekly-report").await;
+    assert_eq!(weekly["enabled"], false);
+    browser.screenshot(&screenshots().join("dashboard-billing.png")).await;
+    browser.goto(&format!("{}/ads/{ad_id}/edit", app.base)).await;
     browser.fill("#a-headline", "Winter sale: 90% off everything").await;
     browser.click("#a-save").await;
     browser.wait_for("document.getElementById('campaign-name')", "campaign page").await;
     sign_out(&browser).await;
     sign_in(&browser, &app.base, ADMIN).await;
-    browser.goto(&format!("{}/#/moderation", app.base)).await;
     let item = format!("[data-ad='{ad_id}']");
     assert_eq!(browser.text(&format!("{item} .pending .adtally-h")).await, "Winter sale: 90% off everything");
     assert_eq!(browser.text(&format!("{item} .serving .adtally-h")).await, "Winter sale: all jobs boards half price");
@@ -761,6 +783,11 @@ async fn browser_dashboard_matches_the_api_and_runs_a_campaign() {
         "Winter sale: all jobs boards half price",
         "the approved version"
     );
+}
+
+fn money(micros: i64) -> String {
+    let cents = (micros + 5_000) / 10_000;
+    format!("{}.{:02}", thousands(cents / 100), cents % 100)
 }
 
 /// What the browser faces promise over HTTP, checked without a browser (runs in plain
@@ -865,11 +892,11 @@ async fn browser_campaign_page_shows_its_alerts() {
 
     let browser = Browser::start().await;
     sign_in(&browser, &app.base, &f.key).await;
-    browser.goto(&format!("{}/#/campaigns/{}", app.base, f.campaign_id)).await;
+    browser.goto(&format!("{}/campaigns/{}", app.base, f.campaign_id)).await;
     browser.wait_for("document.querySelector('#alerts [data-kind=ad_fatigue]')", "the fatigue alert").await;
     assert!(browser.text("#alerts").await.contains(&action), "the alert's advice is shown");
     browser.screenshot(&screenshots().join("dashboard-alerts.png")).await;
-    browser.goto(&format!("{}/#/campaigns/{steady}", app.base)).await;
+    browser.goto(&format!("{}/campaigns/{steady}", app.base)).await;
     let steady_page = "document.getElementById('campaign-name') && document.getElementById('campaign-name').textContent === 'Autumn' && document.getElementById('kpis')";
     browser.wait_for(steady_page, "the steady campaign's page").await;
     assert_eq!(browser.js("return document.querySelectorAll('#alerts').length;", json!([])).await, json!(0));

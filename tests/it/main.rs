@@ -16,4 +16,5 @@ mod reports;
 mod session;
 mod support;
 mod trust;
+mod web;
 mod webdriver;

@@ -196,7 +196,10 @@ impl Browser {
         let deadline = Instant::now() + Duration::from_secs(15);
         let script = format!("try {{ return !!({expr}); }} catch (e) {{ return false; }}");
         while self.js(&script, json!([])).await != true {
-            assert!(Instant::now() < deadline, "timed out waiting for {what} ({expr})");
+            if Instant::now() >= deadline {
+                let page = self.js("return location.href + '\n' + document.body.innerText", json!([])).await;
+                panic!("timed out waiting for {what} ({expr}); the page:\n{}", page.as_str().unwrap_or_default());
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

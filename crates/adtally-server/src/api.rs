@@ -297,6 +297,12 @@ pub async fn create_advertiser(
     Admin(caller): Admin,
     Json(body): Json<NewAdvertiser>,
 ) -> AppResult<Response> {
+    Ok(created(new_advertiser(&state, Admin(caller), body).await?))
+}
+
+/// Creates an advertiser: the body of `POST /v1/advertisers`.
+pub async fn new_advertiser(state: &Arc<AppState>, Admin(caller): Admin, body: NewAdvertiser) -> AppResult<Value> {
+    let state = state.clone();
     let name = text("name", &body.name, 1, 200)?;
     let email = email_address(&body.email)?;
     let timezone = timezone_name(body.timezone.as_deref().unwrap_or("UTC"))?;
@@ -317,7 +323,7 @@ pub async fn create_advertiser(
         json!({"name": advertiser.name}),
     )
     .await?;
-    Ok(created(advertiser_json(&advertiser, 0)))
+    Ok(advertiser_json(&advertiser, 0))
 }
 
 #[derive(Deserialize)]
@@ -420,13 +426,20 @@ pub async fn create_key(
     Admin(caller): Admin,
     Path(id): Path<i64>,
 ) -> AppResult<Response> {
+    Ok(created(new_key(&state, Admin(caller), id).await?))
+}
+
+/// Creates an API key for an advertiser (shown once): the body of
+/// `POST /v1/advertisers/{id}/keys`.
+pub async fn new_key(state: &Arc<AppState>, Admin(caller): Admin, id: i64) -> AppResult<Value> {
+    let state = state.clone();
     advertiser_for(&state, caller, id).await?;
     let key = random_key("adt_")?;
     let hash = api_key_hash(&key);
     let now = state.clock.now_ms();
     let key_id = state.blocking(move |s| s.add_api_key(KeyOwner::Advertiser(id), &hash, now)).await?;
     audit(&state, caller, "key.create", format!("key:{key_id}"), json!({"advertiser_id": id})).await?;
-    Ok(created(json!({"id": key_id, "api_key": key, "advertiser_id": id})))
+    Ok(json!({"id": key_id, "api_key": key, "advertiser_id": id}))
 }
 
 #[derive(Deserialize)]
@@ -443,6 +456,12 @@ pub async fn add_credit(
     Path(id): Path<i64>,
     Json(body): Json<NewCredit>,
 ) -> AppResult<Response> {
+    Ok(created(credit(&state, Admin(caller), id, body).await?))
+}
+
+/// Credits an advertiser's account: the body of `POST /v1/advertisers/{id}/credits`.
+pub async fn credit(state: &Arc<AppState>, Admin(caller): Admin, id: i64, body: NewCredit) -> AppResult<Value> {
+    let state = state.clone();
     advertiser_for(&state, caller, id).await?;
     let amount = money("amount_micros", body.amount_micros, 1)?;
     let kind = CreditKind::parse(&body.kind).ok_or_else(|| ApiError::invalid("kind must be topup, bonus or promo"))?;
@@ -477,7 +496,7 @@ pub async fn add_credit(
         body["bonus"] = ledger_json(&bonus_entry);
     }
     body["balance_micros"] = json!(state.pipeline.delivery().balance(id));
-    Ok(created(body))
+    Ok(body)
 }
 
 pub async fn me(State(state): State<Arc<AppState>>, caller: Caller) -> AppResult<axum::Json<Value>> {
@@ -529,6 +548,12 @@ pub async fn create_placement(
     Admin(caller): Admin,
     Json(body): Json<NewPlacement>,
 ) -> AppResult<Response> {
+    Ok(created(new_placement(&state, Admin(caller), body).await?))
+}
+
+/// Creates a placement: the body of `POST /v1/placements`.
+pub async fn new_placement(state: &Arc<AppState>, Admin(caller): Admin, body: NewPlacement) -> AppResult<Value> {
+    let state = state.clone();
     let slug = text("id", &body.id, 1, 64)?;
     if !slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
         return Err(ApiError::invalid("id must be a slug of lowercase letters, digits, - and _"));
@@ -547,7 +572,7 @@ pub async fn create_placement(
     state.reload_catalog().await?;
     let detail = json!({"format": placement.format.as_str()});
     audit(&state, caller, "placement.create", format!("placement:{}", placement.slug), detail).await?;
-    Ok(created(placement_json(&placement)))
+    Ok(placement_json(&placement))
 }
 
 pub async fn list_placements(State(state): State<Arc<AppState>>, _caller: Caller) -> AppResult<axum::Json<Value>> {
@@ -677,8 +702,14 @@ impl CampaignInput {
 pub async fn create_campaign(
     State(state): State<Arc<AppState>>,
     caller: Caller,
-    Json(mut body): Json<CampaignInput>,
+    Json(body): Json<CampaignInput>,
 ) -> AppResult<Response> {
+    Ok(created(new_campaign(&state, caller, body).await?))
+}
+
+/// Creates a draft campaign: the body of `POST /v1/campaigns`.
+pub async fn new_campaign(state: &Arc<AppState>, caller: Caller, mut body: CampaignInput) -> AppResult<Value> {
+    let state = state.clone();
     let advertiser_id = match caller {
         Caller::Advertiser(id) => {
             if body.advertiser_id.is_some_and(|a| a != id) {
@@ -701,7 +732,7 @@ pub async fn create_campaign(
     state.reload_catalog().await?;
     audit(&state, caller, "campaign.create", format!("campaign:{}", campaign.id), json!({"name": campaign.name}))
         .await?;
-    Ok(created(campaign_json(&campaign, 0)))
+    Ok(campaign_json(&campaign, 0))
 }
 
 async fn campaign_for(state: &Arc<AppState>, caller: Caller, id: i64) -> AppResult<Campaign> {
@@ -750,11 +781,26 @@ pub async fn campaign_action(
     caller: Caller,
     Path((id, action)): Path<(i64, String)>,
 ) -> AppResult<Response> {
-    let mut campaign = campaign_for(&state, caller, id).await?;
+    Ok(match run_campaign_action(&state, caller, id, &action).await? {
+        Acted::Changed(campaign) => axum::Json(campaign).into_response(),
+        Acted::Cloned(copy) => created(copy),
+    })
+}
+
+/// What a campaign action did: the campaign in its new status, or a new copy.
+pub enum Acted {
+    Changed(Value),
+    Cloned(Value),
+}
+
+/// Submit, pause, resume, archive, restore or clone: the body of
+/// `POST /v1/campaigns/{id}/{action}`.
+pub async fn run_campaign_action(state: &Arc<AppState>, caller: Caller, id: i64, action: &str) -> AppResult<Acted> {
+    let mut campaign = campaign_for(state, caller, id).await?;
     if action == "clone" {
-        return clone_campaign(&state, caller, campaign).await;
+        return Ok(Acted::Cloned(clone_campaign(state, caller, campaign).await?));
     }
-    let action = CampaignAction::parse(&action).ok_or_else(|| ApiError::not_found("campaign action"))?;
+    let action = CampaignAction::parse(action).ok_or_else(|| ApiError::not_found("campaign action"))?;
     let next = campaign.status.after(action).ok_or_else(|| {
         ApiError::conflict(
             "invalid_transition",
@@ -773,13 +819,13 @@ pub async fn campaign_action(
     state.blocking(move |s| s.update_campaign(&saved)).await?;
     state.reload_catalog().await?;
     let detail = json!({"from": from.as_str(), "to": next.as_str()});
-    audit(&state, caller, &format!("campaign.{action:?}").to_lowercase(), format!("campaign:{id}"), detail).await?;
+    audit(state, caller, &format!("campaign.{action:?}").to_lowercase(), format!("campaign:{id}"), detail).await?;
     let spend = state.pipeline.delivery().spent(id);
-    Ok(axum::Json(campaign_json(&campaign, spend)).into_response())
+    Ok(Acted::Changed(campaign_json(&campaign, spend)))
 }
 
 /// A new `draft` with the same settings and copies of the ads, back in review.
-async fn clone_campaign(state: &Arc<AppState>, caller: Caller, original: Campaign) -> AppResult<Response> {
+async fn clone_campaign(state: &Arc<AppState>, caller: Caller, original: Campaign) -> AppResult<Value> {
     let now = state.clock.now_ms();
     let mut name: String = original.name.chars().take(193).collect();
     name.push_str(" (copy)");
@@ -809,7 +855,7 @@ async fn clone_campaign(state: &Arc<AppState>, caller: Caller, original: Campaig
         .await?;
     state.reload_catalog().await?;
     audit(state, caller, "campaign.clone", format!("campaign:{}", copy.id), json!({"from": original_id})).await?;
-    Ok(created(campaign_json(&copy, 0)))
+    Ok(campaign_json(&copy, 0))
 }
 
 // ---- ads --------------------------------------------------------------------------------
@@ -887,6 +933,12 @@ pub async fn create_ad(
     Path(campaign_id): Path<i64>,
     Json(body): Json<AdInput>,
 ) -> AppResult<Response> {
+    Ok(created(new_ad(&state, caller, campaign_id, body).await?))
+}
+
+/// Creates an ad, pending review: the body of `POST /v1/campaigns/{id}/ads`.
+pub async fn new_ad(state: &Arc<AppState>, caller: Caller, campaign_id: i64, body: AdInput) -> AppResult<Value> {
+    let state = state.clone();
     let campaign = campaign_for(&state, caller, campaign_id).await?;
     if body.format.is_none() || body.headline.is_none() || body.target_url.is_none() {
         return Err(ApiError::invalid("format, headline and target_url are required"));
@@ -897,7 +949,7 @@ pub async fn create_ad(
     let ad = state.blocking(move |s| s.create_ad(&ad)).await?;
     state.reload_catalog().await?;
     audit(&state, caller, "ad.create", format!("ad:{}", ad.id), json!({"campaign_id": campaign_id})).await?;
-    Ok(created(ad_json(&ad)))
+    Ok(ad_json(&ad))
 }
 
 async fn ad_for(state: &Arc<AppState>, caller: Caller, id: i64) -> AppResult<Ad> {
@@ -915,8 +967,8 @@ pub async fn get_ad(
 
 #[derive(Deserialize)]
 pub struct AdListQuery {
-    status: Option<String>,
-    campaign_id: Option<i64>,
+    pub status: Option<String>,
+    pub campaign_id: Option<i64>,
 }
 
 pub async fn list_ads(
@@ -1041,6 +1093,12 @@ pub async fn create_promo(
     Admin(caller): Admin,
     Json(body): Json<NewPromo>,
 ) -> AppResult<Response> {
+    Ok(created(new_promo(&state, Admin(caller), body).await?))
+}
+
+/// Creates a promo code: the body of `POST /v1/promo-codes`.
+pub async fn new_promo(state: &Arc<AppState>, Admin(caller): Admin, body: NewPromo) -> AppResult<Value> {
+    let state = state.clone();
     let code = text("code", &body.code, 3, 64)?;
     if !code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(ApiError::invalid("code may use letters, digits, - and _"));
@@ -1066,9 +1124,9 @@ pub async fn create_promo(
         }
     })?;
     audit(&state, caller, "promo.create", format!("promo:{code}"), json!({"amount_micros": amount})).await?;
-    Ok(created(
+    Ok(
         json!({"code": code, "amount_micros": amount, "expires_at": expires_at_ms.map(rfc3339), "max_redemptions": max_redemptions}),
-    ))
+    )
 }
 
 #[derive(Deserialize)]
@@ -1082,6 +1140,12 @@ pub async fn redeem_promo(
     caller: Caller,
     Json(body): Json<Redeem>,
 ) -> AppResult<Response> {
+    Ok(created(redeem(&state, caller, body).await?))
+}
+
+/// Redeems a promo code for the caller's account: the body of `POST /v1/promo-codes/redeem`.
+pub async fn redeem(state: &Arc<AppState>, caller: Caller, body: Redeem) -> AppResult<Value> {
+    let state = state.clone();
     let Caller::Advertiser(id) = caller else {
         return Err(ApiError::invalid("promo codes are redeemed with an advertiser key"));
     };
@@ -1093,7 +1157,7 @@ pub async fn redeem_promo(
         .await?;
     let mut body = ledger_json(&entry);
     body["balance_micros"] = json!(state.pipeline.delivery().balance(id));
-    Ok(created(body))
+    Ok(body)
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,7 @@
-//! The adtally HTTP server: tracking endpoints, the JSON API and operations routes,
-//! built on axum. Only this crate knows HTTP and JSON; it turns requests into calls on
-//! the core rules, the event [`pipeline`] and the store.
+//! The adtally HTTP server: tracking endpoints, the JSON API, operations routes and the
+//! dashboard's server-rendered pages (`web`), built on axum. Only this crate knows HTTP,
+//! JSON and HTML; it turns requests into calls on the core rules, the event [`pipeline`]
+//! and the store.
 
 pub mod api;
 pub mod attribution;
@@ -85,8 +86,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         Router::new().route("/v1/events", post(import::import_events)).layer(DefaultBodyLimit::max(MAX_IMPORT_BODY));
     // Every route that takes a key counts its failed authentications per client.
     let limiter = Arc::new(limits::AuthFailureLimiter::new(state.config.limits.max_auth_failures));
+    // The dashboard's pages sign in with a key too (the sign-in form), and read reports.
     let authenticated = api
         .merge(import)
+        .merge(web::router())
         .layer(middleware::from_fn_with_state(state.clone(), catch_up))
         .layer(middleware::from_fn_with_state((state.clone(), limiter), limits::limit_auth_failures));
     Router::new()
@@ -99,10 +102,11 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .layer(middleware::from_fn_with_state(state.clone(), catch_up)),
         )
         .route("/openapi.json", get(ops::openapi))
-        .route("/", get(web::dashboard))
+        .route("/", get(web::home))
         .route("/tag.js", get(web::tag))
         .route("/assets/{name}", get(web::asset))
         .fallback(ops::not_found)
+        .layer(middleware::from_fn(web::page_headers))
         .layer(middleware::from_fn_with_state(state.clone(), limits::request_deadline))
         .with_state(state)
 }

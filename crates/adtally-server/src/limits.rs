@@ -157,7 +157,7 @@ pub async fn limit_auth_failures(
     }
     // A key in the Authorization header, or in the body of a dashboard sign-in.
     let sent_key = request.headers().contains_key(header::AUTHORIZATION)
-        || (request.method() == axum::http::Method::POST && request.uri().path() == "/v1/session");
+        || (request.method() == axum::http::Method::POST && matches!(request.uri().path(), "/v1/session" | "/sign-in"));
     let response = next.run(request).await;
     if sent_key && response.status() == StatusCode::UNAUTHORIZED {
         limiter.record_failure(client, state.clock.now_ms());

@@ -295,14 +295,14 @@ pub fn preview(state: &AppState, advertiser_id: i64) -> Result<String, MailError
 
 #[derive(Deserialize)]
 pub struct WhoParams {
-    advertiser_id: Option<i64>,
+    pub advertiser_id: Option<i64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WeeklyReportBody {
-    enabled: bool,
-    advertiser_id: Option<i64>,
+    pub enabled: bool,
+    pub advertiser_id: Option<i64>,
 }
 
 /// `GET /v1/weekly-report`: whether the advertiser gets the weekly email.

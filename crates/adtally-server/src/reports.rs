@@ -22,7 +22,7 @@ use crate::api::Caller;
 use crate::error::{ApiError, Query};
 use crate::state::{AppState, ServingCatalog};
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 pub struct ReportParams {
     pub range: Option<String>,
     pub from: Option<String>,
@@ -217,6 +217,15 @@ pub async fn report(
         }
         return Ok(csv_response(out, "adtally-report"));
     }
+    Ok(axum::Json(report_value(&report)).into_response())
+}
+
+/// The JSON answer of `GET /v1/reports` (without `format=csv`), for the dashboard.
+pub async fn report_json(state: &Arc<AppState>, caller: Caller, p: &ReportParams) -> Result<Value, ApiError> {
+    Ok(report_value(&build(state, caller, p).await?))
+}
+
+fn report_value(report: &Report) -> Value {
     let rows: Vec<Value> = report
         .rows
         .iter()
@@ -229,8 +238,7 @@ pub async fn report(
         .collect();
     let mut totals = Map::new();
     metrics_object(&report.totals.metrics(), &mut totals);
-    Ok(axum::Json(json!({"rows": rows, "totals": totals, "timezone": report.tz.iana_name().unwrap_or("UTC")}))
-        .into_response())
+    json!({"rows": rows, "totals": totals, "timezone": report.tz.iana_name().unwrap_or("UTC")})
 }
 
 impl RowKey {
@@ -253,6 +261,26 @@ pub async fn ivt_report(
     Query(p): Query<ReportParams>,
 ) -> Result<Response, ApiError> {
     let report = build(&state, caller, &p).await?;
+    if p.format.as_deref() == Some("csv") {
+        let mut out = String::new();
+        let mut header: Vec<Value> = report.key_columns(&RowKey::default_key()).iter().map(|(k, _)| json!(k)).collect();
+        header.extend(["event_type", "reason", "events"].map(|n| json!(n)));
+        csv_line(&mut out, &header);
+        for row in &ivt_rows(&report) {
+            csv_line(&mut out, &row.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>());
+        }
+        return Ok(csv_response(out, "adtally-ivt"));
+    }
+    Ok(axum::Json(ivt_value(&report)).into_response())
+}
+
+/// The JSON answer of `GET /v1/reports/ivt` (without `format=csv`), for the dashboard.
+pub async fn ivt_json(state: &Arc<AppState>, caller: Caller, p: &ReportParams) -> Result<Value, ApiError> {
+    Ok(ivt_value(&build(state, caller, p).await?))
+}
+
+/// Invalid events: one row per group, event kind and reason.
+fn ivt_rows(report: &Report) -> Vec<Vec<(&'static str, Value)>> {
     let mut rows = Vec::new();
     for (key, counts) in &report.rows {
         for (&(kind, verdict), &events) in &counts.invalid {
@@ -263,6 +291,11 @@ pub async fn ivt_report(
             rows.push(row);
         }
     }
+    rows
+}
+
+fn ivt_value(report: &Report) -> Value {
+    let rows = ivt_rows(report);
     let mut by_reason = Map::new();
     for verdict in Verdict::ALL.into_iter().filter(|v| !v.is_valid()) {
         let mut per_kind = Map::new();
@@ -272,25 +305,14 @@ pub async fn ivt_report(
         }
         by_reason.insert(verdict.as_str().into(), Value::Object(per_kind));
     }
-    if p.format.as_deref() == Some("csv") {
-        let mut out = String::new();
-        let mut header: Vec<Value> = report.key_columns(&RowKey::default_key()).iter().map(|(k, _)| json!(k)).collect();
-        header.extend(["event_type", "reason", "events"].map(|n| json!(n)));
-        csv_line(&mut out, &header);
-        for row in &rows {
-            csv_line(&mut out, &row.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>());
-        }
-        return Ok(csv_response(out, "adtally-ivt"));
-    }
     let rows: Vec<Value> =
         rows.into_iter().map(|r| Value::Object(r.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())).collect();
-    Ok(axum::Json(json!({
+    json!({
         "rows": rows,
         "totals": {
             "invalid_impressions": report.totals.invalid_impressions,
             "invalid_clicks": report.totals.invalid_clicks,
             "by_reason": by_reason,
         }
-    }))
-    .into_response())
+    })
 }

@@ -1,12 +1,14 @@
-//! Dashboard sessions: `POST /v1/session` trades an API key for a session cookie once, so
-//! the page never keeps the key; `GET` tells a reloaded page who is signed in and its CSRF
-//! token; `DELETE` signs out. [`caller`] is how the `Caller` extractor accepts the cookie
-//! when a request has no `Authorization` header.
+//! Dashboard sessions: an API key is traded for a session cookie once (the dashboard's
+//! sign-in form, or `POST /v1/session`), so no page keeps the key; `GET /v1/session`
+//! tells who is signed in and the CSRF token; `DELETE` (or the sign-out form) ends it.
+//! [`caller`] is how the `Caller` extractor accepts the cookie when a request has no
+//! `Authorization` header; [`page`] is how the dashboard's pages find their session.
 //!
 //! The cookie is `HttpOnly` (no script reads it), `SameSite=Strict` (no other site's page
 //! sends it) and `Secure` when the request came over https through a trusted proxy. On
 //! top of that, every state-changing request authenticated by the cookie must carry the
-//! session's token in `X-CSRF-Token`: a header a cross-site form cannot set. Bearer
+//! session's token: in `X-CSRF-Token` for the JSON API (a header a cross-site form cannot
+//! set), in a hidden `csrf` field for the dashboard's forms (see [`token_ok`]). Bearer
 //! clients are unaffected. The session id only ever travels in the cookie, never in a
 //! query string, and the store keeps only its hash.
 
@@ -107,6 +109,26 @@ fn caller_of(owner: KeyOwner) -> Caller {
     }
 }
 
+/// Whether two tokens are equal, compared in constant time.
+pub fn same_token(a: &str, b: &str) -> bool {
+    constant_time_eq(a.as_bytes(), b.as_bytes())
+}
+
+/// Whether a form's `csrf` field is the session's token.
+pub fn token_ok(sent: &str, session: &Session) -> bool {
+    constant_time_eq(sent.as_bytes(), session.csrf_token.as_bytes())
+}
+
+/// The live session of a dashboard page's request and the caller it signs in, if any.
+pub async fn page(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Option<(Caller, Session)>, ApiError> {
+    Ok(current(state, headers).await?.map(|(_, session)| (caller_of(session.owner), session)))
+}
+
+/// A fresh random token (the sign-in form's double-submit cookie).
+pub fn new_token() -> Result<String, ApiError> {
+    random_hex()
+}
+
 /// Whether the request's `X-CSRF-Token` is the session's.
 fn csrf_ok(headers: &HeaderMap, session: &Session) -> bool {
     headers.get("x-csrf-token").is_some_and(|v| constant_time_eq(v.as_bytes(), session.csrf_token.as_bytes()))
@@ -125,7 +147,7 @@ pub async fn caller(parts: &Parts, state: &Arc<AppState>) -> Result<Option<Calle
 }
 
 /// Over https when a trusted proxy says so, as the tracking routes decide it.
-fn https(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> bool {
+pub fn https(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> bool {
     state.is_trusted_proxy(peer.ip())
         && headers
             .get("x-forwarded-proto")
@@ -169,7 +191,17 @@ pub async fn sign_in(
     headers: HeaderMap,
     Json(body): Json<SignIn>,
 ) -> Result<Response, ApiError> {
-    let key = body.api_key.trim();
+    let (session, set_cookie) = open(&state, https(&state, peer, &headers), &body.api_key).await?;
+    let mut response = (StatusCode::CREATED, axum::Json(session_json(&session))).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, set_cookie);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Checks an API key as the Bearer path does and opens a session: the session and the
+/// `Set-Cookie` value that carries it (`Secure` when `secure`). 401 for a bad key.
+pub async fn open(state: &Arc<AppState>, secure: bool, api_key: &str) -> Result<(Session, HeaderValue), ApiError> {
+    let key = api_key.trim();
     if key.is_empty() || key.len() > MAX_KEY_LEN {
         return Err(bad_key());
     }
@@ -199,10 +231,7 @@ pub async fn sign_in(
             s.create_session(&id_hash, &stored)
         })
         .await?;
-    let mut response = (StatusCode::CREATED, axum::Json(session_json(&session))).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, cookie(&id, https(&state, peer, &headers)));
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok((session, cookie(&id, secure)))
 }
 
 /// `GET /v1/session`: who the cookie signs in, and the CSRF token (for a reloaded page).
@@ -220,15 +249,23 @@ pub async fn sign_out(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some((id_hash, session)) = current(&state, &headers).await? {
+    if let Some((_, session)) = current(&state, &headers).await? {
         if !csrf_ok(&headers, &session) {
             return Err(csrf_refused());
         }
-        state.blocking(move |s| s.delete_session(&id_hash)).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(header::SET_COOKIE, cookie("", https(&state, peer, &headers)));
+    response.headers_mut().insert(header::SET_COOKIE, close(&state, &headers, https(&state, peer, &headers)).await?);
     Ok(response)
+}
+
+/// Ends the request's session, if it has one (the caller has checked its CSRF token),
+/// and returns the `Set-Cookie` value that removes the cookie.
+pub async fn close(state: &Arc<AppState>, headers: &HeaderMap, secure: bool) -> Result<HeaderValue, ApiError> {
+    if let Some((id_hash, _)) = current(state, headers).await? {
+        state.blocking(move |s| s.delete_session(&id_hash)).await?;
+    }
+    Ok(cookie("", secure))
 }
 
 #[cfg(test)]
