@@ -229,7 +229,28 @@ pub async fn baseline_server(listen: SocketAddr) -> Result<()> {
     async fn empty() -> axum::http::StatusCode {
         axum::http::StatusCode::NO_CONTENT
     }
-    let app = axum::Router::new().route("/t/i/{token}", axum::routing::get(empty));
+    /// A decision's answer as bytes fixed in advance (same size and headers as a real
+    /// one): the HTTP cost of a decision with none of its work, the second baseline.
+    async fn canned_decision() -> impl axum::response::IntoResponse {
+        const BODY: &str = concat!(
+            r#"{"request_id":"1882953869240041472","ad":{"id":20,"campaign_id":20,"format":"sidebar","#,
+            r#""headline":"Bench","body":"","image_url":null,"video_url":null,"cta":"Learn more"},"#,
+            r#""impression_url":"http://127.0.0.1:18180/t/i/AgAAgFiRmCEaiBWJGaIBAAABAAAAFAAAABQAAAABAAAAAQAAAFzccaAKypykAFpacCgSAAAAAAABZVlLVn_YzTLZJ5Wdg7CrLw","#,
+            r#""viewable_url":"http://127.0.0.1:18180/t/v/AgAAgFiRmCEaiBWJGaIBAAABAAAAFAAAABQAAAABAAAAAQAAAFzccaAKypykAFpacCgSAAAAAAABZVlLVn_YzTLZJ5Wdg7CrLw","#,
+            r#""click_url":"http://127.0.0.1:18180/t/c/AgAAgFiRmCEaiBWJGaIBAAABAAAAFAAAABQAAAABAAAAAQAAAFzccaAKypykAFpacCgSAAAAAAABZVlLVn_YzTLZJ5Wdg7CrLw"}"#
+        );
+        (
+            [
+                (axum::http::header::CONTENT_TYPE, "application/json"),
+                (axum::http::header::CACHE_CONTROL, "no-store"),
+                (axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            ],
+            BODY,
+        )
+    }
+    let app = axum::Router::new()
+        .route("/t/i/{token}", axum::routing::get(empty))
+        .route("/v1/decision", axum::routing::get(canned_decision));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("adtally: baseline listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;

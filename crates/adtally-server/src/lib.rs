@@ -92,8 +92,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(web::router())
         .layer(middleware::from_fn_with_state(state.clone(), catch_up))
         .layer(middleware::from_fn_with_state((state.clone(), limiter), limits::limit_auth_failures));
-    Router::new()
-        .merge(tracking)
+    // The tracking routes are the hot path: outside the page headers (they answer no
+    // HTML) and the request deadline (they read no body worth trickling, and a timer per
+    // request is a measurable share of a beacon).
+    let others = Router::new()
         .merge(authenticated)
         .route("/healthz", get(ops::healthz))
         .merge(
@@ -107,8 +109,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/assets/{name}", get(web::asset))
         .fallback(ops::not_found)
         .layer(middleware::from_fn(web::page_headers))
-        .layer(middleware::from_fn_with_state(state.clone(), limits::request_deadline))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), limits::request_deadline));
+    Router::new().merge(tracking).merge(others).with_state(state)
 }
 
 /// Lets a read of the API see every beacon the tracking endpoints acknowledged before it
