@@ -39,25 +39,19 @@ fn follow_wall_clock(app: &TestApp) -> tokio::task::JoinHandle<()> {
 
 /// A publisher's site on its own port (another origin than the ad server): pages that
 /// embed the tag, an image for the ads, and the advertisers' landing page. Under
-/// `/stub/` it also plays a stand-in ad server for video ads (see the video test).
+/// `/edge/` it passes the ad server's tag and decisions through, serving video ads' media
+/// itself (see the video test).
 struct Site {
     ad_server: String,
     origin: String,
     /// A WebM clip recorded by the browser itself (no video file ships with the tests).
     clip: Mutex<Vec<u8>>,
-    /// Beacons the stand-in ad server received: (path, when).
-    hits: Mutex<Vec<(String, Instant)>>,
 }
 
 async fn publisher(ad_server: &str) -> Arc<Site> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let origin = format!("http://{}", listener.local_addr().expect("addr"));
-    let site = Arc::new(Site {
-        ad_server: ad_server.to_owned(),
-        origin,
-        clip: Mutex::new(Vec::new()),
-        hits: Mutex::new(Vec::new()),
-    });
+    let site = Arc::new(Site { ad_server: ad_server.to_owned(), origin, clip: Mutex::new(Vec::new()) });
     let app = axum::Router::new()
         .route("/article", get(article))
         .route("/slot", get(one_slot))
@@ -70,11 +64,8 @@ async fn publisher(ad_server: &str) -> Arc<Site> {
         .route("/clip.webm", get(clip).post(save_clip))
         .route("/video", get(video_page))
         .route("/forge", get(forge))
-        .route("/stub/tag.js", get(|| async {
-            ([("content-type", "text/javascript")], include_str!("../../crates/adtally-server/assets/tag.js"))
-        }))
-        .route("/stub/v1/decision", get(stub_decision))
-        .route("/stub/t/{kind}/{slot}", get(stub_beacon).post(stub_beacon))
+        .route("/edge/tag.js", get(edge_tag))
+        .route("/edge/v1/decision", get(edge_decision))
         .with_state(site.clone());
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -153,7 +144,7 @@ async fn save_clip(State(site): State<Arc<Site>>, body: axum::body::Bytes) -> &'
 async fn video_page() -> impl IntoResponse {
     Html(format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><title>Video</title>{ERROR_TRAP}
-<script async src="/stub/tag.js"></script>
+<script async src="/edge/tag.js"></script>
 <style>body{{font:16px sans-serif;margin:20px}} .spacer{{height:2400px}} .row{{display:flex;gap:20px}}</style></head>
 <body><h1>Videos</h1><div class="row"><div data-adtally-placement="v-top" id="v-top"></div>
 <div data-adtally-placement="v-paused" id="v-paused"></div></div>
@@ -161,31 +152,31 @@ async fn video_page() -> impl IntoResponse {
     ))
 }
 
-/// The decision a server with the `video` format would give: tracking URLs point back
-/// here so the test sees when the tag sends each beacon.
-async fn stub_decision(State(site): State<Arc<Site>>, Query(q): Query<HashMap<String, String>>) -> impl IntoResponse {
-    let slot = q.get("placement").cloned().unwrap_or_default();
-    let o = &site.origin;
-    axum::Json(json!({
-        "request_id": slot,
-        "ad": {"id": 1, "campaign_id": 1, "format": "video", "headline": format!("Video ad {slot}"), "body": "",
-               "image_url": null, "video_url": format!("{o}/clip.webm"), "cta": "Watch"},
-        "impression_url": format!("{o}/stub/t/i/{slot}"),
-        "viewable_url": format!("{o}/stub/t/v/{slot}"),
-        "click_url": format!("{o}/landing?ad=video"),
-    }))
+/// The ad server's tag, through the publisher's edge.
+async fn edge_tag(State(site): State<Arc<Site>>) -> impl IntoResponse {
+    let tag = reqwest::get(format!("{}/tag.js", site.ad_server)).await.expect("tag").text().await.expect("tag");
+    ([("content-type", "text/javascript")], tag)
 }
 
-async fn stub_beacon(
-    State(site): State<Arc<Site>>,
-    axum::extract::Path((kind, slot)): axum::extract::Path<(String, String)>,
-) -> axum::http::StatusCode {
-    site.hits.lock().expect("hits").push((format!("{kind}/{slot}"), Instant::now()));
-    axum::http::StatusCode::NO_CONTENT
-}
-
-fn hits(site: &Site, what: &str) -> usize {
-    site.hits.lock().expect("hits").iter().filter(|(p, _)| p == what).count()
+/// The ad server's decision, through an edge that serves its video from here: the ad's
+/// `video_url` must be https (the server refuses anything else), which a test cannot
+/// serve, so the edge swaps in the clip the browser recorded. Everything else — the
+/// decision, its signed tracking URLs on the real server — is the server's own.
+async fn edge_decision(State(site): State<Arc<Site>>, request: axum::extract::Request) -> axum::response::Response {
+    let query = request.uri().query().unwrap_or_default();
+    let agent = request.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let r = reqwest::Client::new()
+        .get(format!("{}/v1/decision?{query}", site.ad_server))
+        .header("user-agent", agent)
+        .send()
+        .await
+        .expect("decision");
+    if r.status() != 200 {
+        return axum::http::StatusCode::from_u16(r.status().as_u16()).expect("status").into_response();
+    }
+    let mut d: Value = r.json().await.expect("json");
+    d["ad"]["video_url"] = json!(format!("{}/clip.webm", site.origin));
+    ([("access-control-allow-origin", "*")], axum::Json(d)).into_response()
 }
 
 /// Valid counts per placement for the advertiser, lifetime.
@@ -383,16 +374,59 @@ async fn browser_tag_renders_counts_viewability_and_clicks() {
     assert_eq!(counts(&m, "nothing"), (0, 0, 0), "{m:?}");
 }
 
-/// The tag's video rule, against a stand-in ad server (the server takes only https
-/// `video_url`s, and this test's page is plain http on loopback; the server's video
-/// format is tested in `trust::video_ads_carry_their_file_and_need_longer_in_view`): a
-/// muted inline video counts as viewable only after two continuous
-/// seconds at least half in view while playing; a paused one never; one scrolled away
-/// after a second does not, and counts once when it later stays in view.
+/// The tag's video rule, counted by the real server: a muted inline video counts as
+/// viewable only after two continuous seconds at least half in view while playing; a
+/// paused one never; one scrolled away after a second does not, and counts once when it
+/// later stays in view. The server takes only https `video_url`s, which a test cannot
+/// serve, so the publisher's edge (`/edge/`) swaps in a clip the browser recorded; the
+/// decisions and their signed beacons are the server's own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver (installed by .ci/run)"]
 async fn browser_tag_video_needs_two_seconds_playing() {
-    let site = publisher("unused").await;
+    let app = spawn_app().await;
+    let _clock = follow_wall_clock(&app);
+    let site = publisher(&app.base).await;
+    for slug in ["v-top", "v-paused", "v-below"] {
+        created(
+            &app,
+            ADMIN,
+            "/v1/placements",
+            json!({"id": slug, "name": slug, "format": "video", "floor_cpm_micros": 0}),
+        )
+        .await;
+    }
+    let adv = created(&app, ADMIN, "/v1/advertisers", json!({"name": "Reel", "email": "r@reel.example"})).await;
+    let id = adv["id"].as_i64().expect("id");
+    let key = created(&app, ADMIN, &format!("/v1/advertisers/{id}/keys"), json!({})).await["api_key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    created(
+        &app,
+        ADMIN,
+        &format!("/v1/advertisers/{id}/credits"),
+        json!({"amount_micros": 100_000_000, "kind": "topup"}),
+    )
+    .await;
+    let c = created(
+        &app,
+        &key,
+        "/v1/campaigns",
+        json!({"name": "Reel", "cpm_bid_micros": 2_000_000, "total_budget_micros": 50_000_000, "pacing": "asap"}),
+    )
+    .await;
+    let cid = c["id"].as_i64().expect("id");
+    let ad = created(
+        &app,
+        &key,
+        &format!("/v1/campaigns/{cid}/ads"),
+        json!({"format": "video", "headline": "Video ad", "cta": "Watch",
+               "video_url": "https://cdn.reel.example/clip.webm", "target_url": format!("{}/landing?ad=video", site.origin)}),
+    )
+    .await;
+    created(&app, &key, &format!("/v1/campaigns/{cid}/submit"), json!({})).await;
+    created(&app, ADMIN, &format!("/v1/ads/{}/review", ad["id"]), json!({"decision": "approve"})).await;
+
     let browser = Browser::start().await;
     browser.goto(&format!("{}/recorder", site.origin)).await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -416,13 +450,20 @@ async fn browser_tag_video_needs_two_seconds_playing() {
         .js(&format!("var v={};return [v.muted, v.loop, v.playsInline, v.autoplay];", video("v-top")), json!([]))
         .await;
     assert_eq!(attrs, json!([true, true, true, true]), "muted, looping, inline");
-    let site_hits = || async { ["i/v-top", "i/v-paused", "i/v-below"].map(|h| hits(&site, h)) };
-    eventually("one impression per slot", site_hits, |n| n == &[1, 1, 1]).await;
+    // (impressions, viewable) the server counted per slot.
+    let counted = || async {
+        let map = by_placement(&app, &key).await;
+        ["v-top", "v-paused", "v-below"].map(|p| {
+            let (i, v, _) = counts(&map, p);
+            (i, v)
+        })
+    };
+    eventually("one impression per slot", counted, |n| n.iter().all(|(i, _)| *i == 1)).await;
     // One second is enough for a display ad, not for a video.
     sleep_ms(1_200).await;
-    assert_eq!(hits(&site, "v/v-top"), 0, "viewable after 1.2 s of video");
-    eventually("viewable after 2 s of video", || async { hits(&site, "v/v-top") }, |n| *n == 1).await;
-    assert_eq!(hits(&site, "v/v-paused"), 0, "a paused video is not viewable");
+    assert_eq!(counted().await[0].1, 0, "viewable after 1.2 s of video");
+    eventually("viewable after 2 s of video", counted, |n| n[0].1 == 1).await;
+    assert_eq!(counted().await[1].1, 0, "a paused video is not viewable");
     browser.screenshot(&screenshots().join("tag-page-video.png")).await;
 
     // Below the fold: one second in view, then away, is not enough.
@@ -431,14 +472,18 @@ async fn browser_tag_video_needs_two_seconds_playing() {
     sleep_ms(1_000).await;
     browser.js("window.scrollTo(0, 0);", json!([])).await;
     sleep_ms(2_500).await;
-    assert_eq!(hits(&site, "v/v-below"), 0);
+    assert_eq!(counted().await[2].1, 0);
     browser.js(scroll_to_below, json!([])).await;
-    eventually("viewable below the fold", || async { hits(&site, "v/v-below") }, |n| *n == 1).await;
+    eventually("viewable below the fold", counted, |n| n[2].1 == 1).await;
     browser.js("window.scrollTo(0, 0);", json!([])).await;
     browser.js(scroll_to_below, json!([])).await;
     sleep_ms(2_700).await;
-    assert_eq!(hits(&site, "v/v-below"), 1, "viewable once");
-    assert_eq!(hits(&site, "v/v-top"), 1, "still once");
+    assert_eq!(counted().await, [(1, 1), (1, 0), (1, 1)], "each viewable once");
+    // Every beacon the tag sent was a counted one: none came too early or twice.
+    let (_, ivt) = app.get(&key, "/v1/reports/ivt?range=lifetime").await;
+    assert_eq!(ivt["rows"], json!([]), "{ivt}");
+    let t = crate::support::totals(&app, &key, "range=lifetime").await;
+    assert_eq!((t["invalid_impressions"].as_i64(), t["impressions"].as_i64()), (Some(0), Some(3)), "{t}");
     assert_eq!(browser.js("return window.pageErrors;", json!([])).await, json!([]));
 }
 
