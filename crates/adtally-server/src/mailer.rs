@@ -82,6 +82,9 @@ pub fn spawn(state: Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
     let url = state.config.smtp_url.clone()?;
     Some(tokio::spawn(async move {
         let mut tick = tokio::time::interval(MAIL_EVERY);
+        // Not at once: a server just started is still loading, and whatever was due
+        // while it was down waits one period at most.
+        tick.reset();
         loop {
             tick.tick().await;
             let (state, url) = (state.clone(), url.clone());
