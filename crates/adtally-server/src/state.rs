@@ -43,7 +43,16 @@ pub struct ServerConfig {
     /// Raw events older than this many days are deleted (rollups, and so reports, keep
     /// them); none: kept for ever. At least [`MIN_RETENTION_DAYS`].
     pub retention_days: Option<u32>,
+    /// Rows a report may have (`--max-report-rows`); a larger one is refused with
+    /// `report_too_large` (400) before it is built.
+    pub max_report_rows: usize,
+    /// Answer every report from the quarter-hour rollups, as before the day layer. Only
+    /// to measure what the day layer gains (`serve --reports-from-quarter-hours`, hidden).
+    pub reports_from_quarter_hours: bool,
 }
+
+/// Default of [`ServerConfig::max_report_rows`].
+pub const MAX_REPORT_ROWS: usize = 100_000;
 
 /// The least retention: a restart rebuilds attribution touches from 30 days of clicks,
 /// and attribution journeys reach 30 days back.
@@ -63,6 +72,8 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             smtp_url: None,
             retention_days: None,
+            max_report_rows: MAX_REPORT_ROWS,
+            reports_from_quarter_hours: false,
         }
     }
 }

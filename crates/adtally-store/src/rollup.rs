@@ -4,11 +4,18 @@
 //!
 //! Rows of valid impressions also carry a reach [`Sketch`] of their users, merged into
 //! the stored one by the same upsert, so reach can be counted over any grouping.
+//!
+//! The quarter-hour rows are the exact base. Reports of whole days read the day layer
+//! instead ([`DayKey`]): one row per day of the advertiser's own time zone (and of UTC,
+//! for the operator) and per (campaign, ad, placement), or per (campaign, device) or
+//! (campaign, country). It is derived from the same batch aggregate, in the same
+//! transaction; ARCHITECTURE.md says why this layout.
 
 use adtally_core::clock::Millis;
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
 use adtally_core::fasthash::FastMap;
-use adtally_core::report::{bucket_of, Dimension};
+use adtally_core::jiff::tz::TimeZone;
+use adtally_core::report::{bucket_of, period_start, Dimension, Granularity};
 use adtally_core::sketch::Sketch;
 
 /// One rollup row's identity. It carries the advertiser and the campaign, so events of
@@ -73,6 +80,142 @@ pub(crate) fn aggregate<'a>(events: impl Iterator<Item = &'a Event>) -> FastMap<
     sums
 }
 
+/// The tables of the day layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DayTable {
+    /// `rollups_day`: per (campaign, ad, placement); local days and UTC days.
+    Main,
+    /// `rollups_day_device`: per (campaign, device); local days.
+    Device,
+    /// `rollups_day_country`: per (campaign, country); local days.
+    Country,
+}
+
+impl DayTable {
+    pub const ALL: [DayTable; 3] = [DayTable::Main, DayTable::Device, DayTable::Country];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DayTable::Main => "rollups_day",
+            DayTable::Device => "rollups_day_device",
+            DayTable::Country => "rollups_day_country",
+        }
+    }
+
+    /// The dimensions a report may group by and still be answered by this table.
+    pub fn answers(self, group_by: &[Dimension], ad_filter: bool) -> bool {
+        match self {
+            DayTable::Main => {
+                group_by.iter().all(|d| matches!(d, Dimension::Campaign | Dimension::Ad | Dimension::Placement))
+            }
+            DayTable::Device => {
+                !ad_filter
+                    && group_by.contains(&Dimension::Device)
+                    && group_by.iter().all(|d| matches!(d, Dimension::Campaign | Dimension::Device))
+            }
+            DayTable::Country => {
+                !ad_filter
+                    && group_by.contains(&Dimension::Country)
+                    && group_by.iter().all(|d| matches!(d, Dimension::Campaign | Dimension::Country))
+            }
+        }
+    }
+}
+
+/// The time zone the day layer of an advertiser is kept in.
+#[derive(Debug, Clone)]
+pub(crate) struct DayZone {
+    pub tz: TimeZone,
+    /// The zone is UTC itself: its local rows are the UTC rows, kept once.
+    pub is_utc: bool,
+}
+
+impl DayZone {
+    pub fn named(name: &str) -> Self {
+        let tz = TimeZone::get(name).unwrap_or(TimeZone::UTC);
+        DayZone { is_utc: is_utc_name(name), tz }
+    }
+}
+
+/// Whether a stored zone name is UTC itself (its days are UTC days).
+pub(crate) fn is_utc_name(name: &str) -> bool {
+    name == "UTC"
+}
+
+/// One row of the day layer. `utc` rows hold UTC days (every advertiser, table
+/// [`DayTable::Main`] only: the operator's reports); the others the advertiser's own
+/// days. An advertiser in UTC has only `utc` rows, which are its local rows too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct DayKey {
+    pub table: DayTable,
+    pub advertiser_id: i64,
+    pub utc: bool,
+    pub day_ms: Millis,
+    pub campaign_id: Option<i64>,
+    pub ad_id: Option<i64>,
+    pub placement_id: Option<i64>,
+    pub device: Option<Device>,
+    pub country: Option<Country>,
+    pub kind: EventKind,
+    pub verdict: Verdict,
+}
+
+/// Start of the UTC day that holds `at_ms`.
+pub(crate) fn utc_day(at_ms: Millis) -> Millis {
+    at_ms.div_euclid(adtally_core::clock::DAY) * adtally_core::clock::DAY
+}
+
+impl DayKey {
+    /// The day-layer rows a quarter-hour row is summed into, for an advertiser whose
+    /// days are kept in `zone`. Every zone in use is a whole number of quarter hours from
+    /// UTC, so a quarter-hour bucket lies inside one local day.
+    pub(crate) fn of(k: &RollupKey, zone: &DayZone) -> impl Iterator<Item = DayKey> {
+        let local =
+            if zone.is_utc { utc_day(k.bucket_ms) } else { period_start(k.bucket_ms, Granularity::Day, &zone.tz) };
+        let base = DayKey {
+            table: DayTable::Main,
+            advertiser_id: k.advertiser_id,
+            utc: zone.is_utc,
+            day_ms: local,
+            campaign_id: k.campaign_id,
+            ad_id: None,
+            placement_id: None,
+            device: None,
+            country: None,
+            kind: k.kind,
+            verdict: k.verdict,
+        };
+        let main = DayKey { ad_id: k.ad_id, placement_id: k.placement_id, ..base };
+        let utc_main = (!zone.is_utc).then_some(DayKey { utc: true, day_ms: utc_day(k.bucket_ms), ..main });
+        let device = DayKey { table: DayTable::Device, device: Some(k.device), ..base };
+        let country = DayKey { table: DayTable::Country, country: Some(k.country), ..base };
+        [Some(main), utc_main, Some(device), Some(country)].into_iter().flatten()
+    }
+}
+
+/// A batch's quarter-hour aggregate folded into day-layer rows; `zone_of` gives each
+/// advertiser's zone.
+pub(crate) fn aggregate_days<'a>(
+    quarter_hours: impl Iterator<Item = (&'a RollupKey, &'a (RollupSums, Sketch))>,
+    mut zone_of: impl FnMut(i64) -> DayZone,
+) -> FastMap<DayKey, (RollupSums, Sketch)> {
+    let mut out: FastMap<DayKey, (RollupSums, Sketch)> = FastMap::default();
+    let mut zones: FastMap<i64, DayZone> = FastMap::default();
+    for (k, (s, reach)) in quarter_hours {
+        let zone = zones.entry(k.advertiser_id).or_insert_with(|| zone_of(k.advertiser_id));
+        for day in DayKey::of(k, zone) {
+            let (sum, users) = out.entry(day).or_default();
+            sum.events += s.events;
+            sum.cost_micros += s.cost_micros;
+            sum.value_micros += s.value_micros;
+            if has_reach(k.kind, k.verdict) {
+                users.merge(reach);
+            }
+        }
+    }
+    out
+}
+
 /// Which rollups a report reads and how it groups them.
 #[derive(Debug, Clone, Default)]
 pub struct RollupQuery {
@@ -89,6 +232,14 @@ pub struct RollupQuery {
     /// Merge the reach sketches of each group (reports); off, [`RollupRow::reach`] is
     /// `None` and the query costs what it did before reach existed.
     pub reach: bool,
+    /// `from_ms` and `to_ms` are midnights of this zone (an IANA name; lifetime bounds
+    /// too) and a bucket may be a whole day of it: the store may answer from the day
+    /// layer when its days are kept in this zone (the advertiser's own, or UTC for every
+    /// advertiser) and the grouping fits one of its tables. `None`: quarter hours.
+    pub days_in: Option<String>,
+    /// Return at most this many rows plus one, so that the caller can tell a result
+    /// that is too large from one that is complete.
+    pub max_rows: Option<usize>,
 }
 
 /// A grouped row of a report query. Every dimension not grouped by holds its default

@@ -19,11 +19,15 @@ use adtally_core::catalog::{
 };
 use adtally_core::clock::{Millis, DAY};
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
+use adtally_core::fasthash::FastMap;
 use adtally_core::metrics::saturate;
 use adtally_core::report::{bucket_of, Dimension};
 use adtally_core::sketch::Sketch;
 
-use crate::rollup::{aggregate, has_reach, RollupKey, RollupQuery, RollupRow, RollupSums};
+use crate::rollup::{
+    aggregate, aggregate_days, has_reach, is_utc_name, utc_day, DayKey, DayTable, DayZone, RollupKey, RollupQuery,
+    RollupRow, RollupSums,
+};
 use crate::{
     AdPerformance, ApiKeyInfo, ApprovedVersion, AuditEntry, CampaignSpend, ConsistencyCheck, FoundSession, Idempotency,
     KeyOwner, PendingEvent, PromoCode, Result, Session, Store, StoreError, Totals, TouchPaths,
@@ -191,7 +195,125 @@ WHERE rollups.bucket_ms = s.bucket_ms AND rollups.advertiser_id = s.advertiser_i
   AND rollups.campaign_id = s.campaign_id AND rollups.ad_id = s.ad_id AND rollups.placement_id = s.placement_id
   AND rollups.device = s.device AND rollups.country = s.country AND rollups.kind = 1 AND rollups.verdict = 0;
 "#,
+    r#"
+-- The day layer (see rollup.rs and ARCHITECTURE.md): what reports of whole days read.
+-- Keys start with the advertiser, so one tenant's report reads only its own rows.
+-- `utc` = 1: UTC days (every advertiser; the operator's reports); 0: the days of the
+-- advertiser's own zone (advertisers not in UTC). The device and country tables hold
+-- only the advertiser's own days (utc = 1 when that zone is UTC). Filled from the
+-- quarter-hour rollups by `rebuild_day_layer` right after this script.
+CREATE TABLE rollups_day (
+    advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, day_ms INTEGER NOT NULL, campaign_id INTEGER NOT NULL,
+    ad_id INTEGER NOT NULL, placement_id INTEGER NOT NULL, kind INTEGER NOT NULL, verdict INTEGER NOT NULL,
+    events INTEGER NOT NULL, cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL, reach BLOB,
+    PRIMARY KEY (advertiser_id, utc, day_ms, campaign_id, ad_id, placement_id, kind, verdict)
+) WITHOUT ROWID;
+CREATE TABLE rollups_day_device (
+    advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, day_ms INTEGER NOT NULL, campaign_id INTEGER NOT NULL,
+    device INTEGER NOT NULL, kind INTEGER NOT NULL, verdict INTEGER NOT NULL,
+    events INTEGER NOT NULL, cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL, reach BLOB,
+    PRIMARY KEY (advertiser_id, utc, day_ms, campaign_id, device, kind, verdict)
+) WITHOUT ROWID;
+CREATE TABLE rollups_day_country (
+    advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, day_ms INTEGER NOT NULL, campaign_id INTEGER NOT NULL,
+    country TEXT NOT NULL, kind INTEGER NOT NULL, verdict INTEGER NOT NULL,
+    events INTEGER NOT NULL, cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL, reach BLOB,
+    PRIMARY KEY (advertiser_id, utc, day_ms, campaign_id, country, kind, verdict)
+) WITHOUT ROWID;
+"#,
 ];
+
+/// The migration (index into [`MIGRATIONS`]) after whose script the day layer is built
+/// from the quarter-hour rollups, in the same transaction.
+const DAY_LAYER_MIGRATION: usize = 6;
+
+/// The key columns of a day-layer table, in key order.
+fn day_key_columns(table: DayTable) -> &'static str {
+    match table {
+        DayTable::Main => "advertiser_id, utc, day_ms, campaign_id, ad_id, placement_id, kind, verdict",
+        DayTable::Device => "advertiser_id, utc, day_ms, campaign_id, device, kind, verdict",
+        DayTable::Country => "advertiser_id, utc, day_ms, campaign_id, country, kind, verdict",
+    }
+}
+
+/// A day key's values, in the order of [`day_key_columns`].
+fn day_key_values(k: &DayKey) -> Vec<Value> {
+    let mut out: Vec<Value> =
+        vec![k.advertiser_id.into(), i64::from(k.utc).into(), k.day_ms.into(), db_id(k.campaign_id).into()];
+    match k.table {
+        DayTable::Main => out.extend([db_id(k.ad_id).into(), db_id(k.placement_id).into()]),
+        DayTable::Device => out.push(i64::from(k.device.unwrap_or_default().code()).into()),
+        DayTable::Country => out.push(k.country.unwrap_or_default().as_str().to_owned().into()),
+    }
+    out.extend([i64::from(k.kind.code()).into(), i64::from(k.verdict.code()).into()]);
+    out
+}
+
+/// The upsert of one day-layer row; the merge is the quarter-hour upsert's.
+fn day_upsert_sql(table: DayTable) -> String {
+    let columns = day_key_columns(table);
+    let n = columns.split(", ").count() + 4;
+    let marks: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO {} ({columns}, events, cost_micros, value_micros, reach) VALUES ({})
+         ON CONFLICT DO UPDATE SET events = events + excluded.events,
+           reach = reach_merge(reach, excluded.reach),
+           cost_micros = MIN(cost_micros, 9223372036854775807 - excluded.cost_micros) + excluded.cost_micros,
+           value_micros = MIN(value_micros, 9223372036854775807 - excluded.value_micros) + excluded.value_micros",
+        table.name(),
+        marks.join(", ")
+    )
+}
+
+/// Builds the day layer from the quarter-hour rollups: for every advertiser
+/// (`advertiser` `None`, the migration), or again for one whose time zone changed (its
+/// own-zone rows only; UTC rows never change). Uses the same day functions as the
+/// writer (`local_day` is [`DayKey::of`]'s), so both give the same rows.
+fn rebuild_day_layer(tx: &rusqlite::Transaction<'_>, advertiser: Option<i64>) -> Result<()> {
+    let sums = "SUM(r.events), sat_sum(r.cost_micros), sat_sum(r.value_micros), reach_union(r.reach)";
+    let zone = "COALESCE(a.timezone, 'UTC')";
+    let only = "(?1 IS NULL OR r.advertiser_id = ?1)";
+    let statements = [
+        "DELETE FROM rollups_day WHERE (?1 IS NULL OR advertiser_id = ?1) AND utc = 0".to_owned(),
+        "DELETE FROM rollups_day_device WHERE (?1 IS NULL OR advertiser_id = ?1)".to_owned(),
+        "DELETE FROM rollups_day_country WHERE (?1 IS NULL OR advertiser_id = ?1)".to_owned(),
+        format!(
+            "INSERT INTO rollups_day SELECT r.advertiser_id, 1, utc_day(r.bucket_ms) AS d, r.campaign_id, r.ad_id,
+             r.placement_id, r.kind, r.verdict, {sums} FROM rollups r WHERE ?1 IS NULL
+             GROUP BY r.advertiser_id, d, r.campaign_id, r.ad_id, r.placement_id, r.kind, r.verdict"
+        ),
+        format!(
+            "INSERT INTO rollups_day SELECT r.advertiser_id, 0, local_day(r.bucket_ms, a.timezone) AS d, r.campaign_id,
+             r.ad_id, r.placement_id, r.kind, r.verdict, {sums} FROM rollups r JOIN advertisers a ON a.id = r.advertiser_id
+             WHERE a.timezone != 'UTC' AND {only}
+             GROUP BY r.advertiser_id, d, r.campaign_id, r.ad_id, r.placement_id, r.kind, r.verdict"
+        ),
+        format!(
+            "INSERT INTO rollups_day_device SELECT r.advertiser_id, {zone} = 'UTC', local_day(r.bucket_ms, {zone}) AS d,
+             r.campaign_id, r.device, r.kind, r.verdict, {sums} FROM rollups r LEFT JOIN advertisers a
+             ON a.id = r.advertiser_id WHERE {only}
+             GROUP BY r.advertiser_id, d, r.campaign_id, r.device, r.kind, r.verdict"
+        ),
+        format!(
+            "INSERT INTO rollups_day_country SELECT r.advertiser_id, {zone} = 'UTC', local_day(r.bucket_ms, {zone}) AS d,
+             r.campaign_id, r.country, r.kind, r.verdict, {sums} FROM rollups r LEFT JOIN advertisers a
+             ON a.id = r.advertiser_id WHERE {only}
+             GROUP BY r.advertiser_id, d, r.campaign_id, r.country, r.kind, r.verdict"
+        ),
+    ];
+    for sql in statements {
+        tx.execute(&sql, [advertiser])?;
+    }
+    Ok(())
+}
+
+/// The zone an advertiser's day layer is kept in, as stored (UTC when the advertiser
+/// is unknown, as [`rebuild_day_layer`] takes it).
+fn stored_zone(c: &Connection, advertiser_id: i64) -> Result<DayZone> {
+    let name: Option<String> =
+        c.query_row("SELECT timezone FROM advertisers WHERE id = ?1", [advertiser_id], |r| r.get(0)).optional()?;
+    Ok(DayZone::named(name.as_deref().unwrap_or("UTC")))
+}
 
 /// Absent ids (a conversion's campaign, ad and placement before attribution; its
 /// decision always) are stored as 0: they are key columns of a `WITHOUT ROWID` table,
@@ -223,6 +345,25 @@ fn wide(row: &Row, first: usize) -> rusqlite::Result<i128> {
 struct EventWriter {
     conn: Connection,
     last_id: i64,
+    /// The zone each advertiser's day layer is kept in; changed only under this
+    /// writer's lock (see `update_advertiser`), so it always matches the stored rows.
+    zones: FastMap<i64, DayZone>,
+}
+
+impl EventWriter {
+    fn zone(zones: &mut FastMap<i64, DayZone>, c: &Connection, advertiser_id: i64) -> Result<DayZone> {
+        if let Some(z) = zones.get(&advertiser_id) {
+            return Ok(z.clone());
+        }
+        let known: bool =
+            c.query_row("SELECT EXISTS (SELECT 1 FROM advertisers WHERE id = ?1)", [advertiser_id], |r| r.get(0))?;
+        let zone = stored_zone(c, advertiser_id)?;
+        // An unknown advertiser is not remembered: it may be created later.
+        if known {
+            zones.insert(advertiser_id, zone.clone());
+        }
+        Ok(zone)
+    }
 }
 
 /// Events per multi-row `INSERT`: fewer statement executions, same transaction.
@@ -376,6 +517,23 @@ impl Aggregate<Sketch, Vec<u8>> for ReachSketch {
     }
 }
 
+/// `sat_sum(x)`: a sum that saturates at the `i64` bounds, like the rollup cells it
+/// adds up (SQLite's `SUM` fails on overflow).
+struct SaturatingSum;
+
+impl Aggregate<i64, i64> for SaturatingSum {
+    fn init(&self, _: &mut Context<'_>) -> rusqlite::Result<i64> {
+        Ok(0)
+    }
+    fn step(&self, ctx: &mut Context<'_>, acc: &mut i64) -> rusqlite::Result<()> {
+        *acc = acc.saturating_add(ctx.get::<i64>(0)?);
+        Ok(())
+    }
+    fn finalize(&self, _: &mut Context<'_>, acc: Option<i64>) -> rusqlite::Result<i64> {
+        Ok(acc.unwrap_or(0))
+    }
+}
+
 /// Sketch functions for SQL, so that merging happens inside the statement that reads
 /// or upserts a row instead of a read, a round trip through Rust and a write.
 fn register_sketch_functions(conn: &Connection) -> Result<()> {
@@ -392,6 +550,29 @@ fn register_sketch_functions(conn: &Connection) -> Result<()> {
     })?;
     conn.create_aggregate_function("reach_union", 1, flags, ReachUnion)?;
     conn.create_aggregate_function("reach_sketch", 1, flags, ReachSketch)?;
+    conn.create_aggregate_function("sat_sum", 1, flags, SaturatingSum)?;
+    // `utc_day(ms)`, `local_day(ms, zone)`: the day-layer day of an instant, exactly as
+    // the writer's `DayKey::of` computes it.
+    conn.create_scalar_function("utc_day", 1, flags, |ctx| Ok(utc_day(ctx.get::<i64>(0)?)))?;
+    let zones: Mutex<FastMap<String, DayZone>> = Mutex::default();
+    conn.create_scalar_function("local_day", 2, flags, move |ctx| {
+        let at: i64 = ctx.get(0)?;
+        let name: String = ctx.get(1)?;
+        let mut zones = zones.lock().map_err(|_| rusqlite::Error::UserFunctionError("poisoned".into()))?;
+        let zone = zones.entry(name).or_insert_with_key(|n| DayZone::named(n));
+        let key = RollupKey {
+            bucket_ms: at,
+            advertiser_id: 0,
+            campaign_id: None,
+            ad_id: None,
+            placement_id: None,
+            device: Device::default(),
+            country: Country::default(),
+            kind: EventKind::Impression,
+            verdict: Verdict::Valid,
+        };
+        Ok(DayKey::of(&key, zone).next().map_or(at, |d| d.day_ms))
+    })?;
     Ok(())
 }
 
@@ -416,7 +597,8 @@ impl SqliteStore {
         let mut conn = open_connection(&path)?;
         migrate(&mut conn)?;
         let last_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
-        Ok(Self { writer: Mutex::new(EventWriter { conn, last_id }), pool: Mutex::new(Vec::new()), path, _lock: lock })
+        let writer = EventWriter { conn, last_id, zones: FastMap::default() };
+        Ok(Self { writer: Mutex::new(writer), pool: Mutex::new(Vec::new()), path, _lock: lock })
     }
 
     /// Copies the database of `data_dir` to `out` with SQLite's online backup, while a
@@ -495,6 +677,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if i == DAY_LAYER_MIGRATION {
+            rebuild_day_layer(&tx, None)?;
+        }
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
         tx.commit()?;
     }
@@ -774,7 +959,7 @@ fn key_values(k: &RollupKey) -> [Value; 9] {
 /// takes it out of its rollup row. Returns the event as it now is, for the caller to add
 /// to the rollups under its new verdict in the same transaction; `None` when it was not
 /// counted anyway.
-fn supersede(tx: &rusqlite::Transaction<'_>, id: i64) -> Result<Option<Event>> {
+fn supersede(tx: &rusqlite::Transaction<'_>, zones: &mut FastMap<i64, DayZone>, id: i64) -> Result<Option<Event>> {
     let sql = "SELECT at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id, placement_id, user_key,
                ip_key, device, country, cost_micros, value_micros FROM events WHERE id = ?1";
     let Some(mut event) = tx.query_row(sql, [id], event_from).optional()? else { return Ok(None) };
@@ -790,8 +975,145 @@ fn supersede(tx: &rusqlite::Transaction<'_>, id: i64) -> Result<Option<Event>> {
            AND device = ?6 AND country = ?7 AND kind = ?8 AND verdict = ?9",
         rusqlite::params_from_iter(key),
     )?;
+    let zone = EventWriter::zone(zones, tx, event.advertiser_id)?;
+    for day in DayKey::of(&RollupKey::of(&event), &zone) {
+        let columns = day_key_columns(day.table);
+        let n = columns.split(", ").count();
+        let condition: Vec<String> =
+            columns.split(", ").enumerate().map(|(i, c)| format!("{c} = ?{}", i + 1)).collect();
+        let sql = format!(
+            "UPDATE {} SET events = events - 1, cost_micros = cost_micros - ?{}, value_micros = value_micros - ?{}
+             WHERE {}",
+            day.table.name(),
+            n + 1,
+            n + 2,
+            condition.join(" AND ")
+        );
+        let values = day_key_values(&day).into_iter().chain([event.cost_micros.into(), event.value_micros.into()]);
+        tx.execute(&sql, rusqlite::params_from_iter(values))?;
+    }
     event.verdict = Verdict::Duplicate;
     Ok(Some(event))
+}
+
+/// The columns a report query selects: bucket, then campaign, ad, placement, device and
+/// country — each a column when grouped by, else its "all" value. Column names come
+/// from a fixed list, never from the request. With the group-by list.
+fn report_columns(q: &RollupQuery, bucket: &'static str) -> (Vec<&'static str>, Vec<&'static str>) {
+    let mut select = vec![if q.by_bucket { bucket } else { "0" }];
+    for dim in [Dimension::Campaign, Dimension::Ad, Dimension::Placement, Dimension::Device, Dimension::Country] {
+        let (column, none) = match dim {
+            Dimension::Campaign => ("campaign_id", "0"),
+            Dimension::Ad => ("ad_id", "0"),
+            Dimension::Placement => ("placement_id", "0"),
+            Dimension::Device => ("device", "0"),
+            Dimension::Country => ("country", "'ZZ'"),
+        };
+        select.push(if q.group_by.contains(&dim) { column } else { none });
+    }
+    let mut group: Vec<&str> = Vec::new();
+    if q.by_bucket {
+        group.push(bucket);
+    }
+    group.extend(select[1..].iter().copied().filter(|c| !c.starts_with('0') && !c.starts_with('\'')));
+    group.extend(["kind", "verdict"]);
+    (select, group)
+}
+
+/// SQLite's `LIMIT`: one more row than asked, so that "too many" shows; -1 is none.
+fn row_limit(q: &RollupQuery) -> i64 {
+    q.max_rows.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX - 1).saturating_add(1))
+}
+
+/// A report row as [`report_columns`] selects it, then kind, verdict, sums and reach.
+fn rollup_row_from(r: &Row) -> rusqlite::Result<RollupRow> {
+    let kind: i64 = r.get(6)?;
+    let verdict: i64 = r.get(7)?;
+    Ok(RollupRow {
+        bucket_ms: r.get(0)?,
+        campaign_id: id_from_db(r.get(1)?),
+        ad_id: id_from_db(r.get(2)?),
+        placement_id: id_from_db(r.get(3)?),
+        device: Device::from_code(r.get(4)?).unwrap_or_default(),
+        country: Country::parse(&r.get::<_, String>(5)?),
+        kind: EventKind::from_code(kind).ok_or_else(|| bad_column("kind", &kind.to_string()))?,
+        verdict: Verdict::from_code(verdict).ok_or_else(|| bad_column("verdict", &verdict.to_string()))?,
+        sums: RollupSums { events: r.get(8)?, cost_micros: wide(r, 9)?, value_micros: wide(r, 11)? },
+        reach: match r.get_ref(13)? {
+            ValueRef::Blob(bytes) => Some(Sketch::from_bytes(bytes).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(13, rusqlite::types::Type::Blob, Box::new(e))
+            })?),
+            _ => None,
+        },
+    })
+}
+
+/// A report query over the quarter-hour rollups: any grouping, any range.
+fn quarter_hour_rows(c: &Connection, q: &RollupQuery) -> Result<Vec<RollupRow>> {
+    let (select, group) = report_columns(q, "bucket_ms");
+    let sql = format!(
+        "SELECT {}, kind, verdict, SUM(events), {}, {}, {} FROM rollups
+         WHERE bucket_ms >= ?1 AND bucket_ms < ?2 AND (?3 IS NULL OR advertiser_id = ?3)
+           AND (?4 IS NULL OR campaign_id = ?4) AND (?5 IS NULL OR ad_id = ?5)
+         GROUP BY {} LIMIT ?6",
+        select.join(", "),
+        wide_sum("cost_micros"),
+        wide_sum("value_micros"),
+        if q.reach { "reach_union(reach)" } else { "NULL" },
+        group.join(", ")
+    );
+    let params = params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id, row_limit(q)];
+    query_all(c, &sql, params, rollup_row_from)
+}
+
+/// The IANA name a zone name stands for (`europe/berlin` → `Europe/Berlin`).
+fn canonical_zone(name: &str) -> Option<String> {
+    adtally_core::jiff::tz::TimeZone::get(name).ok()?.iana_name().map(str::to_owned)
+}
+
+/// Whether the day layer answers `q`, and from which table and which days (`utc`).
+/// It does when the query is in whole days of the zone the rows are kept in — the
+/// advertiser's stored zone, or UTC for every advertiser — and groups by dimensions one
+/// table holds. Otherwise the quarter hours answer.
+fn day_layer(c: &Connection, q: &RollupQuery) -> Result<Option<(DayTable, bool)>> {
+    let Some(zone) = q.days_in.as_deref().and_then(canonical_zone) else { return Ok(None) };
+    let Some(table) = DayTable::ALL.into_iter().find(|t| t.answers(&q.group_by, q.ad_id.is_some())) else {
+        return Ok(None);
+    };
+    Ok(match q.advertiser_id {
+        Some(id) => {
+            let stored: Option<String> =
+                c.query_row("SELECT timezone FROM advertisers WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+            stored.filter(|s| canonical_zone(s).as_deref() == Some(zone.as_str())).map(|s| (table, is_utc_name(&s)))
+        }
+        None => (table == DayTable::Main && zone == "UTC").then_some((table, true)),
+    })
+}
+
+/// A report query over one day-layer table. `from_ms` and `to_ms` are midnights of the
+/// table's days, so a day row is in the range exactly when its first instant is.
+fn day_rows(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> Result<Vec<RollupRow>> {
+    let (select, group) = report_columns(q, "day_ms");
+    let advertisers = match q.advertiser_id {
+        Some(_) => "advertiser_id = ?3",
+        // Every advertiser, each one a range of the key.
+        None => "advertiser_id IN (SELECT id FROM advertisers) AND ?3 IS NULL",
+    };
+    let ad = if table == DayTable::Main { "(?5 IS NULL OR ad_id = ?5)" } else { "?5 IS NULL" };
+    let sql = format!(
+        "SELECT {}, kind, verdict, SUM(events), {}, {}, {} FROM {}
+         WHERE {advertisers} AND utc = ?7 AND day_ms >= ?1 AND day_ms < ?2
+           AND (?4 IS NULL OR campaign_id = ?4) AND {ad}
+         GROUP BY {} LIMIT ?6",
+        select.join(", "),
+        wide_sum("cost_micros"),
+        wide_sum("value_micros"),
+        if q.reach { "reach_union(reach)" } else { "NULL" },
+        table.name(),
+        group.join(", ")
+    );
+    let params = params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id, row_limit(q), utc];
+    query_all(c, &sql, params, rollup_row_from)
 }
 
 impl Store for SqliteStore {
@@ -818,17 +1140,28 @@ impl Store for SqliteStore {
     }
 
     fn update_advertiser(&self, a: &Advertiser) -> Result<()> {
-        self.with_conn(|c| {
-            let n = c.execute(
-                "UPDATE advertisers SET name = ?2, email = ?3, timezone = ?4, max_conversion_value_micros = ?5
-                 WHERE id = ?1",
-                params![a.id, a.name, a.email, a.timezone, a.max_conversion_value_micros],
-            )?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("advertiser {}", a.id)));
-            }
-            Ok(())
-        })
+        // On the writer's connection, under its lock: a new time zone rebuilds the
+        // advertiser's day layer in the same transaction, and no batch can be summed
+        // into the old zone's days in between.
+        let mut writer = self.writer.lock().map_err(|_| poisoned())?;
+        let writer = &mut *writer;
+        let tx = writer.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let old: Option<String> =
+            tx.query_row("SELECT timezone FROM advertisers WHERE id = ?1", [a.id], |r| r.get(0)).optional()?;
+        let Some(old) = old else {
+            return Err(StoreError::NotFound(format!("advertiser {}", a.id)));
+        };
+        tx.execute(
+            "UPDATE advertisers SET name = ?2, email = ?3, timezone = ?4, max_conversion_value_micros = ?5
+             WHERE id = ?1",
+            params![a.id, a.name, a.email, a.timezone, a.max_conversion_value_micros],
+        )?;
+        if old != a.timezone {
+            rebuild_day_layer(&tx, Some(a.id))?;
+        }
+        tx.commit()?;
+        writer.zones.remove(&a.id);
+        Ok(())
     }
 
     fn advertiser(&self, id: i64) -> Result<Option<Advertiser>> {
@@ -1296,7 +1629,9 @@ impl Store for SqliteStore {
         judge: &mut dyn FnMut(usize, &mut Event),
     ) -> Result<()> {
         let mut writer = self.writer.lock().map_err(|_| poisoned())?;
+        let writer = &mut *writer;
         let first_id = writer.last_id.max((now_ms.max(0) << 20) - 1) + 1;
+        let zones = &mut writer.zones;
         let tx = writer.conn.transaction()?;
         let mut next_id = first_id;
         // Stored events of this batch by id, and conversions this batch superseded.
@@ -1330,7 +1665,7 @@ impl Store for SqliteStore {
                                     // Not inserted yet: it goes in as `duplicate`.
                                     batch[old].event.verdict = Verdict::Duplicate;
                                 } else {
-                                    superseded.extend(supersede(&tx, old_id)?);
+                                    superseded.extend(supersede(&tx, zones, old_id)?);
                                 }
                             }
                             Some(_) => {
@@ -1370,11 +1705,30 @@ impl Store for SqliteStore {
                    value_micros = MIN(value_micros, 9223372036854775807 - excluded.value_micros) + excluded.value_micros",
             )?;
             let events = stored.iter().map(|(_, e)| *e).chain(superseded.iter());
-            for (k, (s, reach)) in aggregate(events) {
+            let quarter_hours = aggregate(events);
+            for (k, (s, reach)) in &quarter_hours {
                 let reach = has_reach(k.kind, k.verdict).then(|| reach.to_bytes());
                 let sums = [s.events.into(), saturate(s.cost_micros).into(), saturate(s.value_micros).into()];
                 let reach = reach.map_or(Value::Null, Value::Blob);
-                upsert.execute(rusqlite::params_from_iter(key_values(&k).into_iter().chain(sums).chain([reach])))?;
+                upsert.execute(rusqlite::params_from_iter(key_values(k).into_iter().chain(sums).chain([reach])))?;
+            }
+            // The day layer, from the same aggregate, in the same transaction.
+            let mut batch_zones: FastMap<i64, DayZone> = FastMap::default();
+            for k in quarter_hours.keys() {
+                if !batch_zones.contains_key(&k.advertiser_id) {
+                    batch_zones.insert(k.advertiser_id, EventWriter::zone(zones, &tx, k.advertiser_id)?);
+                }
+            }
+            let days = aggregate_days(quarter_hours.iter(), |id| {
+                batch_zones.get(&id).cloned().unwrap_or_else(|| DayZone::named("UTC"))
+            });
+            for (k, (s, reach)) in days {
+                let reach = has_reach(k.kind, k.verdict).then(|| reach.to_bytes());
+                let sums = [s.events.into(), saturate(s.cost_micros).into(), saturate(s.value_micros).into()];
+                let reach = reach.map_or(Value::Null, Value::Blob);
+                let mut upsert = tx.prepare_cached(&day_upsert_sql(k.table))?;
+                upsert
+                    .execute(rusqlite::params_from_iter(day_key_values(&k).into_iter().chain(sums).chain([reach])))?;
             }
         }
         tx.commit()?;
@@ -1433,58 +1787,15 @@ impl Store for SqliteStore {
     }
 
     fn rollup_rows(&self, q: &RollupQuery) -> Result<Vec<RollupRow>> {
-        // Column names come from a fixed list, never from the request.
-        let mut select = vec![if q.by_bucket { "bucket_ms" } else { "0" }];
-        for dim in [Dimension::Campaign, Dimension::Ad, Dimension::Placement, Dimension::Device, Dimension::Country] {
-            let (column, none) = match dim {
-                Dimension::Campaign => ("campaign_id", "0"),
-                Dimension::Ad => ("ad_id", "0"),
-                Dimension::Placement => ("placement_id", "0"),
-                Dimension::Device => ("device", "0"),
-                Dimension::Country => ("country", "'ZZ'"),
-            };
-            select.push(if q.group_by.contains(&dim) { column } else { none });
-        }
-        let mut group: Vec<&str> = Vec::new();
-        if q.by_bucket {
-            group.push("bucket_ms");
-        }
-        group.extend(select[1..].iter().copied().filter(|c| !c.starts_with('0') && !c.starts_with('\'')));
-        group.extend(["kind", "verdict"]);
-        let sql = format!(
-            "SELECT {}, kind, verdict, SUM(events), {}, {}, {} FROM rollups
-             WHERE bucket_ms >= ?1 AND bucket_ms < ?2 AND (?3 IS NULL OR advertiser_id = ?3)
-               AND (?4 IS NULL OR campaign_id = ?4) AND (?5 IS NULL OR ad_id = ?5)
-             GROUP BY {}",
-            select.join(", "),
-            wide_sum("cost_micros"),
-            wide_sum("value_micros"),
-            if q.reach { "reach_union(reach)" } else { "NULL" },
-            group.join(", ")
-        );
         self.with_conn(|c| {
-            let params = params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id];
-            query_all(c, &sql, params, |r| {
-                let kind: i64 = r.get(6)?;
-                let verdict: i64 = r.get(7)?;
-                Ok(RollupRow {
-                    bucket_ms: r.get(0)?,
-                    campaign_id: id_from_db(r.get(1)?),
-                    ad_id: id_from_db(r.get(2)?),
-                    placement_id: id_from_db(r.get(3)?),
-                    device: Device::from_code(r.get(4)?).unwrap_or_default(),
-                    country: Country::parse(&r.get::<_, String>(5)?),
-                    kind: EventKind::from_code(kind).ok_or_else(|| bad_column("kind", &kind.to_string()))?,
-                    verdict: Verdict::from_code(verdict).ok_or_else(|| bad_column("verdict", &verdict.to_string()))?,
-                    sums: RollupSums { events: r.get(8)?, cost_micros: wide(r, 9)?, value_micros: wide(r, 11)? },
-                    reach: match r.get_ref(13)? {
-                        ValueRef::Blob(bytes) => Some(Sketch::from_bytes(bytes).map_err(|e| {
-                            rusqlite::Error::FromSqlConversionFailure(13, rusqlite::types::Type::Blob, Box::new(e))
-                        })?),
-                        _ => None,
-                    },
-                })
-            })
+            // One read transaction: the zone check and the rows see the same state.
+            let tx = c.transaction()?;
+            let rows = match day_layer(&tx, q)? {
+                Some((table, utc)) => day_rows(&tx, q, table, utc)?,
+                None => quarter_hour_rows(&tx, q)?,
+            };
+            tx.commit()?;
+            Ok(rows)
         })
     }
 
@@ -1638,7 +1949,35 @@ impl Store for SqliteStore {
                 wide_sum("cost_micros"),
                 wide_sum("value_micros")
             ))?;
-            Ok(ConsistencyCheck { raw, rollups })
+            // The day layer against the quarter hours over all time, per advertiser. Own-zone
+            // rows of the main table exist only for advertisers not in UTC.
+            let totals = |table: &str, filter: &str| {
+                format!(
+                    "SELECT advertiser_id, SUM(events), {}, {} FROM {table} WHERE ?1 = ?1 AND {filter}
+                     GROUP BY advertiser_id",
+                    wide_sum("cost_micros"),
+                    wide_sum("value_micros")
+                )
+            };
+            let all = per_advertiser(&totals("rollups", "1"))?;
+            let non_utc: std::collections::BTreeSet<i64> =
+                query_all(c, "SELECT id FROM advertisers WHERE timezone != 'UTC'", [], |r| r.get(0))?
+                    .into_iter()
+                    .collect();
+            let mut day_layer = Vec::new();
+            for (name, filter, only_non_utc) in [
+                ("rollups_day", "utc = 1", false),
+                ("rollups_day", "utc = 0", true),
+                ("rollups_day_device", "1", false),
+                ("rollups_day_country", "1", false),
+            ] {
+                let mut expected = all.clone();
+                if only_non_utc {
+                    expected.retain(|id, _| non_utc.contains(id));
+                }
+                day_layer.push((format!("{name} where {filter}"), expected, per_advertiser(&totals(name, filter))?));
+            }
+            Ok(ConsistencyCheck { raw, rollups, day_layer })
         })
     }
 }
@@ -1744,12 +2083,14 @@ mod tests {
         assert_eq!(reach_of(&store, false), vec![(0, 4)]);
         assert!(store.consistency_check().expect("check").is_consistent());
 
-        // A store from before reach: no column, one version less. Reopening rebuilds.
+        // A store from before reach (and the day layer): no column, no tables. Reopening
+        // rebuilds both.
         store
             .with_conn(|c| {
-                let version = MIGRATIONS.len() - 1;
+                let version = DAY_LAYER_MIGRATION - 1;
                 Ok(c.execute_batch(&format!(
-                    "ALTER TABLE rollups DROP COLUMN reach; PRAGMA user_version = {version};"
+                    "ALTER TABLE rollups DROP COLUMN reach; DROP TABLE rollups_day; DROP TABLE rollups_day_device;
+                     DROP TABLE rollups_day_country; PRAGMA user_version = {version};"
                 ))?)
             })
             .expect("downgrade");
