@@ -179,8 +179,11 @@ pub struct ConsistencyCheck {
     pub rollups: BTreeMap<i64, Totals>,
     /// Each part of the day layer against the quarter-hour rollups it is derived from,
     /// over all time (retention keeps both): (part, quarter hours, days).
-    pub day_layer: Vec<(String, BTreeMap<i64, Totals>, BTreeMap<i64, Totals>)>,
+    pub day_layer: Vec<DayLayerCheck>,
 }
+
+/// (part of the day layer, totals of the quarter hours it covers, its own totals).
+pub type DayLayerCheck = (String, BTreeMap<i64, Totals>, BTreeMap<i64, Totals>);
 
 impl ConsistencyCheck {
     pub fn is_consistent(&self) -> bool {

@@ -80,45 +80,48 @@ pub(crate) fn aggregate<'a>(events: impl Iterator<Item = &'a Event>) -> FastMap<
     sums
 }
 
-/// The tables of the day layer.
+/// The tables of the day layer, each for the reports it answers (see ARCHITECTURE.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DayTable {
-    /// `rollups_day`: per (campaign, ad, placement); local days and UTC days.
-    Main,
-    /// `rollups_day_device`: per (campaign, device); local days.
+    /// `rollups_day_campaign`: per campaign; own days and UTC days (the operator's).
+    /// Overview by day, the campaigns table.
+    Campaign,
+    /// `rollups_day_ad`: per (campaign, ad, placement). The ads table, a campaign by day
+    /// and placement.
+    Ad,
+    /// `rollups_day_device`: per (campaign, device).
     Device,
-    /// `rollups_day_country`: per (campaign, country); local days.
+    /// `rollups_day_country`: per (campaign, country).
     Country,
 }
 
 impl DayTable {
-    pub const ALL: [DayTable; 3] = [DayTable::Main, DayTable::Device, DayTable::Country];
+    /// In order of preference: the first that answers a query is the smallest that does.
+    pub const ALL: [DayTable; 4] = [DayTable::Campaign, DayTable::Ad, DayTable::Device, DayTable::Country];
 
     pub fn name(self) -> &'static str {
         match self {
-            DayTable::Main => "rollups_day",
+            DayTable::Campaign => "rollups_day_campaign",
+            DayTable::Ad => "rollups_day_ad",
             DayTable::Device => "rollups_day_device",
             DayTable::Country => "rollups_day_country",
         }
     }
 
-    /// The dimensions a report may group by and still be answered by this table.
+    /// Whether this table can answer a grouping (and an ad filter).
     pub fn answers(self, group_by: &[Dimension], ad_filter: bool) -> bool {
+        let only = |allowed: &[Dimension]| group_by.iter().all(|d| allowed.contains(d));
         match self {
-            DayTable::Main => {
-                group_by.iter().all(|d| matches!(d, Dimension::Campaign | Dimension::Ad | Dimension::Placement))
-            }
-            DayTable::Device => {
-                !ad_filter
-                    && group_by.contains(&Dimension::Device)
-                    && group_by.iter().all(|d| matches!(d, Dimension::Campaign | Dimension::Device))
-            }
-            DayTable::Country => {
-                !ad_filter
-                    && group_by.contains(&Dimension::Country)
-                    && group_by.iter().all(|d| matches!(d, Dimension::Campaign | Dimension::Country))
-            }
+            DayTable::Campaign => !ad_filter && only(&[Dimension::Campaign]),
+            DayTable::Ad => only(&[Dimension::Campaign, Dimension::Ad, Dimension::Placement]),
+            DayTable::Device => !ad_filter && only(&[Dimension::Campaign, Dimension::Device]),
+            DayTable::Country => !ad_filter && only(&[Dimension::Campaign, Dimension::Country]),
         }
+    }
+
+    /// Whether the table also holds UTC days for advertisers in other zones.
+    pub fn has_utc_days(self) -> bool {
+        self == DayTable::Campaign
     }
 }
 
@@ -142,9 +145,10 @@ pub(crate) fn is_utc_name(name: &str) -> bool {
     name == "UTC"
 }
 
-/// One row of the day layer. `utc` rows hold UTC days (every advertiser, table
-/// [`DayTable::Main`] only: the operator's reports); the others the advertiser's own
-/// days. An advertiser in UTC has only `utc` rows, which are its local rows too.
+/// One row of the day layer. `utc` rows hold UTC days; the others the days of the
+/// advertiser's own zone. An advertiser in UTC has only `utc` rows, which are its own
+/// days too; one in another zone has both in [`DayTable::Campaign`] (UTC days for the
+/// operator's reports) and only its own days in the other tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct DayKey {
     pub table: DayTable,
@@ -172,8 +176,8 @@ impl DayKey {
     pub(crate) fn of(k: &RollupKey, zone: &DayZone) -> impl Iterator<Item = DayKey> {
         let local =
             if zone.is_utc { utc_day(k.bucket_ms) } else { period_start(k.bucket_ms, Granularity::Day, &zone.tz) };
-        let base = DayKey {
-            table: DayTable::Main,
+        let campaign = DayKey {
+            table: DayTable::Campaign,
             advertiser_id: k.advertiser_id,
             utc: zone.is_utc,
             day_ms: local,
@@ -185,11 +189,11 @@ impl DayKey {
             kind: k.kind,
             verdict: k.verdict,
         };
-        let main = DayKey { ad_id: k.ad_id, placement_id: k.placement_id, ..base };
-        let utc_main = (!zone.is_utc).then_some(DayKey { utc: true, day_ms: utc_day(k.bucket_ms), ..main });
-        let device = DayKey { table: DayTable::Device, device: Some(k.device), ..base };
-        let country = DayKey { table: DayTable::Country, country: Some(k.country), ..base };
-        [Some(main), utc_main, Some(device), Some(country)].into_iter().flatten()
+        let utc_campaign = (!zone.is_utc).then_some(DayKey { utc: true, day_ms: utc_day(k.bucket_ms), ..campaign });
+        let ad = DayKey { table: DayTable::Ad, ad_id: k.ad_id, placement_id: k.placement_id, ..campaign };
+        let device = DayKey { table: DayTable::Device, device: Some(k.device), ..campaign };
+        let country = DayKey { table: DayTable::Country, country: Some(k.country), ..campaign };
+        [Some(campaign), utc_campaign, Some(ad), Some(device), Some(country)].into_iter().flatten()
     }
 }
 

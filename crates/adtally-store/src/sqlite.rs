@@ -198,27 +198,35 @@ WHERE rollups.bucket_ms = s.bucket_ms AND rollups.advertiser_id = s.advertiser_i
     r#"
 -- The day layer (see rollup.rs and ARCHITECTURE.md): what reports of whole days read.
 -- Keys start with the advertiser, so one tenant's report reads only its own rows.
--- `utc` = 1: UTC days (every advertiser; the operator's reports); 0: the days of the
--- advertiser's own zone (advertisers not in UTC). The device and country tables hold
--- only the advertiser's own days (utc = 1 when that zone is UTC). Filled from the
--- quarter-hour rollups by `rebuild_day_layer` right after this script.
-CREATE TABLE rollups_day (
+-- `utc` = 1: UTC days; 0: the days of the advertiser's own zone. The campaign table has
+-- UTC days for every advertiser (the operator's reports) and own days for advertisers
+-- not in UTC; the others only own days (utc = 1 when that zone is UTC). The campaign
+-- table is keyed by day first (an advertiser's campaigns over a range); the others by
+-- campaign first (a campaign's ads, placements, devices, countries over a range).
+-- Filled from the quarter-hour rollups by `rebuild_day_layer` right after this script.
+CREATE TABLE rollups_day_campaign (
     advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, day_ms INTEGER NOT NULL, campaign_id INTEGER NOT NULL,
+    kind INTEGER NOT NULL, verdict INTEGER NOT NULL,
+    events INTEGER NOT NULL, cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL, reach BLOB,
+    PRIMARY KEY (advertiser_id, utc, day_ms, campaign_id, kind, verdict)
+) WITHOUT ROWID;
+CREATE TABLE rollups_day_ad (
+    advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, campaign_id INTEGER NOT NULL, day_ms INTEGER NOT NULL,
     ad_id INTEGER NOT NULL, placement_id INTEGER NOT NULL, kind INTEGER NOT NULL, verdict INTEGER NOT NULL,
     events INTEGER NOT NULL, cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL, reach BLOB,
-    PRIMARY KEY (advertiser_id, utc, day_ms, campaign_id, ad_id, placement_id, kind, verdict)
+    PRIMARY KEY (advertiser_id, utc, campaign_id, day_ms, ad_id, placement_id, kind, verdict)
 ) WITHOUT ROWID;
 CREATE TABLE rollups_day_device (
-    advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, day_ms INTEGER NOT NULL, campaign_id INTEGER NOT NULL,
+    advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, campaign_id INTEGER NOT NULL, day_ms INTEGER NOT NULL,
     device INTEGER NOT NULL, kind INTEGER NOT NULL, verdict INTEGER NOT NULL,
     events INTEGER NOT NULL, cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL, reach BLOB,
-    PRIMARY KEY (advertiser_id, utc, day_ms, campaign_id, device, kind, verdict)
+    PRIMARY KEY (advertiser_id, utc, campaign_id, day_ms, device, kind, verdict)
 ) WITHOUT ROWID;
 CREATE TABLE rollups_day_country (
-    advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, day_ms INTEGER NOT NULL, campaign_id INTEGER NOT NULL,
+    advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, campaign_id INTEGER NOT NULL, day_ms INTEGER NOT NULL,
     country TEXT NOT NULL, kind INTEGER NOT NULL, verdict INTEGER NOT NULL,
     events INTEGER NOT NULL, cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL, reach BLOB,
-    PRIMARY KEY (advertiser_id, utc, day_ms, campaign_id, country, kind, verdict)
+    PRIMARY KEY (advertiser_id, utc, campaign_id, day_ms, country, kind, verdict)
 ) WITHOUT ROWID;
 "#,
 ];
@@ -227,25 +235,32 @@ CREATE TABLE rollups_day_country (
 /// from the quarter-hour rollups, in the same transaction.
 const DAY_LAYER_MIGRATION: usize = 6;
 
-/// The key columns of a day-layer table, in key order.
+/// The key columns of a day-layer table (in the order [`day_key_values`] binds them).
 fn day_key_columns(table: DayTable) -> &'static str {
     match table {
-        DayTable::Main => "advertiser_id, utc, day_ms, campaign_id, ad_id, placement_id, kind, verdict",
-        DayTable::Device => "advertiser_id, utc, day_ms, campaign_id, device, kind, verdict",
-        DayTable::Country => "advertiser_id, utc, day_ms, campaign_id, country, kind, verdict",
+        DayTable::Campaign => "advertiser_id, utc, day_ms, campaign_id, kind, verdict",
+        DayTable::Ad => "advertiser_id, utc, day_ms, campaign_id, kind, verdict, ad_id, placement_id",
+        DayTable::Device => "advertiser_id, utc, day_ms, campaign_id, kind, verdict, device",
+        DayTable::Country => "advertiser_id, utc, day_ms, campaign_id, kind, verdict, country",
     }
 }
 
 /// A day key's values, in the order of [`day_key_columns`].
 fn day_key_values(k: &DayKey) -> Vec<Value> {
-    let mut out: Vec<Value> =
-        vec![k.advertiser_id.into(), i64::from(k.utc).into(), k.day_ms.into(), db_id(k.campaign_id).into()];
+    let mut out: Vec<Value> = vec![
+        k.advertiser_id.into(),
+        i64::from(k.utc).into(),
+        k.day_ms.into(),
+        db_id(k.campaign_id).into(),
+        i64::from(k.kind.code()).into(),
+        i64::from(k.verdict.code()).into(),
+    ];
     match k.table {
-        DayTable::Main => out.extend([db_id(k.ad_id).into(), db_id(k.placement_id).into()]),
+        DayTable::Campaign => {}
+        DayTable::Ad => out.extend([db_id(k.ad_id).into(), db_id(k.placement_id).into()]),
         DayTable::Device => out.push(i64::from(k.device.unwrap_or_default().code()).into()),
         DayTable::Country => out.push(k.country.unwrap_or_default().as_str().to_owned().into()),
     }
-    out.extend([i64::from(k.kind.code()).into(), i64::from(k.verdict.code()).into()]);
     out
 }
 
@@ -273,35 +288,39 @@ fn rebuild_day_layer(tx: &rusqlite::Transaction<'_>, advertiser: Option<i64>) ->
     let sums = "SUM(r.events), sat_sum(r.cost_micros), sat_sum(r.value_micros), reach_union(r.reach)";
     let zone = "COALESCE(a.timezone, 'UTC')";
     let only = "(?1 IS NULL OR r.advertiser_id = ?1)";
-    let statements = [
-        "DELETE FROM rollups_day WHERE (?1 IS NULL OR advertiser_id = ?1) AND utc = 0".to_owned(),
-        "DELETE FROM rollups_day_device WHERE (?1 IS NULL OR advertiser_id = ?1)".to_owned(),
-        "DELETE FROM rollups_day_country WHERE (?1 IS NULL OR advertiser_id = ?1)".to_owned(),
+    let mut statements = vec![
+        // UTC days never change with the zone: built once, by the migration.
         format!(
-            "INSERT INTO rollups_day SELECT r.advertiser_id, 1, utc_day(r.bucket_ms) AS d, r.campaign_id, r.ad_id,
-             r.placement_id, r.kind, r.verdict, {sums} FROM rollups r WHERE ?1 IS NULL
-             GROUP BY r.advertiser_id, d, r.campaign_id, r.ad_id, r.placement_id, r.kind, r.verdict"
+            "INSERT INTO rollups_day_campaign SELECT r.advertiser_id, 1, utc_day(r.bucket_ms) AS d, r.campaign_id,
+             r.kind, r.verdict, {sums} FROM rollups r WHERE ?1 IS NULL
+             GROUP BY r.advertiser_id, d, r.campaign_id, r.kind, r.verdict"
         ),
         format!(
-            "INSERT INTO rollups_day SELECT r.advertiser_id, 0, local_day(r.bucket_ms, a.timezone) AS d, r.campaign_id,
-             r.ad_id, r.placement_id, r.kind, r.verdict, {sums} FROM rollups r JOIN advertisers a ON a.id = r.advertiser_id
+            "INSERT INTO rollups_day_campaign SELECT r.advertiser_id, 0, local_day(r.bucket_ms, a.timezone) AS d,
+             r.campaign_id, r.kind, r.verdict, {sums} FROM rollups r JOIN advertisers a ON a.id = r.advertiser_id
              WHERE a.timezone != 'UTC' AND {only}
-             GROUP BY r.advertiser_id, d, r.campaign_id, r.ad_id, r.placement_id, r.kind, r.verdict"
-        ),
-        format!(
-            "INSERT INTO rollups_day_device SELECT r.advertiser_id, {zone} = 'UTC', local_day(r.bucket_ms, {zone}) AS d,
-             r.campaign_id, r.device, r.kind, r.verdict, {sums} FROM rollups r LEFT JOIN advertisers a
-             ON a.id = r.advertiser_id WHERE {only}
-             GROUP BY r.advertiser_id, d, r.campaign_id, r.device, r.kind, r.verdict"
-        ),
-        format!(
-            "INSERT INTO rollups_day_country SELECT r.advertiser_id, {zone} = 'UTC', local_day(r.bucket_ms, {zone}) AS d,
-             r.campaign_id, r.country, r.kind, r.verdict, {sums} FROM rollups r LEFT JOIN advertisers a
-             ON a.id = r.advertiser_id WHERE {only}
-             GROUP BY r.advertiser_id, d, r.campaign_id, r.country, r.kind, r.verdict"
+             GROUP BY r.advertiser_id, d, r.campaign_id, r.kind, r.verdict"
         ),
     ];
-    for sql in statements {
+    for (table, columns) in [
+        ("rollups_day_ad", "r.ad_id, r.placement_id"),
+        ("rollups_day_device", "r.device"),
+        ("rollups_day_country", "r.country"),
+    ] {
+        statements.push(format!(
+            "INSERT INTO {table} SELECT r.advertiser_id, {zone} = 'UTC', r.campaign_id,
+             local_day(r.bucket_ms, {zone}) AS d, {columns}, r.kind, r.verdict, {sums}
+             FROM rollups r LEFT JOIN advertisers a ON a.id = r.advertiser_id WHERE {only}
+             GROUP BY r.advertiser_id, r.campaign_id, d, {columns}, r.kind, r.verdict"
+        ));
+    }
+    let deletes = [
+        "DELETE FROM rollups_day_campaign WHERE (?1 IS NULL OR advertiser_id = ?1) AND utc = 0",
+        "DELETE FROM rollups_day_ad WHERE (?1 IS NULL OR advertiser_id = ?1)",
+        "DELETE FROM rollups_day_device WHERE (?1 IS NULL OR advertiser_id = ?1)",
+        "DELETE FROM rollups_day_country WHERE (?1 IS NULL OR advertiser_id = ?1)",
+    ];
+    for sql in deletes.iter().map(|s| s.to_string()).chain(statements) {
         tx.execute(&sql, [advertiser])?;
     }
     Ok(())
@@ -1086,24 +1105,32 @@ fn day_layer(c: &Connection, q: &RollupQuery) -> Result<Option<(DayTable, bool)>
                 c.query_row("SELECT timezone FROM advertisers WHERE id = ?1", [id], |r| r.get(0)).optional()?;
             stored.filter(|s| canonical_zone(s).as_deref() == Some(zone.as_str())).map(|s| (table, is_utc_name(&s)))
         }
-        None => (table == DayTable::Main && zone == "UTC").then_some((table, true)),
+        None => (table.has_utc_days() && zone == "UTC").then_some((table, true)),
     })
 }
 
 /// A report query over one day-layer table. `from_ms` and `to_ms` are midnights of the
 /// table's days, so a day row is in the range exactly when its first instant is.
 fn day_rows(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> Result<Vec<RollupRow>> {
+    let params = params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id, row_limit(q), utc];
+    query_all(c, &day_sql(q, table), params, rollup_row_from)
+}
+
+/// The statement of [`day_rows`]; parameters: from, to, advertiser, campaign, ad, limit, utc.
+fn day_sql(q: &RollupQuery, table: DayTable) -> String {
     let (select, group) = report_columns(q, "day_ms");
     let advertisers = match q.advertiser_id {
         Some(_) => "advertiser_id = ?3",
         // Every advertiser, each one a range of the key.
         None => "advertiser_id IN (SELECT id FROM advertisers) AND ?3 IS NULL",
     };
-    let ad = if table == DayTable::Main { "(?5 IS NULL OR ad_id = ?5)" } else { "?5 IS NULL" };
-    let sql = format!(
+    // Written out, not `?4 IS NULL OR …`, so that the planner can seek the key.
+    let campaign = if q.campaign_id.is_some() { "campaign_id = ?4" } else { "?4 IS NULL" };
+    let ad = if q.ad_id.is_some() { "ad_id = ?5" } else { "?5 IS NULL" };
+    format!(
         "SELECT {}, kind, verdict, SUM(events), {}, {}, {} FROM {}
          WHERE {advertisers} AND utc = ?7 AND day_ms >= ?1 AND day_ms < ?2
-           AND (?4 IS NULL OR campaign_id = ?4) AND {ad}
+           AND {campaign} AND {ad}
          GROUP BY {} LIMIT ?6",
         select.join(", "),
         wide_sum("cost_micros"),
@@ -1111,9 +1138,7 @@ fn day_rows(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> Resu
         if q.reach { "reach_union(reach)" } else { "NULL" },
         table.name(),
         group.join(", ")
-    );
-    let params = params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id, row_limit(q), utc];
-    query_all(c, &sql, params, rollup_row_from)
+    )
 }
 
 impl Store for SqliteStore {
@@ -1715,8 +1740,8 @@ impl Store for SqliteStore {
             // The day layer, from the same aggregate, in the same transaction.
             let mut batch_zones: FastMap<i64, DayZone> = FastMap::default();
             for k in quarter_hours.keys() {
-                if !batch_zones.contains_key(&k.advertiser_id) {
-                    batch_zones.insert(k.advertiser_id, EventWriter::zone(zones, &tx, k.advertiser_id)?);
+                if let std::collections::hash_map::Entry::Vacant(slot) = batch_zones.entry(k.advertiser_id) {
+                    slot.insert(EventWriter::zone(zones, &tx, k.advertiser_id)?);
                 }
             }
             let days = aggregate_days(quarter_hours.iter(), |id| {
@@ -1966,8 +1991,9 @@ impl Store for SqliteStore {
                     .collect();
             let mut day_layer = Vec::new();
             for (name, filter, only_non_utc) in [
-                ("rollups_day", "utc = 1", false),
-                ("rollups_day", "utc = 0", true),
+                ("rollups_day_campaign", "utc = 1", false),
+                ("rollups_day_campaign", "utc = 0", true),
+                ("rollups_day_ad", "1", false),
                 ("rollups_day_device", "1", false),
                 ("rollups_day_country", "1", false),
             ] {
@@ -2089,8 +2115,8 @@ mod tests {
             .with_conn(|c| {
                 let version = DAY_LAYER_MIGRATION - 1;
                 Ok(c.execute_batch(&format!(
-                    "ALTER TABLE rollups DROP COLUMN reach; DROP TABLE rollups_day; DROP TABLE rollups_day_device;
-                     DROP TABLE rollups_day_country; PRAGMA user_version = {version};"
+                    "ALTER TABLE rollups DROP COLUMN reach; DROP TABLE rollups_day_campaign; DROP TABLE rollups_day_ad;
+                     DROP TABLE rollups_day_device; DROP TABLE rollups_day_country; PRAGMA user_version = {version};"
                 ))?)
             })
             .expect("downgrade");
@@ -2222,9 +2248,8 @@ mod tests {
                                     ..Default::default()
                                 };
                                 let layer = store.with_conn(|c| day_layer(c, &q)).expect("layer");
-                                let is_device = group_by.contains(&Dimension::Device);
-                                let is_country = group_by.contains(&Dimension::Country);
-                                assert_eq!(layer.is_some(), advertiser_id.is_some() || !(is_device || is_country));
+                                let by_campaign = group_by.iter().all(|d| *d == Dimension::Campaign);
+                                assert_eq!(layer.is_some(), advertiser_id.is_some() || by_campaign);
                                 answered += usize::from(layer.is_some());
                                 let days = store.rollup_rows(&q).expect("days");
                                 let quarters =
@@ -2260,14 +2285,56 @@ mod tests {
         store
             .with_conn(|c| {
                 Ok(c.execute_batch(&format!(
-                    "DROP TABLE rollups_day; DROP TABLE rollups_day_device; DROP TABLE rollups_day_country;
-                     PRAGMA user_version = {DAY_LAYER_MIGRATION};"
+                    "DROP TABLE rollups_day_campaign; DROP TABLE rollups_day_ad; DROP TABLE rollups_day_device;
+                     DROP TABLE rollups_day_country; PRAGMA user_version = {DAY_LAYER_MIGRATION};"
                 ))?)
             })
             .expect("downgrade");
         drop(store);
         let store = SqliteStore::open(&dir).expect("reopen");
         check(&store, &zones);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Each table answers its reports by a range of its key that starts with the
+    /// advertiser (the operator's: one range per advertiser), never by a scan.
+    #[test]
+    fn day_layer_reads_are_key_ranges_of_one_advertiser() {
+        let (store, dir) = temp_store("day-plans");
+        let cases = [
+            (DayTable::Campaign, Some(1), None, vec![Dimension::Campaign]),
+            (DayTable::Campaign, None, None, vec![Dimension::Campaign]),
+            (DayTable::Ad, Some(1), Some(10), vec![Dimension::Ad]),
+            (DayTable::Ad, Some(1), Some(10), vec![Dimension::Placement]),
+            (DayTable::Device, Some(1), Some(10), vec![Dimension::Device]),
+            (DayTable::Country, Some(1), Some(10), vec![Dimension::Country]),
+        ];
+        for (table, advertiser_id, campaign_id, group_by) in cases {
+            let q = RollupQuery { advertiser_id, campaign_id, group_by, by_bucket: true, ..Default::default() };
+            assert_eq!(DayTable::ALL.into_iter().find(|t| t.answers(&q.group_by, false)), Some(table));
+            let sql = format!("EXPLAIN QUERY PLAN {}", day_sql(&q, table));
+            let plan: Vec<String> = store
+                .with_conn(|c| {
+                    query_all(c, &sql, params![0, 1, advertiser_id, campaign_id, None::<i64>, -1, true], |r| {
+                        r.get::<_, String>(3)
+                    })
+                })
+                .expect("plan");
+            let reads: Vec<&String> = plan.iter().filter(|p| p.contains(table.name())).collect();
+            assert!(!reads.is_empty(), "{plan:?}");
+            for read in reads {
+                assert!(
+                    read.starts_with("SEARCH") && read.contains("PRIMARY KEY (advertiser_id=? AND utc=?"),
+                    "{plan:?}"
+                );
+                if table != DayTable::Campaign {
+                    assert!(read.contains("campaign_id=? AND day_ms>? AND day_ms<?"), "{plan:?}");
+                } else {
+                    assert!(read.contains("day_ms>? AND day_ms<?"), "{plan:?}");
+                }
+            }
+        }
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }
