@@ -602,6 +602,8 @@ fn open_connection(path: &Path) -> Result<Connection> {
     // NORMAL in WAL mode: a committed transaction survives a process crash (kill -9);
     // only an operating-system crash or power loss can lose the last commits.
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
+    // Report readers: 16 MB of pages each (SQLite's default is 2 MB).
+    conn.execute_batch("PRAGMA cache_size = -16384;")?;
     Ok(conn)
 }
 
@@ -614,6 +616,10 @@ impl SqliteStore {
         let lock = DataDirLock::acquire(data_dir)?;
         let path = data_dir.join("adtally.db");
         let mut conn = open_connection(&path)?;
+        // The writer's page cache: the rollup upserts of a batch touch pages all over
+        // the rollup B-trees; with SQLite's default 2 MB most of them were read again
+        // from the OS on every batch (a third of the writer's time at 10M events).
+        conn.execute_batch("PRAGMA cache_size = -65536;")?;
         migrate(&mut conn)?;
         let last_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
         let writer = EventWriter { conn, last_id, zones: FastMap::default() };
