@@ -17,7 +17,7 @@ use adtally_core::catalog::{
     Ad, AdContent, AdRevision, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, FrequencyCap,
     LedgerEntry, Pacing, Placement, Targeting,
 };
-use adtally_core::clock::{Millis, DAY};
+use adtally_core::clock::Millis;
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
 use adtally_core::fasthash::FastMap;
 use adtally_core::metrics::saturate;
@@ -1505,11 +1505,12 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<_>>()?;
             let spend = c
                 .prepare(&format!(
-                    "SELECT (bucket_ms / ?2) * ?2 AS day, {} FROM rollups
-                         WHERE advertiser_id = ?1 AND cost_micros != 0 GROUP BY day",
+                    // UTC days of the day layer: one row per campaign-day, not per event.
+                    "SELECT day_ms, {} FROM rollups_day_campaign
+                         WHERE advertiser_id = ?1 AND utc = 1 AND cost_micros != 0 GROUP BY day_ms",
                     wide_sum("cost_micros")
                 ))?
-                .query_map(params![advertiser_id, DAY], |r| {
+                .query_map(params![advertiser_id], |r| {
                     Ok(LedgerEntry {
                         id: None,
                         at_ms: r.get(0)?,
@@ -2017,6 +2018,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use adtally_core::clock::DAY;
 
     fn temp_store(name: &str) -> (SqliteStore, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("adtally-store-{name}-{}", std::process::id()));
