@@ -64,9 +64,12 @@ impl Rng {
     }
 }
 
+/// (campaign id, its ad ids).
+type CampaignAds = (i64, Vec<i64>);
+
 struct Catalog {
-    /// (advertiser id, campaigns: (campaign id, ad ids)).
-    advertisers: Vec<(i64, Vec<(i64, Vec<i64>)>)>,
+    /// (advertiser id, its campaigns).
+    advertisers: Vec<(i64, Vec<CampaignAds>)>,
     placements: Vec<i64>,
 }
 

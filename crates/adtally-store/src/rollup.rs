@@ -160,8 +160,54 @@ pub(crate) struct DayKey {
     pub placement_id: Option<i64>,
     pub device: Option<Device>,
     pub country: Option<Country>,
-    pub kind: EventKind,
-    pub verdict: Verdict,
+}
+
+/// Events per (kind, verdict) slot of a day-layer row: kinds and verdicts are columns of
+/// the row, not part of its key, so a campaign-day is one row however its events were
+/// judged (there are 4 × 9 pairs; a busy key has a dozen of them).
+pub(crate) const SLOTS: usize = EventKind::ALL.len() * Verdict::ALL.len();
+
+/// The slot of a (kind, verdict) pair.
+pub(crate) fn slot(kind: EventKind, verdict: Verdict) -> usize {
+    let k = EventKind::ALL.iter().position(|x| *x == kind).unwrap_or(0);
+    let v = Verdict::ALL.iter().position(|x| *x == verdict).unwrap_or(0);
+    k * Verdict::ALL.len() + v
+}
+
+/// Every slot: (kind, verdict, column name `n{kind}_{verdict}` by code), in slot order.
+pub(crate) fn slots() -> Vec<(EventKind, Verdict, String)> {
+    EventKind::ALL
+        .iter()
+        .flat_map(|k| Verdict::ALL.iter().map(move |v| (*k, *v, format!("n{}_{}", k.code(), v.code()))))
+        .collect()
+}
+
+/// A day-layer row's sums: events per slot; cost and value of every event (what
+/// `consistency_check` compares); revenue, the value of valid conversions (what reports
+/// show).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DaySums {
+    pub events: [i64; SLOTS],
+    pub cost_micros: i128,
+    pub value_micros: i128,
+    pub revenue_micros: i128,
+}
+
+impl Default for DaySums {
+    fn default() -> Self {
+        DaySums { events: [0; SLOTS], cost_micros: 0, value_micros: 0, revenue_micros: 0 }
+    }
+}
+
+impl DaySums {
+    pub fn add(&mut self, kind: EventKind, verdict: Verdict, s: &RollupSums) {
+        self.events[slot(kind, verdict)] += s.events;
+        self.cost_micros += s.cost_micros;
+        self.value_micros += s.value_micros;
+        if kind == EventKind::Conversion && verdict.is_valid() {
+            self.revenue_micros += s.value_micros;
+        }
+    }
 }
 
 /// Start of the UTC day that holds `at_ms`.
@@ -186,8 +232,6 @@ impl DayKey {
             placement_id: None,
             device: None,
             country: None,
-            kind: k.kind,
-            verdict: k.verdict,
         };
         let utc_campaign = (!zone.is_utc).then_some(DayKey { utc: true, day_ms: utc_day(k.bucket_ms), ..campaign });
         let ad = DayKey { table: DayTable::Ad, ad_id: k.ad_id, placement_id: k.placement_id, ..campaign };
@@ -202,16 +246,14 @@ impl DayKey {
 pub(crate) fn aggregate_days<'a>(
     quarter_hours: impl Iterator<Item = (&'a RollupKey, &'a (RollupSums, Sketch))>,
     mut zone_of: impl FnMut(i64) -> DayZone,
-) -> FastMap<DayKey, (RollupSums, Sketch)> {
-    let mut out: FastMap<DayKey, (RollupSums, Sketch)> = FastMap::default();
+) -> FastMap<DayKey, (DaySums, Sketch)> {
+    let mut out: FastMap<DayKey, (DaySums, Sketch)> = FastMap::default();
     let mut zones: FastMap<i64, DayZone> = FastMap::default();
     for (k, (s, reach)) in quarter_hours {
         let zone = zones.entry(k.advertiser_id).or_insert_with(|| zone_of(k.advertiser_id));
         for day in DayKey::of(k, zone) {
             let (sum, users) = out.entry(day).or_default();
-            sum.events += s.events;
-            sum.cost_micros += s.cost_micros;
-            sum.value_micros += s.value_micros;
+            sum.add(k.kind, k.verdict, s);
             if has_reach(k.kind, k.verdict) {
                 users.merge(reach);
             }

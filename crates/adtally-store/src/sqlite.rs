@@ -25,8 +25,8 @@ use adtally_core::report::{bucket_of, Dimension};
 use adtally_core::sketch::Sketch;
 
 use crate::rollup::{
-    aggregate, aggregate_days, has_reach, is_utc_name, utc_day, DayKey, DayTable, DayZone, RollupKey, RollupQuery,
-    RollupRow, RollupSums,
+    aggregate, aggregate_days, has_reach, is_utc_name, slots, utc_day, DayKey, DayTable, DayZone, RollupKey,
+    RollupQuery, RollupRow, RollupSums, SLOTS,
 };
 use crate::{
     AdPerformance, ApiKeyInfo, ApprovedVersion, AuditEntry, CampaignSpend, ConsistencyCheck, FoundSession, Idempotency,
@@ -196,65 +196,37 @@ WHERE rollups.bucket_ms = s.bucket_ms AND rollups.advertiser_id = s.advertiser_i
   AND rollups.device = s.device AND rollups.country = s.country AND rollups.kind = 1 AND rollups.verdict = 0;
 "#,
     r#"
--- The day layer (see rollup.rs and ARCHITECTURE.md): what reports of whole days read.
--- Keys start with the advertiser, so one tenant's report reads only its own rows.
--- `utc` = 1: UTC days; 0: the days of the advertiser's own zone. The campaign table has
--- UTC days for every advertiser (the operator's reports) and own days for advertisers
--- not in UTC; the others only own days (utc = 1 when that zone is UTC). The campaign
--- table is keyed by day first (an advertiser's campaigns over a range); the others by
--- campaign first (a campaign's ads, placements, devices, countries over a range).
--- Filled from the quarter-hour rollups by `rebuild_day_layer` right after this script.
-CREATE TABLE rollups_day_campaign (
-    advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, day_ms INTEGER NOT NULL, campaign_id INTEGER NOT NULL,
-    kind INTEGER NOT NULL, verdict INTEGER NOT NULL,
-    events INTEGER NOT NULL, cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL, reach BLOB,
-    PRIMARY KEY (advertiser_id, utc, day_ms, campaign_id, kind, verdict)
-) WITHOUT ROWID;
-CREATE TABLE rollups_day_ad (
-    advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, campaign_id INTEGER NOT NULL, day_ms INTEGER NOT NULL,
-    ad_id INTEGER NOT NULL, placement_id INTEGER NOT NULL, kind INTEGER NOT NULL, verdict INTEGER NOT NULL,
-    events INTEGER NOT NULL, cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL, reach BLOB,
-    PRIMARY KEY (advertiser_id, utc, campaign_id, day_ms, ad_id, placement_id, kind, verdict)
-) WITHOUT ROWID;
-CREATE TABLE rollups_day_device (
-    advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, campaign_id INTEGER NOT NULL, day_ms INTEGER NOT NULL,
-    device INTEGER NOT NULL, kind INTEGER NOT NULL, verdict INTEGER NOT NULL,
-    events INTEGER NOT NULL, cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL, reach BLOB,
-    PRIMARY KEY (advertiser_id, utc, campaign_id, day_ms, device, kind, verdict)
-) WITHOUT ROWID;
-CREATE TABLE rollups_day_country (
-    advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, campaign_id INTEGER NOT NULL, day_ms INTEGER NOT NULL,
-    country TEXT NOT NULL, kind INTEGER NOT NULL, verdict INTEGER NOT NULL,
-    events INTEGER NOT NULL, cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL, reach BLOB,
-    PRIMARY KEY (advertiser_id, utc, campaign_id, day_ms, country, kind, verdict)
-) WITHOUT ROWID;
+-- The day layer (see rollup.rs and ARCHITECTURE.md): its four tables have a column per
+-- (kind, verdict) pair, so their statements are written by `create_day_layer`, which
+-- runs right after this script, in the same transaction, and fills them from the
+-- quarter-hour rollups.
 "#,
 ];
 
-/// The migration (index into [`MIGRATIONS`]) after whose script the day layer is built
-/// from the quarter-hour rollups, in the same transaction.
+/// The migration (index into [`MIGRATIONS`]) after whose script the day layer is
+/// created and built from the quarter-hour rollups, in the same transaction.
 const DAY_LAYER_MIGRATION: usize = 6;
 
-/// The key columns of a day-layer table (in the order [`day_key_values`] binds them).
+/// The key columns of a day-layer table, in key order (the order [`day_key_values`]
+/// binds them).
 fn day_key_columns(table: DayTable) -> &'static str {
     match table {
-        DayTable::Campaign => "advertiser_id, utc, day_ms, campaign_id, kind, verdict",
-        DayTable::Ad => "advertiser_id, utc, day_ms, campaign_id, kind, verdict, ad_id, placement_id",
-        DayTable::Device => "advertiser_id, utc, day_ms, campaign_id, kind, verdict, device",
-        DayTable::Country => "advertiser_id, utc, day_ms, campaign_id, kind, verdict, country",
+        DayTable::Campaign => "advertiser_id, utc, day_ms, campaign_id",
+        DayTable::Ad => "advertiser_id, utc, campaign_id, day_ms, ad_id, placement_id",
+        DayTable::Device => "advertiser_id, utc, campaign_id, day_ms, device",
+        DayTable::Country => "advertiser_id, utc, campaign_id, day_ms, country",
     }
 }
 
 /// A day key's values, in the order of [`day_key_columns`].
 fn day_key_values(k: &DayKey) -> Vec<Value> {
-    let mut out: Vec<Value> = vec![
-        k.advertiser_id.into(),
-        i64::from(k.utc).into(),
-        k.day_ms.into(),
-        db_id(k.campaign_id).into(),
-        i64::from(k.kind.code()).into(),
-        i64::from(k.verdict.code()).into(),
-    ];
+    let (utc, day, campaign) = (i64::from(k.utc).into(), k.day_ms.into(), db_id(k.campaign_id).into());
+    let mut out: Vec<Value> = vec![k.advertiser_id.into(), utc];
+    if k.table == DayTable::Campaign {
+        out.extend([day, campaign]);
+    } else {
+        out.extend([campaign, day]);
+    }
     match k.table {
         DayTable::Campaign => {}
         DayTable::Ad => out.extend([db_id(k.ad_id).into(), db_id(k.placement_id).into()]),
@@ -264,19 +236,65 @@ fn day_key_values(k: &DayKey) -> Vec<Value> {
     out
 }
 
+/// The sum columns of a day-layer row, after its key: one per (kind, verdict), then
+/// money, then reach.
+fn day_sum_columns() -> Vec<String> {
+    let mut columns: Vec<String> = slots().into_iter().map(|(_, _, name)| name).collect();
+    columns.extend(["cost_micros", "value_micros", "revenue_micros", "reach"].map(String::from));
+    columns
+}
+
+/// Creates the day layer's tables (migration 7). Keys start with the advertiser, so one
+/// tenant's report reads only its own rows. `utc` = 1: UTC days; 0: the days of the
+/// advertiser's own zone. The campaign table has UTC days for every advertiser (the
+/// operator's reports) and own days for advertisers not in UTC; the others only own days
+/// (utc = 1 when that zone is UTC). The campaign table is keyed by day first (an
+/// advertiser's campaigns over a range); the others by campaign first (a campaign's ads,
+/// placements, devices, countries over a range).
+fn create_day_layer(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    let counts: Vec<String> = slots().into_iter().map(|(_, _, name)| format!("{name} INTEGER NOT NULL")).collect();
+    for table in DayTable::ALL {
+        let key = day_key_columns(table);
+        let mut columns: Vec<String> = key
+            .split(", ")
+            .map(|c| format!("{c} {} NOT NULL", if c == "country" { "TEXT" } else { "INTEGER" }))
+            .collect();
+        columns.extend(counts.iter().cloned());
+        columns.extend(
+            [
+                "cost_micros INTEGER NOT NULL",
+                "value_micros INTEGER NOT NULL",
+                "revenue_micros INTEGER NOT NULL",
+                "reach BLOB",
+            ]
+            .map(String::from),
+        );
+        tx.execute_batch(&format!(
+            "CREATE TABLE {} ({}, PRIMARY KEY ({key})) WITHOUT ROWID;",
+            table.name(),
+            columns.join(", ")
+        ))?;
+    }
+    rebuild_day_layer(tx, None)
+}
+
 /// The upsert of one day-layer row; the merge is the quarter-hour upsert's.
 fn day_upsert_sql(table: DayTable) -> String {
     let columns = day_key_columns(table);
-    let n = columns.split(", ").count() + 4;
+    let sums = day_sum_columns();
+    let n = columns.split(", ").count() + sums.len();
     let marks: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+    let mut updates: Vec<String> = slots().into_iter().map(|(_, _, c)| format!("{c} = {c} + excluded.{c}")).collect();
+    for money in ["cost_micros", "value_micros", "revenue_micros"] {
+        updates.push(format!("{money} = MIN({money}, 9223372036854775807 - excluded.{money}) + excluded.{money}"));
+    }
+    updates.push("reach = reach_merge(reach, excluded.reach)".into());
     format!(
-        "INSERT INTO {} ({columns}, events, cost_micros, value_micros, reach) VALUES ({})
-         ON CONFLICT DO UPDATE SET events = events + excluded.events,
-           reach = reach_merge(reach, excluded.reach),
-           cost_micros = MIN(cost_micros, 9223372036854775807 - excluded.cost_micros) + excluded.cost_micros,
-           value_micros = MIN(value_micros, 9223372036854775807 - excluded.value_micros) + excluded.value_micros",
+        "INSERT INTO {} ({columns}, {}) VALUES ({}) ON CONFLICT DO UPDATE SET {}",
         table.name(),
-        marks.join(", ")
+        sums.join(", "),
+        marks.join(", "),
+        updates.join(", ")
     )
 }
 
@@ -285,42 +303,57 @@ fn day_upsert_sql(table: DayTable) -> String {
 /// own-zone rows only; UTC rows never change). Uses the same day functions as the
 /// writer (`local_day` is [`DayKey::of`]'s), so both give the same rows.
 fn rebuild_day_layer(tx: &rusqlite::Transaction<'_>, advertiser: Option<i64>) -> Result<()> {
-    let sums = "SUM(r.events), sat_sum(r.cost_micros), sat_sum(r.value_micros), reach_union(r.reach)";
+    let mut sums: Vec<String> = slots()
+        .into_iter()
+        .map(|(k, v, _)| {
+            format!("SUM(CASE WHEN r.kind = {} AND r.verdict = {} THEN r.events ELSE 0 END)", k.code(), v.code())
+        })
+        .collect();
+    sums.extend([
+        "sat_sum(r.cost_micros)".into(),
+        "sat_sum(r.value_micros)".into(),
+        format!(
+            "sat_sum(CASE WHEN r.kind = {} AND r.verdict = {} THEN r.value_micros ELSE 0 END)",
+            EventKind::Conversion.code(),
+            Verdict::Valid.code()
+        ),
+        "reach_union(r.reach)".into(),
+    ]);
+    let sums = sums.join(", ");
+    let into = |table: DayTable| {
+        format!("INSERT INTO {} ({}, {})", table.name(), day_key_columns(table), day_sum_columns().join(", "))
+    };
     let zone = "COALESCE(a.timezone, 'UTC')";
     let only = "(?1 IS NULL OR r.advertiser_id = ?1)";
     let mut statements = vec![
+        "DELETE FROM rollups_day_campaign WHERE (?1 IS NULL OR advertiser_id = ?1) AND utc = 0".to_owned(),
+        "DELETE FROM rollups_day_ad WHERE (?1 IS NULL OR advertiser_id = ?1)".to_owned(),
+        "DELETE FROM rollups_day_device WHERE (?1 IS NULL OR advertiser_id = ?1)".to_owned(),
+        "DELETE FROM rollups_day_country WHERE (?1 IS NULL OR advertiser_id = ?1)".to_owned(),
         // UTC days never change with the zone: built once, by the migration.
         format!(
-            "INSERT INTO rollups_day_campaign SELECT r.advertiser_id, 1, utc_day(r.bucket_ms) AS d, r.campaign_id,
-             r.kind, r.verdict, {sums} FROM rollups r WHERE ?1 IS NULL
-             GROUP BY r.advertiser_id, d, r.campaign_id, r.kind, r.verdict"
+            "{} SELECT r.advertiser_id, 1, utc_day(r.bucket_ms) AS d, r.campaign_id, {sums} FROM rollups r
+             WHERE ?1 IS NULL GROUP BY r.advertiser_id, d, r.campaign_id",
+            into(DayTable::Campaign)
         ),
         format!(
-            "INSERT INTO rollups_day_campaign SELECT r.advertiser_id, 0, local_day(r.bucket_ms, a.timezone) AS d,
-             r.campaign_id, r.kind, r.verdict, {sums} FROM rollups r JOIN advertisers a ON a.id = r.advertiser_id
-             WHERE a.timezone != 'UTC' AND {only}
-             GROUP BY r.advertiser_id, d, r.campaign_id, r.kind, r.verdict"
+            "{} SELECT r.advertiser_id, 0, local_day(r.bucket_ms, a.timezone) AS d, r.campaign_id, {sums}
+             FROM rollups r JOIN advertisers a ON a.id = r.advertiser_id WHERE a.timezone != 'UTC' AND {only}
+             GROUP BY r.advertiser_id, d, r.campaign_id",
+            into(DayTable::Campaign)
         ),
     ];
-    for (table, columns) in [
-        ("rollups_day_ad", "r.ad_id, r.placement_id"),
-        ("rollups_day_device", "r.device"),
-        ("rollups_day_country", "r.country"),
-    ] {
+    for (table, columns) in
+        [(DayTable::Ad, "r.ad_id, r.placement_id"), (DayTable::Device, "r.device"), (DayTable::Country, "r.country")]
+    {
         statements.push(format!(
-            "INSERT INTO {table} SELECT r.advertiser_id, {zone} = 'UTC', r.campaign_id,
-             local_day(r.bucket_ms, {zone}) AS d, {columns}, r.kind, r.verdict, {sums}
-             FROM rollups r LEFT JOIN advertisers a ON a.id = r.advertiser_id WHERE {only}
-             GROUP BY r.advertiser_id, r.campaign_id, d, {columns}, r.kind, r.verdict"
+            "{} SELECT r.advertiser_id, {zone} = 'UTC', r.campaign_id, local_day(r.bucket_ms, {zone}) AS d, {columns},
+             {sums} FROM rollups r LEFT JOIN advertisers a ON a.id = r.advertiser_id WHERE {only}
+             GROUP BY r.advertiser_id, r.campaign_id, d, {columns}",
+            into(table)
         ));
     }
-    let deletes = [
-        "DELETE FROM rollups_day_campaign WHERE (?1 IS NULL OR advertiser_id = ?1) AND utc = 0",
-        "DELETE FROM rollups_day_ad WHERE (?1 IS NULL OR advertiser_id = ?1)",
-        "DELETE FROM rollups_day_device WHERE (?1 IS NULL OR advertiser_id = ?1)",
-        "DELETE FROM rollups_day_country WHERE (?1 IS NULL OR advertiser_id = ?1)",
-    ];
-    for sql in deletes.iter().map(|s| s.to_string()).chain(statements) {
+    for sql in statements {
         tx.execute(&sql, [advertiser])?;
     }
     Ok(())
@@ -703,7 +736,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         if i == DAY_LAYER_MIGRATION {
-            rebuild_day_layer(&tx, None)?;
+            create_day_layer(&tx)?;
         }
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
         tx.commit()?;
@@ -1001,20 +1034,31 @@ fn supersede(tx: &rusqlite::Transaction<'_>, zones: &mut FastMap<i64, DayZone>, 
         rusqlite::params_from_iter(key),
     )?;
     let zone = EventWriter::zone(zones, tx, event.advertiser_id)?;
+    let count = slots()
+        .into_iter()
+        .find(|(k, v, _)| *k == event.kind && *v == event.verdict)
+        .map(|(_, _, name)| name)
+        .ok_or_else(|| StoreError::Database("no day-layer column for an event's kind and verdict".into()))?;
+    let revenue = if event.kind == EventKind::Conversion && event.verdict.is_valid() { event.value_micros } else { 0 };
     for day in DayKey::of(&RollupKey::of(&event), &zone) {
         let columns = day_key_columns(day.table);
         let n = columns.split(", ").count();
         let condition: Vec<String> =
             columns.split(", ").enumerate().map(|(i, c)| format!("{c} = ?{}", i + 1)).collect();
         let sql = format!(
-            "UPDATE {} SET events = events - 1, cost_micros = cost_micros - ?{}, value_micros = value_micros - ?{}
-             WHERE {}",
+            "UPDATE {} SET {count} = {count} - 1, cost_micros = cost_micros - ?{}, value_micros = value_micros - ?{},
+               revenue_micros = revenue_micros - ?{} WHERE {}",
             day.table.name(),
             n + 1,
             n + 2,
+            n + 3,
             condition.join(" AND ")
         );
-        let values = day_key_values(&day).into_iter().chain([event.cost_micros.into(), event.value_micros.into()]);
+        let values = day_key_values(&day).into_iter().chain([
+            event.cost_micros.into(),
+            event.value_micros.into(),
+            revenue.into(),
+        ]);
         tx.execute(&sql, rusqlite::params_from_iter(values))?;
     }
     event.verdict = Verdict::Duplicate;
@@ -1041,7 +1085,6 @@ fn report_columns(q: &RollupQuery, bucket: &'static str) -> (Vec<&'static str>, 
         group.push(bucket);
     }
     group.extend(select[1..].iter().copied().filter(|c| !c.starts_with('0') && !c.starts_with('\'')));
-    group.extend(["kind", "verdict"]);
     (select, group)
 }
 
@@ -1075,7 +1118,8 @@ fn rollup_row_from(r: &Row) -> rusqlite::Result<RollupRow> {
 
 /// A report query over the quarter-hour rollups: any grouping, any range.
 fn quarter_hour_rows(c: &Connection, q: &RollupQuery) -> Result<Vec<RollupRow>> {
-    let (select, group) = report_columns(q, "bucket_ms");
+    let (select, mut group) = report_columns(q, "bucket_ms");
+    group.extend(["kind", "verdict"]);
     let sql = format!(
         "SELECT {}, kind, verdict, SUM(events), {}, {}, {} FROM rollups
          WHERE bucket_ms >= ?1 AND bucket_ms < ?2 AND (?3 IS NULL OR advertiser_id = ?3)
@@ -1119,10 +1163,12 @@ fn day_layer(c: &Connection, q: &RollupQuery) -> Result<Option<(DayTable, bool)>
 /// table's days, so a day row is in the range exactly when its first instant is.
 fn day_rows(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> Result<Vec<RollupRow>> {
     let params = params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id, row_limit(q), utc];
-    query_all(c, &day_sql(q, table), params, rollup_row_from)
+    let grouped = query_all(c, &day_sql(q, table), params, day_rows_from)?;
+    Ok(grouped.into_iter().flatten().collect())
 }
 
-/// The statement of [`day_rows`]; parameters: from, to, advertiser, campaign, ad, limit, utc.
+/// The statement of [`day_rows`]; parameters: from, to, advertiser, campaign, ad, limit,
+/// utc. One result row per group, its (kind, verdict) pairs as columns.
 fn day_sql(q: &RollupQuery, table: DayTable) -> String {
     let (select, group) = report_columns(q, "day_ms");
     let advertisers = match q.advertiser_id {
@@ -1133,18 +1179,86 @@ fn day_sql(q: &RollupQuery, table: DayTable) -> String {
     // Written out, not `?4 IS NULL OR …`, so that the planner can seek the key.
     let campaign = if q.campaign_id.is_some() { "campaign_id = ?4" } else { "?4 IS NULL" };
     let ad = if q.ad_id.is_some() { "ad_id = ?5" } else { "?5 IS NULL" };
+    let counts: Vec<String> = slots().into_iter().map(|(_, _, c)| format!("SUM({c})")).collect();
     format!(
-        "SELECT {}, kind, verdict, SUM(events), {}, {}, {} FROM {}
+        "SELECT {}, {}, {}, {}, {}, {} FROM {}
          WHERE {advertisers} AND utc = ?7 AND day_ms >= ?1 AND day_ms < ?2
            AND {campaign} AND {ad}
          GROUP BY {} LIMIT ?6",
         select.join(", "),
+        counts.join(", "),
         wide_sum("cost_micros"),
         wide_sum("value_micros"),
+        wide_sum("revenue_micros"),
         if q.reach { "reach_union(reach)" } else { "NULL" },
         table.name(),
-        group.join(", ")
+        // Without a grouped column, the one group of the constant first column: no rows
+        // in, no row out.
+        if group.is_empty() { "1".to_owned() } else { group.join(", ") }
     )
+}
+
+/// A day-layer result row as the quarter hours would give it: one row per (kind,
+/// verdict) with events. Spend goes with the valid impressions (or the first row), and
+/// value is the revenue of valid conversions — all that a report sums.
+fn day_rows_from(r: &Row) -> rusqlite::Result<Vec<RollupRow>> {
+    let first = 6 + SLOTS;
+    let cost_micros = wide(r, first)?;
+    let revenue_micros = wide(r, first + 4)?;
+    let reach = match r.get_ref(first + 6)? {
+        ValueRef::Blob(bytes) => Some(Sketch::from_bytes(bytes).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(first + 6, rusqlite::types::Type::Blob, Box::new(e))
+        })?),
+        _ => None,
+    };
+    let row = |kind, verdict, events| RollupRow {
+        bucket_ms: 0,
+        campaign_id: None,
+        ad_id: None,
+        placement_id: None,
+        device: Device::Desktop,
+        country: Country::UNKNOWN,
+        kind,
+        verdict,
+        sums: RollupSums { events, ..Default::default() },
+        reach: None,
+    };
+    let template = RollupRow {
+        bucket_ms: r.get(0)?,
+        campaign_id: id_from_db(r.get(1)?),
+        ad_id: id_from_db(r.get(2)?),
+        placement_id: id_from_db(r.get(3)?),
+        device: Device::from_code(r.get(4)?).unwrap_or_default(),
+        country: Country::parse(&r.get::<_, String>(5)?),
+        ..row(EventKind::Impression, Verdict::Valid, 0)
+    };
+    let mut out = Vec::new();
+    let mut reach = reach;
+    for (i, (kind, verdict, _)) in slots().into_iter().enumerate() {
+        let events: i64 = r.get::<_, Option<i64>>(6 + i)?.unwrap_or(0);
+        let valid_impressions = kind == EventKind::Impression && verdict.is_valid();
+        if events == 0 && !(valid_impressions && reach.is_some()) {
+            continue;
+        }
+        let mut row =
+            RollupRow { kind, verdict, sums: RollupSums { events, ..Default::default() }, ..template.clone() };
+        if valid_impressions {
+            row.reach = reach.take();
+        }
+        if kind == EventKind::Conversion && verdict.is_valid() {
+            row.sums.value_micros = revenue_micros;
+        }
+        out.push(row);
+    }
+    let spend_row = out.iter().position(|x| x.kind == EventKind::Impression && x.verdict.is_valid()).unwrap_or(0);
+    match out.get_mut(spend_row) {
+        Some(row) => row.sums.cost_micros = cost_micros,
+        None if cost_micros != 0 => {
+            out.push(RollupRow { sums: RollupSums { cost_micros, ..Default::default() }, ..template })
+        }
+        None => {}
+    }
+    Ok(out)
 }
 
 impl Store for SqliteStore {
@@ -1755,12 +1869,12 @@ impl Store for SqliteStore {
                 batch_zones.get(&id).cloned().unwrap_or_else(|| DayZone::named("UTC"))
             });
             for (k, (s, reach)) in days {
-                let reach = has_reach(k.kind, k.verdict).then(|| reach.to_bytes());
-                let sums = [s.events.into(), saturate(s.cost_micros).into(), saturate(s.value_micros).into()];
-                let reach = reach.map_or(Value::Null, Value::Blob);
+                let mut values = day_key_values(&k);
+                values.extend(s.events.iter().map(|n| Value::Integer(*n)));
+                values.extend([s.cost_micros, s.value_micros, s.revenue_micros].map(|m| Value::Integer(saturate(m))));
+                values.push(if reach.is_empty() { Value::Null } else { Value::Blob(reach.to_bytes()) });
                 let mut upsert = tx.prepare_cached(&day_upsert_sql(k.table))?;
-                upsert
-                    .execute(rusqlite::params_from_iter(day_key_values(&k).into_iter().chain(sums).chain([reach])))?;
+                upsert.execute(rusqlite::params_from_iter(values))?;
             }
         }
         tx.commit()?;
@@ -1983,9 +2097,12 @@ impl Store for SqliteStore {
             ))?;
             // The day layer against the quarter hours over all time, per advertiser. Own-zone
             // rows of the main table exist only for advertisers not in UTC.
+            let all_slots: Vec<String> = slots().into_iter().map(|(_, _, c)| c).collect();
+            let day_events = all_slots.join(" + ");
             let totals = |table: &str, filter: &str| {
+                let events = if table == "rollups" { "events" } else { day_events.as_str() };
                 format!(
-                    "SELECT advertiser_id, SUM(events), {}, {} FROM {table} WHERE ?1 = ?1 AND {filter}
+                    "SELECT advertiser_id, SUM({events}), {}, {} FROM {table} WHERE ?1 = ?1 AND {filter}
                      GROUP BY advertiser_id",
                     wide_sum("cost_micros"),
                     wide_sum("value_micros")
@@ -2136,12 +2253,14 @@ mod tests {
     }
 
     /// A report's rows, with quarter hours folded into `tz`'s days as the server does,
-    /// as comparable values: (period, ids, device, country, kind, verdict) → (sums, reach).
-    type Folded = BTreeMap<(Millis, i64, i64, i64, u8, String, u8, u8), (i64, i128, i128, Option<u64>)>;
+    /// as comparable values: (period, ids, device, country) → (events per kind and
+    /// verdict, spend, revenue of valid conversions, reach) — what a report sums.
+    type Folded = BTreeMap<(Millis, i64, i64, i64, u8, String), (BTreeMap<(u8, u8), i64>, i128, i128, Option<u64>)>;
 
     fn folded(rows: Vec<RollupRow>, tz: &adtally_core::jiff::tz::TimeZone) -> Folded {
         use adtally_core::report::{period_start, Granularity};
-        let mut sketches: BTreeMap<_, (i64, i128, i128, Option<Sketch>)> = BTreeMap::new();
+        type Sums = (BTreeMap<(u8, u8), i64>, i128, i128, Option<Sketch>);
+        let mut out: BTreeMap<_, Sums> = BTreeMap::new();
         for r in rows {
             let period = if r.bucket_ms == 0 { 0 } else { period_start(r.bucket_ms, Granularity::Day, tz) };
             let key = (
@@ -2151,18 +2270,20 @@ mod tests {
                 db_id(r.placement_id),
                 r.device.code(),
                 r.country.as_str().to_owned(),
-                r.kind.code(),
-                r.verdict.code(),
             );
-            let e = sketches.entry(key).or_default();
-            e.0 += r.sums.events;
+            let e = out.entry(key).or_default();
+            if r.sums.events != 0 {
+                *e.0.entry((r.kind.code(), r.verdict.code())).or_default() += r.sums.events;
+            }
             e.1 += r.sums.cost_micros;
-            e.2 += r.sums.value_micros;
+            if r.kind == EventKind::Conversion && r.verdict.is_valid() {
+                e.2 += r.sums.value_micros;
+            }
             if let Some(s) = r.reach {
                 e.3.get_or_insert_with(Sketch::default).merge(&s);
             }
         }
-        sketches.into_iter().map(|(k, (a, b, c, s))| (k, (a, b, c, s.map(|s| s.estimate())))).collect()
+        out.into_iter().map(|(k, (a, b, c, s))| (k, (a, b, c, s.map(|s| s.estimate())))).collect()
     }
 
     /// Every grouping and range the day layer answers gives what the quarter hours give,
