@@ -244,7 +244,9 @@ fn main() {
     let iterations = env("ADTALLY_BENCH_ITERATIONS", 200) as usize;
     let temp = tempfile::tempdir().expect("dir");
     let dir = std::env::var("ADTALLY_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| temp.path().into());
+    let opened = Instant::now();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).expect("store"));
+    eprintln!("store opened (and migrated) in {:.1} s", opened.elapsed().as_secs_f64());
     let now = SystemClock.now_ms();
     let cat = match existing(store.as_ref()) {
         Some(cat) => {
@@ -253,7 +255,10 @@ fn main() {
         }
         None => generate(store.as_ref(), events, days, now),
     };
-    let stored = store.consistency_check().map(|c| c.raw_events()).unwrap_or(0);
+    // The day layer equals the quarter hours it was folded from, and those the events.
+    let check = store.consistency_check().expect("check");
+    assert!(check.is_consistent(), "the store is not consistent: {check:?}");
+    let stored = check.raw_events();
     // The Kathmandu advertiser (+05:45: its days are not UTC days) and its busiest campaign.
     let (adv, campaigns) = &cat.advertisers[4];
     let campaign = campaigns[0].0;
@@ -272,10 +277,18 @@ fn main() {
         ),
         ("operator's campaigns", format!("/v1/reports?{range}&group_by=campaign")),
     ];
+    // ADTALLY_BENCH_ONLY=placement: only the queries whose name contains it.
+    let only = std::env::var("ADTALLY_BENCH_ONLY").unwrap_or_default();
+    let queries: Vec<(&'static str, String)> = queries.into_iter().filter(|(name, _)| name.contains(&only)).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    let before = ServerConfig { reports_from_quarter_hours: true, ..Default::default() };
-    let before = runtime.block_on(measure(store.clone(), before, &queries, iterations));
     let after = runtime.block_on(measure(store.clone(), ServerConfig::default(), &queries, iterations));
+    // ADTALLY_BENCH_BEFORE=0 skips the quarter-hour layout (slow on large stores).
+    let before = if env("ADTALLY_BENCH_BEFORE", 1) == 0 {
+        after.iter().map(|a| (f64::NAN, f64::NAN, 0, a.3)).collect()
+    } else {
+        let before = ServerConfig { reports_from_quarter_hours: true, ..Default::default() };
+        runtime.block_on(measure(store.clone(), before, &queries, iterations))
+    };
     let mut table = Vec::new();
     for (((name, path), b), a) in queries.iter().zip(&before).zip(&after) {
         assert_eq!(b.3, a.3, "{name}: the layouts disagree on the number of rows");

@@ -539,10 +539,15 @@ impl Aggregate<Option<Sketch>, Option<Vec<u8>>> for ReachUnion {
         Ok(None)
     }
     fn step(&self, ctx: &mut Context<'_>, acc: &mut Option<Sketch>) -> rusqlite::Result<()> {
-        if let Some(sketch) = sketch_arg(ctx, 0)? {
-            match acc {
-                Some(union) => union.merge(&sketch),
-                None => *acc = Some(sketch),
+        match (acc.as_mut(), ctx.get_raw(0)) {
+            // Merged straight from the stored bytes: no sketch built per row.
+            (Some(union), ValueRef::Blob(bytes)) => {
+                union.merge_bytes(bytes).map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?
+            }
+            _ => {
+                if let Some(sketch) = sketch_arg(ctx, 0)? {
+                    *acc = Some(sketch);
+                }
             }
         }
         Ok(())
@@ -635,8 +640,9 @@ fn open_connection(path: &Path) -> Result<Connection> {
     // NORMAL in WAL mode: a committed transaction survives a process crash (kill -9);
     // only an operating-system crash or power loss can lose the last commits.
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
-    // Report readers: 16 MB of pages each (SQLite's default is 2 MB).
-    conn.execute_batch("PRAGMA cache_size = -16384;")?;
+    // Report readers: 64 MB of pages each (SQLite's default is 2 MB), so that the
+    // sketches of a month of campaign-days stay in memory between requests.
+    conn.execute_batch("PRAGMA cache_size = -65536;")?;
     Ok(conn)
 }
 
