@@ -28,6 +28,41 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 summary=()
+# A browser's agent: oha's own is a bot's to the traffic filters (no ad; invalid beacons).
+UA="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+# Python helpers (heredocs, so the code can quote freely).
+read -r -d '' OHA_SUMMARY <<'PY' || true
+import json, sys
+d = json.load(sys.stdin)
+p = d["latencyPercentiles"]
+codes = ",".join(f"{k}:{v}" for k, v in sorted(d["statusCodeDistribution"].items()))
+print(f"{d['summary']['requestsPerSec']:.0f} {p['p50'] * 1000:.2f} {p['p99'] * 1000:.2f} {codes}")
+PY
+read -r -d '' IMPORT_SUMMARY <<'PY' || true
+import json, sys
+d = json.loads(sys.argv[1])
+name = "import vs SQLite bulk insert"
+print(f"{name:<40} {d['ratio']:>8}   ({d['adtally_import_lines_per_second']:.0f} vs {d['sqlite_bulk_insert_lines_per_second']:.0f} lines/s)")
+PY
+read -r -d '' REPORTS_SUMMARY <<'PY' || true
+import json, sys
+rows = {}
+for line in sys.stdin:
+    if line.startswith("{"):
+        d = json.loads(line)
+        rows.setdefault(d["query"], {})[d["layout"]] = d
+for q, r in rows.items():
+    b, a = r["quarter_hours"], r["day_layer"]
+    name = "report: " + q
+    print(f"{name:<40} {a['p99_ms']:>8} ms p99   (p50 {a['p50_ms']} ms; before {b['p50_ms']}/{b['p99_ms']} ms, "
+          f"p99 {b['p99_ms'] / max(a['p99_ms'], 1e-9):.1f}x lower) on {a['events']} events")
+PY
+read -r -d '' MEMORY_SUMMARY <<'PY' || true
+import json, sys
+d = json.loads(sys.stdin.read())
+name = "memory per (user, campaign) pair"
+print(f"{name:<40} {d.get('resident_bytes_per_pair')} bytes   ({d.get('pairs')} pairs)")
+PY
 echo "adtally bench/run.sh — $(date -u +%Y-%m-%dT%H:%MZ) — $(nproc) cores, $(uname -sr), commit $(git rev-parse --short HEAD)"
 
 if [[ " $parts " == *" http "* ]]; then
@@ -56,18 +91,13 @@ if [[ " $parts " == *" http "* ]]; then
   "$bin" loadgen --target 127.0.0.1:18080 --mode clicks --print-urls "$urls" > "$work/clicks.txt"
   # oha's JSON → "requests/s p50_ms p99_ms status-codes"
   oha_run() {
-    oha -z "${secs}s" -c "$conns" --no-tui --redirect 0 --output-format json "$@" | python3 -c '
-import json, sys
-d = json.load(sys.stdin)
-p = d["latencyPercentiles"]
-codes = ",".join(f"{k}:{v}" for k, v in sorted(d["statusCodeDistribution"].items()))
-print(f"{d[\"summary\"][\"requestsPerSec\"]:.0f} {p[\"p50\"]*1000:.2f} {p[\"p99\"]*1000:.2f} {codes}")'
+    oha -z "${secs}s" -c "$conns" --no-tui --redirect 0 --output-format json -H "User-Agent: $UA" "$@" | python3 -c "$OHA_SUMMARY"
   }
   printf '\n%-12s %12s %12s %7s %10s %10s  %s\n' path bare_rps adtally_rps ratio p50_ms p99_ms status
   for path in decision impression click; do
     base=$(oha_run http://127.0.0.1:18090/t/i/x)
     case $path in
-      decision) real=$(oha_run --rand-regex-url 'http://127\.0\.0\.1:18080/v1/decision\?placement=sidebar-main&uid=u[0-9]{9}') ;;
+      decision) real=$(oha_run --rand-regex-url 'http://localhost:18080/v1/decision[?]placement=sidebar-main&uid=u[0-9]{9}') ;;
       impression) real=$(oha_run --urls-from-file "$work/impressions.txt") ;;
       click) real=$(oha_run --urls-from-file "$work/clicks.txt") ;;
     esac
@@ -85,30 +115,21 @@ if [[ " $parts " == *" import "* ]]; then
   echo
   line=$(cargo bench --quiet --bench import 2>/dev/null | grep '"bench":"import"')
   echo "$line"
-  summary+=("$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(f'{\"import vs SQLite bulk insert\":<40} {d[\"ratio\"]:>8}   ({d[\"adtally_import_lines_per_second\"]:.0f} vs {d[\"sqlite_bulk_insert_lines_per_second\"]:.0f} lines/s)')" "$line")")
+  summary+=("$(python3 -c "$IMPORT_SUMMARY" "$line")")
 fi
 
 if [[ " $parts " == *" reports "* ]]; then
   echo
-  out=$(ADTALLY_BENCH_EVENTS=${REPORT_EVENTS:-200000} ${REPORT_DIR:+ADTALLY_BENCH_DIR=$REPORT_DIR} cargo bench --quiet --bench reports 2>&1)
+  out=$(env ADTALLY_BENCH_EVENTS="${REPORT_EVENTS:-200000}" ${REPORT_DIR:+ADTALLY_BENCH_DIR="$REPORT_DIR"} cargo bench --quiet --bench reports 2>&1)
   echo "$out" | grep -v '^{' || true
-  while read -r l; do summary+=("$l"); done < <(echo "$out" | python3 -c '
-import json, sys
-rows = {}
-for line in sys.stdin:
-    if line.startswith("{"):
-        d = json.loads(line)
-        rows.setdefault(d["query"], {})[d["layout"]] = d
-for q, r in rows.items():
-    b, a = r["quarter_hours"], r["day_layer"]
-    print(f"{\"report: \" + q:<40} {a[\"p99_ms\"]:>8} ms p99   (p50 {a[\"p50_ms\"]} ms; before {b[\"p50_ms\"]}/{b[\"p99_ms\"]} ms, {b[\"p99_ms\"]/max(a[\"p99_ms\"],1e-9):.1f}x) on {a[\"events\"]} events")')
+  while read -r l; do summary+=("$l"); done < <(echo "$out" | python3 -c "$REPORTS_SUMMARY")
 fi
 
 if [[ " $parts " == *" memory "* ]]; then
   echo
   line=$(cargo bench --quiet --bench rules 2>/dev/null | head -1)
   echo "$line"
-  summary+=("$(printf '%-40s %s' "memory per (user, campaign) pair" "$(echo "$line" | python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); print(next((f"{v} {k}" for k,v in d.items() if "byte" in k), d))' 2>/dev/null || echo "$line")")")
+  summary+=("$(echo "$line" | python3 -c "$MEMORY_SUMMARY")")
 fi
 
 echo
