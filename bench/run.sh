@@ -127,7 +127,7 @@ fi
 
 if [[ " $parts " == *" memory "* ]]; then
   echo
-  line=$(cargo bench --quiet --bench rules 2>/dev/null | head -1)
+  line=$(cargo bench --quiet --bench rules 2>/dev/null | grep frequency_cap_state)
   echo "$line"
   summary+=("$(echo "$line" | python3 -c "$MEMORY_SUMMARY")")
 fi
