@@ -158,6 +158,12 @@ REPORT_PARAMS = [q("range", {"enum": ["today", "yesterday", "last_7_days", "last
 ERRORS = {"400": "bad input", "401": "missing or unknown key", "403": "needs the admin key", "404": "not found (or not yours)",
           "409": "conflict with the current state", "413": "body too large", "415": "the body is not JSON (Content-Type)"}
 
+REPORT_LIMIT = ("A report has at most `--max-report-rows` rows (100 000 unless the operator changed it); a larger one is "
+                "refused with 400 and the code `report_too_large`, in JSON and CSV alike: ask for a shorter range, `granularity=day` "
+                "instead of `hour`, or fewer `group_by` dimensions.")
+REPORT_400 = {"description": "bad input (`invalid_report`), or more rows than the report row limit (`report_too_large`)",
+              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
 def op(summary, who, ok, schema=None, body=None, params=None, content="application/json", extra=None):
     o = {"summary": summary, "description": f"Who: {who}.", "responses": {}}
     resp = {"description": "success"}
@@ -232,10 +238,12 @@ paths.update({
     "/v1/events": {"post": {**op("Import historical events (NDJSON)", "admin", 200, "ImportResult"),
                             "requestBody": {"required": True, "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}}},
     "/v1/reports": {"get": {**op("Report: every metric by time and dimensions", "advertiser, admin", 200, "Report", params=REPORT_PARAMS),
-                            "responses": {**op("", "x", 200, "Report")["responses"], "200": {"description": "success", "content": {
+                            "description": "Who: advertiser, admin. " + REPORT_LIMIT,
+                            "responses": {**op("", "x", 200, "Report")["responses"], "400": REPORT_400, "200": {"description": "success", "content": {
                                 "application/json": {"schema": ref("Report")}, "text/csv": {"schema": {"type": "string"}}}}}}},
     "/v1/reports/ivt": {"get": {**op("Invalid traffic by reason", "advertiser, admin", 200, "IvtReport", params=REPORT_PARAMS),
-                                "responses": {**op("", "x", 200, "IvtReport")["responses"], "200": {"description": "success", "content": {
+                                "description": "Who: advertiser, admin. " + REPORT_LIMIT,
+                                "responses": {**op("", "x", 200, "IvtReport")["responses"], "400": REPORT_400, "200": {"description": "success", "content": {
                                     "application/json": {"schema": ref("IvtReport")}, "text/csv": {"schema": {"type": "string"}}}}}}},
     "/v1/attribution": {"get": op("Conversion credit per campaign and ad under an attribution model (or all side by side)", "advertiser, admin", 200, "Attribution",
                                   params=[q("model", {"enum": ["last_click", "first_touch", "linear", "time_decay", "position_based", "all"]}),

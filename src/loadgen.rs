@@ -24,6 +24,9 @@ pub enum Mode {
     Decisions,
     /// Impression beacons, each for a distinct decision (needs --secret).
     Impressions,
+    /// Click beacons (`/t/c/…`, answered by a redirect), each for a distinct decision
+    /// (needs --secret).
+    Clicks,
     /// Decision, then its impression and click beacons, as a page would.
     Journeys,
     /// `GET /t/i/x` against the baseline server.
@@ -51,6 +54,11 @@ pub struct LoadgenArgs {
     /// Distinct users to spread decisions over.
     #[arg(long, default_value_t = 100_000)]
     users: u64,
+    /// Print this many beacon URLs (impressions or clicks, each for a distinct decision,
+    /// signed with --secret) instead of sending load: the input of another load tool
+    /// (`oha --urls-from-file`, bench/run.sh).
+    #[arg(long)]
+    print_urls: Option<u64>,
 }
 
 /// Runs the load and prints one line of JSON with the figures.
@@ -58,10 +66,21 @@ pub async fn run(args: LoadgenArgs) -> Result<()> {
     let duration =
         Duration::from_millis(adtally_core::clock::parse_duration(&args.duration).map_err(anyhow::Error::msg)? as u64);
     let template = match args.mode {
-        Mode::Impressions => Some(token_template(&args).await?),
+        Mode::Impressions | Mode::Clicks => Some(token_template(&args).await?),
         _ => None,
     };
     let signer = args.secret.as_deref().map(|s| TokenSigner::new(s.as_bytes()));
+    if let (Some(count), Some(signer), Some(t)) = (args.print_urls, &signer, template) {
+        use std::io::Write as _;
+        let beacon = if args.mode == Mode::Clicks { "c" } else { "i" };
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for n in 1..=count {
+            let token = beacon_token(signer, &t, n);
+            writeln!(out, "http://{}/t/{beacon}/{token}", args.target)?;
+        }
+        out.flush()?;
+        return Ok(());
+    }
     let args = Arc::new(args);
     let sequence = Arc::new(AtomicU64::new(1));
     let deadline = Instant::now() + duration;
@@ -117,6 +136,16 @@ async fn token_template(args: &LoadgenArgs) -> Result<TrackingToken> {
         .map_err(|e| anyhow::anyhow!("the secret does not match the server's: {e}"))
 }
 
+/// The token of the `n`th distinct decision, like the template's.
+fn beacon_token(signer: &TokenSigner, t: &TrackingToken, n: u64) -> String {
+    signer.sign(&TrackingToken {
+        decision_id: t.decision_id + n,
+        issued_at_ms: SystemClock.now_ms(),
+        user_key: n,
+        ..*t
+    })
+}
+
 async fn connection(
     args: &LoadgenArgs,
     sequence: &AtomicU64,
@@ -137,13 +166,11 @@ async fn connection(
             }
             Mode::Impressions => {
                 let (Some(signer), Some(t)) = (signer, template) else { bail!("impressions need a token template") };
-                let token = signer.sign(&TrackingToken {
-                    decision_id: t.decision_id + n,
-                    issued_at_ms: SystemClock.now_ms(),
-                    user_key: n,
-                    ..t
-                });
-                conn.get(&format!("/t/i/{token}")).await?.0 == 200
+                conn.get(&format!("/t/i/{}", beacon_token(signer, &t, n))).await?.0 == 200
+            }
+            Mode::Clicks => {
+                let (Some(signer), Some(t)) = (signer, template) else { bail!("clicks need a token template") };
+                conn.get(&format!("/t/c/{}", beacon_token(signer, &t, n))).await?.0 == 302
             }
             Mode::Journeys => {
                 let (status, body) =

@@ -89,6 +89,12 @@ struct ServeArgs {
     /// Skip the bot, prefetch and data-centre checks (only to benchmark their cost).
     #[arg(long, hide = true)]
     skip_traffic_filters: bool,
+    /// Rows a report may have; larger reports are refused with `report_too_large`.
+    #[arg(long, env = "ADTALLY_MAX_REPORT_ROWS", default_value_t = adtally_server::state::MAX_REPORT_ROWS)]
+    max_report_rows: usize,
+    /// Answer reports from the quarter-hour rollups only (only to benchmark the day layer).
+    #[arg(long, hide = true)]
+    reports_from_quarter_hours: bool,
     /// Fill an empty data dir with the demo first.
     #[arg(long, env = "ADTALLY_DEMO")]
     demo: bool,
@@ -204,6 +210,8 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
     };
     config.traffic_filters = !args.skip_traffic_filters;
     config.journal = Some(journal_config(&args.store.data, args.fsync));
+    config.max_report_rows = args.max_report_rows.max(1);
+    config.reports_from_quarter_hours = args.reports_from_quarter_hours;
     if let Some(days) = args.retention_days {
         anyhow::ensure!(
             days >= adtally_server::state::MIN_RETENTION_DAYS,

@@ -160,6 +160,24 @@ impl Sketch {
         }
     }
 
+    /// `merge(&Sketch::from_bytes(bytes)?)` without building the other sketch: a dense
+    /// stored sketch is merged register by register straight from its bytes (what a
+    /// report's union does for every row it reads). Checks what `from_bytes` checks.
+    pub fn merge_bytes(&mut self, bytes: &[u8]) -> Result<(), SketchError> {
+        if let (Sketch::Dense(ours), [VERSION, TAG_DENSE, body @ ..]) = (&mut *self, bytes) {
+            // Checked before anything changes, so a damaged blob leaves `self` as it was.
+            if body.len() != M || u32::from(body.iter().copied().max().unwrap_or(0)) > Q + 1 {
+                return Err(SketchError::Malformed("dense registers"));
+            }
+            for (a, &b) in ours.iter_mut().zip(body) {
+                *a = (*a).max(b);
+            }
+            return Ok(());
+        }
+        self.merge(&Sketch::from_bytes(bytes)?);
+        Ok(())
+    }
+
     pub fn is_empty(&self) -> bool {
         matches!(self, Sketch::Sparse(h) if h.is_empty())
     }
@@ -291,6 +309,25 @@ mod tests {
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^ (z >> 31)
         })
+    }
+
+    #[test]
+    fn merging_stored_bytes_is_merging_the_stored_sketch() {
+        let small = sketch_of(0..100);
+        let large = sketch_of(1_000..30_000);
+        let other_large = sketch_of(20_000..60_000);
+        for (a, b) in [(&small, &large), (&large, &small), (&large, &other_large), (&small, &small)] {
+            let mut expected = a.clone();
+            expected.merge(b);
+            let mut merged = a.clone();
+            merged.merge_bytes(&b.to_bytes()).expect("valid");
+            assert_eq!(merged, expected);
+        }
+        let mut damaged = other_large.to_bytes();
+        damaged[10] = 200;
+        let mut target = large.clone();
+        assert!(target.merge_bytes(&damaged).is_err());
+        assert_eq!(target, large);
     }
 
     fn sketch_of(keys: impl IntoIterator<Item = u64>) -> Sketch {

@@ -66,6 +66,10 @@ pub fn campaign_alerts(state: &AppState, campaign: &Campaign) -> Result<Vec<Insi
         by_bucket,
         group_by: Vec::new(),
         reach: false,
+        // Whole local days: the totals may come from the day layer; the campaign's
+        // rows need quarter hours (spend by time of day).
+        days_in: (!by_bucket).then(|| tz.iana_name().unwrap_or("UTC").to_owned()),
+        max_rows: None,
     };
     let store = state.store.as_ref();
     let rows = store.rollup_rows(&query(Some(advertiser_id), Some(id), to_ms, true))?;

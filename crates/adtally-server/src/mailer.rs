@@ -136,6 +136,8 @@ pub fn build_report(
             by_bucket: false,
             group_by,
             reach: false,
+            days_in: Some(tz.iana_name().unwrap_or("UTC").to_owned()),
+            max_rows: None,
         })
     };
     let mut this_week = Counts::default();

@@ -573,7 +573,7 @@ impl Writer {
         }
         while !jobs.is_empty() {
             let rest = jobs.split_off(jobs.len().min(MAX_BATCH));
-            self.write(std::mem::replace(&mut jobs, rest), true);
+            self.write(std::mem::replace(&mut jobs, rest));
             if !self.retry.is_empty() {
                 return Err(StoreError::Database(format!(
                     "cannot commit the journal's uncommitted records: {}",
@@ -617,23 +617,30 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.write(batch, false);
+            self.write(batch);
         }
     }
 
-    /// Judges and commits one batch. `replaying`: the jobs are journal records from
-    /// before a restart, judged at their own arrival times rather than now.
-    fn write(&mut self, jobs: Vec<Job>, replaying: bool) {
+    /// Judges and commits one batch.
+    ///
+    /// Live beacons are judged at their arrival, not at the moment the writer reaches
+    /// them: a journaled beacon may wait in the queue (or, replayed after a restart,
+    /// for days), and windows such as the click dedup window are about when things
+    /// happened. So state expires as of the earliest arrival in the batch. Imported
+    /// events keep their history's own times and are judged now, as before.
+    fn write(&mut self, jobs: Vec<Job>) {
         // Declared after `jobs`, so dropped before it when unwinding.
         let health = self.health.clone();
         let _panic_flag = PanicFlag(&health);
         let busy = Busy::start(&health);
         let now = self.clock.now_ms();
-        if !replaying {
-            self.counting.expire(now);
-        }
         let journal_through = jobs.iter().filter_map(|j| j.journal_seq).max();
         let submissions: Vec<&Submission> = jobs.iter().flat_map(|j| j.submissions.iter()).collect();
+        let judged_at = |s: &Submission| match s.decision {
+            Some(DecisionRef::Token { .. }) => s.event.at_ms.min(now),
+            _ => now,
+        };
+        self.counting.expire(submissions.iter().map(|s| judged_at(s)).min().unwrap_or(now));
         let mut pending: Vec<PendingEvent> = submissions
             .iter()
             .map(|s| PendingEvent {
@@ -662,8 +669,7 @@ impl Writer {
                 // wait for the batch's inserts and commit.
                 let mut delivery = delivery.lock().unwrap_or_else(|p| p.into_inner());
                 let rules = Rules { counting: &mut *counting, touches: &mut *touches, attribution: &attribution };
-                let at = if replaying { event.at_ms } else { now };
-                judge(rules, &mut delivery, submissions[i], event, at);
+                judge(rules, &mut delivery, submissions[i], event, judged_at(submissions[i]));
             })
         };
         // Before any reply: a handler that got its answer must not see a stall.

@@ -22,6 +22,11 @@ use crate::api::Caller;
 use crate::error::{ApiError, Query};
 use crate::state::{AppState, ServingCatalog};
 
+/// Grouped rollup rows a report reads at most, whatever its row limit: one report row
+/// is many rollup rows (kinds, verdicts, and quarter hours when they answer it), so this
+/// only bounds the memory of a query that would be refused anyway.
+const MAX_ROLLUP_ROWS_READ: usize = 2_000_000;
+
 #[derive(Deserialize, Default, Clone)]
 pub struct ReportParams {
     pub range: Option<String>,
@@ -98,8 +103,25 @@ async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams) -> Resul
         by_bucket: spec.granularity != Granularity::Total,
         group_by: spec.group_by.clone(),
         reach: true,
+        // Days and totals are whole days of `tz`: the day layer answers them when it can.
+        days_in: (spec.granularity != Granularity::Hour && !state.config.reports_from_quarter_hours)
+            .then(|| tz.iana_name().unwrap_or("UTC").to_owned()),
+        max_rows: Some(MAX_ROLLUP_ROWS_READ),
+    };
+    let max_rows = state.config.max_report_rows;
+    let too_large = || {
+        ApiError::bad_request(
+            "report_too_large",
+            format!(
+                "this report would have more than {max_rows} rows; ask for a shorter range, granularity day \
+                 instead of hour, or fewer group_by dimensions"
+            ),
+        )
     };
     let found = state.blocking(move |s| s.rollup_rows(&query)).await?;
+    if found.len() > MAX_ROLLUP_ROWS_READ {
+        return Err(too_large());
+    }
     let mut rows: BTreeMap<RowKey, Counts> = BTreeMap::new();
     let mut totals = Counts::default();
     for r in found {
@@ -113,6 +135,9 @@ async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams) -> Resul
         };
         let s = r.sums;
         let (kind, verdict) = (r.kind, r.verdict);
+        if rows.len() >= max_rows && !rows.contains_key(&key) {
+            return Err(too_large());
+        }
         let row = rows.entry(key).or_default();
         row.add(kind, verdict, s.events, s.cost_micros, s.value_micros);
         totals.add(kind, verdict, s.events, s.cost_micros, s.value_micros);

@@ -46,7 +46,16 @@ pub struct ServerConfig {
     /// The beacon journal (`serve`: `journal/` in the data directory); none: beacons
     /// wait for their commit before they are answered.
     pub journal: Option<crate::pipeline::JournalConfig>,
+    /// Rows a report may have (`--max-report-rows`); a larger one is refused with
+    /// `report_too_large` (400) before it is built.
+    pub max_report_rows: usize,
+    /// Answer every report from the quarter-hour rollups, as before the day layer. Only
+    /// to measure what the day layer gains (`serve --reports-from-quarter-hours`, hidden).
+    pub reports_from_quarter_hours: bool,
 }
+
+/// Default of [`ServerConfig::max_report_rows`].
+pub const MAX_REPORT_ROWS: usize = 100_000;
 
 /// The least retention: a restart rebuilds attribution touches from 30 days of clicks,
 /// and attribution journeys reach 30 days back. An advertiser with a longer click window
@@ -72,6 +81,8 @@ impl Default for ServerConfig {
             smtp_url: None,
             retention_days: None,
             journal: None,
+            max_report_rows: MAX_REPORT_ROWS,
+            reports_from_quarter_hours: false,
         }
     }
 }

@@ -17,7 +17,7 @@ use adtally_core::catalog::{Ad, Advertiser, Campaign, CreditKind, LedgerEntry, P
 use adtally_core::clock::Millis;
 use adtally_core::event::Event;
 
-pub use rollup::{RollupKey, RollupQuery, RollupRow, RollupSums};
+pub use rollup::{DayTable, RollupKey, RollupQuery, RollupRow, RollupSums};
 pub use sqlite::{BackupSummary, DataDirLock, SqliteStore, LOCK_FILE};
 
 #[derive(Debug, thiserror::Error)]
@@ -178,11 +178,17 @@ pub struct Totals {
 pub struct ConsistencyCheck {
     pub raw: BTreeMap<i64, Totals>,
     pub rollups: BTreeMap<i64, Totals>,
+    /// Each part of the day layer against the quarter-hour rollups it is derived from,
+    /// over all time (retention keeps both): (part, quarter hours, days).
+    pub day_layer: Vec<DayLayerCheck>,
 }
+
+/// (part of the day layer, totals of the quarter hours it covers, its own totals).
+pub type DayLayerCheck = (String, BTreeMap<i64, Totals>, BTreeMap<i64, Totals>);
 
 impl ConsistencyCheck {
     pub fn is_consistent(&self) -> bool {
-        self.raw == self.rollups
+        self.raw == self.rollups && self.day_layer.iter().all(|(_, quarter_hours, days)| quarter_hours == days)
     }
 
     /// Raw events over all advertisers.
@@ -333,7 +339,8 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<TouchPaths>;
     /// Compares raw events and rollups per advertiser, over the time raw events are
-    /// still kept (see [`Store::purge_events_before`]).
+    /// still kept (see [`Store::purge_events_before`]), and the day layer with the
+    /// quarter-hour rollups over all time.
     fn consistency_check(&self) -> Result<ConsistencyCheck>;
     /// Retention: deletes at most `max_rows` raw events that happened before `before_ms`
     /// (rounded down to a rollup bucket), keeping their rollups, so reports still cover

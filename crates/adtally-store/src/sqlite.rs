@@ -17,13 +17,17 @@ use adtally_core::catalog::{
     Ad, AdContent, AdRevision, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, FrequencyCap,
     LedgerEntry, Pacing, Placement, Targeting,
 };
-use adtally_core::clock::{Millis, DAY};
+use adtally_core::clock::Millis;
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
+use adtally_core::fasthash::FastMap;
 use adtally_core::metrics::saturate;
 use adtally_core::report::{bucket_of, Dimension};
 use adtally_core::sketch::Sketch;
 
-use crate::rollup::{aggregate, has_reach, RollupKey, RollupQuery, RollupRow, RollupSums};
+use crate::rollup::{
+    aggregate, aggregate_days, has_reach, is_utc_name, slots, utc_day, DayKey, DayTable, DayZone, RollupKey,
+    RollupQuery, RollupRow, RollupSums, SLOTS,
+};
 use crate::{
     AdPerformance, ApiKeyInfo, ApprovedVersion, AuditEntry, CampaignSpend, ConsistencyCheck, FoundSession, Idempotency,
     KeyOwner, PendingEvent, PromoCode, Result, Session, Store, StoreError, Totals, TouchPaths,
@@ -192,6 +196,12 @@ WHERE rollups.bucket_ms = s.bucket_ms AND rollups.advertiser_id = s.advertiser_i
   AND rollups.device = s.device AND rollups.country = s.country AND rollups.kind = 1 AND rollups.verdict = 0;
 "#,
     r#"
+-- The day layer (see rollup.rs and ARCHITECTURE.md): its four tables have a column per
+-- (kind, verdict) pair, so their statements are written by `create_day_layer`, which
+-- runs right after this script, in the same transaction, and fills them from the
+-- quarter-hour rollups.
+"#,
+    r#"
 -- Each advertiser's attribution windows and time-decay half-life, in days (see
 -- adtally_core::attribution::Windows for the bounds); the defaults are the old fixed ones.
 ALTER TABLE advertisers ADD COLUMN click_window_days INTEGER NOT NULL DEFAULT 30;
@@ -199,6 +209,177 @@ ALTER TABLE advertisers ADD COLUMN view_window_days INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE advertisers ADD COLUMN half_life_days INTEGER NOT NULL DEFAULT 7;
 "#,
 ];
+
+/// Undoes the migrations after the day layer's, for tests that take a store back to an
+/// earlier version to see the migrations run again. Each later migration adds its undo.
+#[cfg(test)]
+const UNDO_AFTER_DAY_LAYER: &str = "ALTER TABLE advertisers DROP COLUMN click_window_days;
+     ALTER TABLE advertisers DROP COLUMN view_window_days;
+     ALTER TABLE advertisers DROP COLUMN half_life_days;";
+
+/// The migration (index into [`MIGRATIONS`]) after whose script the day layer is
+/// created and built from the quarter-hour rollups, in the same transaction.
+const DAY_LAYER_MIGRATION: usize = 6;
+
+/// The key columns of a day-layer table, in key order (the order [`day_key_values`]
+/// binds them).
+fn day_key_columns(table: DayTable) -> &'static str {
+    match table {
+        DayTable::Campaign => "advertiser_id, utc, day_ms, campaign_id",
+        DayTable::Ad => "advertiser_id, utc, campaign_id, day_ms, ad_id, placement_id",
+        DayTable::Device => "advertiser_id, utc, campaign_id, day_ms, device",
+        DayTable::Country => "advertiser_id, utc, campaign_id, day_ms, country",
+    }
+}
+
+/// A day key's values, in the order of [`day_key_columns`].
+fn day_key_values(k: &DayKey) -> Vec<Value> {
+    let (utc, day, campaign) = (i64::from(k.utc).into(), k.day_ms.into(), db_id(k.campaign_id).into());
+    let mut out: Vec<Value> = vec![k.advertiser_id.into(), utc];
+    if k.table == DayTable::Campaign {
+        out.extend([day, campaign]);
+    } else {
+        out.extend([campaign, day]);
+    }
+    match k.table {
+        DayTable::Campaign => {}
+        DayTable::Ad => out.extend([db_id(k.ad_id).into(), db_id(k.placement_id).into()]),
+        DayTable::Device => out.push(i64::from(k.device.unwrap_or_default().code()).into()),
+        DayTable::Country => out.push(k.country.unwrap_or_default().as_str().to_owned().into()),
+    }
+    out
+}
+
+/// The sum columns of a day-layer row, after its key: one per (kind, verdict), then
+/// money, then reach.
+fn day_sum_columns() -> Vec<String> {
+    let mut columns: Vec<String> = slots().into_iter().map(|(_, _, name)| name).collect();
+    columns.extend(["cost_micros", "value_micros", "revenue_micros", "reach"].map(String::from));
+    columns
+}
+
+/// Creates the day layer's tables (migration 7). Keys start with the advertiser, so one
+/// tenant's report reads only its own rows. `utc` = 1: UTC days; 0: the days of the
+/// advertiser's own zone. The campaign table has UTC days for every advertiser (the
+/// operator's reports) and own days for advertisers not in UTC; the others only own days
+/// (utc = 1 when that zone is UTC). The campaign table is keyed by day first (an
+/// advertiser's campaigns over a range); the others by campaign first (a campaign's ads,
+/// placements, devices, countries over a range).
+fn create_day_layer(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    let counts: Vec<String> = slots().into_iter().map(|(_, _, name)| format!("{name} INTEGER NOT NULL")).collect();
+    for table in DayTable::ALL {
+        let key = day_key_columns(table);
+        let mut columns: Vec<String> = key
+            .split(", ")
+            .map(|c| format!("{c} {} NOT NULL", if c == "country" { "TEXT" } else { "INTEGER" }))
+            .collect();
+        columns.extend(counts.iter().cloned());
+        columns.extend(
+            [
+                "cost_micros INTEGER NOT NULL",
+                "value_micros INTEGER NOT NULL",
+                "revenue_micros INTEGER NOT NULL",
+                "reach BLOB",
+            ]
+            .map(String::from),
+        );
+        tx.execute_batch(&format!(
+            "CREATE TABLE {} ({}, PRIMARY KEY ({key})) WITHOUT ROWID;",
+            table.name(),
+            columns.join(", ")
+        ))?;
+    }
+    rebuild_day_layer(tx, None)
+}
+
+/// The upsert of one day-layer row; the merge is the quarter-hour upsert's.
+fn day_upsert_sql(table: DayTable) -> String {
+    let columns = day_key_columns(table);
+    let sums = day_sum_columns();
+    let n = columns.split(", ").count() + sums.len();
+    let marks: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+    let mut updates: Vec<String> = slots().into_iter().map(|(_, _, c)| format!("{c} = {c} + excluded.{c}")).collect();
+    for money in ["cost_micros", "value_micros", "revenue_micros"] {
+        updates.push(format!("{money} = MIN({money}, 9223372036854775807 - excluded.{money}) + excluded.{money}"));
+    }
+    updates.push("reach = reach_merge(reach, excluded.reach)".into());
+    format!(
+        "INSERT INTO {} ({columns}, {}) VALUES ({}) ON CONFLICT DO UPDATE SET {}",
+        table.name(),
+        sums.join(", "),
+        marks.join(", "),
+        updates.join(", ")
+    )
+}
+
+/// Builds the day layer from the quarter-hour rollups: for every advertiser
+/// (`advertiser` `None`, the migration), or again for one whose time zone changed (its
+/// own-zone rows only; UTC rows never change). Uses the same day functions as the
+/// writer (`local_day` is [`DayKey::of`]'s), so both give the same rows.
+fn rebuild_day_layer(tx: &rusqlite::Transaction<'_>, advertiser: Option<i64>) -> Result<()> {
+    let mut sums: Vec<String> = slots()
+        .into_iter()
+        .map(|(k, v, _)| {
+            format!("SUM(CASE WHEN r.kind = {} AND r.verdict = {} THEN r.events ELSE 0 END)", k.code(), v.code())
+        })
+        .collect();
+    sums.extend([
+        "sat_sum(r.cost_micros)".into(),
+        "sat_sum(r.value_micros)".into(),
+        format!(
+            "sat_sum(CASE WHEN r.kind = {} AND r.verdict = {} THEN r.value_micros ELSE 0 END)",
+            EventKind::Conversion.code(),
+            Verdict::Valid.code()
+        ),
+        "reach_union(r.reach)".into(),
+    ]);
+    let sums = sums.join(", ");
+    let into = |table: DayTable| {
+        format!("INSERT INTO {} ({}, {})", table.name(), day_key_columns(table), day_sum_columns().join(", "))
+    };
+    let zone = "COALESCE(a.timezone, 'UTC')";
+    let only = "(?1 IS NULL OR r.advertiser_id = ?1)";
+    let mut statements = vec![
+        "DELETE FROM rollups_day_campaign WHERE (?1 IS NULL OR advertiser_id = ?1) AND utc = 0".to_owned(),
+        "DELETE FROM rollups_day_ad WHERE (?1 IS NULL OR advertiser_id = ?1)".to_owned(),
+        "DELETE FROM rollups_day_device WHERE (?1 IS NULL OR advertiser_id = ?1)".to_owned(),
+        "DELETE FROM rollups_day_country WHERE (?1 IS NULL OR advertiser_id = ?1)".to_owned(),
+        // UTC days never change with the zone: built once, by the migration.
+        format!(
+            "{} SELECT r.advertiser_id, 1, utc_day(r.bucket_ms) AS d, r.campaign_id, {sums} FROM rollups r
+             WHERE ?1 IS NULL GROUP BY r.advertiser_id, d, r.campaign_id",
+            into(DayTable::Campaign)
+        ),
+        format!(
+            "{} SELECT r.advertiser_id, 0, local_day(r.bucket_ms, a.timezone) AS d, r.campaign_id, {sums}
+             FROM rollups r JOIN advertisers a ON a.id = r.advertiser_id WHERE a.timezone != 'UTC' AND {only}
+             GROUP BY r.advertiser_id, d, r.campaign_id",
+            into(DayTable::Campaign)
+        ),
+    ];
+    for (table, columns) in
+        [(DayTable::Ad, "r.ad_id, r.placement_id"), (DayTable::Device, "r.device"), (DayTable::Country, "r.country")]
+    {
+        statements.push(format!(
+            "{} SELECT r.advertiser_id, {zone} = 'UTC', r.campaign_id, local_day(r.bucket_ms, {zone}) AS d, {columns},
+             {sums} FROM rollups r LEFT JOIN advertisers a ON a.id = r.advertiser_id WHERE {only}
+             GROUP BY r.advertiser_id, r.campaign_id, d, {columns}",
+            into(table)
+        ));
+    }
+    for sql in statements {
+        tx.execute(&sql, [advertiser])?;
+    }
+    Ok(())
+}
+
+/// The zone an advertiser's day layer is kept in, as stored (UTC when the advertiser
+/// is unknown, as [`rebuild_day_layer`] takes it).
+fn stored_zone(c: &Connection, advertiser_id: i64) -> Result<DayZone> {
+    let name: Option<String> =
+        c.query_row("SELECT timezone FROM advertisers WHERE id = ?1", [advertiser_id], |r| r.get(0)).optional()?;
+    Ok(DayZone::named(name.as_deref().unwrap_or("UTC")))
+}
 
 /// Absent ids (a conversion's campaign, ad and placement before attribution; its
 /// decision always) are stored as 0: they are key columns of a `WITHOUT ROWID` table,
@@ -230,6 +411,25 @@ fn wide(row: &Row, first: usize) -> rusqlite::Result<i128> {
 struct EventWriter {
     conn: Connection,
     last_id: i64,
+    /// The zone each advertiser's day layer is kept in; changed only under this
+    /// writer's lock (see `update_advertiser`), so it always matches the stored rows.
+    zones: FastMap<i64, DayZone>,
+}
+
+impl EventWriter {
+    fn zone(zones: &mut FastMap<i64, DayZone>, c: &Connection, advertiser_id: i64) -> Result<DayZone> {
+        if let Some(z) = zones.get(&advertiser_id) {
+            return Ok(z.clone());
+        }
+        let known: bool =
+            c.query_row("SELECT EXISTS (SELECT 1 FROM advertisers WHERE id = ?1)", [advertiser_id], |r| r.get(0))?;
+        let zone = stored_zone(c, advertiser_id)?;
+        // An unknown advertiser is not remembered: it may be created later.
+        if known {
+            zones.insert(advertiser_id, zone.clone());
+        }
+        Ok(zone)
+    }
 }
 
 /// Events per multi-row `INSERT`: fewer statement executions, same transaction.
@@ -353,10 +553,15 @@ impl Aggregate<Option<Sketch>, Option<Vec<u8>>> for ReachUnion {
         Ok(None)
     }
     fn step(&self, ctx: &mut Context<'_>, acc: &mut Option<Sketch>) -> rusqlite::Result<()> {
-        if let Some(sketch) = sketch_arg(ctx, 0)? {
-            match acc {
-                Some(union) => union.merge(&sketch),
-                None => *acc = Some(sketch),
+        match (acc.as_mut(), ctx.get_raw(0)) {
+            // Merged straight from the stored bytes: no sketch built per row.
+            (Some(union), ValueRef::Blob(bytes)) => {
+                union.merge_bytes(bytes).map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))?
+            }
+            _ => {
+                if let Some(sketch) = sketch_arg(ctx, 0)? {
+                    *acc = Some(sketch);
+                }
             }
         }
         Ok(())
@@ -383,6 +588,23 @@ impl Aggregate<Sketch, Vec<u8>> for ReachSketch {
     }
 }
 
+/// `sat_sum(x)`: a sum that saturates at the `i64` bounds, like the rollup cells it
+/// adds up (SQLite's `SUM` fails on overflow).
+struct SaturatingSum;
+
+impl Aggregate<i64, i64> for SaturatingSum {
+    fn init(&self, _: &mut Context<'_>) -> rusqlite::Result<i64> {
+        Ok(0)
+    }
+    fn step(&self, ctx: &mut Context<'_>, acc: &mut i64) -> rusqlite::Result<()> {
+        *acc = acc.saturating_add(ctx.get::<i64>(0)?);
+        Ok(())
+    }
+    fn finalize(&self, _: &mut Context<'_>, acc: Option<i64>) -> rusqlite::Result<i64> {
+        Ok(acc.unwrap_or(0))
+    }
+}
+
 /// Sketch functions for SQL, so that merging happens inside the statement that reads
 /// or upserts a row instead of a read, a round trip through Rust and a write.
 fn register_sketch_functions(conn: &Connection) -> Result<()> {
@@ -399,6 +621,29 @@ fn register_sketch_functions(conn: &Connection) -> Result<()> {
     })?;
     conn.create_aggregate_function("reach_union", 1, flags, ReachUnion)?;
     conn.create_aggregate_function("reach_sketch", 1, flags, ReachSketch)?;
+    conn.create_aggregate_function("sat_sum", 1, flags, SaturatingSum)?;
+    // `utc_day(ms)`, `local_day(ms, zone)`: the day-layer day of an instant, exactly as
+    // the writer's `DayKey::of` computes it.
+    conn.create_scalar_function("utc_day", 1, flags, |ctx| Ok(utc_day(ctx.get::<i64>(0)?)))?;
+    let zones: Mutex<FastMap<String, DayZone>> = Mutex::default();
+    conn.create_scalar_function("local_day", 2, flags, move |ctx| {
+        let at: i64 = ctx.get(0)?;
+        let name: String = ctx.get(1)?;
+        let mut zones = zones.lock().map_err(|_| rusqlite::Error::UserFunctionError("poisoned".into()))?;
+        let zone = zones.entry(name).or_insert_with_key(|n| DayZone::named(n));
+        let key = RollupKey {
+            bucket_ms: at,
+            advertiser_id: 0,
+            campaign_id: None,
+            ad_id: None,
+            placement_id: None,
+            device: Device::default(),
+            country: Country::default(),
+            kind: EventKind::Impression,
+            verdict: Verdict::Valid,
+        };
+        Ok(DayKey::of(&key, zone).next().map_or(at, |d| d.day_ms))
+    })?;
     Ok(())
 }
 
@@ -409,6 +654,12 @@ fn open_connection(path: &Path) -> Result<Connection> {
     // NORMAL in WAL mode: a committed transaction survives a process crash (kill -9);
     // only an operating-system crash or power loss can lose the last commits.
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
+    // Report readers: 64 MB of pages each (SQLite's default is 2 MB), and the file
+    // mapped (up to 1 TiB; .cargo/config.toml raises SQLite's 2 GB cap): a reach sketch
+    // is 16 KiB on overflow pages, which SQLite otherwise reads with one `pread` per page
+    // on every request, bypassing its cache (60% of the operator's report at 10M
+    // events). Writes still go through `write`, so durability is unchanged.
+    conn.execute_batch("PRAGMA cache_size = -65536; PRAGMA mmap_size = 1099511627776;")?;
     Ok(conn)
 }
 
@@ -421,9 +672,14 @@ impl SqliteStore {
         let lock = DataDirLock::acquire(data_dir)?;
         let path = data_dir.join("adtally.db");
         let mut conn = open_connection(&path)?;
+        // The writer's page cache: the rollup upserts of a batch touch pages all over
+        // the rollup B-trees; with SQLite's default 2 MB most of them were read again
+        // from the OS on every batch (a third of the writer's time at 10M events).
+        conn.execute_batch("PRAGMA cache_size = -65536;")?;
         migrate(&mut conn)?;
         let last_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
-        Ok(Self { writer: Mutex::new(EventWriter { conn, last_id }), pool: Mutex::new(Vec::new()), path, _lock: lock })
+        let writer = EventWriter { conn, last_id, zones: FastMap::default() };
+        Ok(Self { writer: Mutex::new(writer), pool: Mutex::new(Vec::new()), path, _lock: lock })
     }
 
     /// Copies the database of `data_dir` to `out` with SQLite's online backup, while a
@@ -502,6 +758,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if i == DAY_LAYER_MIGRATION {
+            create_day_layer(&tx)?;
+        }
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
         tx.commit()?;
     }
@@ -788,7 +1047,7 @@ fn key_values(k: &RollupKey) -> [Value; 9] {
 /// takes it out of its rollup row. Returns the event as it now is, for the caller to add
 /// to the rollups under its new verdict in the same transaction; `None` when it was not
 /// counted anyway.
-fn supersede(tx: &rusqlite::Transaction<'_>, id: i64) -> Result<Option<Event>> {
+fn supersede(tx: &rusqlite::Transaction<'_>, zones: &mut FastMap<i64, DayZone>, id: i64) -> Result<Option<Event>> {
     let sql = "SELECT at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id, placement_id, user_key,
                ip_key, device, country, cost_micros, value_micros FROM events WHERE id = ?1";
     let Some(mut event) = tx.query_row(sql, [id], event_from).optional()? else { return Ok(None) };
@@ -804,8 +1063,287 @@ fn supersede(tx: &rusqlite::Transaction<'_>, id: i64) -> Result<Option<Event>> {
            AND device = ?6 AND country = ?7 AND kind = ?8 AND verdict = ?9",
         rusqlite::params_from_iter(key),
     )?;
+    let zone = EventWriter::zone(zones, tx, event.advertiser_id)?;
+    let count = slots()
+        .into_iter()
+        .find(|(k, v, _)| *k == event.kind && *v == event.verdict)
+        .map(|(_, _, name)| name)
+        .ok_or_else(|| StoreError::Database("no day-layer column for an event's kind and verdict".into()))?;
+    let revenue = if event.kind == EventKind::Conversion && event.verdict.is_valid() { event.value_micros } else { 0 };
+    for day in DayKey::of(&RollupKey::of(&event), &zone) {
+        let columns = day_key_columns(day.table);
+        let n = columns.split(", ").count();
+        let condition: Vec<String> =
+            columns.split(", ").enumerate().map(|(i, c)| format!("{c} = ?{}", i + 1)).collect();
+        let sql = format!(
+            "UPDATE {} SET {count} = {count} - 1, cost_micros = cost_micros - ?{}, value_micros = value_micros - ?{},
+               revenue_micros = revenue_micros - ?{} WHERE {}",
+            day.table.name(),
+            n + 1,
+            n + 2,
+            n + 3,
+            condition.join(" AND ")
+        );
+        let values = day_key_values(&day).into_iter().chain([
+            event.cost_micros.into(),
+            event.value_micros.into(),
+            revenue.into(),
+        ]);
+        tx.execute(&sql, rusqlite::params_from_iter(values))?;
+    }
     event.verdict = Verdict::Duplicate;
     Ok(Some(event))
+}
+
+/// The columns a report query selects: bucket, then campaign, ad, placement, device and
+/// country — each a column when grouped by, else its "all" value. Column names come
+/// from a fixed list, never from the request. With the group-by list.
+fn report_columns(q: &RollupQuery, bucket: &'static str) -> (Vec<&'static str>, Vec<&'static str>) {
+    let mut select = vec![if q.by_bucket { bucket } else { "0" }];
+    for dim in [Dimension::Campaign, Dimension::Ad, Dimension::Placement, Dimension::Device, Dimension::Country] {
+        let (column, none) = match dim {
+            Dimension::Campaign => ("campaign_id", "0"),
+            Dimension::Ad => ("ad_id", "0"),
+            Dimension::Placement => ("placement_id", "0"),
+            Dimension::Device => ("device", "0"),
+            Dimension::Country => ("country", "'ZZ'"),
+        };
+        select.push(if q.group_by.contains(&dim) { column } else { none });
+    }
+    let mut group: Vec<&str> = Vec::new();
+    if q.by_bucket {
+        group.push(bucket);
+    }
+    group.extend(select[1..].iter().copied().filter(|c| !c.starts_with('0') && !c.starts_with('\'')));
+    (select, group)
+}
+
+/// SQLite's `LIMIT`: one more row than asked, so that "too many" shows; -1 is none.
+fn row_limit(q: &RollupQuery) -> i64 {
+    q.max_rows.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX - 1).saturating_add(1))
+}
+
+/// A report row as [`report_columns`] selects it, then kind, verdict, sums and reach.
+fn rollup_row_from(r: &Row) -> rusqlite::Result<RollupRow> {
+    let kind: i64 = r.get(6)?;
+    let verdict: i64 = r.get(7)?;
+    Ok(RollupRow {
+        bucket_ms: r.get(0)?,
+        campaign_id: id_from_db(r.get(1)?),
+        ad_id: id_from_db(r.get(2)?),
+        placement_id: id_from_db(r.get(3)?),
+        device: Device::from_code(r.get(4)?).unwrap_or_default(),
+        country: Country::parse(&r.get::<_, String>(5)?),
+        kind: EventKind::from_code(kind).ok_or_else(|| bad_column("kind", &kind.to_string()))?,
+        verdict: Verdict::from_code(verdict).ok_or_else(|| bad_column("verdict", &verdict.to_string()))?,
+        sums: RollupSums { events: r.get(8)?, cost_micros: wide(r, 9)?, value_micros: wide(r, 11)? },
+        reach: match r.get_ref(13)? {
+            ValueRef::Blob(bytes) => Some(Sketch::from_bytes(bytes).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(13, rusqlite::types::Type::Blob, Box::new(e))
+            })?),
+            _ => None,
+        },
+    })
+}
+
+/// A report query over the quarter-hour rollups: any grouping, any range.
+fn quarter_hour_rows(c: &Connection, q: &RollupQuery) -> Result<Vec<RollupRow>> {
+    let (select, mut group) = report_columns(q, "bucket_ms");
+    group.extend(["kind", "verdict"]);
+    let sql = format!(
+        "SELECT {}, kind, verdict, SUM(events), {}, {}, {} FROM rollups
+         WHERE bucket_ms >= ?1 AND bucket_ms < ?2 AND (?3 IS NULL OR advertiser_id = ?3)
+           AND (?4 IS NULL OR campaign_id = ?4) AND (?5 IS NULL OR ad_id = ?5)
+         GROUP BY {} LIMIT ?6",
+        select.join(", "),
+        wide_sum("cost_micros"),
+        wide_sum("value_micros"),
+        if q.reach { "reach_union(reach)" } else { "NULL" },
+        group.join(", ")
+    );
+    let params = params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id, row_limit(q)];
+    query_all(c, &sql, params, rollup_row_from)
+}
+
+/// The IANA name a zone name stands for (`europe/berlin` → `Europe/Berlin`).
+fn canonical_zone(name: &str) -> Option<String> {
+    adtally_core::jiff::tz::TimeZone::get(name).ok()?.iana_name().map(str::to_owned)
+}
+
+/// Whether the day layer answers `q`, and from which table and which days (`utc`).
+/// It does when the query is in whole days of the zone the rows are kept in — the
+/// advertiser's stored zone, or UTC for every advertiser — and groups by dimensions one
+/// table holds. Otherwise the quarter hours answer.
+fn day_layer(c: &Connection, q: &RollupQuery) -> Result<Option<(DayTable, bool)>> {
+    let Some(zone) = q.days_in.as_deref().and_then(canonical_zone) else { return Ok(None) };
+    let Some(table) = DayTable::ALL.into_iter().find(|t| t.answers(&q.group_by, q.ad_id.is_some())) else {
+        return Ok(None);
+    };
+    Ok(match q.advertiser_id {
+        Some(id) => {
+            let stored: Option<String> =
+                c.query_row("SELECT timezone FROM advertisers WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+            stored.filter(|s| canonical_zone(s).as_deref() == Some(zone.as_str())).map(|s| (table, is_utc_name(&s)))
+        }
+        None => (table.has_utc_days() && zone == "UTC").then_some((table, true)),
+    })
+}
+
+/// A report query over one day-layer table. `from_ms` and `to_ms` are midnights of the
+/// table's days, so a day row is in the range exactly when its first instant is.
+fn day_rows(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> Result<Vec<RollupRow>> {
+    let params = params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id, row_limit(q), utc];
+    let sums = RollupQuery { reach: false, ..q.clone() };
+    let mut rows: Vec<RollupRow> =
+        query_all(c, &day_sql(&sums, table), params, day_rows_from)?.into_iter().flatten().collect();
+    if q.reach {
+        // Sketches apart from the sums: a GROUP BY out of key order sorts whole rows in a
+        // temporary B-tree, and copying every 16 KiB sketch through it took 5× the time
+        // of reading them. Here they are read in key order, without a GROUP BY, and
+        // merged per group straight from SQLite's buffer.
+        let mut sketches = day_sketches(c, q, table, utc)?;
+        for row in rows.iter_mut().filter(|r| has_reach(r.kind, r.verdict)) {
+            row.reach = sketches.remove(&group_of(row));
+        }
+    }
+    Ok(rows)
+}
+
+/// What identifies a report row's group: bucket and the five dimensions.
+type GroupKey = (Millis, Option<i64>, Option<i64>, Option<i64>, u8, [u8; 2]);
+
+fn group_of(r: &RollupRow) -> GroupKey {
+    (r.bucket_ms, r.campaign_id, r.ad_id, r.placement_id, r.device.code(), r.country.0)
+}
+
+/// The union of the reach sketches of each group of a day-layer query.
+fn day_sketches(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> Result<FastMap<GroupKey, Sketch>> {
+    let (select, _) = report_columns(q, "day_ms");
+    let sql = format!(
+        "SELECT {}, reach FROM {} WHERE {} AND reach IS NOT NULL",
+        select.join(", "),
+        table.name(),
+        day_filter(q, table)
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut found =
+        stmt.query(params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id, row_limit(q), utc])?;
+    let mut out: FastMap<GroupKey, Sketch> = FastMap::default();
+    while let Some(r) = found.next()? {
+        let key: GroupKey = (
+            r.get(0)?,
+            id_from_db(r.get(1)?),
+            id_from_db(r.get(2)?),
+            id_from_db(r.get(3)?),
+            Device::from_code(r.get(4)?).unwrap_or_default().code(),
+            Country::parse(&r.get::<_, String>(5)?).0,
+        );
+        if let ValueRef::Blob(bytes) = r.get_ref(6)? {
+            out.entry(key)
+                .or_default()
+                .merge_bytes(bytes)
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Blob, Box::new(e)))?;
+        }
+    }
+    Ok(out)
+}
+
+/// The WHERE clause of a day-layer query; parameters as [`day_sql`]'s.
+fn day_filter(q: &RollupQuery, table: DayTable) -> String {
+    let advertisers = match q.advertiser_id {
+        Some(_) => "advertiser_id = ?3",
+        // Every advertiser, each one a range of the key.
+        None => "advertiser_id IN (SELECT id FROM advertisers) AND ?3 IS NULL",
+    };
+    // Written out, not `?4 IS NULL OR …`, so that the planner can seek the key.
+    let campaign = if q.campaign_id.is_some() { "campaign_id = ?4" } else { "?4 IS NULL" };
+    let ad = if q.ad_id.is_some() && table == DayTable::Ad { "ad_id = ?5" } else { "?5 IS NULL" };
+    format!("{advertisers} AND utc = ?7 AND day_ms >= ?1 AND day_ms < ?2 AND {campaign} AND {ad} AND ?6 = ?6")
+}
+
+/// The statement of [`day_rows`]; parameters: from, to, advertiser, campaign, ad, limit,
+/// utc. One result row per group, its (kind, verdict) pairs as columns.
+fn day_sql(q: &RollupQuery, table: DayTable) -> String {
+    let (select, group) = report_columns(q, "day_ms");
+    let counts: Vec<String> = slots().into_iter().map(|(_, _, c)| format!("SUM({c})")).collect();
+    format!(
+        "SELECT {}, {}, {}, {}, {}, {} FROM {} WHERE {}
+         GROUP BY {} LIMIT ?6",
+        select.join(", "),
+        counts.join(", "),
+        wide_sum("cost_micros"),
+        wide_sum("value_micros"),
+        wide_sum("revenue_micros"),
+        if q.reach { "reach_union(reach)" } else { "NULL" },
+        table.name(),
+        day_filter(q, table),
+        // Without a grouped column, the one group of the constant first column: no rows
+        // in, no row out.
+        if group.is_empty() { "1".to_owned() } else { group.join(", ") }
+    )
+}
+
+/// A day-layer result row as the quarter hours would give it: one row per (kind,
+/// verdict) with events. Spend goes with the valid impressions (or the first row), and
+/// value is the revenue of valid conversions — all that a report sums.
+fn day_rows_from(r: &Row) -> rusqlite::Result<Vec<RollupRow>> {
+    let first = 6 + SLOTS;
+    let cost_micros = wide(r, first)?;
+    let revenue_micros = wide(r, first + 4)?;
+    let reach = match r.get_ref(first + 6)? {
+        ValueRef::Blob(bytes) => Some(Sketch::from_bytes(bytes).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(first + 6, rusqlite::types::Type::Blob, Box::new(e))
+        })?),
+        _ => None,
+    };
+    let row = |kind, verdict, events| RollupRow {
+        bucket_ms: 0,
+        campaign_id: None,
+        ad_id: None,
+        placement_id: None,
+        device: Device::Desktop,
+        country: Country::UNKNOWN,
+        kind,
+        verdict,
+        sums: RollupSums { events, ..Default::default() },
+        reach: None,
+    };
+    let template = RollupRow {
+        bucket_ms: r.get(0)?,
+        campaign_id: id_from_db(r.get(1)?),
+        ad_id: id_from_db(r.get(2)?),
+        placement_id: id_from_db(r.get(3)?),
+        device: Device::from_code(r.get(4)?).unwrap_or_default(),
+        country: Country::parse(&r.get::<_, String>(5)?),
+        ..row(EventKind::Impression, Verdict::Valid, 0)
+    };
+    let mut out = Vec::new();
+    let mut reach = reach;
+    for (i, (kind, verdict, _)) in slots().into_iter().enumerate() {
+        let events: i64 = r.get::<_, Option<i64>>(6 + i)?.unwrap_or(0);
+        let valid_impressions = kind == EventKind::Impression && verdict.is_valid();
+        if events == 0 && !(valid_impressions && reach.is_some()) {
+            continue;
+        }
+        let mut row =
+            RollupRow { kind, verdict, sums: RollupSums { events, ..Default::default() }, ..template.clone() };
+        if valid_impressions {
+            row.reach = reach.take();
+        }
+        if kind == EventKind::Conversion && verdict.is_valid() {
+            row.sums.value_micros = revenue_micros;
+        }
+        out.push(row);
+    }
+    let spend_row = out.iter().position(|x| x.kind == EventKind::Impression && x.verdict.is_valid()).unwrap_or(0);
+    match out.get_mut(spend_row) {
+        Some(row) => row.sums.cost_micros = cost_micros,
+        None if cost_micros != 0 => {
+            out.push(RollupRow { sums: RollupSums { cost_micros, ..Default::default() }, ..template })
+        }
+        None => {}
+    }
+    Ok(out)
 }
 
 impl Store for SqliteStore {
@@ -842,27 +1380,38 @@ impl Store for SqliteStore {
     }
 
     fn update_advertiser(&self, a: &Advertiser) -> Result<()> {
-        self.with_conn(|c| {
-            let n = c.execute(
-                "UPDATE advertisers SET name = ?2, email = ?3, timezone = ?4, max_conversion_value_micros = ?5,
-                        click_window_days = ?6, view_window_days = ?7, half_life_days = ?8
-                 WHERE id = ?1",
-                params![
-                    a.id,
-                    a.name,
-                    a.email,
-                    a.timezone,
-                    a.max_conversion_value_micros,
-                    a.attribution.click_days(),
-                    a.attribution.view_days(),
-                    a.attribution.half_life_days()
-                ],
-            )?;
-            if n == 0 {
-                return Err(StoreError::NotFound(format!("advertiser {}", a.id)));
-            }
-            Ok(())
-        })
+        // On the writer's connection, under its lock: a new time zone rebuilds the
+        // advertiser's day layer in the same transaction, and no batch can be summed
+        // into the old zone's days in between.
+        let mut writer = self.writer.lock().map_err(|_| poisoned())?;
+        let writer = &mut *writer;
+        let tx = writer.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let old: Option<String> =
+            tx.query_row("SELECT timezone FROM advertisers WHERE id = ?1", [a.id], |r| r.get(0)).optional()?;
+        let Some(old) = old else {
+            return Err(StoreError::NotFound(format!("advertiser {}", a.id)));
+        };
+        tx.execute(
+            "UPDATE advertisers SET name = ?2, email = ?3, timezone = ?4, max_conversion_value_micros = ?5,
+                    click_window_days = ?6, view_window_days = ?7, half_life_days = ?8
+             WHERE id = ?1",
+            params![
+                a.id,
+                a.name,
+                a.email,
+                a.timezone,
+                a.max_conversion_value_micros,
+                a.attribution.click_days(),
+                a.attribution.view_days(),
+                a.attribution.half_life_days()
+            ],
+        )?;
+        if old != a.timezone {
+            rebuild_day_layer(&tx, Some(a.id))?;
+        }
+        tx.commit()?;
+        writer.zones.remove(&a.id);
+        Ok(())
     }
 
     fn advertiser(&self, id: i64) -> Result<Option<Advertiser>> {
@@ -1170,11 +1719,12 @@ impl Store for SqliteStore {
                 .collect::<rusqlite::Result<_>>()?;
             let spend = c
                 .prepare(&format!(
-                    "SELECT (bucket_ms / ?2) * ?2 AS day, {} FROM rollups
-                         WHERE advertiser_id = ?1 AND cost_micros != 0 GROUP BY day",
+                    // UTC days of the day layer: one row per campaign-day, not per event.
+                    "SELECT day_ms, {} FROM rollups_day_campaign
+                         WHERE advertiser_id = ?1 AND utc = 1 AND cost_micros != 0 GROUP BY day_ms",
                     wide_sum("cost_micros")
                 ))?
-                .query_map(params![advertiser_id, DAY], |r| {
+                .query_map(params![advertiser_id], |r| {
                     Ok(LedgerEntry {
                         id: None,
                         at_ms: r.get(0)?,
@@ -1326,7 +1876,9 @@ impl Store for SqliteStore {
         judge: &mut dyn FnMut(usize, &mut Event),
     ) -> Result<()> {
         let mut writer = self.writer.lock().map_err(|_| poisoned())?;
+        let writer = &mut *writer;
         let first_id = writer.last_id.max((now_ms.max(0) << 20) - 1) + 1;
+        let zones = &mut writer.zones;
         let tx = writer.conn.transaction()?;
         let mut next_id = first_id;
         // Stored events of this batch by id, and conversions this batch superseded.
@@ -1360,7 +1912,7 @@ impl Store for SqliteStore {
                                     // Not inserted yet: it goes in as `duplicate`.
                                     batch[old].event.verdict = Verdict::Duplicate;
                                 } else {
-                                    superseded.extend(supersede(&tx, old_id)?);
+                                    superseded.extend(supersede(&tx, zones, old_id)?);
                                 }
                             }
                             Some(_) => {
@@ -1400,11 +1952,30 @@ impl Store for SqliteStore {
                    value_micros = MIN(value_micros, 9223372036854775807 - excluded.value_micros) + excluded.value_micros",
             )?;
             let events = stored.iter().map(|(_, e)| *e).chain(superseded.iter());
-            for (k, (s, reach)) in aggregate(events) {
+            let quarter_hours = aggregate(events);
+            for (k, (s, reach)) in &quarter_hours {
                 let reach = has_reach(k.kind, k.verdict).then(|| reach.to_bytes());
                 let sums = [s.events.into(), saturate(s.cost_micros).into(), saturate(s.value_micros).into()];
                 let reach = reach.map_or(Value::Null, Value::Blob);
-                upsert.execute(rusqlite::params_from_iter(key_values(&k).into_iter().chain(sums).chain([reach])))?;
+                upsert.execute(rusqlite::params_from_iter(key_values(k).into_iter().chain(sums).chain([reach])))?;
+            }
+            // The day layer, from the same aggregate, in the same transaction.
+            let mut batch_zones: FastMap<i64, DayZone> = FastMap::default();
+            for k in quarter_hours.keys() {
+                if let std::collections::hash_map::Entry::Vacant(slot) = batch_zones.entry(k.advertiser_id) {
+                    slot.insert(EventWriter::zone(zones, &tx, k.advertiser_id)?);
+                }
+            }
+            let days = aggregate_days(quarter_hours.iter(), |id| {
+                batch_zones.get(&id).cloned().unwrap_or_else(|| DayZone::named("UTC"))
+            });
+            for (k, (s, reach)) in days {
+                let mut values = day_key_values(&k);
+                values.extend(s.events.iter().map(|n| Value::Integer(*n)));
+                values.extend([s.cost_micros, s.value_micros, s.revenue_micros].map(|m| Value::Integer(saturate(m))));
+                values.push(if reach.is_empty() { Value::Null } else { Value::Blob(reach.to_bytes()) });
+                let mut upsert = tx.prepare_cached(&day_upsert_sql(k.table))?;
+                upsert.execute(rusqlite::params_from_iter(values))?;
             }
         }
         if let Some(seq) = journal_through {
@@ -1467,58 +2038,15 @@ impl Store for SqliteStore {
     }
 
     fn rollup_rows(&self, q: &RollupQuery) -> Result<Vec<RollupRow>> {
-        // Column names come from a fixed list, never from the request.
-        let mut select = vec![if q.by_bucket { "bucket_ms" } else { "0" }];
-        for dim in [Dimension::Campaign, Dimension::Ad, Dimension::Placement, Dimension::Device, Dimension::Country] {
-            let (column, none) = match dim {
-                Dimension::Campaign => ("campaign_id", "0"),
-                Dimension::Ad => ("ad_id", "0"),
-                Dimension::Placement => ("placement_id", "0"),
-                Dimension::Device => ("device", "0"),
-                Dimension::Country => ("country", "'ZZ'"),
-            };
-            select.push(if q.group_by.contains(&dim) { column } else { none });
-        }
-        let mut group: Vec<&str> = Vec::new();
-        if q.by_bucket {
-            group.push("bucket_ms");
-        }
-        group.extend(select[1..].iter().copied().filter(|c| !c.starts_with('0') && !c.starts_with('\'')));
-        group.extend(["kind", "verdict"]);
-        let sql = format!(
-            "SELECT {}, kind, verdict, SUM(events), {}, {}, {} FROM rollups
-             WHERE bucket_ms >= ?1 AND bucket_ms < ?2 AND (?3 IS NULL OR advertiser_id = ?3)
-               AND (?4 IS NULL OR campaign_id = ?4) AND (?5 IS NULL OR ad_id = ?5)
-             GROUP BY {}",
-            select.join(", "),
-            wide_sum("cost_micros"),
-            wide_sum("value_micros"),
-            if q.reach { "reach_union(reach)" } else { "NULL" },
-            group.join(", ")
-        );
         self.with_conn(|c| {
-            let params = params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id];
-            query_all(c, &sql, params, |r| {
-                let kind: i64 = r.get(6)?;
-                let verdict: i64 = r.get(7)?;
-                Ok(RollupRow {
-                    bucket_ms: r.get(0)?,
-                    campaign_id: id_from_db(r.get(1)?),
-                    ad_id: id_from_db(r.get(2)?),
-                    placement_id: id_from_db(r.get(3)?),
-                    device: Device::from_code(r.get(4)?).unwrap_or_default(),
-                    country: Country::parse(&r.get::<_, String>(5)?),
-                    kind: EventKind::from_code(kind).ok_or_else(|| bad_column("kind", &kind.to_string()))?,
-                    verdict: Verdict::from_code(verdict).ok_or_else(|| bad_column("verdict", &verdict.to_string()))?,
-                    sums: RollupSums { events: r.get(8)?, cost_micros: wide(r, 9)?, value_micros: wide(r, 11)? },
-                    reach: match r.get_ref(13)? {
-                        ValueRef::Blob(bytes) => Some(Sketch::from_bytes(bytes).map_err(|e| {
-                            rusqlite::Error::FromSqlConversionFailure(13, rusqlite::types::Type::Blob, Box::new(e))
-                        })?),
-                        _ => None,
-                    },
-                })
-            })
+            // One read transaction: the zone check and the rows see the same state.
+            let tx = c.transaction()?;
+            let rows = match day_layer(&tx, q)? {
+                Some((table, utc)) => day_rows(&tx, q, table, utc)?,
+                None => quarter_hour_rows(&tx, q)?,
+            };
+            tx.commit()?;
+            Ok(rows)
         })
     }
 
@@ -1679,7 +2207,39 @@ impl Store for SqliteStore {
                 wide_sum("cost_micros"),
                 wide_sum("value_micros")
             ))?;
-            Ok(ConsistencyCheck { raw, rollups })
+            // The day layer against the quarter hours over all time, per advertiser. Own-zone
+            // rows of the main table exist only for advertisers not in UTC.
+            let all_slots: Vec<String> = slots().into_iter().map(|(_, _, c)| c).collect();
+            let day_events = all_slots.join(" + ");
+            let totals = |table: &str, filter: &str| {
+                let events = if table == "rollups" { "events" } else { day_events.as_str() };
+                format!(
+                    "SELECT advertiser_id, SUM({events}), {}, {} FROM {table} WHERE ?1 = ?1 AND {filter}
+                     GROUP BY advertiser_id",
+                    wide_sum("cost_micros"),
+                    wide_sum("value_micros")
+                )
+            };
+            let all = per_advertiser(&totals("rollups", "1"))?;
+            let non_utc: std::collections::BTreeSet<i64> =
+                query_all(c, "SELECT id FROM advertisers WHERE timezone != 'UTC'", [], |r| r.get(0))?
+                    .into_iter()
+                    .collect();
+            let mut day_layer = Vec::new();
+            for (name, filter, only_non_utc) in [
+                ("rollups_day_campaign", "utc = 1", false),
+                ("rollups_day_campaign", "utc = 0", true),
+                ("rollups_day_ad", "1", false),
+                ("rollups_day_device", "1", false),
+                ("rollups_day_country", "1", false),
+            ] {
+                let mut expected = all.clone();
+                if only_non_utc {
+                    expected.retain(|id, _| non_utc.contains(id));
+                }
+                day_layer.push((format!("{name} where {filter}"), expected, per_advertiser(&totals(name, filter))?));
+            }
+            Ok(ConsistencyCheck { raw, rollups, day_layer })
         })
     }
 }
@@ -1687,6 +2247,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use adtally_core::clock::DAY;
 
     fn temp_store(name: &str) -> (SqliteStore, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("adtally-store-{name}-{}", std::process::id()));
@@ -1785,16 +2346,14 @@ mod tests {
         assert_eq!(reach_of(&store, false), vec![(0, 4)]);
         assert!(store.consistency_check().expect("check").is_consistent());
 
-        // A store from before reach: no column, and none of the later migrations (each
-        // undone here). Reopening runs them again, and rebuilds reach.
+        // A store from before reach (and the day layer): no column, no tables. Reopening
+        // rebuilds both.
         store
             .with_conn(|c| {
-                let version = MIGRATIONS.iter().position(|m| m.contains("ADD COLUMN reach")).expect("reach migration");
+                let version = DAY_LAYER_MIGRATION - 1;
                 Ok(c.execute_batch(&format!(
-                    "ALTER TABLE rollups DROP COLUMN reach;
-                     ALTER TABLE advertisers DROP COLUMN click_window_days;
-                     ALTER TABLE advertisers DROP COLUMN view_window_days;
-                     ALTER TABLE advertisers DROP COLUMN half_life_days;
+                    "ALTER TABLE rollups DROP COLUMN reach; DROP TABLE rollups_day_campaign; DROP TABLE rollups_day_ad;
+                     DROP TABLE rollups_day_device; DROP TABLE rollups_day_country; {UNDO_AFTER_DAY_LAYER}
                      PRAGMA user_version = {version};"
                 ))?)
             })
@@ -1802,6 +2361,248 @@ mod tests {
         drop(store);
         let store = SqliteStore::open(&dir).expect("reopen");
         assert_eq!(reach_of(&store, true), vec![(day0, 3), (day0 + DAY, 2)]);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A report's rows, with quarter hours folded into `tz`'s days as the server does,
+    /// as comparable values: (period, ids, device, country) → (events per kind and
+    /// verdict, spend, revenue of valid conversions, reach) — what a report sums.
+    type Folded = BTreeMap<(Millis, i64, i64, i64, u8, String), (BTreeMap<(u8, u8), i64>, i128, i128, Option<u64>)>;
+
+    fn folded(rows: Vec<RollupRow>, tz: &adtally_core::jiff::tz::TimeZone) -> Folded {
+        use adtally_core::report::{period_start, Granularity};
+        type Sums = (BTreeMap<(u8, u8), i64>, i128, i128, Option<Sketch>);
+        let mut out: BTreeMap<_, Sums> = BTreeMap::new();
+        for r in rows {
+            let period = if r.bucket_ms == 0 { 0 } else { period_start(r.bucket_ms, Granularity::Day, tz) };
+            let key = (
+                period,
+                db_id(r.campaign_id),
+                db_id(r.ad_id),
+                db_id(r.placement_id),
+                r.device.code(),
+                r.country.as_str().to_owned(),
+            );
+            let e = out.entry(key).or_default();
+            if r.sums.events != 0 {
+                *e.0.entry((r.kind.code(), r.verdict.code())).or_default() += r.sums.events;
+            }
+            e.1 += r.sums.cost_micros;
+            if r.kind == EventKind::Conversion && r.verdict.is_valid() {
+                e.2 += r.sums.value_micros;
+            }
+            if let Some(s) = r.reach {
+                e.3.get_or_insert_with(Sketch::default).merge(&s);
+            }
+        }
+        out.into_iter().map(|(k, (a, b, c, s))| (k, (a, b, c, s.map(|s| s.estimate())))).collect()
+    }
+
+    /// Every grouping and range the day layer answers gives what the quarter hours give,
+    /// for advertisers in UTC, Kathmandu (+05:45) and New York (DST), for the operator,
+    /// after a superseded conversion, after a time-zone change, and after the migration
+    /// builds the layer from the quarter hours.
+    #[test]
+    fn the_day_layer_answers_exactly_what_the_quarter_hours_answer() {
+        let (store, dir) = temp_store("day-layer");
+        let zones = ["UTC", "Asia/Kathmandu", "America/New_York"];
+        let mut ids = Vec::new();
+        for (i, zone) in zones.iter().enumerate() {
+            let a = store
+                .create_advertiser(&Advertiser::new(&format!("a{i}"), "a@example.com", zone, 0))
+                .expect("advertiser");
+            ids.push(a.id);
+        }
+        // 2026-03-05 .. 2026-03-12 spans New York's switch to summer time (03-08).
+        let start = 1_772_668_800_000_i64;
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for batch in 0..40 {
+            let mut events = Vec::new();
+            for _ in 0..100 {
+                let advertiser_id = ids[(next() % 3) as usize];
+                let kind = EventKind::ALL[(next() % 4) as usize];
+                let verdict = if next() % 5 == 0 { Verdict::ALL[(next() % 9) as usize] } else { Verdict::Valid };
+                let mut e =
+                    event(start + (next() % (7 * DAY as u64)) as i64, kind, verdict, advertiser_id, next() % 50);
+                if kind != EventKind::Conversion {
+                    e.campaign_id = Some(10 * advertiser_id + (next() % 2) as i64);
+                    e.ad_id = Some(100 * advertiser_id + (next() % 3) as i64);
+                    e.placement_id = Some(1 + (next() % 2) as i64);
+                }
+                e.device = Device::ALL[(next() % 3) as usize];
+                e.country = Country::parse(["DE", "IN", "US"][(next() % 3) as usize]);
+                e.cost_micros = (next() % 1000) as i64;
+                events.push(PendingEvent::new(e));
+            }
+            if batch == 5 {
+                // A pixel conversion, superseded by the advertiser's postback in a later batch.
+                let mut e = event(start + DAY, EventKind::Conversion, Verdict::Valid, ids[1], 7);
+                e.value_micros = 5_000;
+                let mut p = PendingEvent::new(e);
+                p.idempotency = Some(Idempotency::Order { key: "o-1".into(), authoritative: false });
+                events.push(p);
+            }
+            if batch == 9 {
+                let mut p = PendingEvent::new(event(start + DAY, EventKind::Conversion, Verdict::Valid, ids[1], 7));
+                p.idempotency = Some(Idempotency::Order { key: "o-1".into(), authoritative: true });
+                events.push(p);
+            }
+            store.append_events(start + 8 * DAY, &mut events, None, &mut |_, _| {}).expect("append");
+        }
+
+        let groupings: Vec<Vec<Dimension>> = vec![
+            vec![],
+            vec![Dimension::Campaign],
+            vec![Dimension::Ad],
+            vec![Dimension::Campaign, Dimension::Ad, Dimension::Placement],
+            vec![Dimension::Device],
+            vec![Dimension::Campaign, Dimension::Device],
+            vec![Dimension::Country],
+            vec![Dimension::Country, Dimension::Campaign],
+        ];
+        let check = |store: &SqliteStore, zones: &[&str]| {
+            let mut answered = 0;
+            let who: Vec<(Option<i64>, &str)> =
+                ids.iter().zip(zones).map(|(id, z)| (Some(*id), *z)).chain([(None, "UTC")]).collect();
+            for (advertiser_id, zone) in who {
+                let tz = adtally_core::jiff::tz::TimeZone::get(zone).expect("zone");
+                let day = |d: i8| adtally_core::report::start_of_day(adtally_core::jiff::civil::date(2026, 3, d), &tz);
+                for (from_ms, to_ms) in [(Millis::MIN / 2, Millis::MAX / 2), (day(6), day(9)), (day(8), day(9))] {
+                    for group_by in &groupings {
+                        for by_bucket in [false, true] {
+                            for campaign_id in [None, advertiser_id.map(|a| 10 * a)] {
+                                let q = RollupQuery {
+                                    advertiser_id,
+                                    campaign_id,
+                                    from_ms,
+                                    to_ms,
+                                    by_bucket,
+                                    group_by: group_by.clone(),
+                                    reach: true,
+                                    days_in: Some(zone.to_owned()),
+                                    ..Default::default()
+                                };
+                                let layer = store.with_conn(|c| day_layer(c, &q)).expect("layer");
+                                let by_campaign = group_by.iter().all(|d| *d == Dimension::Campaign);
+                                assert_eq!(layer.is_some(), advertiser_id.is_some() || by_campaign);
+                                answered += usize::from(layer.is_some());
+                                let days = store.rollup_rows(&q).expect("days");
+                                let quarters =
+                                    store.rollup_rows(&RollupQuery { days_in: None, ..q.clone() }).expect("quarters");
+                                assert!(!quarters.is_empty());
+                                assert_eq!(folded(days, &tz), folded(quarters, &tz), "{q:?}");
+                            }
+                        }
+                    }
+                }
+            }
+            assert!(answered > 100);
+            let consistency = store.consistency_check().expect("check");
+            assert!(consistency.is_consistent(), "{consistency:?}");
+        };
+        check(&store, &zones);
+
+        // Kathmandu → Berlin, New York → UTC: the own-zone rows are rebuilt.
+        for (id, zone) in [(ids[1], "Europe/Berlin"), (ids[2], "UTC")] {
+            let mut a = store.advertiser(id).expect("read").expect("exists");
+            a.timezone = zone.into();
+            store.update_advertiser(&a).expect("update");
+        }
+        let zones = ["UTC", "Europe/Berlin", "UTC"];
+        check(&store, &zones);
+        // And new events land in the new zone's days.
+        let mut late =
+            vec![PendingEvent::new(event(start + 2 * DAY + 60_000, EventKind::Impression, Verdict::Valid, ids[1], 3))];
+        store.append_events(start + 9 * DAY, &mut late, None, &mut |_, _| {}).expect("append");
+        check(&store, &zones);
+
+        // A store from before the day layer: the migration builds it from the quarter hours.
+        store
+            .with_conn(|c| {
+                Ok(c.execute_batch(&format!(
+                    "DROP TABLE rollups_day_campaign; DROP TABLE rollups_day_ad; DROP TABLE rollups_day_device;
+                     DROP TABLE rollups_day_country; {UNDO_AFTER_DAY_LAYER} PRAGMA user_version = {DAY_LAYER_MIGRATION};"
+                ))?)
+            })
+            .expect("downgrade");
+        drop(store);
+        let store = SqliteStore::open(&dir).expect("reopen");
+        check(&store, &zones);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Each table answers its reports by a range of its key that starts with the
+    /// advertiser (the operator's: one range per advertiser), never by a scan.
+    #[test]
+    fn day_layer_reads_are_key_ranges_of_one_advertiser() {
+        let (store, dir) = temp_store("day-plans");
+        let cases = [
+            (DayTable::Campaign, Some(1), None, vec![Dimension::Campaign]),
+            (DayTable::Campaign, None, None, vec![Dimension::Campaign]),
+            (DayTable::Ad, Some(1), Some(10), vec![Dimension::Ad]),
+            (DayTable::Ad, Some(1), Some(10), vec![Dimension::Placement]),
+            (DayTable::Device, Some(1), Some(10), vec![Dimension::Device]),
+            (DayTable::Country, Some(1), Some(10), vec![Dimension::Country]),
+        ];
+        for (table, advertiser_id, campaign_id, group_by) in cases {
+            let q = RollupQuery { advertiser_id, campaign_id, group_by, by_bucket: true, ..Default::default() };
+            assert_eq!(DayTable::ALL.into_iter().find(|t| t.answers(&q.group_by, false)), Some(table));
+            let sql = format!("EXPLAIN QUERY PLAN {}", day_sql(&q, table));
+            let plan: Vec<String> = store
+                .with_conn(|c| {
+                    query_all(c, &sql, params![0, 1, advertiser_id, campaign_id, None::<i64>, -1, true], |r| {
+                        r.get::<_, String>(3)
+                    })
+                })
+                .expect("plan");
+            let reads: Vec<&String> = plan.iter().filter(|p| p.contains(table.name())).collect();
+            assert!(!reads.is_empty(), "{plan:?}");
+            for read in reads {
+                assert!(
+                    read.starts_with("SEARCH") && read.contains("PRIMARY KEY (advertiser_id=? AND utc=?"),
+                    "{plan:?}"
+                );
+                if table != DayTable::Campaign {
+                    assert!(read.contains("campaign_id=? AND day_ms>? AND day_ms<?"), "{plan:?}");
+                } else {
+                    assert!(read.contains("day_ms>? AND day_ms<?"), "{plan:?}");
+                }
+            }
+        }
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Reach sketches live on overflow pages: readers map the file, beyond SQLite's
+    /// default 2 GB cap (raised in .cargo/config.toml), so large stores are mapped too.
+    #[test]
+    fn connections_map_large_databases() {
+        let (store, dir) = temp_store("mmap");
+        let mapped: i64 = store.with_conn(|c| Ok(c.query_row("PRAGMA mmap_size", [], |r| r.get(0))?)).expect("pragma");
+        assert!(mapped > 1 << 36, "{mapped}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_query_returns_at_most_max_rows_plus_one() {
+        let (store, dir) = temp_store("max-rows");
+        let mut batch: Vec<PendingEvent> = (0..10)
+            .map(|i| PendingEvent::new(event(40 * DAY + i * DAY, EventKind::Impression, Verdict::Valid, 1, 1)))
+            .collect();
+        store.append_events(60 * DAY, &mut batch, None, &mut |_, _| {}).expect("append");
+        let q = |max_rows| RollupQuery { to_ms: i64::MAX, by_bucket: true, max_rows, ..Default::default() };
+        assert_eq!(store.rollup_rows(&q(None)).expect("rows").len(), 10);
+        assert_eq!(store.rollup_rows(&q(Some(3))).expect("rows").len(), 4);
+        assert_eq!(store.rollup_rows(&q(Some(10))).expect("rows").len(), 10);
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }
