@@ -206,6 +206,24 @@ async fn created(app: &TestApp, key: &str, path: &str, body: Value) -> Value {
 
 const SLOT_RENDERED: &str = "document.getElementById('{}').getAttribute('data-adtally-state') === 'rendered'";
 
+/// A new advertiser with 100.00 of credit; its API key.
+async fn funded_advertiser(app: &TestApp, name: &str, email: &str) -> String {
+    let adv = created(app, ADMIN, "/v1/advertisers", json!({"name": name, "email": email})).await;
+    let id = adv["id"].as_i64().expect("id");
+    let key = created(app, ADMIN, &format!("/v1/advertisers/{id}/keys"), json!({})).await["api_key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    created(
+        app,
+        ADMIN,
+        &format!("/v1/advertisers/{id}/credits"),
+        json!({"amount_micros": 100_000_000, "kind": "topup"}),
+    )
+    .await;
+    key
+}
+
 fn rendered(id: &str) -> String {
     SLOT_RENDERED.replace("{}", id)
 }
@@ -247,19 +265,7 @@ async fn browser_tag_renders_counts_viewability_and_clicks() {
         )
         .await;
     }
-    let adv = created(&app, ADMIN, "/v1/advertisers", json!({"name": "Acme", "email": "a@acme.example"})).await;
-    let id = adv["id"].as_i64().expect("id");
-    let key = created(&app, ADMIN, &format!("/v1/advertisers/{id}/keys"), json!({})).await["api_key"]
-        .as_str()
-        .expect("key")
-        .to_owned();
-    created(
-        &app,
-        ADMIN,
-        &format!("/v1/advertisers/{id}/credits"),
-        json!({"amount_micros": 100_000_000, "kind": "topup"}),
-    )
-    .await;
+    let key = funded_advertiser(&app, "Acme", "a@acme.example").await;
     // The campaign leaves out `nothing`: that slot has no eligible ad.
     let c = created(
         &app,
@@ -395,19 +401,7 @@ async fn browser_tag_video_needs_two_seconds_playing() {
         )
         .await;
     }
-    let adv = created(&app, ADMIN, "/v1/advertisers", json!({"name": "Reel", "email": "r@reel.example"})).await;
-    let id = adv["id"].as_i64().expect("id");
-    let key = created(&app, ADMIN, &format!("/v1/advertisers/{id}/keys"), json!({})).await["api_key"]
-        .as_str()
-        .expect("key")
-        .to_owned();
-    created(
-        &app,
-        ADMIN,
-        &format!("/v1/advertisers/{id}/credits"),
-        json!({"amount_micros": 100_000_000, "kind": "topup"}),
-    )
-    .await;
+    let key = funded_advertiser(&app, "Reel", "r@reel.example").await;
     let c = created(
         &app,
         &key,

@@ -771,6 +771,20 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 const ADVERTISER_COLUMNS: &str = "id, name, email, timezone, created_at_ms, max_conversion_value_micros, \
                                   click_window_days, view_window_days, half_life_days";
 
+/// What an insert or update writes of an advertiser, besides its id and creation time:
+/// name, email, time zone, pixel cap, then the attribution windows.
+fn advertiser_values(a: &Advertiser) -> [Value; 7] {
+    [
+        a.name.clone().into(),
+        a.email.clone().into(),
+        a.timezone.clone().into(),
+        a.max_conversion_value_micros.into(),
+        i64::from(a.attribution.click_days()).into(),
+        i64::from(a.attribution.view_days()).into(),
+        i64::from(a.attribution.half_life_days()).into(),
+    ]
+}
+
 fn advertiser_from(row: &Row) -> rusqlite::Result<Advertiser> {
     let (click, view, half_life): (u16, u16, u16) = (row.get(6)?, row.get(7)?, row.get(8)?);
     let attribution = Windows::new(click, view, half_life).map_err(|e| bad_column("attribution windows", &e.0))?;
@@ -1371,19 +1385,10 @@ impl Store for SqliteStore {
     fn create_advertiser(&self, a: &Advertiser) -> Result<Advertiser> {
         self.with_conn(|c| {
             c.execute(
-                "INSERT INTO advertisers (name, email, timezone, max_conversion_value_micros, created_at_ms,
-                                          click_window_days, view_window_days, half_life_days)
+                "INSERT INTO advertisers (name, email, timezone, max_conversion_value_micros, click_window_days,
+                                          view_window_days, half_life_days, created_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    a.name,
-                    a.email,
-                    a.timezone,
-                    a.max_conversion_value_micros,
-                    a.created_at_ms,
-                    a.attribution.click_days(),
-                    a.attribution.view_days(),
-                    a.attribution.half_life_days()
-                ],
+                rusqlite::params_from_iter(advertiser_values(a).into_iter().chain([a.created_at_ms.into()])),
             )?;
             Ok(Advertiser { id: c.last_insert_rowid(), ..a.clone() })
         })
@@ -1405,16 +1410,7 @@ impl Store for SqliteStore {
             "UPDATE advertisers SET name = ?2, email = ?3, timezone = ?4, max_conversion_value_micros = ?5,
                     click_window_days = ?6, view_window_days = ?7, half_life_days = ?8
              WHERE id = ?1",
-            params![
-                a.id,
-                a.name,
-                a.email,
-                a.timezone,
-                a.max_conversion_value_micros,
-                a.attribution.click_days(),
-                a.attribution.view_days(),
-                a.attribution.half_life_days()
-            ],
+            rusqlite::params_from_iter([a.id.into()].into_iter().chain(advertiser_values(a))),
         )?;
         if old != a.timezone {
             rebuild_day_layer(&tx, Some(a.id))?;
