@@ -302,7 +302,6 @@ pub async fn create_advertiser(
 
 /// Creates an advertiser: the body of `POST /v1/advertisers`.
 pub async fn new_advertiser(state: &Arc<AppState>, Admin(caller): Admin, body: NewAdvertiser) -> AppResult<Value> {
-    let state = state.clone();
     let name = text("name", &body.name, 1, 200)?;
     let email = email_address(&body.email)?;
     let timezone = timezone_name(body.timezone.as_deref().unwrap_or("UTC"))?;
@@ -316,7 +315,7 @@ pub async fn new_advertiser(state: &Arc<AppState>, Admin(caller): Admin, body: N
     let advertiser = state.blocking(move |s| s.create_advertiser(&advertiser)).await?;
     state.reload_catalog().await?;
     audit(
-        &state,
+        state,
         caller,
         "advertiser.create",
         format!("advertiser:{}", advertiser.id),

@@ -59,7 +59,9 @@ struct Report {
     catalog: Arc<ServingCatalog>,
 }
 
-async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams) -> Result<Report, ApiError> {
+/// The report `p` asks for; `reach`: read the reach sketches too (the IVT report has no
+/// use for them).
+async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams, reach: bool) -> Result<Report, ApiError> {
     if p.format.as_deref().is_some_and(|f| f != "json" && f != "csv") {
         return Err(ApiError::invalid("format must be json or csv"));
     }
@@ -102,7 +104,7 @@ async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams) -> Resul
         to_ms,
         by_bucket: spec.granularity != Granularity::Total,
         group_by: spec.group_by.clone(),
-        reach: true,
+        reach,
         // Days and totals are whole days of `tz`: the day layer answers them when it can.
         days_in: (spec.granularity != Granularity::Hour && !state.config.reports_from_quarter_hours)
             .then(|| tz.iana_name().unwrap_or("UTC").to_owned()),
@@ -229,7 +231,7 @@ pub async fn report(
     caller: Caller,
     Query(p): Query<ReportParams>,
 ) -> Result<Response, ApiError> {
-    let report = build(&state, caller, &p).await?;
+    let report = build(&state, caller, &p, true).await?;
     if p.format.as_deref() == Some("csv") {
         let mut out = String::new();
         let mut header: Vec<Value> = report.key_columns(&RowKey::default_key()).iter().map(|(k, _)| json!(k)).collect();
@@ -247,7 +249,7 @@ pub async fn report(
 
 /// The JSON answer of `GET /v1/reports` (without `format=csv`), for the dashboard.
 pub async fn report_json(state: &Arc<AppState>, caller: Caller, p: &ReportParams) -> Result<Value, ApiError> {
-    Ok(report_value(&build(state, caller, p).await?))
+    Ok(report_value(&build(state, caller, p, true).await?))
 }
 
 fn report_value(report: &Report) -> Value {
@@ -285,7 +287,7 @@ pub async fn ivt_report(
     caller: Caller,
     Query(p): Query<ReportParams>,
 ) -> Result<Response, ApiError> {
-    let report = build(&state, caller, &p).await?;
+    let report = build(&state, caller, &p, false).await?;
     if p.format.as_deref() == Some("csv") {
         let mut out = String::new();
         let mut header: Vec<Value> = report.key_columns(&RowKey::default_key()).iter().map(|(k, _)| json!(k)).collect();
@@ -301,7 +303,7 @@ pub async fn ivt_report(
 
 /// The JSON answer of `GET /v1/reports/ivt` (without `format=csv`), for the dashboard.
 pub async fn ivt_json(state: &Arc<AppState>, caller: Caller, p: &ReportParams) -> Result<Value, ApiError> {
-    Ok(ivt_value(&build(state, caller, p).await?))
+    Ok(ivt_value(&build(state, caller, p, false).await?))
 }
 
 /// Invalid events: one row per group, event kind and reason.

@@ -292,6 +292,15 @@ fn create_day_layer(tx: &rusqlite::Transaction<'_>) -> Result<()> {
     rebuild_day_layer(tx, None)
 }
 
+/// The upsert of one day-layer row, written once per table: the writer runs it for every
+/// day row of every batch, and the statement cache is looked up by its text.
+fn day_upsert(table: DayTable) -> &'static str {
+    static SQL: std::sync::OnceLock<[String; 4]> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| DayTable::ALL.map(day_upsert_sql));
+    let i = DayTable::ALL.iter().position(|t| *t == table).unwrap_or(0);
+    &all[i]
+}
+
 /// The upsert of one day-layer row; the merge is the quarter-hour upsert's.
 fn day_upsert_sql(table: DayTable) -> String {
     let columns = day_key_columns(table);
@@ -1218,9 +1227,12 @@ fn day_layer(c: &Connection, q: &RollupQuery) -> Result<Option<(DayTable, bool)>
 fn day_rows(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> Result<Vec<RollupRow>> {
     let params = params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id, row_limit(q), utc];
     let sums = RollupQuery { reach: false, ..q.clone() };
-    let mut rows: Vec<RollupRow> =
-        query_all(c, &day_sql(&sums, table), params, day_rows_from)?.into_iter().flatten().collect();
-    if q.reach {
+    let groups = query_all(c, &day_sql(&sums, table), params, day_rows_from)?;
+    // More groups than asked for: the caller refuses the report, so no sketch is read
+    // (their number follows the range, not the limit).
+    let truncated = q.max_rows.is_some_and(|max| groups.len() > max);
+    let mut rows: Vec<RollupRow> = groups.into_iter().flatten().collect();
+    if q.reach && !truncated {
         // Sketches apart from the sums: a GROUP BY out of key order sorts whole rows in a
         // temporary B-tree, and copying every 16 KiB sketch through it took 5× the time
         // of reading them. Here they are read in key order, without a GROUP BY, and
@@ -1980,7 +1992,7 @@ impl Store for SqliteStore {
                 values.extend(s.events.iter().map(|n| Value::Integer(*n)));
                 values.extend([s.cost_micros, s.value_micros, s.revenue_micros].map(|m| Value::Integer(saturate(m))));
                 values.push(if reach.is_empty() { Value::Null } else { Value::Blob(reach.to_bytes()) });
-                let mut upsert = tx.prepare_cached(&day_upsert_sql(k.table))?;
+                let mut upsert = tx.prepare_cached(day_upsert(k.table))?;
                 upsert.execute(rusqlite::params_from_iter(values))?;
             }
         }

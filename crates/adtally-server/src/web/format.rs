@@ -63,6 +63,11 @@ pub fn parse_amount(field: &str, text: &str) -> Result<i64, String> {
         None => (text, ""),
     };
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    // A decimal comma is fine ("12,5"), but "1,000" is as likely a thousand (the way the
+    // dashboard itself prints amounts) as one: refused rather than guessed.
+    if text.contains(',') && frac.len() == 3 {
+        return Err(format!("{field} must be an amount like 12.50, without thousands separators"));
+    }
     if whole.is_empty() || whole.len() > 12 || frac.len() > 6 || !digits(whole) || !digits(frac) {
         return Err(bad());
     }
@@ -95,6 +100,8 @@ mod tests {
             assert_eq!(parse_amount("x", &amount_input(micros)), Ok(micros));
         }
         assert_eq!(parse_amount("bid", "12,5"), Ok(12_500_000));
+        assert!(parse_amount("budget", "1,000").is_err(), "a thousand or one? refused");
+        assert!(parse_amount("budget", "1,000.00").is_err());
         assert!(parse_amount("bid", "").is_err());
         assert!(parse_amount("bid", "1e5").is_err());
         assert!(parse_amount("bid", "-3").is_err());

@@ -508,10 +508,12 @@ pub async fn campaign(
     Ok(render(StatusCode::OK, &page))
 }
 
-/// The chart's days, `first..=last` (at most the last 1 000), zero where there is no row.
+/// The chart's days, `first..=last` (at most the last 1 000), zero where there is no row:
+/// a day without traffic is a day the ad did not run, which the chart must show.
 fn days_between(first: Date, last: Date, rows: &HashMap<String, &Value>) -> Vec<Day> {
     let mut out = Vec::new();
-    let mut day = first;
+    // Only the days that will be drawn are built, whatever the range.
+    let mut day = last.checked_sub(Span::new().days(999)).map_or(first, |d| d.max(first));
     while day <= last {
         let key = day.to_string();
         let row = rows.get(&key);
@@ -527,8 +529,7 @@ fn days_between(first: Date, last: Date, rows: &HashMap<String, &Value>) -> Vec<
             Err(_) => break,
         }
     }
-    let skip = out.len().saturating_sub(1_000);
-    out.split_off(skip)
+    out
 }
 
 // ---- campaign and ad forms ---------------------------------------------------------------
