@@ -8,6 +8,7 @@
 
 pub mod journal;
 mod rollup;
+mod postgres;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use adtally_core::clock::Millis;
 use adtally_core::event::Event;
 
 pub use rollup::{DayTable, RollupKey, RollupQuery, RollupRow, RollupSums};
+pub use postgres::PgStore;
 pub use sqlite::{BackupSummary, DataDirLock, SqliteStore, LOCK_FILE};
 
 #[derive(Debug, thiserror::Error)]
