@@ -162,7 +162,7 @@ fn generate(store: &dyn Store, events: u64, days: i64, now: i64) -> Catalog {
             value_micros: if kind == EventKind::Conversion { 25_000_000 } else { 0 },
         }));
         if batch.len() == BATCH || i + 1 == events {
-            store.append_events(at_ms, &mut batch, None, &mut |_, _| {}).expect("append");
+            store.append_events(at_ms, &mut batch, None, &mut |_, _, _| {}).expect("append");
             batch.clear();
         }
         if i > 0 && i % 5_000_000 == 0 {

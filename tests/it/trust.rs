@@ -191,7 +191,7 @@ fn a_postback_replaces_a_pixel_in_the_same_batch() {
         skipped_as_duplicate: false,
     };
     let mut batch = vec![conversion(5, false), conversion(900, true), conversion(6, false)];
-    store.append_events(1_800_000_000_000, &mut batch, None, &mut |_, _| {}).expect("append");
+    store.append_events(1_800_000_000_000, &mut batch, None, &mut |_, _, _| {}).expect("append");
     let skipped: Vec<bool> = batch.iter().map(|p| p.skipped_as_duplicate).collect();
     assert_eq!(skipped, [false, false, true]);
     assert_eq!(batch[0].event.verdict, Verdict::Duplicate);

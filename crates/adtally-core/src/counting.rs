@@ -331,6 +331,21 @@ impl CountingState {
         self.record(arrival.kind, arrival.at_ms, decision_id, arrival, now_ms);
     }
 
+    /// Learns that another writer (another node on a shared database) counted `arrival`,
+    /// so that this decision's later beacons are judged as if it had been counted here.
+    /// Does nothing when the state already knows.
+    pub fn learn(&mut self, arrival: &Arrival, decision_id: u64, now_ms: Millis) {
+        let mark = match arrival.kind {
+            EventKind::Impression => IMPRESSION,
+            EventKind::Viewable => VIEWABLE,
+            EventKind::Click => CLICK,
+            EventKind::Conversion => return,
+        };
+        if !self.marks(arrival.decision, decision_id).has(mark) {
+            self.record(arrival.kind, arrival.at_ms, decision_id, arrival, now_ms);
+        }
+    }
+
     /// Drops entries that can no longer change a verdict.
     pub fn expire(&mut self, now_ms: Millis) {
         self.live.expire(now_ms - self.config.token_ttl_ms - EXPIRY_MARGIN_MS);

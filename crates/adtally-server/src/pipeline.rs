@@ -37,7 +37,7 @@ use adtally_core::delivery::{CampaignLimits, DeliveryState, MAX_CAP_HOURS};
 use adtally_core::event::{Event, EventKind, Verdict};
 use adtally_core::jiff::tz::TimeZone;
 use adtally_store::journal::{Flusher, Journal};
-use adtally_store::{Idempotency, PendingEvent, Store, StoreError};
+use adtally_store::{CountedElsewhere, Idempotency, PendingEvent, Store, StoreError};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::journal_record;
@@ -664,12 +664,12 @@ impl Writer {
             let counting = &mut self.counting;
             let touches = &mut self.touches;
             let delivery = &self.delivery;
-            self.store.append_events(now, &mut pending, journal_through, &mut |i, event| {
+            self.store.append_events(now, &mut pending, journal_through, &mut |i, event, elsewhere| {
                 // Locked per event, not per batch: decisions read this state and must not
                 // wait for the batch's inserts and commit.
                 let mut delivery = delivery.lock().unwrap_or_else(|p| p.into_inner());
                 let rules = Rules { counting: &mut *counting, touches: &mut *touches, attribution: &attribution };
-                judge(rules, &mut delivery, submissions[i], event, judged_at(submissions[i]));
+                judge(rules, &mut delivery, submissions[i], event, elsewhere, judged_at(submissions[i]));
             })
         };
         // Before any reply: a handler that got its answer must not see a stall.
@@ -762,7 +762,14 @@ struct Rules<'a> {
 }
 
 /// Applies the rules to one event inside the writer's transaction.
-fn judge(rules: Rules<'_>, delivery: &mut DeliveryState, submission: &Submission, event: &mut Event, now: Millis) {
+fn judge(
+    rules: Rules<'_>,
+    delivery: &mut DeliveryState,
+    submission: &Submission,
+    event: &mut Event,
+    elsewhere: &CountedElsewhere,
+    now: Millis,
+) {
     let Rules { counting, touches, attribution } = rules;
     if event.kind == EventKind::Conversion {
         event.verdict = submission.givt.unwrap_or(Verdict::Valid);
@@ -783,6 +790,17 @@ fn judge(rules: Rules<'_>, delivery: &mut DeliveryState, submission: &Submission
         return;
     };
     let arrival = arrival_of(event, served.ad_id, decision, submission.givt, submission.video);
+    if let DecisionRef::Token { decision_id, .. } = decision {
+        for (kind, at) in [
+            (EventKind::Impression, elsewhere.impression_at_ms),
+            (EventKind::Viewable, elsewhere.viewable_at_ms),
+            (EventKind::Click, elsewhere.click_at_ms),
+        ] {
+            if let Some(at_ms) = at {
+                counting.learn(&Arrival { kind, at_ms, givt: None, ..arrival }, decision_id, now);
+            }
+        }
+    }
     let judgement = counting.judge(&arrival, now);
     event.verdict = judgement.verdict;
     event.decision_id = Some(judgement.decision_id);

@@ -7,8 +7,8 @@
 //! so the rollups always equal a `GROUP BY` over the raw events.
 
 pub mod journal;
-mod rollup;
 mod postgres;
+mod rollup;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -18,8 +18,8 @@ use adtally_core::catalog::{Ad, Advertiser, Campaign, CreditKind, LedgerEntry, P
 use adtally_core::clock::Millis;
 use adtally_core::event::Event;
 
-pub use rollup::{DayTable, RollupKey, RollupQuery, RollupRow, RollupSums};
 pub use postgres::PgStore;
+pub use rollup::{DayTable, RollupKey, RollupQuery, RollupRow, RollupSums};
 pub use sqlite::{BackupSummary, DataDirLock, SqliteStore, LOCK_FILE};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +86,26 @@ pub struct TouchPaths {
     /// More rows than the limit asked for: the lists are incomplete.
     pub truncated: bool,
 }
+
+/// What other writers (other nodes on a shared PostgreSQL) already counted for an event's
+/// decision, and when. The judge learns it before it judges the event, so "at most one
+/// counted impression, viewable and click per decision" holds whichever node each
+/// beacon reaches. Always empty with one writer (SQLite): its own state knows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CountedElsewhere {
+    pub impression_at_ms: Option<Millis>,
+    pub viewable_at_ms: Option<Millis>,
+    pub click_at_ms: Option<Millis>,
+}
+
+impl CountedElsewhere {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Sets an event's verdict and cost; see [`Store::append_events`].
+pub type Judge<'a> = dyn FnMut(usize, &mut Event, &CountedElsewhere) + 'a;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -302,8 +322,9 @@ pub trait Store: Send + Sync + 'static {
     // Events.
     /// Appends a batch in one transaction, with ids that start with `now_ms`. For each
     /// event whose idempotency key is new or absent (or an authoritative order that
-    /// replaces a pixel's; see [`Idempotency`]), calls `judge` with its index — which sets
-    /// the verdict and cost — then stores it and its rollup. `journal_through`, the last
+    /// replaces a pixel's; see [`Idempotency`]), calls `judge` with its index and what
+    /// other writers counted for its decision — the judge sets the verdict and cost — then
+    /// stores it and its rollup. `journal_through`, the last
     /// [`journal`] record the batch contains, is recorded in the same transaction (see
     /// [`Store::journal_applied`]). Only the single event writer calls this.
     fn append_events(
@@ -311,7 +332,7 @@ pub trait Store: Send + Sync + 'static {
         now_ms: Millis,
         batch: &mut [PendingEvent],
         journal_through: Option<u64>,
-        judge: &mut dyn FnMut(usize, &mut Event),
+        judge: &mut Judge<'_>,
     ) -> Result<()>;
     /// The last journal record a committed batch contained (0: none ever): the records
     /// after it are the ones to replay.

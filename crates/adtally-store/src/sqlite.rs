@@ -29,8 +29,9 @@ use crate::rollup::{
     RollupQuery, RollupRow, RollupSums, SLOTS,
 };
 use crate::{
-    AdPerformance, ApiKeyInfo, ApprovedVersion, AuditEntry, CampaignSpend, ConsistencyCheck, FoundSession, Idempotency,
-    KeyOwner, PendingEvent, PromoCode, Result, Session, Store, StoreError, Totals, TouchPaths,
+    AdPerformance, ApiKeyInfo, ApprovedVersion, AuditEntry, CampaignSpend, ConsistencyCheck, CountedElsewhere,
+    FoundSession, Idempotency, Judge, KeyOwner, PendingEvent, PromoCode, Result, Session, Store, StoreError, Totals,
+    TouchPaths,
 };
 
 impl From<rusqlite::Error> for StoreError {
@@ -1891,7 +1892,7 @@ impl Store for SqliteStore {
         now_ms: Millis,
         batch: &mut [PendingEvent],
         journal_through: Option<u64>,
-        judge: &mut dyn FnMut(usize, &mut Event),
+        judge: &mut Judge<'_>,
     ) -> Result<()> {
         let mut writer = self.writer.lock().map_err(|_| poisoned())?;
         let writer = &mut *writer;
@@ -1941,7 +1942,7 @@ impl Store for SqliteStore {
                         claim_order.execute(params![key, next_id, authoritative])?;
                     }
                 }
-                judge(index, &mut batch[index].event);
+                judge(index, &mut batch[index].event, &CountedElsewhere::default());
                 ids[index] = Some(next_id);
                 next_id += 1;
             }
@@ -2310,7 +2311,7 @@ mod tests {
             event(day0 + DAY, c, Verdict::Valid, 1, 5),   // after the range
         ];
         let mut batch: Vec<PendingEvent> = events.iter().cloned().map(PendingEvent::new).collect();
-        store.append_events(day0 + DAY, &mut batch, None, &mut |_, _| {}).expect("append");
+        store.append_events(day0 + DAY, &mut batch, None, &mut |_, _, _| {}).expect("append");
 
         let paths = store.touch_paths(1, day0, day0 + DAY, 30 * DAY, 100).expect("paths");
         assert_eq!(paths.conversions, vec![ConversionFact { user_key: 5, at_ms: day0, value_micros: 7 }]);
@@ -2349,7 +2350,7 @@ mod tests {
                 users.iter().map(|&u| PendingEvent::new(event(day0 + offset, i, Verdict::Valid, 1, u))).collect();
             batch.push(PendingEvent::new(event(day0 + offset, i, Verdict::Bot, 1, 99)));
             batch.push(PendingEvent::new(event(day0 + offset, k, Verdict::Valid, 1, 98)));
-            store.append_events(day0 + 2 * DAY, &mut batch, None, &mut |_, _| {}).expect("append");
+            store.append_events(day0 + 2 * DAY, &mut batch, None, &mut |_, _, _| {}).expect("append");
         }
         let reach_of = |store: &SqliteStore, by_bucket: bool| -> Vec<(Millis, u64)> {
             let q = RollupQuery { to_ms: i64::MAX, by_bucket, reach: true, ..Default::default() };
@@ -2472,7 +2473,7 @@ mod tests {
                 p.idempotency = Some(Idempotency::Order { key: "o-1".into(), authoritative: true });
                 events.push(p);
             }
-            store.append_events(start + 8 * DAY, &mut events, None, &mut |_, _| {}).expect("append");
+            store.append_events(start + 8 * DAY, &mut events, None, &mut |_, _, _| {}).expect("append");
         }
 
         let groupings: Vec<Vec<Dimension>> = vec![
@@ -2538,7 +2539,7 @@ mod tests {
         // And new events land in the new zone's days.
         let mut late =
             vec![PendingEvent::new(event(start + 2 * DAY + 60_000, EventKind::Impression, Verdict::Valid, ids[1], 3))];
-        store.append_events(start + 9 * DAY, &mut late, None, &mut |_, _| {}).expect("append");
+        store.append_events(start + 9 * DAY, &mut late, None, &mut |_, _, _| {}).expect("append");
         check(&store, &zones);
 
         // A store from before the day layer: the migration builds it from the quarter hours.
@@ -2634,7 +2635,7 @@ mod tests {
         let mut batch: Vec<PendingEvent> = (0..10)
             .map(|i| PendingEvent::new(event(40 * DAY + i * DAY, EventKind::Impression, Verdict::Valid, 1, 1)))
             .collect();
-        store.append_events(60 * DAY, &mut batch, None, &mut |_, _| {}).expect("append");
+        store.append_events(60 * DAY, &mut batch, None, &mut |_, _, _| {}).expect("append");
         let q = |max_rows| RollupQuery { to_ms: i64::MAX, by_bucket: true, max_rows, ..Default::default() };
         assert_eq!(store.rollup_rows(&q(None)).expect("rows").len(), 10);
         assert_eq!(store.rollup_rows(&q(Some(3))).expect("rows").len(), 4);
