@@ -65,11 +65,30 @@ fn cap_seconds(at_ms: Millis) -> u32 {
 /// as the cap allows.
 type CapTimes = Vec<u32>;
 
+/// Budget of one campaign that this node leased from a shared database for one local
+/// day (several nodes on one PostgreSQL, issue 13): the most it may charge that day
+/// until it leases more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// Days since 1970-01-01 in the campaign's zone.
+    pub day: i32,
+    pub left_micros: i64,
+    /// The database granted less than asked and none is left: the budget is spent (or
+    /// held by other nodes), so the campaign does not serve from here until more is
+    /// leased.
+    pub exhausted: bool,
+}
+
 /// Delivery state of every campaign and advertiser.
 #[derive(Debug, Default)]
 pub struct DeliveryState {
     campaigns: FastMap<i64, CampaignMoney>,
     balances: FastMap<i64, i64>,
+    /// Credits per advertiser as last synced, so that a new total adds only the difference.
+    credited: FastMap<i64, i64>,
+    /// `Some` when several nodes spend the same budgets: a charge never exceeds the
+    /// campaign's lease for the day of the event.
+    leases: Option<FastMap<i64, Lease>>,
     daily_spend: FastMap<(i64, DayIndex), i64>,
     caps: FastMap<(u64, i64), CapTimes>,
     max_cap_entries: usize,
@@ -94,6 +113,46 @@ impl DeliveryState {
 
     pub fn credit(&mut self, advertiser_id: i64, amount_micros: i64) {
         *self.balances.entry(advertiser_id).or_default() += amount_micros;
+        *self.credited.entry(advertiser_id).or_default() += amount_micros;
+    }
+
+    /// Brings an advertiser's credits to `total_micros` (credits added on another node).
+    pub fn sync_credits(&mut self, advertiser_id: i64, total_micros: i64) {
+        let known = self.credited.get(&advertiser_id).copied().unwrap_or(0);
+        if total_micros != known {
+            self.credit(advertiser_id, total_micros - known);
+        }
+    }
+
+    /// Charges only against leases from now on (see [`Lease`]); none is held yet.
+    pub fn use_leases(&mut self) {
+        self.leases.get_or_insert_with(FastMap::default);
+    }
+
+    pub fn uses_leases(&self) -> bool {
+        self.leases.is_some()
+    }
+
+    pub fn set_lease(&mut self, campaign_id: i64, lease: Lease) {
+        if let Some(leases) = &mut self.leases {
+            leases.insert(campaign_id, lease);
+        }
+    }
+
+    pub fn lease(&self, campaign_id: i64) -> Option<Lease> {
+        self.leases.as_ref()?.get(&campaign_id).copied()
+    }
+
+    /// The day index (days since 1970-01-01 in the campaign's zone) of `at_ms`.
+    pub fn local_day_index(&self, campaign_id: i64, at_ms: Millis) -> Option<i32> {
+        let c = self.campaigns.get(&campaign_id)?;
+        Some(local_day(at_ms, &c.limits.timezone).0)
+    }
+
+    /// Adds spend that another node charged (so pacing and the budget checks of the
+    /// decision path see it); leases are not touched.
+    pub fn observe_spend(&mut self, campaign_id: i64, at_ms: Millis, spent_micros: i64) {
+        self.restore_spend(campaign_id, at_ms, spent_micros);
     }
 
     pub fn balance(&self, advertiser_id: i64) -> i64 {
@@ -128,6 +187,11 @@ impl DeliveryState {
         if c.spent_micros >= c.limits.total_budget_micros || self.balance(c.limits.advertiser_id) <= 0 {
             return false;
         }
+        if let Some(lease) = self.leases.as_ref().and_then(|l| l.get(&campaign_id)) {
+            if lease.exhausted && lease.left_micros <= 0 && lease.day == local_day(now_ms, &c.limits.timezone).0 {
+                return false;
+            }
+        }
         let Some(daily) = c.limits.daily_budget_micros else { return true };
         let (day, start, end) = local_day(now_ms, &c.limits.timezone);
         let today = self.daily_spend.get(&(campaign_id, day)).copied().unwrap_or(0);
@@ -161,7 +225,17 @@ impl DeliveryState {
         let balance = self.balances.entry(c.limits.advertiser_id).or_default();
         let owed = c.carry.charge(cpm_micros);
         let daily_left = c.limits.daily_budget_micros.map_or(i64::MAX, |d| d - *today);
-        let payable = owed.min(c.limits.total_budget_micros - c.spent_micros).min(daily_left).min(*balance).max(0);
+        let lease = self.leases.as_mut().map(|l| l.get_mut(&campaign_id).filter(|lease| lease.day == day));
+        let leased = match &lease {
+            None => i64::MAX,
+            Some(None) => 0,
+            Some(Some(lease)) => lease.left_micros,
+        };
+        let payable =
+            owed.min(c.limits.total_budget_micros - c.spent_micros).min(daily_left).min(*balance).min(leased).max(0);
+        if let Some(Some(lease)) = lease {
+            lease.left_micros -= payable;
+        }
         c.spent_micros += payable;
         *today += payable;
         *balance -= payable;

@@ -231,6 +231,9 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub admin_key_hash: String,
     decision_seq: AtomicU64,
+    /// Decision ids of this node are `≡ decision_slot (mod DECISION_STRIDE)` when several
+    /// nodes share one database, so no two nodes ever issue the same id.
+    decision_slot: u64,
     pub decisions_served: AtomicU64,
     pub decisions_unfilled: AtomicU64,
 }
@@ -246,6 +249,7 @@ impl AppState {
     ) -> Result<Self, StoreError> {
         let catalog = ServingCatalog::load(store.as_ref())?;
         let ranking = Ranking::build(&catalog, &pipeline.delivery());
+        let decision_slot = store.cluster().map_or(0, |c| c.node_id().rem_euclid(DECISION_STRIDE as i64) as u64);
         Ok(Self {
             store,
             pipeline,
@@ -259,6 +263,7 @@ impl AppState {
             clock,
             admin_key_hash,
             decision_seq: AtomicU64::new(0),
+            decision_slot,
             decisions_served: AtomicU64::new(0),
             decisions_unfilled: AtomicU64::new(0),
         })
@@ -355,12 +360,17 @@ impl AppState {
     }
 
     /// A new decision id: milliseconds since the epoch in the high bits and a counter in
-    /// the low 20, so ids are unique and grow with time across restarts.
+    /// the low 20, so ids are unique and grow with time across restarts. With several
+    /// nodes, each node's ids step by [`DECISION_STRIDE`] from its own slot.
     pub fn next_decision_id(&self, now_ms: i64) -> u64 {
-        let floor = (now_ms.max(0) as u64) << 20;
+        let (floor, step) = if self.store.cluster().is_some() {
+            (((now_ms.max(0) as u64) << 20) + self.decision_slot, DECISION_STRIDE)
+        } else {
+            ((now_ms.max(0) as u64) << 20, 1)
+        };
         let mut current = self.decision_seq.load(Ordering::Relaxed);
         loop {
-            let next = floor.max(current + 1);
+            let next = floor.max(current + step);
             match self.decision_seq.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return next,
                 Err(seen) => current = seen,
@@ -377,6 +387,10 @@ impl AppState {
         self.config.trusted_proxies.iter().any(|&(net, len)| in_network(ip, net, len))
     }
 }
+
+/// How many nodes can share one database without their decision ids colliding (each
+/// node takes the slot `node id mod 64`; see [`AppState::next_decision_id`]).
+pub const DECISION_STRIDE: u64 = 64;
 
 /// Whether `ip` is inside `net/len`.
 pub fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {

@@ -224,9 +224,54 @@ impl ConsistencyCheck {
     }
 }
 
+/// What a node leased of a campaign's budget (see [`Cluster::lease`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseGrant {
+    /// Days since 1970-01-01 in the campaign's advertiser's zone.
+    pub day: i32,
+    /// Leased and not yet spent by this node.
+    pub left_micros: i64,
+}
+
+/// An event another node committed.
+#[derive(Debug, Clone)]
+pub struct PeerEvent {
+    pub id: i64,
+    pub event: Event,
+}
+
+/// What several nodes on one database need beyond [`Store`]: budget leases, liveness and
+/// each other's events. Only a shared database implements it (PostgreSQL).
+pub trait Cluster: Send + Sync {
+    /// This node's id in the database's registry.
+    fn node_id(&self) -> i64;
+    /// Leases up to `want_micros` more of the campaign's budget for `day` (its local
+    /// day), atomically against its total and daily budget and its advertiser's balance,
+    /// counting what every live node holds; returns this node's lease as it now stands.
+    /// A lease of an earlier day is given back first.
+    fn lease(&self, campaign_id: i64, day: i32, want_micros: i64) -> Result<LeaseGrant>;
+    /// This node's leases, as the database has them (after a restart or a failed batch).
+    fn leases(&self) -> Result<Vec<(i64, LeaseGrant)>>;
+    /// Gives back what is left of this node's leases of these campaigns.
+    fn release(&self, campaign_ids: &[i64]) -> Result<()>;
+    /// Tells the database this node is alive. A node silent for longer than the lease
+    /// timeout counts as dead and its leases as free; if that happened, this gives its
+    /// leases back and returns `false`.
+    fn heartbeat(&self) -> Result<bool>;
+    /// Valid events other nodes committed from `since_ms` on (the database's clock), and
+    /// the database's time now.
+    fn peer_events(&self, since_ms: Millis) -> Result<(Millis, Vec<PeerEvent>)>;
+}
+
 /// Everything the server needs from storage. Methods block; async callers run them on
 /// a blocking thread.
 pub trait Store: Send + Sync + 'static {
+    /// `Some` when several nodes share this store (PostgreSQL): budgets are spent only
+    /// through leases, and each node learns the others' events from it.
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        None
+    }
+
     // Settings kept with the data.
     fn meta(&self, key: &str) -> Result<Option<String>>;
     /// Stores `value` unless the key has one; returns the value now stored.

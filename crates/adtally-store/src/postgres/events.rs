@@ -64,30 +64,36 @@ fn wide(row: &Row, index: usize) -> Result<i128> {
     }
 }
 
-const EVENT_COLUMNS: &str = "at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id, placement_id, \
+pub(super) const EVENT_COLUMNS: &str = "at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id, placement_id, \
                              user_key, ip_key, device, country, cost_micros, value_micros";
 
 fn event_from(row: &Row) -> Result<Event> {
-    let kind: i16 = row.try_get(1)?;
-    let verdict: i16 = row.try_get(2)?;
-    let device: i16 = row.try_get(10)?;
-    let country: String = row.try_get(11)?;
-    let decision: i64 = row.try_get(3)?;
+    event_from_at(row, 0)
+}
+
+/// An event from the [`EVENT_COLUMNS`] of a row, starting at column `first`.
+pub(super) fn event_from_at(row: &Row, first: usize) -> Result<Event> {
+    let at = |i: usize| first + i;
+    let kind: i16 = row.try_get(at(1))?;
+    let verdict: i16 = row.try_get(at(2))?;
+    let device: i16 = row.try_get(at(10))?;
+    let country: String = row.try_get(at(11))?;
+    let decision: i64 = row.try_get(at(3))?;
     Ok(Event {
-        at_ms: row.try_get(0)?,
+        at_ms: row.try_get(at(0))?,
         kind: EventKind::from_code(kind.into()).ok_or_else(|| bad("kind", kind))?,
         verdict: Verdict::from_code(verdict.into()).ok_or_else(|| bad("verdict", verdict))?,
         decision_id: (decision != 0).then_some(decision as u64),
-        advertiser_id: row.try_get(4)?,
-        campaign_id: id_from_db(row.try_get(5)?),
-        ad_id: id_from_db(row.try_get(6)?),
-        placement_id: id_from_db(row.try_get(7)?),
-        user_key: row.try_get::<_, i64>(8)? as u64,
-        ip_key: Some(row.try_get::<_, i64>(9)? as u64).filter(|k| *k != 0),
+        advertiser_id: row.try_get(at(4))?,
+        campaign_id: id_from_db(row.try_get(at(5))?),
+        ad_id: id_from_db(row.try_get(at(6))?),
+        placement_id: id_from_db(row.try_get(at(7))?),
+        user_key: row.try_get::<_, i64>(at(8))? as u64,
+        ip_key: Some(row.try_get::<_, i64>(at(9))? as u64).filter(|k| *k != 0),
         device: Device::from_code(device.into()).unwrap_or_default(),
         country: Country::parse(&country),
-        cost_micros: row.try_get(12)?,
-        value_micros: row.try_get(13)?,
+        cost_micros: row.try_get(at(12))?,
+        value_micros: row.try_get(at(13))?,
     })
 }
 
@@ -276,7 +282,7 @@ async fn append(
     let events = stored.iter().map(|&i| &batch[i].event).chain(superseded.iter());
     let quarter_hours = aggregate(events);
     upsert_rollups(tx, node_id, quarter_hours).await?;
-    add_spend(tx, batch, &stored).await?;
+    add_spend(tx, node_id, batch, &stored).await?;
     if let Some(seq) = journal_through {
         let seq = i64::try_from(seq).map_err(|_| bad("journal position", seq))?;
         tx.execute("UPDATE nodes SET journal_applied = $2 WHERE id = $1", &[&node_id, &seq]).await?;
@@ -471,13 +477,15 @@ async fn upsert_rollups(
 }
 
 /// Adds the batch's charged spend to `campaign_spend` and `campaign_day_spend` (days of
-/// the advertiser's zone), in campaign order.
-async fn add_spend(tx: &Transaction<'_>, batch: &[PendingEvent], stored: &[usize]) -> Result<()> {
+/// the advertiser's zone), in campaign order, and to this node's leases, which must
+/// cover it (see `cluster.rs`): otherwise the batch fails.
+async fn add_spend(tx: &Transaction<'_>, node_id: i64, batch: &[PendingEvent], stored: &[usize]) -> Result<()> {
     let charged: Vec<&Event> =
         stored.iter().map(|&i| &batch[i].event).filter(|e| e.campaign_id.is_some() && e.cost_micros != 0).collect();
     if charged.is_empty() {
         return Ok(());
     }
+    super::cluster::hold_alive(tx, node_id).await?;
     let advertisers: Vec<i64> = charged.iter().map(|e| e.advertiser_id).collect::<BTreeSet<_>>().into_iter().collect();
     let zones: BTreeMap<i64, String> = tx
         .query("SELECT id, timezone FROM advertisers WHERE id = ANY($1)", &[&advertisers])
@@ -504,6 +512,22 @@ async fn add_spend(tx: &Transaction<'_>, batch: &[PendingEvent], stored: &[usize
             days.push(*day);
             day_totals.push(*spent);
         }
+    }
+    let used = tx
+        .query(
+            "UPDATE leases l SET used_micros = l.used_micros + t.spent
+             FROM unnest($1::bigint[], $2::integer[], $3::bigint[]) AS t(campaign, day, spent)
+             WHERE l.campaign_id = t.campaign AND l.node_id = $4 AND l.day = t.day
+               AND l.used_micros + t.spent <= l.granted_micros
+             RETURNING l.campaign_id",
+            &[&day_campaigns, &days, &day_totals, &node_id],
+        )
+        .await?;
+    if used.len() != day_campaigns.len() {
+        return Err(StoreError::Refused {
+            code: "lease_exceeded",
+            message: "a batch charged more than this node's leases hold; it is retried with new ones".into(),
+        });
     }
     tx.execute(
         "INSERT INTO campaign_spend (campaign_id, advertiser_id, spent_micros)

@@ -17,8 +17,11 @@
 //! store owns. That also makes the store callable from inside the server's runtime
 //! (start-up, tests) without nesting runtimes.
 
+mod cluster;
 mod events;
 mod schema;
+
+pub use cluster::LEASE_TIMEOUT_MS;
 
 use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex};
@@ -206,7 +209,7 @@ impl PgStore {
         };
         let mut migrator = pool.connect()?;
         block_on(schema::migrate(&mut migrator))?;
-        let node_id = block_on(schema::register_node(&migrator, node_name))?;
+        let node_id = block_on(schema::register_node(&mut migrator, node_name))?;
         let writer = events::Writer::new(pool.connect()?, node_id);
         Ok(Self { pool, writer: Mutex::new(writer), node_id, runtime: Some(runtime) })
     }

@@ -181,13 +181,18 @@ pub(super) async fn migrate(c: &mut Client) -> Result<()> {
 /// times written by different nodes, so they all use this one clock.
 pub(super) const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 
-/// Registers the node named `name` (or finds it again) and returns its id.
-pub(super) async fn register_node(c: &Client, name: &str) -> Result<i64> {
+/// Registers the node named `name` (or finds it again: a restarted node gets its id, and
+/// its journal position, back) and returns its id. What it leased before is given back
+/// first, in the same transaction: while it was down others may have leased that money.
+pub(super) async fn register_node(c: &mut Client, name: &str) -> Result<i64> {
+    let tx = c.transaction().await?;
     let sql = format!(
         "INSERT INTO nodes (name, started_at_ms, heartbeat_ms) VALUES ($1, {DB_NOW_MS}, {DB_NOW_MS})
          ON CONFLICT (name) DO UPDATE SET started_at_ms = excluded.started_at_ms, heartbeat_ms = excluded.heartbeat_ms
          RETURNING id"
     );
-    let row = c.query_one(&sql, &[&name]).await?;
-    Ok(row.get(0))
+    let id: i64 = tx.query_one(&sql, &[&name]).await?.get(0);
+    super::cluster::release_all(&tx, id).await?;
+    tx.commit().await?;
+    Ok(id)
 }
