@@ -17,8 +17,11 @@
 //! store owns. That also makes the store callable from inside the server's runtime
 //! (start-up, tests) without nesting runtimes.
 
+mod accounts;
+mod catalog;
 mod events;
 mod schema;
+mod store_impl;
 
 use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex};
