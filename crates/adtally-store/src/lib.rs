@@ -7,8 +7,8 @@
 //! so the rollups always equal a `GROUP BY` over the raw events.
 
 pub mod journal;
-mod postgres;
 mod rollup;
+mod postgres;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -18,8 +18,8 @@ use adtally_core::catalog::{Ad, Advertiser, Campaign, CreditKind, LedgerEntry, P
 use adtally_core::clock::Millis;
 use adtally_core::event::Event;
 
-pub use postgres::PgStore;
 pub use rollup::{DayTable, RollupKey, RollupQuery, RollupRow, RollupSums};
+pub use postgres::PgStore;
 pub use sqlite::{BackupSummary, DataDirLock, SqliteStore, LOCK_FILE};
 
 #[derive(Debug, thiserror::Error)]

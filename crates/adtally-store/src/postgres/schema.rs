@@ -163,7 +163,8 @@ pub(super) async fn migrate(c: &mut Client) -> Result<()> {
         let tx = c.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)").await?;
-        let applied: Option<i64> = tx.query_opt("SELECT version FROM schema_version", &[]).await?.map(|r| r.get(0));
+        let applied: Option<i64> =
+            tx.query_opt("SELECT version FROM schema_version", &[]).await?.map(|r| r.get(0));
         let applied = applied.unwrap_or(0) as usize;
         let Some(sql) = MIGRATIONS.get(applied) else {
             tx.commit().await?;
