@@ -173,10 +173,11 @@ pub(super) async fn api_key_owner(c: &Client, key_hash: &str, now: Millis) -> Re
         .map(|r| r.try_get(0))
         .transpose()?;
     if owner.is_some() {
-        // At most one write a minute per key, so reads stay reads.
+        // At most one write a minute per key, so reads stay reads. (`$2 - 60000` alone
+        // would make $2 an INTEGER.)
         c.execute(
             "UPDATE api_keys SET last_used_at_ms = $2
-             WHERE key_hash = $1 AND (last_used_at_ms IS NULL OR last_used_at_ms < $2 - 60000)",
+             WHERE key_hash = $1 AND (last_used_at_ms IS NULL OR last_used_at_ms < $2::BIGINT - 60000)",
             &[&key_hash, &now],
         )
         .await?;
@@ -444,7 +445,11 @@ pub(super) fn saturated_sum(column: &str) -> String {
 }
 
 pub(super) async fn credit_totals(c: &Client) -> Result<Vec<(i64, i64)>> {
-    let sql = format!("SELECT advertiser_id, {} FROM credits GROUP BY advertiser_id", saturated_sum("amount_micros"));
+    // Ordered as SQLite's GROUP BY happens to return them.
+    let sql = format!(
+        "SELECT advertiser_id, {} FROM credits GROUP BY advertiser_id ORDER BY advertiser_id",
+        saturated_sum("amount_micros")
+    );
     c.query(&sql, &[]).await?.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
 }
 
