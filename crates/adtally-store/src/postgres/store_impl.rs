@@ -504,25 +504,32 @@ mod tests {
         assert_eq!(s.credit_totals().expect("totals"), vec![(a.id, 25_000_000), (b.id, 25_000_000)]);
 
         // Two redemptions at once of a code with one left: exactly one gets it, and
-        // the count never passes the limit.
-        s.create_promo(&promo("ONE", 1, None)).expect("promo");
+        // the count never passes the limit. Several rounds, since one race can be won
+        // by timing alone.
+        const ROUNDS: usize = 30;
+        for round in 0..ROUNDS {
+            s.create_promo(&promo(&format!("ONE{round}"), 1, None)).expect("promo");
+        }
         let store = Arc::new(db.store.take().expect("store"));
-        let start = Arc::new(Barrier::new(2));
-        let handles: Vec<_> = [a.id, b.id]
-            .into_iter()
-            .map(|advertiser| {
-                let (store, start) = (Arc::clone(&store), Arc::clone(&start));
-                std::thread::spawn(move || {
-                    start.wait();
-                    store.redeem_promo("ONE", advertiser, 60_000)
+        for round in 0..ROUNDS {
+            let code = format!("ONE{round}");
+            let start = Arc::new(Barrier::new(2));
+            let handles: Vec<_> = [a.id, b.id]
+                .into_iter()
+                .map(|advertiser| {
+                    let (store, start, code) = (Arc::clone(&store), Arc::clone(&start), code.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        store.redeem_promo(&code, advertiser, 60_000)
+                    })
                 })
-            })
-            .collect();
-        let outcomes: Vec<_> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
-        assert_eq!(outcomes.iter().filter(|r| r.is_ok()).count(), 1, "{outcomes:?}");
-        assert!(outcomes.iter().any(|r| matches!(r, Err(StoreError::Refused { code: "promo_exhausted", .. }))));
+                .collect();
+            let outcomes: Vec<_> = handles.into_iter().map(|h| h.join().expect("thread")).collect();
+            assert_eq!(outcomes.iter().filter(|r| r.is_ok()).count(), 1, "round {round}: {outcomes:?}");
+            assert!(outcomes.iter().any(|r| matches!(r, Err(StoreError::Refused { code: "promo_exhausted", .. }))));
+        }
         let promos: i64 = store.credit_totals().expect("totals").into_iter().map(|(_, total)| total).sum();
-        assert_eq!(promos, 3 * 25_000_000);
+        assert_eq!(promos, (2 + ROUNDS as i64) * 25_000_000);
         db.store = Some(Arc::try_unwrap(store).expect("the threads are done"));
     }
 
