@@ -1,6 +1,6 @@
 //! [`Store`] for [`PgStore`]: each method takes a pooled connection and runs the query
-//! functions of `accounts.rs` and `catalog.rs` on the calling thread; events go to
-//! `events.rs`, which has its own writer connection.
+//! functions of `accounts.rs` and `catalog.rs` on the calling thread; the event methods
+//! (and the spend part of the ledger) belong to `events.rs`.
 
 use adtally_core::catalog::{Ad, Advertiser, Campaign, CreditKind, Format, LedgerEntry, Placement};
 use adtally_core::clock::Millis;
