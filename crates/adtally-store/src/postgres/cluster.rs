@@ -60,10 +60,11 @@ impl Cluster for PgStore {
         let mut c = self.conn()?;
         block_on(async {
             let tx = c.transaction().await?;
-            let advertiser: i64 = match tx.query_opt("SELECT advertiser_id FROM campaigns WHERE id = $1", &[&campaign_id]).await? {
-                Some(r) => r.get(0),
-                None => return Err(StoreError::NotFound(format!("campaign {campaign_id}"))),
-            };
+            let advertiser: i64 =
+                match tx.query_opt("SELECT advertiser_id FROM campaigns WHERE id = $1", &[&campaign_id]).await? {
+                    Some(r) => r.get(0),
+                    None => return Err(StoreError::NotFound(format!("campaign {campaign_id}"))),
+                };
             tx.execute("SELECT 1 FROM advertisers WHERE id = $1 FOR UPDATE", &[&advertiser]).await?;
             // Dead nodes' batches still in flight finish before their leases are reused.
             let dead = format!("SELECT id FROM nodes WHERE heartbeat_ms <= {DB_NOW_MS} - $1 ORDER BY id FOR UPDATE");
@@ -137,8 +138,9 @@ impl Cluster for PgStore {
     fn heartbeat(&self) -> Result<bool> {
         let mut c = self.conn()?;
         block_on(async {
-            let beat =
-                format!("UPDATE nodes SET heartbeat_ms = {DB_NOW_MS} WHERE id = $1 AND heartbeat_ms > {DB_NOW_MS} - $2");
+            let beat = format!(
+                "UPDATE nodes SET heartbeat_ms = {DB_NOW_MS} WHERE id = $1 AND heartbeat_ms > {DB_NOW_MS} - $2"
+            );
             if c.execute(&beat, &[&self.node_id, &LEASE_TIMEOUT_MS]).await? == 1 {
                 return Ok(true);
             }

@@ -64,7 +64,8 @@ fn wide(row: &Row, index: usize) -> Result<i128> {
     }
 }
 
-pub(super) const EVENT_COLUMNS: &str = "at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id, placement_id, \
+pub(super) const EVENT_COLUMNS: &str =
+    "at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id, placement_id, \
                              user_key, ip_key, device, country, cost_micros, value_micros";
 
 fn event_from(row: &Row) -> Result<Event> {

@@ -17,11 +17,12 @@
 //! store owns. That also makes the store callable from inside the server's runtime
 //! (start-up, tests) without nesting runtimes.
 
+mod accounts;
+mod catalog;
 mod cluster;
 mod events;
 mod schema;
-
-pub use cluster::LEASE_TIMEOUT_MS;
+mod store_impl;
 
 use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex};
