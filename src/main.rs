@@ -31,9 +31,15 @@ struct StoreArgs {
     /// Data directory of the embedded SQLite store.
     #[arg(long, env = "ADTALLY_DATA", default_value = "./adtally-data")]
     data: PathBuf,
-    /// PostgreSQL URL instead of the embedded store (not available in this build yet).
-    #[arg(long, env = "ADTALLY_DATABASE")]
+    /// PostgreSQL URL (`postgres://user:password@host:port/db`) instead of the embedded
+    /// store: several nodes may share it. The data directory still holds this node's
+    /// beacon journal.
+    #[arg(long, env = "ADTALLY_DATABASE", hide_env_values = true)]
     database: Option<String>,
+    /// This node's name on a shared database (default: host name and data directory).
+    /// A restarted node must keep its name: its journal position is kept under it.
+    #[arg(long, env = "ADTALLY_NODE_NAME")]
+    node_name: Option<String>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -95,6 +101,9 @@ struct ServeArgs {
     /// Answer reports from the quarter-hour rollups only (only to benchmark the day layer).
     #[arg(long, hide = true)]
     reports_from_quarter_hours: bool,
+    /// With --database: what a node leases of a campaign's budget at least (micros).
+    #[arg(long = "lease-slice", env = "ADTALLY_LEASE_SLICE", default_value_t = adtally_server::cluster::DEFAULT_LEASE_SLICE_MICROS)]
+    lease_slice_micros: i64,
     /// Fill an empty data dir with the demo first.
     #[arg(long, env = "ADTALLY_DEMO")]
     demo: bool,
@@ -170,7 +179,23 @@ enum Command {
 fn open_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
     if let Some(url) = &args.database {
         let scheme = url.split(':').next().unwrap_or("");
-        bail!("--database {scheme}:… is not supported by this build yet; omit it to use the embedded SQLite store");
+        if scheme != "postgres" && scheme != "postgresql" {
+            bail!("--database {scheme}:… is not supported: give a postgres:// URL, or omit it for the embedded store");
+        }
+        let name = match &args.node_name {
+            Some(name) => name.clone(),
+            None => {
+                std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
+                let dir = std::fs::canonicalize(&args.data).unwrap_or_else(|_| args.data.clone());
+                let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+                format!("{}:{}", host.trim(), dir.display())
+            }
+        };
+        // The journal still lives in the data directory: one process per directory.
+        std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
+        let lock = adtally_store::DataDirLock::acquire(&args.data)?;
+        let store = adtally_store::PgStore::connect(url, &name).context("connecting to PostgreSQL")?;
+        return Ok(Arc::new(store.holding(lock)));
     }
     let store =
         SqliteStore::open(&args.data).with_context(|| format!("opening the store in {}", args.data.display()))?;
@@ -212,6 +237,7 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
     config.journal = Some(journal_config(&args.store.data, args.fsync));
     config.max_report_rows = args.max_report_rows.max(1);
     config.reports_from_quarter_hours = args.reports_from_quarter_hours;
+    config.lease_slice_micros = args.lease_slice_micros.max(1);
     if let Some(days) = args.retention_days {
         anyhow::ensure!(
             days >= adtally_server::state::MIN_RETENTION_DAYS,

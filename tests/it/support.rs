@@ -41,7 +41,7 @@ pub async fn spawn_app_with(config: ServerConfig) -> TestApp {
 
 /// Starts a server on an existing data directory (to test restarts).
 pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, mut config: ServerConfig, clock: Arc<ManualClock>) -> TestApp {
-    let store: Arc<dyn Store> = Arc::new(open_store_when_free(dir.path()).await);
+    let store = open_test_store(dir.path()).await;
     // As `serve` runs: beacons are acknowledged from the journal.
     config.journal.get_or_insert_with(|| JournalConfig { dir: dir.path().join("journal"), fsync: false });
     let options =
@@ -56,6 +56,46 @@ pub async fn spawn_app_in(dir: Arc<tempfile::TempDir>, mut config: ServerConfig,
     }));
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     TestApp { base: format!("http://{addr}"), client, clock, store, state, dir, shutdown: Some(tx) }
+}
+
+/// With `ADTALLY_TEST_POSTGRES` (a server URL), tests that start a server run it on
+/// PostgreSQL instead of SQLite: `.ci/run` runs the suite once each way.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("ADTALLY_TEST_POSTGRES").ok().filter(|u| !u.is_empty())
+}
+
+/// The store a test's server runs on: SQLite in the data directory, or with
+/// [`postgres_url`] a database of its own on that server (named after the directory,
+/// so a restart in the same test finds the same data), with the directory holding the
+/// node's journal.
+pub async fn open_test_store(dir: &std::path::Path) -> Arc<dyn Store> {
+    let Some(url) = postgres_url() else { return Arc::new(open_store_when_free(dir).await) };
+    let name = format!(
+        "it_{}",
+        dir.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("x")
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_lowercase()
+    );
+    let db_url = adtally_store::PgStore::create_database(&url, &name).expect("create a test database");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lock = loop {
+        match adtally_store::DataDirLock::acquire(dir) {
+            Ok(lock) => break lock,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("data dir: {e}"),
+        }
+    };
+    let store = tokio::task::spawn_blocking(move || adtally_store::PgStore::connect(&db_url, "test-node"))
+        .await
+        .expect("join")
+        .expect("connect to PostgreSQL");
+    Arc::new(store.holding(lock))
 }
 
 /// Opens the store of a data directory, waiting for a server of the same test that was

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod attribution;
 pub mod client;
+pub mod cluster;
 pub mod error;
 pub mod import;
 pub mod insights;
@@ -178,11 +179,12 @@ pub fn build_state(store: Arc<dyn Store>, options: Options) -> Result<(Arc<AppSt
             }
         },
     };
-    let pipeline = Pipeline::start(
+    let pipeline = Pipeline::start_with_lease_slice(
         store.clone(),
         options.config.counting,
         options.clock.clone(),
         options.config.journal.as_ref(),
+        options.config.lease_slice_micros,
     )?;
     let state = AppState::new(
         store,

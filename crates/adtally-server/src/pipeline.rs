@@ -38,6 +38,8 @@ use adtally_core::event::{Event, EventKind, Verdict};
 use adtally_core::jiff::tz::TimeZone;
 use adtally_store::journal::{Flusher, Journal};
 use adtally_store::{CountedElsewhere, Idempotency, PendingEvent, Store, StoreError};
+
+use crate::cluster::ClusterSync;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::journal_record;
@@ -79,6 +81,13 @@ pub struct Submission {
     pub video: bool,
     /// Imported event id or conversion order id.
     pub idempotency: Option<Idempotency>,
+}
+
+impl Job {
+    /// An empty job nobody waits for: the cluster tick's wake-up call.
+    fn is_tick(&self) -> bool {
+        self.submissions.is_empty() && self.reply.is_none() && self.journal_seq.is_none()
+    }
 }
 
 /// What became of a submission.
@@ -287,6 +296,9 @@ fn load_delivery(store: &dyn Store, max_entries: usize, now: Millis) -> Result<D
     for p in store.ad_performance()? {
         state.restore_performance(p.ad_id, p.impressions.max(0) as u64, p.clicks.max(0) as u64);
     }
+    if let Some(cluster) = store.cluster() {
+        crate::cluster::load_leases(cluster, &mut state)?;
+    }
     Ok(state)
 }
 
@@ -323,6 +335,18 @@ impl Pipeline {
         clock: Arc<dyn Clock>,
         journal: Option<&JournalConfig>,
     ) -> Result<Self, StoreError> {
+        Self::start_with_lease_slice(store, config, clock, journal, crate::cluster::DEFAULT_LEASE_SLICE_MICROS)
+    }
+
+    /// [`Pipeline::start`] with the slice a node leases at least, when several nodes
+    /// share the store (see `cluster.rs`).
+    pub fn start_with_lease_slice(
+        store: Arc<dyn Store>,
+        config: CountingConfig,
+        clock: Arc<dyn Clock>,
+        journal: Option<&JournalConfig>,
+        lease_slice_micros: i64,
+    ) -> Result<Self, StoreError> {
         let now = clock.now_ms();
         let delivery = load_delivery(store.as_ref(), config.max_entries, now)?;
         let attribution = AttributionSettings::new(store.advertisers()?.into_iter().map(|a| (a.id, a.attribution)));
@@ -340,6 +364,7 @@ impl Pipeline {
             journal: None,
             applied: applied_tx,
             retry: Vec::new(),
+            cluster: store.cluster().map(|_| ClusterSync::new(lease_slice_micros)),
         };
         writer.rebuild(now)?;
         let journal_error = |e: std::io::Error| StoreError::Database(format!("journal: {e}"));
@@ -367,6 +392,27 @@ impl Pipeline {
             counters: writer.counters.clone(),
             health,
         };
+        if store.cluster().is_some() {
+            // Wakes the writer every tick (to learn the other nodes' events and give back
+            // idle leases) and beats, while the pipeline lives.
+            let weak = pipeline.queue.downgrade();
+            let ticks = weak.clone();
+            std::thread::Builder::new()
+                .name("adtally-tick".into())
+                .spawn(move || {
+                    while let Some(queue) = ticks.upgrade() {
+                        let tick = Job { submissions: Vec::new(), reply: None, journal_seq: None, _permit: None };
+                        if queue.send(tick).is_err() {
+                            break;
+                        }
+                        drop(queue);
+                        std::thread::sleep(crate::cluster::TICK);
+                    }
+                })
+                .map_err(|e| StoreError::Database(format!("cannot start the tick thread: {e}")))?;
+            crate::cluster::spawn_heartbeat(store.clone(), move || weak.upgrade().is_some())
+                .map_err(|e| StoreError::Database(format!("cannot start the heartbeat thread: {e}")))?;
+        }
         let exit_flag = ExitFlag(writer.health.clone());
         std::thread::Builder::new()
             .name("adtally-writer".into())
@@ -511,6 +557,8 @@ struct Writer {
     /// Journaled jobs of a batch that failed: acknowledged already, so committed before
     /// anything else, however many attempts it takes.
     retry: Vec<Job>,
+    /// Leases and the other nodes' events, when several nodes share the store.
+    cluster: Option<ClusterSync>,
 }
 
 impl Writer {
@@ -525,24 +573,31 @@ impl Writer {
         let shared = self.delivery.clone();
         let mut delivery = shared.lock().unwrap_or_else(|p| p.into_inner());
         for e in self.store.valid_events_since(since)? {
-            // Conversions name no decision and change no counting state.
-            let (Some(served), Some(decision_id)) = (Served::of(&e), e.decision_id) else { continue };
-            if e.kind == EventKind::Impression && now - e.at_ms <= i64::from(MAX_CAP_HOURS) * HOUR {
-                delivery.remember_capped_impression(served.campaign_id, e.user_key, e.at_ms);
-            }
-            if e.kind == EventKind::Click || now - e.at_ms <= config.token_ttl_ms.max(DAY) {
-                // Decision ids start with the millisecond their token was issued, which is
-                // where the live state files them.
-                let decision = DecisionRef::Token { decision_id, issued_at_ms: (decision_id >> 20) as Millis };
-                // Replayed events are counted already: only their marks matter, not timing.
-                let arrival = arrival_of(&e, served.ad_id, decision, None, false);
-                if now - e.at_ms <= config.token_ttl_ms {
-                    self.counting.remember(&arrival, decision_id, now);
-                }
-                self.remember_touch(&e, served);
-            }
+            self.remember_counted(&mut delivery, &e, now);
         }
         Ok(())
+    }
+
+    /// Puts a counted event (stored before a restart, or counted by another node) into
+    /// the counting state, the frequency caps and the touches.
+    fn remember_counted(&mut self, delivery: &mut DeliveryState, e: &Event, now: Millis) {
+        let config = *self.counting.config();
+        // Conversions name no decision and change no counting state.
+        let (Some(served), Some(decision_id)) = (Served::of(e), e.decision_id) else { return };
+        if e.kind == EventKind::Impression && now - e.at_ms <= i64::from(MAX_CAP_HOURS) * HOUR {
+            delivery.remember_capped_impression(served.campaign_id, e.user_key, e.at_ms);
+        }
+        if e.kind == EventKind::Click || now - e.at_ms <= config.token_ttl_ms.max(DAY) {
+            // Decision ids start with the millisecond their token was issued, which is
+            // where the live state files them.
+            let decision = DecisionRef::Token { decision_id, issued_at_ms: (decision_id >> 20) as Millis };
+            // Counted already: only their marks matter, not timing.
+            let arrival = arrival_of(e, served.ad_id, decision, None, false);
+            if now - e.at_ms <= config.token_ttl_ms {
+                self.counting.remember(&arrival, decision_id, now);
+            }
+            self.remember_touch(e, served);
+        }
     }
 
     fn attribution(&self) -> Arc<AttributionSettings> {
@@ -629,6 +684,12 @@ impl Writer {
     /// happened. So state expires as of the earliest arrival in the batch. Imported
     /// events keep their history's own times and are judged now, as before.
     fn write(&mut self, jobs: Vec<Job>) {
+        if self.cluster.as_ref().is_some_and(ClusterSync::due) {
+            self.learn_from_cluster();
+        }
+        if jobs.iter().all(Job::is_tick) {
+            return;
+        }
         // Declared after `jobs`, so dropped before it when unwinding.
         let health = self.health.clone();
         let _panic_flag = PanicFlag(&health);
@@ -656,8 +717,14 @@ impl Writer {
         while self.health.fault() == Some(WriterFault::Stall) {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        let leased = match (&mut self.cluster, self.store.cluster()) {
+            (Some(sync), Some(cluster)) => sync.lease_for(cluster, &self.delivery, &submissions),
+            _ => Ok(()),
+        };
         let result = if fault == Some(WriterFault::FailBatches) {
             Err(StoreError::Database("injected writer fault: the store refuses every batch".into()))
+        } else if let Err(e) = leased {
+            Err(e)
         } else {
             let attribution = self.attribution();
             self.touches.keep_for(attribution.longest);
@@ -677,6 +744,11 @@ impl Writer {
         match result {
             Ok(()) => {
                 self.health.set_failure(None);
+                if let Some(sync) = &mut self.cluster {
+                    sync.charged(
+                        pending.iter().filter(|p| p.event.cost_micros > 0).filter_map(|p| p.event.campaign_id),
+                    );
+                }
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
                 self.counters.batch_events.fetch_add(pending.len() as u64, Ordering::Relaxed);
                 let mut outcomes = pending.into_iter().map(|p| {
@@ -705,6 +777,9 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "event batch failed; nothing in it was stored");
+                if let Some(sync) = &mut self.cluster {
+                    sync.reset();
+                }
                 self.health.set_failure(Some(e.to_string()));
                 // The rules already remembered events that were not stored: start over
                 // from what the store holds.
@@ -721,6 +796,38 @@ impl Writer {
                     }
                 }
             }
+        }
+    }
+
+    /// A cluster tick: idle leases back, credits synced, the other nodes' counted events
+    /// learnt as if they had been counted here.
+    fn learn_from_cluster(&mut self) {
+        let (Some(sync), Some(cluster)) = (&mut self.cluster, self.store.cluster()) else { return };
+        let events = match sync.tick(self.store.as_ref(), cluster, &self.delivery) {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not learn the other nodes' events");
+                return;
+            }
+        };
+        let now = self.clock.now_ms();
+        let shared = self.delivery.clone();
+        let mut delivery = shared.lock().unwrap_or_else(|p| p.into_inner());
+        for peer in events {
+            let e = &peer.event;
+            if let Some(campaign) = e.campaign_id {
+                if e.cost_micros != 0 {
+                    delivery.observe_spend(campaign, e.at_ms, e.cost_micros);
+                }
+            }
+            if let Some(ad) = e.ad_id {
+                match e.kind {
+                    EventKind::Impression => delivery.restore_performance(ad, 1, 0),
+                    EventKind::Click => delivery.restore_performance(ad, 0, 1),
+                    _ => {}
+                }
+            }
+            self.remember_counted(&mut delivery, e, now);
         }
     }
 

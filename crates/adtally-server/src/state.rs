@@ -52,6 +52,10 @@ pub struct ServerConfig {
     /// Answer every report from the quarter-hour rollups, as before the day layer. Only
     /// to measure what the day layer gains (`serve --reports-from-quarter-hours`, hidden).
     pub reports_from_quarter_hours: bool,
+    /// With several nodes on one database: what a node leases of a campaign's budget at
+    /// least, when it leases (`--lease-slice`). Larger: fewer leases; smaller: less
+    /// budget idle on other nodes near the end.
+    pub lease_slice_micros: i64,
 }
 
 /// Default of [`ServerConfig::max_report_rows`].
@@ -83,6 +87,7 @@ impl Default for ServerConfig {
             journal: None,
             max_report_rows: MAX_REPORT_ROWS,
             reports_from_quarter_hours: false,
+            lease_slice_micros: crate::cluster::DEFAULT_LEASE_SLICE_MICROS,
         }
     }
 }

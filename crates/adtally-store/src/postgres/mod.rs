@@ -173,6 +173,8 @@ pub struct PgStore {
     /// Drives the connections; shut down in the background on drop, so dropping the
     /// store inside another runtime does not block it.
     runtime: Option<tokio::runtime::Runtime>,
+    /// The node's data directory (its journal), held like SQLite's.
+    _lock: Option<crate::DataDirLock>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -183,6 +185,21 @@ impl std::fmt::Debug for PgStore {
 
 impl Drop for PgStore {
     fn drop(&mut self) {
+        // A node that stops gives its leases back and leaves the registry's live set at
+        // once, so it can start again under its name without waiting for the timeout.
+        if let Ok(mut writer) = self.writer.lock() {
+            let node = self.node_id;
+            let stopped: Result<()> = block_on(async {
+                let tx = writer.conn.transaction().await?;
+                cluster::release_all(&tx, node).await?;
+                tx.execute("UPDATE nodes SET heartbeat_ms = 0 WHERE id = $1", &[&node]).await?;
+                tx.commit().await?;
+                Ok(())
+            });
+            if let Err(e) = stopped {
+                tracing::warn!(error = %e, "could not sign this node off; its name is free after the lease timeout");
+            }
+        }
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
@@ -210,9 +227,64 @@ impl PgStore {
         };
         let mut migrator = pool.connect()?;
         block_on(schema::migrate(&mut migrator))?;
-        let node_id = block_on(schema::register_node(&mut migrator, node_name))?;
+        // A node restarted right after it died finds its name still beating: it waits
+        // for the lease timeout, after which nobody counts on its old leases.
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(cluster::LEASE_TIMEOUT_MS as u64 + 2_000);
+        let node_id = loop {
+            if let Some(id) = block_on(schema::register_node(&mut migrator, node_name))? {
+                break id;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(StoreError::Refused {
+                    code: "node_name_in_use",
+                    message: format!(
+                        "a running node is registered as {node_name:?}; give this one another --node-name"
+                    ),
+                });
+            }
+            tracing::info!(node = node_name, "waiting for this node's previous run to time out");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        };
         let writer = events::Writer::new(pool.connect()?, node_id);
-        Ok(Self { pool, writer: Mutex::new(writer), node_id, runtime: Some(runtime) })
+        Ok(Self { pool, writer: Mutex::new(writer), node_id, runtime: Some(runtime), _lock: None })
+    }
+
+    /// Creates database `name` on the server of `url` unless it exists, and returns the
+    /// URL of it (tests and tooling: a fresh database per test).
+    pub fn create_database(url: &str, name: &str) -> Result<String> {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.is_empty() {
+            return Err(StoreError::Database(format!("not a plain database name: {name:?}")));
+        }
+        let config: tokio_postgres::Config =
+            url.parse().map_err(|e| StoreError::Database(format!("not a PostgreSQL URL: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        let pool = Pool {
+            config,
+            runtime: runtime.handle().clone(),
+            idle: Mutex::new((Vec::new(), 0)),
+            freed: Condvar::new(),
+        };
+        let created =
+            pool.connect().and_then(|c| match block_on(c.batch_execute(&format!("CREATE DATABASE {name}"))) {
+                Ok(()) => Ok(()),
+                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(()),
+                Err(e) => Err(StoreError::from(e)),
+            });
+        runtime.shutdown_background();
+        created?;
+        let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
+        Ok(format!("{base}/{name}"))
+    }
+
+    /// Keeps the node's data-directory lock as long as the store lives.
+    pub fn holding(mut self, lock: crate::DataDirLock) -> Self {
+        self._lock = Some(lock);
+        self
     }
 
     /// This node's id in the registry (also its part of every lease).

@@ -184,15 +184,21 @@ pub(super) const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 100
 /// Registers the node named `name` (or finds it again: a restarted node gets its id, and
 /// its journal position, back) and returns its id. What it leased before is given back
 /// first, in the same transaction: while it was down others may have leased that money.
-pub(super) async fn register_node(c: &mut Client, name: &str) -> Result<i64> {
+/// A name whose node still beats is in use (`None`): two processes must never share one
+/// node's leases and reach sketches.
+pub(super) async fn register_node(c: &mut Client, name: &str) -> Result<Option<i64>> {
     let tx = c.transaction().await?;
     let sql = format!(
         "INSERT INTO nodes (name, started_at_ms, heartbeat_ms) VALUES ($1, {DB_NOW_MS}, {DB_NOW_MS})
          ON CONFLICT (name) DO UPDATE SET started_at_ms = excluded.started_at_ms, heartbeat_ms = excluded.heartbeat_ms
+         WHERE nodes.heartbeat_ms <= {DB_NOW_MS} - $2
          RETURNING id"
     );
-    let id: i64 = tx.query_one(&sql, &[&name]).await?.get(0);
+    let Some(row) = tx.query_opt(&sql, &[&name, &super::cluster::LEASE_TIMEOUT_MS]).await? else {
+        return Ok(None);
+    };
+    let id: i64 = row.get(0);
     super::cluster::release_all(&tx, id).await?;
     tx.commit().await?;
-    Ok(id)
+    Ok(Some(id))
 }
