@@ -75,8 +75,7 @@ async fn storm(app: &TestApp, n: usize, clients: usize) -> usize {
 
 fn charged_impressions(app: &TestApp) -> i64 {
     // Straight from the raw events, not the rollups the reports use.
-    let conn = rusqlite::Connection::open(app.data_dir().join("adtally.db")).expect("open");
-    conn.query_row("SELECT COUNT(*) FROM events WHERE kind = 1 AND cost_micros > 0", [], |r| r.get(0)).expect("count")
+    raw_count(app.data_dir(), "SELECT COUNT(*) FROM events WHERE kind = 1 AND cost_micros > 0")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

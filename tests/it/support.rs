@@ -98,6 +98,35 @@ pub async fn open_test_store(dir: &std::path::Path) -> Arc<dyn Store> {
     Arc::new(store.holding(lock))
 }
 
+/// The PostgreSQL database of a test's data directory.
+fn test_database(dir: &std::path::Path) -> String {
+    let name: String =
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("x").chars().filter(char::is_ascii_alphanumeric).collect();
+    format!("it_{}", name.to_lowercase())
+}
+
+/// One number from the raw tables of a test server's store (SQL both databases read
+/// alike), bypassing the server and its rollups.
+pub fn raw_count(dir: &std::path::Path, sql: &str) -> i64 {
+    let Some(url) = postgres_url() else {
+        let conn = rusqlite::Connection::open(dir.join("adtally.db")).expect("open");
+        return conn.query_row(sql, [], |r| r.get(0)).expect("count");
+    };
+    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b).to_owned();
+    let db_url = format!("{base}/{}", test_database(dir));
+    let sql = sql.to_owned();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let (client, connection) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls).await.expect("connect");
+            tokio::spawn(connection);
+            client.query_one(&sql, &[]).await.expect("count").get::<_, i64>(0)
+        })
+    })
+    .join()
+    .expect("join")
+}
+
 /// Opens the store of a data directory, waiting for a server of the same test that was
 /// just dropped to let go of it (its shutdown, and so its data-dir lock, is asynchronous).
 pub async fn open_store_when_free(dir: &std::path::Path) -> SqliteStore {

@@ -438,10 +438,7 @@ async fn retention_deletes_old_raw_events_and_keeps_their_rollups() {
     let state = app.state.clone();
     tokio::task::spawn_blocking(move || state.housekeeping()).await.expect("join").expect("housekeeping");
 
-    let raw: i64 = rusqlite::Connection::open(app.data_dir().join("adtally.db"))
-        .expect("open")
-        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
-        .expect("count");
+    let raw = raw_count(app.data_dir(), "SELECT COUNT(*) FROM events");
     assert_eq!(raw, 1, "only the event of 5 days ago is kept raw");
     assert_eq!(totals(&app, &f.key, "range=lifetime").await["impressions"], 3);
     let check = app.store.consistency_check().expect("check");

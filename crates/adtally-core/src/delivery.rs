@@ -88,7 +88,7 @@ pub struct DeliveryState {
     credited: FastMap<i64, i64>,
     /// `Some` when several nodes spend the same budgets: a charge never exceeds the
     /// campaign's lease for the day of the event.
-    leases: Option<FastMap<i64, Lease>>,
+    leases: Option<FastMap<(i64, i32), Lease>>,
     daily_spend: FastMap<(i64, DayIndex), i64>,
     caps: FastMap<(u64, i64), CapTimes>,
     max_cap_entries: usize,
@@ -135,12 +135,20 @@ impl DeliveryState {
 
     pub fn set_lease(&mut self, campaign_id: i64, lease: Lease) {
         if let Some(leases) = &mut self.leases {
-            leases.insert(campaign_id, lease);
+            leases.insert((campaign_id, lease.day), lease);
         }
     }
 
-    pub fn lease(&self, campaign_id: i64) -> Option<Lease> {
-        self.leases.as_ref()?.get(&campaign_id).copied()
+    /// The campaign's lease of local day `day`.
+    pub fn lease(&self, campaign_id: i64, day: i32) -> Option<Lease> {
+        self.leases.as_ref()?.get(&(campaign_id, day)).copied()
+    }
+
+    /// Forgets the campaign's leases (given back to the database).
+    pub fn clear_leases(&mut self, campaign_id: i64) {
+        if let Some(leases) = &mut self.leases {
+            leases.retain(|(c, _), _| *c != campaign_id);
+        }
     }
 
     /// The day index (days since 1970-01-01 in the campaign's zone) of `at_ms`.
@@ -187,8 +195,9 @@ impl DeliveryState {
         if c.spent_micros >= c.limits.total_budget_micros || self.balance(c.limits.advertiser_id) <= 0 {
             return false;
         }
-        if let Some(lease) = self.leases.as_ref().and_then(|l| l.get(&campaign_id)) {
-            if lease.exhausted && lease.left_micros <= 0 && lease.day == local_day(now_ms, &c.limits.timezone).0 {
+        let today = local_day(now_ms, &c.limits.timezone).0;
+        if let Some(lease) = self.leases.as_ref().and_then(|l| l.get(&(campaign_id, today))) {
+            if lease.exhausted && lease.left_micros <= 0 {
                 return false;
             }
         }
@@ -225,7 +234,7 @@ impl DeliveryState {
         let balance = self.balances.entry(c.limits.advertiser_id).or_default();
         let owed = c.carry.charge(cpm_micros);
         let daily_left = c.limits.daily_budget_micros.map_or(i64::MAX, |d| d - *today);
-        let lease = self.leases.as_mut().map(|l| l.get_mut(&campaign_id).filter(|lease| lease.day == day));
+        let lease = self.leases.as_mut().map(|l| l.get_mut(&(campaign_id, day)));
         let leased = match &lease {
             None => i64::MAX,
             Some(None) => 0,

@@ -86,7 +86,7 @@ impl ClusterSync {
         for ((campaign, day), owed) in need {
             let left = {
                 let delivery = delivery.lock().unwrap_or_else(|p| p.into_inner());
-                delivery.lease(campaign).filter(|l| l.day == day).map_or(0, |l| l.left_micros)
+                delivery.lease(campaign, day).map_or(0, |l| l.left_micros)
             };
             if left >= owed {
                 continue;
@@ -136,9 +136,7 @@ impl ClusterSync {
             cluster.release(&idle)?;
             let mut d = delivery.lock().unwrap_or_else(|p| p.into_inner());
             for c in &idle {
-                if let Some(lease) = d.lease(*c) {
-                    d.set_lease(*c, Lease { left_micros: 0, exhausted: false, ..lease });
-                }
+                d.clear_leases(*c);
                 self.last_charged.remove(c);
             }
         }

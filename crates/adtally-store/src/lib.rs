@@ -247,8 +247,8 @@ pub trait Cluster: Send + Sync {
     fn node_id(&self) -> i64;
     /// Leases up to `want_micros` more of the campaign's budget for `day` (its local
     /// day), atomically against its total and daily budget and its advertiser's balance,
-    /// counting what every live node holds; returns this node's lease as it now stands.
-    /// A lease of an earlier day is given back first.
+    /// counting what every live node holds; returns this node's lease of that day as it
+    /// now stands.
     fn lease(&self, campaign_id: i64, day: i32, want_micros: i64) -> Result<LeaseGrant>;
     /// This node's leases, as the database has them (after a restart or a failed batch).
     fn leases(&self) -> Result<Vec<(i64, LeaseGrant)>>;

@@ -70,12 +70,9 @@ impl Cluster for PgStore {
             let dead = format!("SELECT id FROM nodes WHERE heartbeat_ms <= {DB_NOW_MS} - $1 ORDER BY id FOR UPDATE");
             tx.execute(&dead, &[&LEASE_TIMEOUT_MS]).await?;
             hold_alive(&tx, me).await?;
-            // A lease of another day is given back: a new day starts from nothing.
             tx.execute(
                 "INSERT INTO leases (campaign_id, node_id, day, advertiser_id, granted_micros, used_micros)
-                 VALUES ($1, $2, $3, $4, 0, 0)
-                 ON CONFLICT (campaign_id, node_id) DO UPDATE
-                 SET day = excluded.day, granted_micros = 0, used_micros = 0 WHERE leases.day <> excluded.day",
+                 VALUES ($1, $2, $3, $4, 0, 0) ON CONFLICT DO NOTHING",
                 &[&campaign_id, &me, &day, &advertiser],
             )
             .await?;
@@ -107,9 +104,10 @@ impl Cluster for PgStore {
             let grant = i64::try_from(grant).unwrap_or(i64::MAX);
             let row = tx
                 .query_one(
-                    "UPDATE leases SET granted_micros = granted_micros + $3 WHERE campaign_id = $1 AND node_id = $2
+                    "UPDATE leases SET granted_micros = granted_micros + $3
+                     WHERE campaign_id = $1 AND node_id = $2 AND day = $4
                      RETURNING day, granted_micros - used_micros",
-                    &[&campaign_id, &me, &grant],
+                    &[&campaign_id, &me, &grant, &day],
                 )
                 .await?;
             tx.commit().await?;
@@ -120,7 +118,8 @@ impl Cluster for PgStore {
     fn leases(&self) -> Result<Vec<(i64, LeaseGrant)>> {
         let c = self.conn()?;
         let rows = block_on(c.query(
-            "SELECT campaign_id, day, granted_micros - used_micros FROM leases WHERE node_id = $1",
+            "SELECT campaign_id, day, granted_micros - used_micros FROM leases
+             WHERE node_id = $1 AND granted_micros > used_micros",
             &[&self.node_id],
         ))?;
         Ok(rows.iter().map(|r| (r.get(0), LeaseGrant { day: r.get(1), left_micros: r.get(2) })).collect())

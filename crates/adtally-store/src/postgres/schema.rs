@@ -114,7 +114,10 @@ CREATE TABLE dedup_keys (key TEXT PRIMARY KEY, event_id BIGINT, authoritative BO
 -- The decisions whose impression (kind 1) or click (kind 3) was counted, by any node:
 -- claimed in the transaction that stores the counted event, so a second node's claim
 -- waits for the first and then finds it taken.
-CREATE TABLE counted (decision_id BIGINT NOT NULL, kind SMALLINT NOT NULL, PRIMARY KEY (decision_id, kind));
+CREATE TABLE counted (
+    decision_id BIGINT NOT NULL, kind SMALLINT NOT NULL, node_id BIGINT NOT NULL, at_ms BIGINT NOT NULL,
+    PRIMARY KEY (decision_id, kind)
+);
 -- Events summed per UTC quarter hour and every dimension, kind and verdict; the key
 -- starts with the advertiser, so one tenant's report is one range of it.
 CREATE TABLE rollups (
@@ -143,14 +146,14 @@ CREATE TABLE campaign_day_spend (
     campaign_id BIGINT NOT NULL, day INTEGER NOT NULL, spent_micros BIGINT NOT NULL,
     PRIMARY KEY (campaign_id, day)
 );
--- Budget leases: money of a campaign (of its total budget, of one day's budget and of
+-- Budget leases: money of a campaign (of its total budget, of one local day's budget and of
 -- its advertiser's balance at once) that one node may spend. `used_micros` grows in the
 -- transaction that stores the node's charged events; what is left (granted - used)
 -- counts against the budget until the node gives it back or stops beating.
 CREATE TABLE leases (
     campaign_id BIGINT NOT NULL, node_id BIGINT NOT NULL, day INTEGER NOT NULL,
     advertiser_id BIGINT NOT NULL, granted_micros BIGINT NOT NULL, used_micros BIGINT NOT NULL,
-    PRIMARY KEY (campaign_id, node_id)
+    PRIMARY KEY (campaign_id, node_id, day)
 );
 CREATE INDEX leases_advertiser ON leases(advertiser_id);
 "#];
