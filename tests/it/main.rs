@@ -4,6 +4,7 @@ mod accounts;
 mod attribution;
 mod bad_input;
 mod browser;
+mod cluster;
 mod counting;
 mod crash_loop;
 mod delivery;

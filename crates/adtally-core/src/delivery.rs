@@ -73,8 +73,8 @@ pub struct Lease {
     /// Days since 1970-01-01 in the campaign's zone.
     pub day: i32,
     pub left_micros: i64,
-    /// The database granted less than asked and none is left: the budget is spent (or
-    /// held by other nodes), so the campaign does not serve from here until more is
+    /// The database granted less than the next impressions need: the budget is spent
+    /// (or held by other nodes), so the campaign does not serve from here until more is
     /// leased.
     pub exhausted: bool,
 }
@@ -89,6 +89,9 @@ pub struct DeliveryState {
     /// `Some` when several nodes spend the same budgets: a charge never exceeds the
     /// campaign's lease for the day of the event.
     leases: Option<FastMap<(i64, i32), Lease>>,
+    /// Campaigns a decision would have served but for a lease (the writer leases for
+    /// them on its next tick).
+    wanted: Vec<i64>,
     daily_spend: FastMap<(i64, DayIndex), i64>,
     caps: FastMap<(u64, i64), CapTimes>,
     max_cap_entries: usize,
@@ -144,6 +147,32 @@ impl DeliveryState {
         self.leases.as_ref()?.get(&(campaign_id, day)).copied()
     }
 
+    /// Whether the campaign cannot serve here only for want of a lease of today that is
+    /// worth asking for (none held, or used up, and not refused last time).
+    pub fn needs_lease(&self, campaign_id: i64, now_ms: Millis) -> bool {
+        let (Some(leases), Some(c)) = (&self.leases, self.campaigns.get(&campaign_id)) else { return false };
+        let today = local_day(now_ms, &c.limits.timezone).0;
+        leases.get(&(campaign_id, today)).is_none_or(|l| !l.exhausted && l.left_micros <= 0)
+    }
+
+    /// Asks the writer to lease for the campaign (see [`DeliveryState::needs_lease`]).
+    pub fn want_lease(&mut self, campaign_id: i64) {
+        if !self.wanted.contains(&campaign_id) && self.wanted.len() < 10_000 {
+            self.wanted.push(campaign_id);
+        }
+    }
+
+    /// The campaigns decisions asked leases for since the last call.
+    pub fn take_wanted(&mut self) -> Vec<i64> {
+        std::mem::take(&mut self.wanted)
+    }
+
+    /// The (campaign, day) leases that ran dry: worth asking again, as other nodes give
+    /// back what they do not use (or held when they died).
+    pub fn exhausted_leases(&self) -> Vec<(i64, i32)> {
+        self.leases.iter().flatten().filter(|(_, l)| l.exhausted).map(|(k, _)| *k).collect()
+    }
+
     /// Forgets the campaign's leases (given back to the database).
     pub fn clear_leases(&mut self, campaign_id: i64) {
         if let Some(leases) = &mut self.leases {
@@ -195,10 +224,14 @@ impl DeliveryState {
         if c.spent_micros >= c.limits.total_budget_micros || self.balance(c.limits.advertiser_id) <= 0 {
             return false;
         }
-        let today = local_day(now_ms, &c.limits.timezone).0;
-        if let Some(lease) = self.leases.as_ref().and_then(|l| l.get(&(campaign_id, today))) {
-            if lease.exhausted && lease.left_micros <= 0 {
-                return false;
+        if let Some(leases) = &self.leases {
+            // A node serves only budget it holds: decisions here are charged on whichever
+            // node their beacons reach, and a node that never sees them would not learn
+            // that the budget is gone.
+            let today = local_day(now_ms, &c.limits.timezone).0;
+            match leases.get(&(campaign_id, today)) {
+                Some(lease) if !lease.exhausted && lease.left_micros > 0 => {}
+                _ => return false,
             }
         }
         let Some(daily) = c.limits.daily_budget_micros else { return true };
@@ -343,6 +376,33 @@ mod tests {
         s.set_campaign(7, l);
         s.credit(1, balance);
         s
+    }
+
+    /// With leases, a charge never passes the lease of the event's local day; a lease
+    /// the database could not refill stops the campaign serving, and another day's lease
+    /// pays nothing today.
+    #[test]
+    fn leases_bound_every_charge() {
+        let mut s = state_with(limits(1_000_000, None, Pacing::Asap, "UTC"), 1_000_000);
+        s.use_leases();
+        let day = s.local_day_index(7, T0).expect("day");
+        assert_eq!(s.record_impression(7, 1, 9, 2_000_000, T0), 0, "no lease, no charge");
+        assert!(!s.can_serve(7, T0) && s.needs_lease(7, T0), "no lease, no serving");
+        s.set_lease(7, Lease { day, left_micros: 4_500, exhausted: false });
+        assert!(s.can_serve(7, T0) && !s.needs_lease(7, T0));
+        let charged: Vec<i64> = (0..3).map(|u| s.record_impression(7, 1, u, 2_000_000, T0)).collect();
+        assert_eq!(charged, [2_000, 2_000, 500]);
+        assert_eq!(s.lease(7, day).map(|l| l.left_micros), Some(0));
+        assert!(!s.can_serve(7, T0) && s.needs_lease(7, T0), "used up: ask again");
+        s.set_lease(7, Lease { day, left_micros: 0, exhausted: true });
+        assert!(!s.can_serve(7, T0) && !s.needs_lease(7, T0), "refused: wait for the retry");
+        assert!(!s.can_serve(7, T0 + 25 * HOUR) && s.needs_lease(7, T0 + 25 * HOUR), "tomorrow needs its own");
+        s.set_lease(7, Lease { day: day + 1, left_micros: 10_000, exhausted: false });
+        assert!(s.can_serve(7, T0 + 25 * HOUR));
+        assert_eq!(s.record_impression(7, 1, 5, 2_000_000, T0), 0, "tomorrow's lease pays nothing today");
+        assert_eq!(s.exhausted_leases(), [(7, day)]);
+        s.sync_credits(1, 1_500_000);
+        assert_eq!(s.balance(1), 1_500_000 - 4_500);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// How often a node tells the database it is alive (the lease timeout is ten times this).
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A lease untouched this long is given back for other nodes to use.
-pub const IDLE_LEASE: Duration = Duration::from_secs(3);
+pub const IDLE_LEASE: Duration = Duration::from_secs(1);
 /// Peer events are read again this far back (the database's clock): a batch's insert
 /// time precedes its commit, so a batch may become visible after a later one.
 const PEER_OVERLAP_MS: Millis = 5_000;
@@ -128,8 +128,27 @@ impl ClusterSync {
         store: &dyn Store,
         cluster: &dyn Cluster,
         delivery: &Mutex<DeliveryState>,
+        now_ms: Millis,
     ) -> Result<Vec<PeerEvent>, StoreError> {
         self.last_tick = Some(Instant::now());
+        // Campaigns decisions would serve but for a lease.
+        let (wanted, now_days): (Vec<i64>, Vec<Option<i32>>) = {
+            let mut d = delivery.lock().unwrap_or_else(|p| p.into_inner());
+            let wanted = d.take_wanted();
+            let days = wanted.iter().map(|c| d.local_day_index(*c, now_ms)).collect();
+            (wanted, days)
+        };
+        for (campaign, day) in wanted.into_iter().zip(now_days) {
+            let Some(day) = day else { continue };
+            let grant = match cluster.lease(campaign, day, self.slice_micros) {
+                Ok(grant) => grant,
+                Err(StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let lease = Lease { day, left_micros: grant.left_micros, exhausted: grant.left_micros <= 0 };
+            delivery.lock().unwrap_or_else(|p| p.into_inner()).set_lease(campaign, lease);
+            self.last_charged.entry(campaign).or_insert_with(Instant::now);
+        }
         let idle: Vec<i64> =
             self.last_charged.iter().filter(|(_, at)| at.elapsed() >= IDLE_LEASE).map(|(c, _)| *c).collect();
         if !idle.is_empty() {
@@ -140,8 +159,15 @@ impl ClusterSync {
                 self.last_charged.remove(c);
             }
         }
+        // Every 2 s: another try for dry leases, and credits added on other nodes.
         if self.last_credits.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
             self.last_credits = Some(Instant::now());
+            let dry = delivery.lock().unwrap_or_else(|p| p.into_inner()).exhausted_leases();
+            for (campaign, day) in dry {
+                let grant = cluster.lease(campaign, day, self.slice_micros)?;
+                let lease = Lease { day, left_micros: grant.left_micros, exhausted: grant.left_micros <= 0 };
+                delivery.lock().unwrap_or_else(|p| p.into_inner()).set_lease(campaign, lease);
+            }
             let totals = store.credit_totals()?;
             let mut d = delivery.lock().unwrap_or_else(|p| p.into_inner());
             for (advertiser, total) in totals {
@@ -166,6 +192,12 @@ impl ClusterSync {
     /// reads them again from the database).
     pub fn reset(&mut self) {
         self.last_charged.clear();
+    }
+
+    /// After a rebuild from the store: the next tick starts learning peer events anew.
+    pub fn restart(&mut self) {
+        self.peer_cursor = None;
+        self.last_tick = None;
     }
 }
 

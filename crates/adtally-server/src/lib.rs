@@ -43,6 +43,8 @@ pub use crate::state::{AppState, ServerConfig};
 const MAX_JSON_BODY: usize = 64 * 1024;
 /// How often campaigns are checked for completion and cap state is expired.
 const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// With several nodes on one database, how often each reloads the catalog.
+const CATALOG_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Largest NDJSON import body.
 const MAX_IMPORT_BODY: usize = 64 * 1024 * 1024;
 
@@ -237,10 +239,27 @@ impl Application {
                 }
             }
         });
+        // Several nodes: what another node changed in the catalog (campaigns, ads, review
+        // outcomes, advertisers' zones and windows) serves here within a second.
+        let catalog_sync = self.state.store.cluster().is_some().then(|| {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(CATALOG_SYNC_EVERY);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = state.reload_catalog().await {
+                        tracing::warn!(error = %e.message, "could not reload the catalog");
+                    }
+                }
+            })
+        });
         let limits = self.state.config.limits;
         let pipeline = self.state.pipeline.clone();
         let served = serve::serve(self.listener, router(self.state), limits, shutdown).await;
         housekeeping.abort();
+        if let Some(sync) = catalog_sync {
+            sync.abort();
+        }
         if let Some(mailer) = mailer {
             mailer.abort();
         }

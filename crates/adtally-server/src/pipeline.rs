@@ -367,6 +367,8 @@ impl Pipeline {
             cluster: store.cluster().map(|_| ClusterSync::new(lease_slice_micros)),
         };
         writer.rebuild(now)?;
+        // The other nodes' events are learnt from here on (the rebuild read the rest).
+        writer.learn_from_cluster();
         let journal_error = |e: std::io::Error| StoreError::Database(format!("journal: {e}"));
         let journal = match journal {
             None => None,
@@ -803,7 +805,7 @@ impl Writer {
     /// learnt as if they had been counted here.
     fn learn_from_cluster(&mut self) {
         let (Some(sync), Some(cluster)) = (&mut self.cluster, self.store.cluster()) else { return };
-        let events = match sync.tick(self.store.as_ref(), cluster, &self.delivery) {
+        let events = match sync.tick(self.store.as_ref(), cluster, &self.delivery, self.clock.now_ms()) {
             Ok(events) => events,
             Err(e) => {
                 tracing::warn!(error = %e, "could not learn the other nodes' events");
@@ -834,7 +836,12 @@ impl Writer {
     fn rebuild_all(&mut self, now: Millis) -> Result<(), StoreError> {
         let delivery = load_delivery(self.store.as_ref(), self.counting.config().max_entries, now)?;
         *self.delivery.lock().unwrap_or_else(|p| p.into_inner()) = delivery;
-        self.rebuild(now)
+        self.rebuild(now)?;
+        if let Some(sync) = &mut self.cluster {
+            sync.restart();
+        }
+        self.learn_from_cluster();
+        Ok(())
     }
 }
 
