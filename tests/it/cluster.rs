@@ -15,10 +15,10 @@ use crate::durability::{start_server_with, Server};
 use crate::support::{postgres_url, BROWSER};
 
 const ADMIN: &str = crate::support::ADMIN;
-/// Impressions cost 1 000 micros (a 1.00 CPM): campaign A has 300 in its budget,
-/// advertiser B's balance pays for 150.
-const BUDGET_A: i64 = 300_000;
-const BALANCE_B: i64 = 150_000;
+/// Impressions cost 1 000 micros (a 1.00 CPM): campaign A has 600 in its budget,
+/// advertiser B's balance pays for 300.
+const BUDGET_A: i64 = 600_000;
+const BALANCE_B: i64 = 300_000;
 /// Small leases (20 impressions), so nodes lease, run dry and give back many times.
 const SLICE: &str = "20000";
 
@@ -101,7 +101,8 @@ async fn three_nodes_spend_budgets_exactly_and_count_each_decision_once() {
         campaigns.push(cid);
     }
     // The catalog reaches the other nodes within seconds.
-    for base in &bases.lock().expect("bases").clone() {
+    let all: Vec<String> = bases.lock().expect("bases").clone();
+    for base in &all {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let r = client
@@ -164,7 +165,7 @@ async fn three_nodes_spend_budgets_exactly_and_count_each_decision_once() {
                         counters.acked_decisions.lock().expect("set").insert(d["request_id"].to_string());
                     }
                 }
-                if i % 4 == 0 {
+                if i.is_multiple_of(4) {
                     let no_redirect =
                         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
                     let _ = tokio::join!(
@@ -176,8 +177,19 @@ async fn three_nodes_spend_budgets_exactly_and_count_each_decision_once() {
         }));
     }
 
-    // One node dies mid-run and comes back under its name (it waits out its lease timeout).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let spent = |campaign: i64| {
+        let db = db.clone();
+        async move {
+            db_count(&db, &format!("SELECT SUM(cost_micros)::bigint FROM events WHERE campaign_id = {campaign}")).await
+        }
+    };
+    // One node dies when a fifth of A's budget is spent, and comes back under its name
+    // (it waits out its lease timeout).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while spent(campaigns[0]).await < BUDGET_A / 5 {
+        assert!(Instant::now() < deadline, "no traffic");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     node_down.store(true, Ordering::SeqCst);
     nodes[2].child.kill().expect("SIGKILL");
     nodes[2].child.wait().expect("reaped");
@@ -191,30 +203,13 @@ async fn three_nodes_spend_budgets_exactly_and_count_each_decision_once() {
 
     // Until both budgets are spent (idle and dead nodes' leases come back to the others).
     let deadline = Instant::now() + Duration::from_secs(60);
-    let spent = |campaign: i64| {
-        let db = db.clone();
-        async move {
-            db_count(&db, &format!("SELECT SUM(cost_micros)::bigint FROM events WHERE campaign_id = {campaign}")).await
-        }
-    };
     while (spent(campaigns[0]).await, spent(campaigns[1]).await) != (BUDGET_A, BALANCE_B) {
-        eprintln!(
-            "DEBUG {:?} spent {} {} decisions {}",
-            Instant::now(),
-            spent(campaigns[0]).await,
-            spent(campaigns[1]).await,
-            counters.decisions.load(Ordering::SeqCst)
-        );
         assert!(
             Instant::now() < deadline,
             "budgets not spent: {} {}",
             spent(campaigns[0]).await,
             spent(campaigns[1]).await
         );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    for _ in 0..8 {
-        eprintln!("DEBUG after: decisions {}", counters.decisions.load(Ordering::SeqCst));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     stop.store(true, Ordering::SeqCst);

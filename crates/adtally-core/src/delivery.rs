@@ -89,9 +89,10 @@ pub struct DeliveryState {
     /// `Some` when several nodes spend the same budgets: a charge never exceeds the
     /// campaign's lease for the day of the event.
     leases: Option<FastMap<(i64, i32), Lease>>,
-    /// Campaigns a decision would have served but for a lease (the writer leases for
-    /// them on its next tick).
-    wanted: Vec<i64>,
+    /// With leases: what every other live node leaves of each campaign's budget for a
+    /// local day (the least of total, daily and balance room, this node's own lease
+    /// included), as the writer last read it. A campaign serves while this is positive.
+    room: FastMap<(i64, i32), i64>,
     daily_spend: FastMap<(i64, DayIndex), i64>,
     caps: FastMap<(u64, i64), CapTimes>,
     max_cap_entries: usize,
@@ -147,24 +148,23 @@ impl DeliveryState {
         self.leases.as_ref()?.get(&(campaign_id, day)).copied()
     }
 
-    /// Whether the campaign cannot serve here only for want of a lease of today that is
-    /// worth asking for (none held, or used up, and not refused last time).
-    pub fn needs_lease(&self, campaign_id: i64, now_ms: Millis) -> bool {
-        let (Some(leases), Some(c)) = (&self.leases, self.campaigns.get(&campaign_id)) else { return false };
-        let today = local_day(now_ms, &c.limits.timezone).0;
-        leases.get(&(campaign_id, today)).is_none_or(|l| !l.exhausted && l.left_micros <= 0)
+    /// Campaigns with budget leased here and not spent yet.
+    pub fn leased_campaigns(&self) -> Vec<i64> {
+        let mut out: Vec<i64> =
+            self.leases.iter().flatten().filter(|(_, l)| l.left_micros > 0).map(|((c, _), _)| *c).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
-    /// Asks the writer to lease for the campaign (see [`DeliveryState::needs_lease`]).
-    pub fn want_lease(&mut self, campaign_id: i64) {
-        if !self.wanted.contains(&campaign_id) && self.wanted.len() < 10_000 {
-            self.wanted.push(campaign_id);
-        }
+    /// Sets the cluster's room for the campaign's local day (see [`DeliveryState::can_serve`]).
+    pub fn set_room(&mut self, campaign_id: i64, day: i32, room_micros: i64) {
+        self.room.insert((campaign_id, day), room_micros);
     }
 
-    /// The campaigns decisions asked leases for since the last call.
-    pub fn take_wanted(&mut self) -> Vec<i64> {
-        std::mem::take(&mut self.wanted)
+    /// Every campaign with its local day at `now_ms`: what the room is read for.
+    pub fn campaign_days(&self, now_ms: Millis) -> Vec<(i64, i32)> {
+        self.campaigns.iter().map(|(id, c)| (*id, local_day(now_ms, &c.limits.timezone).0)).collect()
     }
 
     /// The (campaign, day) leases that ran dry: worth asking again, as other nodes give
@@ -225,13 +225,15 @@ impl DeliveryState {
             return false;
         }
         if let Some(leases) = &self.leases {
-            // A node serves only budget it holds: decisions here are charged on whichever
-            // node their beacons reach, and a node that never sees them would not learn
-            // that the budget is gone.
+            // Several nodes: a decision's beacons may be charged on any node, so serving
+            // follows the whole cluster's room (read every tick; not read yet for a new
+            // campaign or day: serve, money is safe in the leases either way), and stops
+            // at once when this node's own lease request was refused.
             let today = local_day(now_ms, &c.limits.timezone).0;
-            match leases.get(&(campaign_id, today)) {
-                Some(lease) if !lease.exhausted && lease.left_micros > 0 => {}
-                _ => return false,
+            if self.room.get(&(campaign_id, today)).is_some_and(|room| *room <= 0)
+                || leases.get(&(campaign_id, today)).is_some_and(|l| l.exhausted)
+            {
+                return false;
             }
         }
         let Some(daily) = c.limits.daily_budget_micros else { return true };
@@ -387,18 +389,19 @@ mod tests {
         s.use_leases();
         let day = s.local_day_index(7, T0).expect("day");
         assert_eq!(s.record_impression(7, 1, 9, 2_000_000, T0), 0, "no lease, no charge");
-        assert!(!s.can_serve(7, T0) && s.needs_lease(7, T0), "no lease, no serving");
+        assert!(s.can_serve(7, T0), "no room known yet: serve");
+        s.set_room(7, day, 0);
+        assert!(!s.can_serve(7, T0), "the cluster has no room left");
+        s.set_room(7, day, 6_000);
+        assert!(s.can_serve(7, T0));
         s.set_lease(7, Lease { day, left_micros: 4_500, exhausted: false });
-        assert!(s.can_serve(7, T0) && !s.needs_lease(7, T0));
         let charged: Vec<i64> = (0..3).map(|u| s.record_impression(7, 1, u, 2_000_000, T0)).collect();
         assert_eq!(charged, [2_000, 2_000, 500]);
         assert_eq!(s.lease(7, day).map(|l| l.left_micros), Some(0));
-        assert!(!s.can_serve(7, T0) && s.needs_lease(7, T0), "used up: ask again");
         s.set_lease(7, Lease { day, left_micros: 0, exhausted: true });
-        assert!(!s.can_serve(7, T0) && !s.needs_lease(7, T0), "refused: wait for the retry");
-        assert!(!s.can_serve(7, T0 + 25 * HOUR) && s.needs_lease(7, T0 + 25 * HOUR), "tomorrow needs its own");
+        assert!(!s.can_serve(7, T0), "refused: wait for the retry");
+        assert!(s.can_serve(7, T0 + 25 * HOUR), "tomorrow has no refused lease");
         s.set_lease(7, Lease { day: day + 1, left_micros: 10_000, exhausted: false });
-        assert!(s.can_serve(7, T0 + 25 * HOUR));
         assert_eq!(s.record_impression(7, 1, 5, 2_000_000, T0), 0, "tomorrow's lease pays nothing today");
         assert_eq!(s.exhausted_leases(), [(7, day)]);
         s.sync_credits(1, 1_500_000);

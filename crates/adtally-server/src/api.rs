@@ -473,6 +473,7 @@ pub async fn credit(state: &Arc<AppState>, Admin(caller): Admin, id: i64, body: 
         _ => (state.blocking(move |s| s.add_credit(id, kind, amount, note.as_deref(), now)).await?, None),
     };
     state.pipeline.delivery().credit(id, amount);
+    state.refresh_room().await?;
     audit(
         &state,
         caller,
@@ -1152,6 +1153,7 @@ pub async fn redeem(state: &Arc<AppState>, caller: Caller, body: Redeem) -> AppR
     let now = state.clock.now_ms();
     let entry = state.blocking(move |s| s.redeem_promo(&code, id, now)).await?;
     state.pipeline.delivery().credit(id, entry.amount_micros);
+    state.refresh_room().await?;
     audit(&state, caller, "promo.redeem", format!("advertiser:{id}"), json!({"amount_micros": entry.amount_micros}))
         .await?;
     let mut body = ledger_json(&entry);

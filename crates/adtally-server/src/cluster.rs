@@ -42,7 +42,7 @@ pub struct ClusterSync {
     /// Peer events already learnt, with the cursor when they were seen, until they are
     /// out of the overlap.
     seen: HashMap<i64, Millis>,
-    /// When each campaign was last charged here.
+    /// When each campaign's lease here was last leased or charged.
     last_charged: HashMap<i64, Instant>,
 }
 
@@ -100,6 +100,7 @@ impl ClusterSync {
                 Err(e) => return Err(e),
             };
             let exhausted = grant.left_micros < owed;
+            self.last_charged.insert(campaign, Instant::now());
             delivery
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -131,26 +132,24 @@ impl ClusterSync {
         now_ms: Millis,
     ) -> Result<Vec<PeerEvent>, StoreError> {
         self.last_tick = Some(Instant::now());
-        // Campaigns decisions would serve but for a lease.
-        let (wanted, now_days): (Vec<i64>, Vec<Option<i32>>) = {
+        // What the cluster leaves of each campaign's budget today: decisions serve by it.
+        let days = delivery.lock().unwrap_or_else(|p| p.into_inner()).campaign_days(now_ms);
+        let room = cluster.room(&days)?;
+        {
             let mut d = delivery.lock().unwrap_or_else(|p| p.into_inner());
-            let wanted = d.take_wanted();
-            let days = wanted.iter().map(|c| d.local_day_index(*c, now_ms)).collect();
-            (wanted, days)
-        };
-        for (campaign, day) in wanted.into_iter().zip(now_days) {
-            let Some(day) = day else { continue };
-            let grant = match cluster.lease(campaign, day, self.slice_micros) {
-                Ok(grant) => grant,
-                Err(StoreError::NotFound(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            let lease = Lease { day, left_micros: grant.left_micros, exhausted: grant.left_micros <= 0 };
-            delivery.lock().unwrap_or_else(|p| p.into_inner()).set_lease(campaign, lease);
-            self.last_charged.entry(campaign).or_insert_with(Instant::now);
+            for (campaign, day, micros) in room {
+                d.set_room(campaign, day, micros);
+            }
         }
-        let idle: Vec<i64> =
-            self.last_charged.iter().filter(|(_, at)| at.elapsed() >= IDLE_LEASE).map(|(c, _)| *c).collect();
+        // Leases unused for a moment go back: the budget may be needed where the beacons
+        // arrive. A lease starts its idle time when it is first seen here.
+        let now = Instant::now();
+        let held = delivery.lock().unwrap_or_else(|p| p.into_inner()).leased_campaigns();
+        self.last_charged.retain(|c, _| held.binary_search(c).is_ok());
+        let idle: Vec<i64> = held
+            .into_iter()
+            .filter(|c| now.duration_since(*self.last_charged.entry(*c).or_insert(now)) >= IDLE_LEASE)
+            .collect();
         if !idle.is_empty() {
             cluster.release(&idle)?;
             let mut d = delivery.lock().unwrap_or_else(|p| p.into_inner());

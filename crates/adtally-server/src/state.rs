@@ -312,7 +312,29 @@ impl AppState {
         }
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
         self.rerank();
+        self.refresh_room_blocking()
+    }
+
+    /// Several nodes: reads the cluster's room for every campaign now (the writer reads
+    /// it every tick), so a change made here — a new campaign, a credit — serves at once.
+    pub fn refresh_room_blocking(&self) -> Result<(), StoreError> {
+        let Some(cluster) = self.store.cluster() else { return Ok(()) };
+        let days = self.pipeline.delivery().campaign_days(self.clock.now_ms());
+        let room = cluster.room(&days)?;
+        let mut delivery = self.pipeline.delivery();
+        for (campaign, day, micros) in room {
+            delivery.set_room(campaign, day, micros);
+        }
         Ok(())
+    }
+
+    /// [`AppState::refresh_room_blocking`] from a handler.
+    pub async fn refresh_room(self: &Arc<Self>) -> Result<(), ApiError> {
+        if self.store.cluster().is_none() {
+            return Ok(());
+        }
+        let state = self.clone();
+        Ok(tokio::task::spawn_blocking(move || state.refresh_room_blocking()).await??)
     }
 
     /// Marks active campaigns whose end date has passed or whose total budget is spent as

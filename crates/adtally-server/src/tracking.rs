@@ -184,8 +184,7 @@ pub async fn decision(
     let ranked = ranking.by_format.get(&placement.format).map_or(&[][..], Vec::as_slice);
     let mut entrants: Vec<&Ranked> = Vec::with_capacity(4);
     {
-        let mut delivery = state.pipeline.delivery();
-        let mut wanted: Option<i64> = None;
+        let delivery = state.pipeline.delivery();
         for r in ranked {
             let k = &r.candidate.campaign;
             if k.cpm_bid_micros < placement.floor_cpm_micros {
@@ -194,20 +193,15 @@ pub async fn decision(
             if entrants.len() >= 2 && r.rank < entrants[1].rank {
                 break;
             }
-            let fits = k.start_at_ms.is_none_or(|s| s <= now)
+            let eligible = k.start_at_ms.is_none_or(|s| s <= now)
                 && k.end_at_ms.is_none_or(|e| now < e)
                 && (k.targeting.devices.is_empty() || k.targeting.devices.contains(&device))
                 && (k.targeting.placements.is_empty() || k.targeting.placements.iter().any(|p| p == slug))
+                && delivery.can_serve(k.id, now)
                 && delivery.cap_allows(user_key, k.id, now);
-            if fits && delivery.can_serve(k.id, now) {
+            if eligible {
                 entrants.push(r);
-            } else if fits && wanted.is_none() && delivery.needs_lease(k.id, now) {
-                // Several nodes: this node holds no budget of the campaign yet.
-                wanted = Some(k.id);
             }
-        }
-        if let Some(campaign) = wanted {
-            delivery.want_lease(campaign);
         }
     }
     let bids: Vec<Bid> = entrants

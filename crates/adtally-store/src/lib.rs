@@ -250,6 +250,11 @@ pub trait Cluster: Send + Sync {
     /// counting what every live node holds; returns this node's lease of that day as it
     /// now stands.
     fn lease(&self, campaign_id: i64, day: i32, want_micros: i64) -> Result<LeaseGrant>;
+    /// For each (campaign, local day): what the other live nodes leave of its budget —
+    /// the least of its total room, its day's room and its advertiser's balance, after
+    /// all spend and every other live node's unspent lease (this node's own lease still
+    /// counts as room). Campaigns that are not active are left out.
+    fn room(&self, campaign_days: &[(i64, i32)]) -> Result<Vec<(i64, i32, i64)>>;
     /// This node's leases, as the database has them (after a restart or a failed batch).
     fn leases(&self) -> Result<Vec<(i64, LeaseGrant)>>;
     /// Gives back what is left of this node's leases of these campaigns.

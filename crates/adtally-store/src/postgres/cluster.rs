@@ -115,6 +115,43 @@ impl Cluster for PgStore {
         })
     }
 
+    fn room(&self, campaign_days: &[(i64, i32)]) -> Result<Vec<(i64, i32, i64)>> {
+        if campaign_days.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (campaigns, days): (Vec<i64>, Vec<i32>) = campaign_days.iter().copied().unzip();
+        let c = self.conn()?;
+        let sql = format!(
+            "WITH others AS (SELECT l.* FROM leases l JOIN nodes n ON n.id = l.node_id
+                             WHERE n.id <> $3 AND n.heartbeat_ms > {DB_NOW_MS} - $4
+                               AND l.granted_micros > l.used_micros),
+             wanted AS (SELECT * FROM unnest($1::bigint[], $2::integer[]) AS t(campaign_id, day))
+             SELECT c.id, w.day, LEAST(
+               c.total_budget_micros::numeric
+                 - COALESCE((SELECT spent_micros FROM campaign_spend WHERE campaign_id = c.id), 0)
+                 - COALESCE((SELECT SUM(granted_micros - used_micros) FROM others WHERE campaign_id = c.id), 0),
+               COALESCE(c.daily_budget_micros::numeric
+                 - COALESCE((SELECT spent_micros FROM campaign_day_spend WHERE campaign_id = c.id AND day = w.day), 0)
+                 - COALESCE((SELECT SUM(granted_micros - used_micros) FROM others
+                             WHERE campaign_id = c.id AND day = w.day), 0), 9223372036854775807),
+               COALESCE((SELECT SUM(amount_micros) FROM credits WHERE advertiser_id = c.advertiser_id), 0)
+                 - COALESCE((SELECT SUM(spent_micros) FROM campaign_spend WHERE advertiser_id = c.advertiser_id), 0)
+                 - COALESCE((SELECT SUM(granted_micros - used_micros) FROM others
+                             WHERE advertiser_id = c.advertiser_id), 0)
+             )::text
+             FROM wanted w JOIN campaigns c ON c.id = w.campaign_id WHERE c.status = 'active'"
+        );
+        let rows = block_on(c.query(&sql, &[&campaigns, &days, &self.node_id, &LEASE_TIMEOUT_MS]))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let text: String = r.try_get(2)?;
+            let room: i128 = text.parse().map_err(|_| StoreError::Database(format!("not a number: {text}")))?;
+            let room = i64::try_from(room.clamp(i128::from(i64::MIN), i128::from(i64::MAX))).unwrap_or(0);
+            out.push((r.try_get(0)?, r.try_get(1)?, room));
+        }
+        Ok(out)
+    }
+
     fn leases(&self) -> Result<Vec<(i64, LeaseGrant)>> {
         let c = self.conn()?;
         let rows = block_on(c.query(
