@@ -216,8 +216,13 @@ async fn three_nodes_spend_budgets_exactly_and_count_each_decision_once() {
     for w in workers {
         w.await.expect("worker");
     }
-    // Every node has committed what it acknowledged (authenticated reads wait for it).
+    // Every node has committed what it acknowledged (each authenticated read waits for
+    // its own node's journal), then every node is asked the same questions.
     let bases = bases.lock().expect("bases").clone();
+    for base in &bases {
+        let r = client.get(format!("{base}/v1/advertisers")).bearer_auth(ADMIN).send().await.expect("barrier");
+        assert_eq!(r.status().as_u16(), 200);
+    }
     let mut reports = Vec::new();
     for base in &bases {
         let mut per_node = Vec::new();
@@ -269,10 +274,12 @@ async fn three_nodes_spend_budgets_exactly_and_count_each_decision_once() {
         db_count(&db, "SELECT SUM(events)::bigint FROM rollups").await,
         db_count(&db, "SELECT COUNT(*) FROM events").await
     );
+    let charged = db_count(&db, "SELECT COUNT(*) FROM events WHERE kind = 1 AND cost_micros > 0").await;
     eprintln!(
-        "cluster: {} decisions, {acked} impressions acknowledged of {sent} sent, {counted} counted, {} served by the \
-         other nodes while one was down",
+        "cluster: {} decisions, {acked} impressions acknowledged of {sent} sent, {counted} counted ({charged} charged, \
+         {} served beyond the budgets), {} served by the other nodes while one was down",
         counters.decisions.load(Ordering::SeqCst),
+        counted - charged,
         counters.served_while_down.load(Ordering::SeqCst)
     );
     for mut n in nodes {
