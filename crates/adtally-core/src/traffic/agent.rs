@@ -260,6 +260,9 @@ struct Rules {
     phones: RegexSet,
     /// Words in an Android model name that make it a tablet (`… TAB 8`, `MediaPad`, `MID`).
     tablet_model: Regex,
+    /// More makers' tablet numbering, matched on the model name without its `Build/…`
+    /// (see [`TABLET_NUMBERING`]).
+    tablet_numbering: Regex,
     /// Laptop and desktop product lines that run Android (or Android apps).
     computer_model: Regex,
 }
@@ -292,7 +295,9 @@ impl Rules {
         for line in patterns(ISBOT_PATTERNS) {
             match Guarded::parse(line) {
                 Some(g) => isbot_guarded.push(g),
-                None if names_nothing(line) => shape.push(from_javascript(line)),
+                // isbot's contact-address pattern (`@[a-z][\w-]+\.`) names no word but an
+                // address, which no browser sends: it judges browser-shaped agents too.
+                None if names_nothing(line) && !line.starts_with('@') => shape.push(from_javascript(line)),
                 None => plain.push(from_javascript(line)),
             }
         }
@@ -361,6 +366,7 @@ impl Rules {
                 r"|^[89]\d{3}[a-z]?(?:\b|_)|\b[cnpst]s[178]\d{3}[a-z]{2}\b|\bpmt\d{4}|\btz\d{3}\b|\bnokia t\d{2}\b",
                 r")"
             )),
+            tablet_numbering: regex(&format!("(?i)(?:{})", TABLET_NUMBERING.join("|"))),
             computer_model: regex(
                 r"(?i)\b(?:inspiron|latitude|vostro|optiplex|precision|aspire|travelmate|extensa|satellite|lifebook|thinkpad|thinkcentre|ideapad|ideacentre|pavilion|elitebook|probook|compaq|engage one|vivobook|zenbook|macbook|waydroid|bilimbook|remix mini|2in1)\b",
             ),
@@ -500,7 +506,9 @@ impl Rules {
             if self.computer_model.is_match(model) {
                 return Device::Desktop;
             }
-            if self.tablets.is_match(ua) || self.tablet_model.is_match(model) {
+            // The model name alone, without the firmware build that follows it.
+            let name = model.find("Build/").or_else(|| model.find("build/")).map_or(model, |i| &model[..i]).trim();
+            if self.tablets.is_match(ua) || self.tablet_model.is_match(model) || self.tablet_numbering.is_match(name) {
                 return Device::Tablet;
             }
             let mobile_token = has("mobile") || has("mobi");
@@ -516,6 +524,54 @@ impl Rules {
         Device::Desktop
     }
 }
+
+/// Makers' tablet model numbering beyond [`Rules::tablet_model`], each alternative one
+/// maker's convention (or a maker that sells only tablets), matched case-insensitively on
+/// the Android model name without its `Build/…`. Learned from the tuning part's misses
+/// only and kept where it named no phone there (BENCHMARKS.md, issue 9).
+const TABLET_NUMBERING: &[&str] = &[
+    // Xiaomi and Redmi Pad: a date code, then `RP` (`23073RPBFL`, `2307BRPDCC`).
+    r"^\d{4}[0-9a-z]rp[0-9a-z]{2,3}\b",
+    // OPPO and OnePlus Pad (`OPD2304`).
+    r"^opd\d{4}",
+    // Digma: series letters, the screen size (1 = 10", 7, 8), three digits, two letters
+    // (`TS7131MG`, `CS8205PG`, `WS1251PL`), also glued to the series name by `_`.
+    r"(?:\b|_)[a-z]{2}[178]\d{3}[a-z]{2}\b",
+    // LG G Pad (`LG-V530`, `LGT01`).
+    r"\blg-?v[45]\d\d\b|\blgt0\d",
+    // Huawei MediaPad X2 and MatePad T (`GEM-703L`, `Kobe3-L09`).
+    r"^(?:gem|kobe\d?)-",
+    // Children's tablets (`KIDS708`, `Kurio7S`, `… Kid`).
+    r"\bkids?\b|kids?\d|kurio",
+    // Acer Iconia One B1/B3 (`B1-780`).
+    r"\bb[13]-[7-8a]\d\d",
+    // Multilaser M7/M8/M9 (`M7-3G QUAD CORE`, `M7SQC_Plus`, `M9_Wifi`).
+    r"^m[789](?:s|[-_ ](?:3g|4g|wifi|quad))",
+    // RCA (`RC0734H`).
+    r"^rc[019]\d{3}[a-z]\b",
+    // Nomi C-series: C, then the screen size (`Nomi_C101044`).
+    r"^nomi_c\d",
+    // onn. (Walmart): nine-digit item numbers (`100015685-E`).
+    r"^1000\d{5}",
+    // Allview Viva (`Viva_H802_LTE`).
+    r"^viva[_ ]?[hi]?\d",
+    // HTC A100–A103.
+    r"\bhtc a10\d",
+    // Teclast M/P/T with a region suffix (`M40Plus_EEA`, `T40 PRO_ROW`).
+    r"^[mpt]\d{2}[a-z_ ]*_(?:eea|row)\b",
+    // Lenovo Phab and Tab V7 (`PB-6505M`).
+    r"\bpb\d?-\d{4}",
+    // ZTE K8x tablets (`K87CA`).
+    r"\bk8\dc[a-z]\b",
+    // Galaxy Note 8.0 without Samsung's prefix (`N5110`).
+    r"\b(?:gt-)?n51[01]\d\b",
+    // X-TIGI Hope and JOY.
+    r"^hope\d|x_tigi_joy",
+    // Tecno DroiPad (`TECNO P703`) and Infinix XPad (`Infinix X1101`).
+    r"\btecno p7\d\d|\binfinix x11\d\d",
+    // Makers that sell only tablets, and Ginzzu's GT tablets.
+    r"^(?:numy|walpad|irulu|vankyo|toscido|hoozo|dragontouch|alldocube|teclast)|\bginzzu[ _]gt-",
+];
 
 /// Whether an isbot pattern names no word of three letters or more, i.e. judges by
 /// shape alone.
