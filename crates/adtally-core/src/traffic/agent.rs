@@ -347,7 +347,11 @@ impl Rules {
             injection: ci(INJECTION_MARKERS),
             platforms: ci(PLATFORMS),
             android_hint: ci(&["android", "adr "]),
-            android_model: regex(r"(?i)(?:android|adr)[ /]?[\d._]*(?:; *[a-z]{2}(?:[-_][a-z]{2})?)?; *([^;)]+)"),
+            // After the version: an optional locale (`en-us`, `zh-Hans-CN`, `fil`) and
+            // HarmonyOS's own token, then the model.
+            android_model: regex(
+                r"(?i)(?:android|adr)[ /]?[\d._]*(?:; *[a-z]{2,3}(?:[-_][a-z]{4})?(?:[-_][a-z]{2})?)?(?:; *harmonyos)?; *([^;)]+)",
+            ),
             browser_token: regex(
                 r"\b(?:[A-Za-z]*(?:Search|Spider|Bot|Crawl|Sogou)[A-Za-z]*Browser/|SogouMSE\b|(?:com|net|org|air|io|tv|app|co|de|be|fr|uk|ru|cn|jp)\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+)",
             ),
@@ -506,6 +510,11 @@ impl Rules {
             if self.computer_model.is_match(model) {
                 return Device::Desktop;
             }
+            // Yandex's apps name the layout they chose for the screen, as Chrome does with
+            // "Mobile": `YaSearchBrowser/24.42/apad`.
+            if has("/apad") {
+                return Device::Tablet;
+            }
             // The model name alone, without the firmware build that follows it.
             let name = model.find("Build/").or_else(|| model.find("build/")).map_or(model, |i| &model[..i]).trim();
             if self.tablets.is_match(ua) || self.tablet_model.is_match(model) || self.tablet_numbering.is_match(name) {
@@ -569,6 +578,8 @@ const TABLET_NUMBERING: &[&str] = &[
     r"^hope\d|x_tigi_joy",
     // Tecno DroiPad (`TECNO P703`) and Infinix XPad (`Infinix X1101`).
     r"\btecno p7\d\d|\binfinix x11\d\d",
+    // Wi-Fi-only models: no phone is (`Honor V6 Wi-Fi`, `M9_Wifi`).
+    r"wi-?fi",
     // Makers that sell only tablets, and Ginzzu's GT tablets.
     r"^(?:numy|walpad|irulu|vankyo|toscido|hoozo|dragontouch|alldocube|teclast)|\bginzzu[ _]gt-",
 ];

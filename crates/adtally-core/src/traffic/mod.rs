@@ -222,6 +222,22 @@ mod tests {
     }
 
     #[test]
+    fn apps_layout_tokens_and_wifi_only_models() {
+        let c = UserAgentClassifier::new();
+        let device = |ua: &str| c.classify_uncached(ua).device;
+        // Yandex's apps say which layout they chose: `/apad` on a tablet, even one whose
+        // model nobody lists and whose agent says Mobile.
+        assert_eq!(device("Mozilla/5.0 (Linux; arm_64; Android 13; H38) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0.6261.869 YaSearchBrowser/24.42/apad BroPP/1.0 YaSearchApp/24.42/apad webOmni SA/3 Mobile Safari/537.36"), Device::Tablet);
+        assert_eq!(device("Mozilla/5.0 (Linux; arm_64; Android 13; H38) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0.6261.869 YaSearchBrowser/24.42 BroPP/1.0 YaSearchApp/24.42 webOmni SA/3 Mobile Safari/537.36"), Device::Mobile);
+        // A locale with a script subtag, and HarmonyOS's token, before the model.
+        assert_eq!(device("Mozilla/5.0 (Linux; U; Android 12; zh-Hans-CN; TGR-W10 Build/HUAWEITGR-W10) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/123.0.6312.80 Quark/7.17.4.924 Mobile Safari/537.36"), Device::Tablet);
+        assert_eq!(device("Mozilla/5.0 (Linux; Android 10; HarmonyOS; MRX-AN19; HMSCore 6.1.0.306) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/88.0.4324.93 HuaweiBrowser/11.1.4.301 Mobile Safari/537.36"), Device::Tablet);
+        assert_eq!(device("Mozilla/5.0 (Linux; U; Android 12; zh-Hans-CN; NOH-AN00 Build/HUAWEINOH-AN00) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/123.0.6312.80 Quark/7.17.4.924 Mobile Safari/537.36"), Device::Mobile);
+        // Wi-Fi-only models are no phones.
+        assert_eq!(device("Mozilla/5.0 (Linux; Android 10; Honor V6 Wi-Fi) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36"), Device::Tablet);
+    }
+
+    #[test]
     fn contact_addresses_make_bots_of_browser_shapes() {
         use AgentClass::*;
         let c = UserAgentClassifier::new();
