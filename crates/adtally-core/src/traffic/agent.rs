@@ -15,8 +15,10 @@
 //!     Sogou and other regional browsers, proxy browsers, feature-phone browsers on
 //!     MIDP/CLDC, NetFront, MAUI, Obigo, connected-TV browsers): valid unless a list
 //!     names them. isbot's shape-only patterns (`^[^ ]{50,}$`, `\b\w+/1\.0;` …) do not
-//!     apply to them; feature-phone and TV browsers, whose agents are full of words like
-//!     Java, Proxy or Google (WAP proxy), are judged by crawler-user-agents' named bots only;
+//!     apply to them, except its contact-address pattern (`@[a-z][\w-]+\.`: no browser
+//!     carries an e-mail address); feature-phone and TV browsers, whose agents are full
+//!     of words like Java, Proxy or Google (WAP proxy), are judged by
+//!     crawler-user-agents' named bots only;
 //!   - apps' platform HTTP stacks (okhttp, CFNetwork, Dalvik …), which carry the beacons
 //!     of natively drawn ads: valid, even though crawler-user-agents lists okhttp;
 //!   - anything else is judged by both lists, shape patterns included: an agent that is
@@ -27,9 +29,10 @@
 //!
 //! Device type comes from the agent's platform tokens first (iPad, iPhone, an iPad's Mac
 //! agent with iOS tokens, Chrome OS and Android on Chromebooks, Windows touch, Kindle …),
-//! then laptop product lines, the makers' tablet numbering and npm mobile-detect's brand
-//! and model rules (`data/device-models.txt`) for Android devices, then the `Mobile` token
-//! (Chrome omits it on Android tablets).
+//! then laptop product lines, the layout an app says it chose (Yandex's `/apad`), the
+//! makers' tablet numbering ([`TABLET_NUMBERING`], Wi-Fi-only models) and npm
+//! mobile-detect's brand and model rules (`data/device-models.txt`) for Android devices,
+//! then the `Mobile` token (Chrome omits it on Android tablets).
 //!
 //! Verdicts are cached per distinct agent ([`UserAgentClassifier::classify`]); the cache is
 //! bounded and emptied when full, so a flood of unique agents costs memory once.
