@@ -38,6 +38,7 @@
 //! bounded and emptied when full, so a flood of unique agents costs memory once.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Mutex;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
@@ -382,15 +383,27 @@ impl Rules {
 
     fn classify(&self, user_agent: &str) -> Agent {
         let ua = user_agent.trim();
-        let device = self.device(ua);
-        Agent { class: self.class(ua), device }
+        // The model is found once (the regex with captures is the costliest step) and
+        // serves both the device type and the masking of bot words.
+        let models = self.android_models(ua);
+        let device = self.device(ua, &models);
+        Agent { class: self.class(ua, &models), device }
     }
 
-    fn class(&self, ua: &str) -> AgentClass {
+    /// Where the device model sits in an Android agent, every occurrence (an app may
+    /// repeat the platform); empty for agents that do not name Android.
+    fn android_models(&self, ua: &str) -> Vec<Range<usize>> {
+        if !self.android_hint.is_match(ua) {
+            return Vec::new();
+        }
+        self.android_model.captures_iter(ua).filter_map(|c| c.get(1)).map(|m| m.range()).collect()
+    }
+
+    fn class(&self, ua: &str, models: &[Range<usize>]) -> AgentClass {
         if ua.is_empty() || self.injection.is_match(ua) {
             return AgentClass::Bot;
         }
-        let masked = self.mask(ua);
+        let masked = self.mask(ua, models);
         if self.crawler_literals.is_match(masked.as_str()) || self.crawler_regex.is_match(&masked) {
             return AgentClass::Bot;
         }
@@ -418,20 +431,17 @@ impl Rules {
     /// reverse-DNS id replaced by neutral words, so that bot words inside them (Spider,
     /// Bot, Search, google, .com …) do not count. A URL's host is never reverse-DNS
     /// (`www.google.com/bot.html` keeps its words).
-    fn mask(&self, ua: &str) -> String {
+    fn mask(&self, ua: &str, models: &[Range<usize>]) -> String {
         let mut out = String::with_capacity(ua.len());
         let mut last = 0;
-        let models = self.android_hint.is_match(ua).then(|| self.android_model.captures_iter(ua));
-        for caps in models.into_iter().flatten() {
-            if let Some(m) = caps.get(1) {
-                // A bot may name itself where the model goes: keep a model token with a URL.
-                if m.as_str().contains("http") {
-                    continue;
-                }
-                out.push_str(&ua[last..m.start()]);
-                out.push_str("model");
-                last = m.end();
+        for m in models {
+            // A bot may name itself where the model goes: keep a model token with a URL.
+            if ua[m.clone()].contains("http") {
+                continue;
             }
+            out.push_str(&ua[last..m.start]);
+            out.push_str("model");
+            last = m.end;
         }
         out.push_str(&ua[last..]);
         self.browser_token
@@ -442,7 +452,8 @@ impl Rules {
     /// Which list made an agent a bot (for tuning).
     #[cfg(test)]
     pub(super) fn explain(&self, ua: &str) -> String {
-        let masked = self.mask(ua.trim());
+        let ua = ua.trim();
+        let masked = self.mask(ua, &self.android_models(ua));
         let lower = masked.to_ascii_lowercase();
         if let Some(m) = self.crawler_literals.find(masked.as_str()) {
             return format!("crawler literal {:?}", &masked[m.start()..m.end()]);
@@ -477,7 +488,7 @@ impl Rules {
         })
     }
 
-    fn device(&self, ua: &str) -> Device {
+    fn device(&self, ua: &str, models: &[Range<usize>]) -> Device {
         // Tokens are compared case-insensitively: some proxies and apps lower-case the
         // whole agent.
         let lower = ua.to_ascii_lowercase();
@@ -509,7 +520,14 @@ impl Rules {
             return Device::Tablet;
         }
         if android || has("linux; u;") || has("midp") {
-            let model = self.android_model.captures(ua).and_then(|c| c.get(1)).map_or("", |m| m.as_str());
+            let model = match models.first() {
+                Some(m) => &ua[m.clone()],
+                // Agents without "android" or "adr " (`fb4a`, `Linux; U;`, MIDP).
+                None if !self.android_hint.is_match(ua) => {
+                    self.android_model.captures(ua).and_then(|c| c.get(1)).map_or("", |m| m.as_str())
+                }
+                None => "",
+            };
             if self.computer_model.is_match(model) {
                 return Device::Desktop;
             }
@@ -583,6 +601,9 @@ const TABLET_NUMBERING: &[&str] = &[
     r"\btecno p7\d\d|\binfinix x11\d\d",
     // Wi-Fi-only models: no phone is (`Honor V6 Wi-Fi`, `M9_Wifi`).
     r"wi-?fi",
+    // "My First …" children's tablets of Lexibook and Clementoni (`MFC156FR`), Hometech
+    // ALFA (`ALFA_10BS`), Mediacom SmartPad (`M-SP7xGO3G`, `M-MP9S4A3G`).
+    r"^mfc\d|^alfa_\d|^m-(?:sp\d|mp[89])",
     // Makers that sell only tablets, and Ginzzu's GT tablets.
     r"^(?:numy|walpad|irulu|vankyo|toscido|hoozo|dragontouch|alldocube|teclast)|\bginzzu[ _]gt-",
 ];

@@ -199,6 +199,9 @@ mod tests {
             "LG-V530",
             "GEM-703L",
             "KIDS708",
+            "MFC156FR Build/JRO03H",
+            "ALFA_10BS",
+            "M-SP7xGO3G",
         ] {
             assert_eq!(device(&chrome(model)), Device::Tablet, "{model}");
         }
