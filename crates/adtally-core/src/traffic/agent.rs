@@ -599,8 +599,9 @@ const TABLET_NUMBERING: &[&str] = &[
     r"^hope\d|x_tigi_joy",
     // Tecno DroiPad (`TECNO P703`) and Infinix XPad (`Infinix X1101`).
     r"\btecno p7\d\d|\binfinix x11\d\d",
-    // Wi-Fi-only models: no phone is (`Honor V6 Wi-Fi`, `M9_Wifi`).
-    r"wi-?fi",
+    // Wi-Fi-only models: no phone is (`Honor V6 Wi-Fi`, `M9_Wifi`), nor a Huawei or Honor
+    // model whose code ends in W for WLAN (`BVE-W10`, `ROD-W19`, `XYAO-W00`).
+    r"wi-?fi|^[a-z]{3,4}\d?-w\d{2}(?:hn)?\b",
     // "My First …" children's tablets of Lexibook and Clementoni (`MFC156FR`), Hometech
     // ALFA (`ALFA_10BS`), Mediacom SmartPad (`M-SP7xGO3G`, `M-MP9S4A3G`).
     r"^mfc\d|^alfa_\d|^m-(?:sp\d|mp[89])",
