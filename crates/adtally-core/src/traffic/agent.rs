@@ -354,7 +354,7 @@ impl Rules {
             // After the version: an optional locale (`en-us`, `zh-Hans-CN`, `fil`) and
             // HarmonyOS's own token, then the model.
             android_model: regex(
-                r"(?i)(?:android|adr)[ /]?[\d._]*(?:; *[a-z]{2,3}(?:[-_][a-z]{4})?(?:[-_][a-z]{2})?)?(?:; *harmonyos)?; *([^;)]+)",
+                r"(?i)(?:android|adr)[ /]?[\d._]*(?:; *[a-z]{2,3}(?:[-_][a-z]{4})?(?:[-_][a-z]{2})? *)?(?:; *harmonyos)?; *([^;)]+)",
             ),
             browser_token: regex(
                 r"\b(?:[A-Za-z]*(?:Search|Spider|Bot|Crawl|Sogou)[A-Za-z]*Browser/|SogouMSE\b|(?:com|net|org|air|io|tv|app|co|de|be|fr|uk|ru|cn|jp)\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+)",
@@ -536,8 +536,10 @@ impl Rules {
             if has("/apad") {
                 return Device::Tablet;
             }
-            // The model name alone, without the firmware build that follows it.
-            let name = model.find("Build/").or_else(|| model.find("build/")).map_or(model, |i| &model[..i]).trim();
+            // The model name alone, without the firmware build that follows it (or, where a
+            // proxy stripped the parentheses, the engine).
+            let end = ["Build/", "build/", " AppleWebKit/"].iter().filter_map(|b| model.find(b)).min();
+            let name = end.map_or(model, |i| &model[..i]).trim();
             if self.tablets.is_match(ua) || self.tablet_model.is_match(model) || self.tablet_numbering.is_match(name) {
                 return Device::Tablet;
             }

@@ -236,6 +236,8 @@ mod tests {
         assert_eq!(device("Mozilla/5.0 (Linux; U; Android 12; zh-Hans-CN; TGR-W10 Build/HUAWEITGR-W10) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/123.0.6312.80 Quark/7.17.4.924 Mobile Safari/537.36"), Device::Tablet);
         assert_eq!(device("Mozilla/5.0 (Linux; Android 10; HarmonyOS; MRX-AN19; HMSCore 6.1.0.306) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/88.0.4324.93 HuaweiBrowser/11.1.4.301 Mobile Safari/537.36"), Device::Tablet);
         assert_eq!(device("Mozilla/5.0 (Linux; U; Android 12; zh-Hans-CN; NOH-AN00 Build/HUAWEINOH-AN00) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/123.0.6312.80 Quark/7.17.4.924 Mobile Safari/537.36"), Device::Mobile);
+        // A space before the locale's semicolon (UC Browser).
+        assert_eq!(device("Mozilla/5.0 (Linux; U; Android 4.0.4; en-us ; RC0721B Build/IMM76D) AppleWebKit/533.1 (KHTML, like Gecko) Version/4.0 Mobile Safari/533.1/UCBrowser/8.5.2.240/145/355"), Device::Tablet);
         // Wi-Fi-only models are no phones: by name, or by Huawei's and Honor's WLAN code.
         assert_eq!(device("Mozilla/5.0 (Linux; U; Android 12; zh-Hans-CN; BVE-W10 Build/HUAWEIBVE-W10) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/123.0.6312.80 Quark/7.14.8.883 Mobile Safari/537.36"), Device::Tablet);
         assert_eq!(device("Mozilla/5.0 (Linux; Android 12; BVE-AL10 Build/HUAWEIBVE-AL10) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36"), Device::Mobile);
