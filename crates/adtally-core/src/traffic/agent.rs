@@ -560,7 +560,7 @@ impl Rules {
 /// Makers' tablet model numbering beyond [`Rules::tablet_model`], each alternative one
 /// maker's convention (or a maker that sells only tablets), matched case-insensitively on
 /// the Android model name without its `Build/…`. Learned from the tuning part's misses
-/// only and kept where it named no phone there (BENCHMARKS.md, issue 9).
+/// only, and kept where it named at most one phone there (BENCHMARKS.md, issue 9).
 const TABLET_NUMBERING: &[&str] = &[
     // Xiaomi and Redmi Pad: a date code, then `RP` (`23073RPBFL`, `2307BRPDCC`).
     r"^\d{4}[0-9a-z]rp[0-9a-z]{2,3}\b",
