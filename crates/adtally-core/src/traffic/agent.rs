@@ -15,8 +15,10 @@
 //!     Sogou and other regional browsers, proxy browsers, feature-phone browsers on
 //!     MIDP/CLDC, NetFront, MAUI, Obigo, connected-TV browsers): valid unless a list
 //!     names them. isbot's shape-only patterns (`^[^ ]{50,}$`, `\b\w+/1\.0;` …) do not
-//!     apply to them; feature-phone and TV browsers, whose agents are full of words like
-//!     Java, Proxy or Google (WAP proxy), are judged by crawler-user-agents' named bots only;
+//!     apply to them, except its contact-address pattern (`@[a-z][\w-]+\.`: no browser
+//!     carries an e-mail address); feature-phone and TV browsers, whose agents are full
+//!     of words like Java, Proxy or Google (WAP proxy), are judged by
+//!     crawler-user-agents' named bots only;
 //!   - apps' platform HTTP stacks (okhttp, CFNetwork, Dalvik …), which carry the beacons
 //!     of natively drawn ads: valid, even though crawler-user-agents lists okhttp;
 //!   - anything else is judged by both lists, shape patterns included: an agent that is
@@ -27,14 +29,16 @@
 //!
 //! Device type comes from the agent's platform tokens first (iPad, iPhone, an iPad's Mac
 //! agent with iOS tokens, Chrome OS and Android on Chromebooks, Windows touch, Kindle …),
-//! then laptop product lines, the makers' tablet numbering and npm mobile-detect's brand
-//! and model rules (`data/device-models.txt`) for Android devices, then the `Mobile` token
-//! (Chrome omits it on Android tablets).
+//! then laptop product lines, the layout an app says it chose (Yandex's `/apad`), the
+//! makers' tablet numbering ([`TABLET_NUMBERING`], Wi-Fi-only models) and npm
+//! mobile-detect's brand and model rules (`data/device-models.txt`) for Android devices,
+//! then the `Mobile` token (Chrome omits it on Android tablets).
 //!
 //! Verdicts are cached per distinct agent ([`UserAgentClassifier::classify`]); the cache is
 //! bounded and emptied when full, so a flood of unique agents costs memory once.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Mutex;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
@@ -260,6 +264,9 @@ struct Rules {
     phones: RegexSet,
     /// Words in an Android model name that make it a tablet (`… TAB 8`, `MediaPad`, `MID`).
     tablet_model: Regex,
+    /// More makers' tablet numbering, matched on the model name without its `Build/…`
+    /// (see [`TABLET_NUMBERING`]).
+    tablet_numbering: Regex,
     /// Laptop and desktop product lines that run Android (or Android apps).
     computer_model: Regex,
 }
@@ -292,7 +299,9 @@ impl Rules {
         for line in patterns(ISBOT_PATTERNS) {
             match Guarded::parse(line) {
                 Some(g) => isbot_guarded.push(g),
-                None if names_nothing(line) => shape.push(from_javascript(line)),
+                // isbot's contact-address pattern (`@[a-z][\w-]+\.`) names no word but an
+                // address, which no browser sends: it judges browser-shaped agents too.
+                None if names_nothing(line) && !line.starts_with('@') => shape.push(from_javascript(line)),
                 None => plain.push(from_javascript(line)),
             }
         }
@@ -342,7 +351,11 @@ impl Rules {
             injection: ci(INJECTION_MARKERS),
             platforms: ci(PLATFORMS),
             android_hint: ci(&["android", "adr "]),
-            android_model: regex(r"(?i)(?:android|adr)[ /]?[\d._]*(?:; *[a-z]{2}(?:[-_][a-z]{2})?)?; *([^;)]+)"),
+            // After the version: an optional locale (`en-us`, `zh-Hans-CN`, `fil`) and
+            // HarmonyOS's own token, then the model.
+            android_model: regex(
+                r"(?i)(?:android|adr)[ /]?[\d._]*(?:; *[a-z]{2,3}(?:[-_][a-z]{4})?(?:[-_][a-z]{2})? *)?(?:; *harmonyos)?; *([^;)]+)",
+            ),
             browser_token: regex(
                 r"\b(?:[A-Za-z]*(?:Search|Spider|Bot|Crawl|Sogou)[A-Za-z]*Browser/|SogouMSE\b|(?:com|net|org|air|io|tv|app|co|de|be|fr|uk|ru|cn|jp)\.[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)+)",
             ),
@@ -361,6 +374,7 @@ impl Rules {
                 r"|^[89]\d{3}[a-z]?(?:\b|_)|\b[cnpst]s[178]\d{3}[a-z]{2}\b|\bpmt\d{4}|\btz\d{3}\b|\bnokia t\d{2}\b",
                 r")"
             )),
+            tablet_numbering: regex(&format!("(?i)(?:{})", TABLET_NUMBERING.join("|"))),
             computer_model: regex(
                 r"(?i)\b(?:inspiron|latitude|vostro|optiplex|precision|aspire|travelmate|extensa|satellite|lifebook|thinkpad|thinkcentre|ideapad|ideacentre|pavilion|elitebook|probook|compaq|engage one|vivobook|zenbook|macbook|waydroid|bilimbook|remix mini|2in1)\b",
             ),
@@ -369,15 +383,27 @@ impl Rules {
 
     fn classify(&self, user_agent: &str) -> Agent {
         let ua = user_agent.trim();
-        let device = self.device(ua);
-        Agent { class: self.class(ua), device }
+        // The model is found once (the regex with captures is the costliest step) and
+        // serves both the device type and the masking of bot words.
+        let models = self.android_models(ua);
+        let device = self.device(ua, &models);
+        Agent { class: self.class(ua, &models), device }
     }
 
-    fn class(&self, ua: &str) -> AgentClass {
+    /// Where the device model sits in an Android agent, every occurrence (an app may
+    /// repeat the platform); empty for agents that do not name Android.
+    fn android_models(&self, ua: &str) -> Vec<Range<usize>> {
+        if !self.android_hint.is_match(ua) {
+            return Vec::new();
+        }
+        self.android_model.captures_iter(ua).filter_map(|c| c.get(1)).map(|m| m.range()).collect()
+    }
+
+    fn class(&self, ua: &str, models: &[Range<usize>]) -> AgentClass {
         if ua.is_empty() || self.injection.is_match(ua) {
             return AgentClass::Bot;
         }
-        let masked = self.mask(ua);
+        let masked = self.mask(ua, models);
         if self.crawler_literals.is_match(masked.as_str()) || self.crawler_regex.is_match(&masked) {
             return AgentClass::Bot;
         }
@@ -405,20 +431,17 @@ impl Rules {
     /// reverse-DNS id replaced by neutral words, so that bot words inside them (Spider,
     /// Bot, Search, google, .com …) do not count. A URL's host is never reverse-DNS
     /// (`www.google.com/bot.html` keeps its words).
-    fn mask(&self, ua: &str) -> String {
+    fn mask(&self, ua: &str, models: &[Range<usize>]) -> String {
         let mut out = String::with_capacity(ua.len());
         let mut last = 0;
-        let models = self.android_hint.is_match(ua).then(|| self.android_model.captures_iter(ua));
-        for caps in models.into_iter().flatten() {
-            if let Some(m) = caps.get(1) {
-                // A bot may name itself where the model goes: keep a model token with a URL.
-                if m.as_str().contains("http") {
-                    continue;
-                }
-                out.push_str(&ua[last..m.start()]);
-                out.push_str("model");
-                last = m.end();
+        for m in models {
+            // A bot may name itself where the model goes: keep a model token with a URL.
+            if ua[m.clone()].contains("http") {
+                continue;
             }
+            out.push_str(&ua[last..m.start]);
+            out.push_str("model");
+            last = m.end;
         }
         out.push_str(&ua[last..]);
         self.browser_token
@@ -429,7 +452,8 @@ impl Rules {
     /// Which list made an agent a bot (for tuning).
     #[cfg(test)]
     pub(super) fn explain(&self, ua: &str) -> String {
-        let masked = self.mask(ua.trim());
+        let ua = ua.trim();
+        let masked = self.mask(ua, &self.android_models(ua));
         let lower = masked.to_ascii_lowercase();
         if let Some(m) = self.crawler_literals.find(masked.as_str()) {
             return format!("crawler literal {:?}", &masked[m.start()..m.end()]);
@@ -464,7 +488,7 @@ impl Rules {
         })
     }
 
-    fn device(&self, ua: &str) -> Device {
+    fn device(&self, ua: &str, models: &[Range<usize>]) -> Device {
         // Tokens are compared case-insensitively: some proxies and apps lower-case the
         // whole agent.
         let lower = ua.to_ascii_lowercase();
@@ -496,11 +520,27 @@ impl Rules {
             return Device::Tablet;
         }
         if android || has("linux; u;") || has("midp") {
-            let model = self.android_model.captures(ua).and_then(|c| c.get(1)).map_or("", |m| m.as_str());
+            let model = match models.first() {
+                Some(m) => &ua[m.clone()],
+                // Agents without "android" or "adr " (`fb4a`, `Linux; U;`, MIDP).
+                None if !self.android_hint.is_match(ua) => {
+                    self.android_model.captures(ua).and_then(|c| c.get(1)).map_or("", |m| m.as_str())
+                }
+                None => "",
+            };
             if self.computer_model.is_match(model) {
                 return Device::Desktop;
             }
-            if self.tablets.is_match(ua) || self.tablet_model.is_match(model) {
+            // Yandex's apps name the layout they chose for the screen, as Chrome does with
+            // "Mobile": `YaSearchBrowser/24.42/apad`.
+            if has("/apad") {
+                return Device::Tablet;
+            }
+            // The model name alone, without the firmware build that follows it (or, where a
+            // proxy stripped the parentheses, the engine).
+            let end = ["Build/", "build/", " AppleWebKit/"].iter().filter_map(|b| model.find(b)).min();
+            let name = end.map_or(model, |i| &model[..i]).trim();
+            if self.tablets.is_match(ua) || self.tablet_model.is_match(model) || self.tablet_numbering.is_match(name) {
                 return Device::Tablet;
             }
             let mobile_token = has("mobile") || has("mobi");
@@ -516,6 +556,60 @@ impl Rules {
         Device::Desktop
     }
 }
+
+/// Makers' tablet model numbering beyond [`Rules::tablet_model`], each alternative one
+/// maker's convention (or a maker that sells only tablets), matched case-insensitively on
+/// the Android model name without its `Build/…`. Learned from the tuning part's misses
+/// only, and kept where it named at most one phone there (BENCHMARKS.md, issue 9).
+const TABLET_NUMBERING: &[&str] = &[
+    // Xiaomi and Redmi Pad: a date code, then `RP` (`23073RPBFL`, `2307BRPDCC`).
+    r"^\d{4}[0-9a-z]rp[0-9a-z]{2,3}\b",
+    // OPPO and OnePlus Pad (`OPD2304`).
+    r"^opd\d{4}",
+    // Digma: series letters, the screen size (1 = 10", 7, 8), three digits, two letters
+    // (`TS7131MG`, `CS8205PG`, `WS1251PL`), also glued to the series name by `_`.
+    r"(?:\b|_)[a-z]{2}[178]\d{3}[a-z]{2}\b",
+    // LG G Pad (`LG-V530`, `LGT01`).
+    r"\blg-?v[45]\d\d\b|\blgt0\d",
+    // Huawei MediaPad X2 and MatePad T (`GEM-703L`, `Kobe3-L09`).
+    r"^(?:gem|kobe\d?)-",
+    // Children's tablets (`KIDS708`, `Kurio7S`, `… Kid`).
+    r"\bkids?\b|kids?\d|kurio",
+    // Acer Iconia One B1/B3 (`B1-780`).
+    r"\bb[13]-[7-8a]\d\d",
+    // Multilaser M7/M8/M9 (`M7-3G QUAD CORE`, `M7SQC_Plus`, `M9_Wifi`).
+    r"^m[789](?:s|[-_ ](?:3g|4g|wifi|quad))",
+    // RCA (`RC0734H`).
+    r"^rc[019]\d{3}[a-z]\b",
+    // Nomi C-series: C, then the screen size (`Nomi_C101044`).
+    r"^nomi_c\d",
+    // onn. (Walmart): nine-digit item numbers (`100015685-E`).
+    r"^1000\d{5}",
+    // Allview Viva (`Viva_H802_LTE`).
+    r"^viva[_ ]?[hi]?\d",
+    // HTC A100–A103.
+    r"\bhtc a10\d",
+    // Teclast M/P/T with a region suffix (`M40Plus_EEA`, `T40 PRO_ROW`).
+    r"^[mpt]\d{2}[a-z_ ]*_(?:eea|row)\b",
+    // Lenovo Phab and Tab V7 (`PB-6505M`).
+    r"\bpb\d?-\d{4}",
+    // ZTE K8x tablets (`K87CA`).
+    r"\bk8\dc[a-z]\b",
+    // Galaxy Note 8.0 without Samsung's prefix (`N5110`).
+    r"\b(?:gt-)?n51[01]\d\b",
+    // X-TIGI Hope and JOY.
+    r"^hope\d|x_tigi_joy",
+    // Tecno DroiPad (`TECNO P703`) and Infinix XPad (`Infinix X1101`).
+    r"\btecno p7\d\d|\binfinix x11\d\d",
+    // Wi-Fi-only models: no phone is (`Honor V6 Wi-Fi`, `M9_Wifi`), nor a Huawei or Honor
+    // model whose code ends in W for WLAN (`BVE-W10`, `ROD-W19`, `XYAO-W00`).
+    r"wi-?fi|^[a-z]{3,4}\d?-w\d{2}(?:hn)?\b",
+    // "My First …" children's tablets of Lexibook and Clementoni (`MFC156FR`), Hometech
+    // ALFA (`ALFA_10BS`), Mediacom SmartPad (`M-SP7xGO3G`, `M-MP9S4A3G`).
+    r"^mfc\d|^alfa_\d|^m-(?:sp\d|mp[89])",
+    // Makers that sell only tablets, and Ginzzu's GT tablets.
+    r"^(?:numy|walpad|irulu|vankyo|toscido|hoozo|dragontouch|alldocube|teclast)|\bginzzu[ _]gt-",
+];
 
 /// Whether an isbot pattern names no word of three letters or more, i.e. judges by
 /// shape alone.

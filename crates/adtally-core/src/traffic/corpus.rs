@@ -18,7 +18,7 @@ const MIN_DEVICE_ACCURACY: f64 = 97.0;
 const KNOWN_GAPS: &[(&str, f64)] = &[
     // Tablets whose agent says "Mobile" and whose model only Matomo's own (LGPL) device
     // list knows; mobile-detect (MIT) and the makers' numbering name a fraction of them.
-    ("matomo: tablet accuracy", 87.0),
+    ("matomo: tablet accuracy", 90.0),
     // Apps that send only `Name/version` (podcast players, TV and desktop apps): isbot
     // judges that shape a script's, and bot recall depends on it (see BENCHMARKS.md).
     ("matomo: app false positives", 10.0),

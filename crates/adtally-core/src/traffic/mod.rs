@@ -172,6 +172,90 @@ mod tests {
     }
 
     #[test]
+    fn makers_tablet_numbering() {
+        let c = UserAgentClassifier::new();
+        let device = |ua: &str| c.classify_uncached(ua).device;
+        let chrome = |model: &str| {
+            format!("Mozilla/5.0 (Linux; Android 13; {model}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Mobile Safari/537.36")
+        };
+        // Tablets whose agent says Mobile, named by their makers' numbering: Xiaomi and
+        // Redmi Pad, OPPO Pad, Digma, Teclast, Multilaser, Lenovo Phab, onn., Allview Viva,
+        // HTC A10x, Tecno DroiPad, LG G Pad, Huawei MediaPad X2, children's tablets.
+        for model in [
+            "23073RPBFL Build/TKQ1.221114.001",
+            "2307BRPDCC",
+            "OPD2304",
+            "Optima_8027_3G_TS8211PG Build/OPM2.171019.012",
+            "CITI_8588_3G_CS8205PG",
+            "M40Plus_EEA",
+            "T40 PRO_ROW",
+            "M9-3G Build/V10_20200306",
+            "M7SQC_Plus",
+            "Lenovo PB-6505M",
+            "100015685-E",
+            "Viva_H802_LTE",
+            "HTC A101 Plus",
+            "TECNO P703",
+            "LG-V530",
+            "GEM-703L",
+            "KIDS708",
+            "MFC156FR Build/JRO03H",
+            "ALFA_10BS",
+            "M-SP7xGO3G",
+        ] {
+            assert_eq!(device(&chrome(model)), Device::Tablet, "{model}");
+        }
+        assert_eq!(device("Dalvik/2.1.0 (Linux; U; Android 8.1.0; M7SQC_Plus Build/V3_20190603)"), Device::Tablet);
+        // Phones of the same makers and look-alike numbers stay phones: Xiaomi's phone
+        // date codes, OPPO's CPH, Coolpad's CP (Digma's shape without a screen size),
+        // Alcatel's region suffix, a firmware build that looks like a Digma number.
+        for model in [
+            "2201117TG",
+            "23049PCD8G",
+            "CPH2557",
+            "CP3669AS",
+            "5028Y_EEA",
+            "Lenovo P780_ROW",
+            "M2101K6G",
+            "Pixel 8 Build/AP2A.240805.005",
+            "SM-A546B",
+        ] {
+            assert_eq!(device(&chrome(model)), Device::Mobile, "{model}");
+        }
+    }
+
+    #[test]
+    fn apps_layout_tokens_and_wifi_only_models() {
+        let c = UserAgentClassifier::new();
+        let device = |ua: &str| c.classify_uncached(ua).device;
+        // Yandex's apps say which layout they chose: `/apad` on a tablet, even one whose
+        // model nobody lists and whose agent says Mobile.
+        assert_eq!(device("Mozilla/5.0 (Linux; arm_64; Android 13; H38) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0.6261.869 YaSearchBrowser/24.42/apad BroPP/1.0 YaSearchApp/24.42/apad webOmni SA/3 Mobile Safari/537.36"), Device::Tablet);
+        assert_eq!(device("Mozilla/5.0 (Linux; arm_64; Android 13; H38) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0.6261.869 YaSearchBrowser/24.42 BroPP/1.0 YaSearchApp/24.42 webOmni SA/3 Mobile Safari/537.36"), Device::Mobile);
+        // A locale with a script subtag, and HarmonyOS's token, before the model.
+        assert_eq!(device("Mozilla/5.0 (Linux; U; Android 12; zh-Hans-CN; TGR-W10 Build/HUAWEITGR-W10) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/123.0.6312.80 Quark/7.17.4.924 Mobile Safari/537.36"), Device::Tablet);
+        assert_eq!(device("Mozilla/5.0 (Linux; Android 10; HarmonyOS; MRX-AN19; HMSCore 6.1.0.306) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/88.0.4324.93 HuaweiBrowser/11.1.4.301 Mobile Safari/537.36"), Device::Tablet);
+        assert_eq!(device("Mozilla/5.0 (Linux; U; Android 12; zh-Hans-CN; NOH-AN00 Build/HUAWEINOH-AN00) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/123.0.6312.80 Quark/7.17.4.924 Mobile Safari/537.36"), Device::Mobile);
+        // A space before the locale's semicolon (UC Browser).
+        assert_eq!(device("Mozilla/5.0 (Linux; U; Android 4.0.4; en-us ; RC0721B Build/IMM76D) AppleWebKit/533.1 (KHTML, like Gecko) Version/4.0 Mobile Safari/533.1/UCBrowser/8.5.2.240/145/355"), Device::Tablet);
+        // Wi-Fi-only models are no phones: by name, or by Huawei's and Honor's WLAN code.
+        assert_eq!(device("Mozilla/5.0 (Linux; U; Android 12; zh-Hans-CN; BVE-W10 Build/HUAWEIBVE-W10) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/123.0.6312.80 Quark/7.14.8.883 Mobile Safari/537.36"), Device::Tablet);
+        assert_eq!(device("Mozilla/5.0 (Linux; Android 12; BVE-AL10 Build/HUAWEIBVE-AL10) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36"), Device::Mobile);
+        assert_eq!(device("Mozilla/5.0 (Linux; Android 10; Honor V6 Wi-Fi) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36"), Device::Tablet);
+    }
+
+    #[test]
+    fn contact_addresses_make_bots_of_browser_shapes() {
+        use AgentClass::*;
+        let c = UserAgentClassifier::new();
+        // isbot's contact-address pattern, on an agent shaped like a browser.
+        check(&c, "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; ExampleCard/1.1; +mailto:ops@example.org) Chrome/120.0.0.0 Safari/537.36", Bot, Device::Desktop);
+        check(&c, "Mozilla/5.0 (X11; Linux x86_64; fetcher@example.net) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36", Bot, Device::Desktop);
+        // An @ that is no address.
+        check(&c, "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 @2x", Browser, Device::Desktop);
+    }
+
+    #[test]
     fn the_cache_is_bounded() {
         let c = UserAgentClassifier::new();
         for i in 0..CACHE_ENTRIES + 10 {
