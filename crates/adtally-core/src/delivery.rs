@@ -89,9 +89,10 @@ pub struct DeliveryState {
     /// `Some` when several nodes spend the same budgets: a charge never exceeds the
     /// campaign's lease for the day of the event.
     leases: Option<FastMap<(i64, i32), Lease>>,
-    /// With leases: what every other live node leaves of each campaign's budget for a
-    /// local day (the least of total, daily and balance room, this node's own lease
-    /// included), as the writer last read it. A campaign serves while this is positive.
+    /// With leases: this node's share (divided among the live nodes) of what is left of
+    /// each campaign's budget for a local day beyond all spend and all leases (the least
+    /// of total, daily and balance room), as the writer last read it, less the decisions
+    /// made here since. A campaign serves while it is positive.
     room: FastMap<(i64, i32), i64>,
     daily_spend: FastMap<(i64, DayIndex), i64>,
     caps: FastMap<(u64, i64), CapTimes>,
@@ -146,6 +147,16 @@ impl DeliveryState {
     /// The campaign's lease of local day `day`.
     pub fn lease(&self, campaign_id: i64, day: i32) -> Option<Lease> {
         self.leases.as_ref()?.get(&(campaign_id, day)).copied()
+    }
+
+    /// Takes `micros` off the campaign's room for today (a decision made here that may
+    /// be charged anywhere); the next reading of the room replaces the estimate.
+    pub fn take_room(&mut self, campaign_id: i64, now_ms: Millis, micros: i64) {
+        let Some(c) = self.campaigns.get(&campaign_id) else { return };
+        let today = local_day(now_ms, &c.limits.timezone).0;
+        if let Some(room) = self.room.get_mut(&(campaign_id, today)) {
+            *room = room.saturating_sub(micros);
+        }
     }
 
     /// Campaigns with budget leased here and not spent yet.
@@ -226,13 +237,15 @@ impl DeliveryState {
         }
         if let Some(leases) = &self.leases {
             // Several nodes: a decision's beacons may be charged on any node, so serving
-            // follows the whole cluster's room (read every tick; not read yet for a new
-            // campaign or day: serve, money is safe in the leases either way), and stops
-            // at once when this node's own lease request was refused.
+            // follows the whole cluster's room (read every tick, and on every catalog
+            // change; for a campaign never read, serve: money is safe in the leases either
+            // way), and stops at once when this node's own lease request was refused.
             let today = local_day(now_ms, &c.limits.timezone).0;
-            if self.room.get(&(campaign_id, today)).is_some_and(|room| *room <= 0)
-                || leases.get(&(campaign_id, today)).is_some_and(|l| l.exhausted)
-            {
+            let room = self.room.get(&(campaign_id, today)).copied().or_else(|| {
+                // A day not read yet (just begun): the latest day read says as much.
+                self.room.iter().filter(|((c, _), _)| *c == campaign_id).max_by_key(|((_, d), _)| *d).map(|(_, r)| *r)
+            });
+            if room.is_some_and(|room| room <= 0) || leases.get(&(campaign_id, today)).is_some_and(|l| l.exhausted) {
                 return false;
             }
         }
@@ -394,13 +407,21 @@ mod tests {
         assert!(!s.can_serve(7, T0), "the cluster has no room left");
         s.set_room(7, day, 6_000);
         assert!(s.can_serve(7, T0));
+        s.take_room(7, T0, 4_000);
+        assert!(s.can_serve(7, T0));
+        s.take_room(7, T0, 2_000);
+        assert!(!s.can_serve(7, T0), "decisions made here used the room up");
+        s.set_room(7, day, 6_000);
         s.set_lease(7, Lease { day, left_micros: 4_500, exhausted: false });
         let charged: Vec<i64> = (0..3).map(|u| s.record_impression(7, 1, u, 2_000_000, T0)).collect();
         assert_eq!(charged, [2_000, 2_000, 500]);
         assert_eq!(s.lease(7, day).map(|l| l.left_micros), Some(0));
         s.set_lease(7, Lease { day, left_micros: 0, exhausted: true });
         assert!(!s.can_serve(7, T0), "refused: wait for the retry");
-        assert!(s.can_serve(7, T0 + 25 * HOUR), "tomorrow has no refused lease");
+        s.set_room(7, day, 0);
+        assert!(!s.can_serve(7, T0 + 25 * HOUR), "tomorrow's room is not read yet: today's says no");
+        s.set_room(7, day + 1, 1_000);
+        assert!(s.can_serve(7, T0 + 25 * HOUR));
         s.set_lease(7, Lease { day: day + 1, left_micros: 10_000, exhausted: false });
         assert_eq!(s.record_impression(7, 1, 5, 2_000_000, T0), 0, "tomorrow's lease pays nothing today");
         assert_eq!(s.exhausted_leases(), [(7, day)]);

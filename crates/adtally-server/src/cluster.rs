@@ -134,11 +134,12 @@ impl ClusterSync {
         self.last_tick = Some(Instant::now());
         // What the cluster leaves of each campaign's budget today: decisions serve by it.
         let days = delivery.lock().unwrap_or_else(|p| p.into_inner()).campaign_days(now_ms);
-        let room = cluster.room(&days)?;
+        // Each node's share: between two readings, every node may be deciding.
+        let (nodes, room) = cluster.room(&days)?;
         {
             let mut d = delivery.lock().unwrap_or_else(|p| p.into_inner());
             for (campaign, day, micros) in room {
-                d.set_room(campaign, day, micros);
+                d.set_room(campaign, day, micros / nodes as i64);
             }
         }
         // Leases unused for a moment go back: the budget may be needed where the beacons

@@ -254,7 +254,7 @@ impl AppState {
     ) -> Result<Self, StoreError> {
         let catalog = ServingCatalog::load(store.as_ref())?;
         let ranking = Ranking::build(&catalog, &pipeline.delivery());
-        let decision_slot = store.cluster().map_or(0, |c| c.node_id().rem_euclid(DECISION_STRIDE as i64) as u64);
+        let decision_slot = store.cluster().map_or(0, |c| c.decision_slot() % DECISION_STRIDE);
         Ok(Self {
             store,
             pipeline,
@@ -320,10 +320,11 @@ impl AppState {
     pub fn refresh_room_blocking(&self) -> Result<(), StoreError> {
         let Some(cluster) = self.store.cluster() else { return Ok(()) };
         let days = self.pipeline.delivery().campaign_days(self.clock.now_ms());
-        let room = cluster.room(&days)?;
+        // Each node's share: between two readings, every node may be deciding.
+        let (nodes, room) = cluster.room(&days)?;
         let mut delivery = self.pipeline.delivery();
         for (campaign, day, micros) in room {
-            delivery.set_room(campaign, day, micros);
+            delivery.set_room(campaign, day, micros / nodes as i64);
         }
         Ok(())
     }
@@ -415,8 +416,8 @@ impl AppState {
     }
 }
 
-/// How many nodes can share one database without their decision ids colliding (each
-/// node takes the slot `node id mod 64`; see [`AppState::next_decision_id`]).
+/// How many nodes can share one database without their decision ids colliding (each live
+/// node holds its own slot; see [`AppState::next_decision_id`]).
 pub const DECISION_STRIDE: u64 = 64;
 
 /// Whether `ip` is inside `net/len`.

@@ -215,6 +215,11 @@ pub async fn decision(
     let winner = entrants[won.winner];
     let ad = &winner.candidate.ads[weighted_pick(&winner.ad_quality, splitmix(draw ^ 0x5eed))];
     let campaign = &winner.candidate.campaign;
+    if state.store.cluster().is_some() {
+        // Several nodes: until the next look at the cluster's room, count this decision
+        // as spent, so a nearly spent budget stops being shown here (see `cluster.rs`).
+        state.pipeline.delivery().take_room(campaign.id, now, won.price_cpm_micros / 1000 + 1);
+    }
 
     let (Ok(advertiser_id), Ok(campaign_id), Ok(ad_id), Ok(placement_id)) = (
         u32::try_from(campaign.advertiser_id),

@@ -245,16 +245,19 @@ pub struct PeerEvent {
 pub trait Cluster: Send + Sync {
     /// This node's id in the database's registry.
     fn node_id(&self) -> i64;
+    /// This node's decision-id slot: no other live node has it (`0..64`).
+    fn decision_slot(&self) -> u64;
     /// Leases up to `want_micros` more of the campaign's budget for `day` (its local
     /// day), atomically against its total and daily budget and its advertiser's balance,
     /// counting what every live node holds; returns this node's lease of that day as it
     /// now stands.
     fn lease(&self, campaign_id: i64, day: i32, want_micros: i64) -> Result<LeaseGrant>;
-    /// For each (campaign, local day): what the other live nodes leave of its budget —
+    /// For each (campaign, local day): what is left of its budget for new decisions —
     /// the least of its total room, its day's room and its advertiser's balance, after
-    /// all spend and every other live node's unspent lease (this node's own lease still
-    /// counts as room). Campaigns that are not active are left out.
-    fn room(&self, campaign_days: &[(i64, i32)]) -> Result<Vec<(i64, i32, i64)>>;
+    /// all spend and every live node's unspent lease (leases pay for the beacons of
+    /// decisions already made, wherever those were made). Campaigns that are not active
+    /// are left out. With the number of live nodes (this one included).
+    fn room(&self, campaign_days: &[(i64, i32)]) -> Result<(usize, Vec<(i64, i32, i64)>)>;
     /// This node's leases, as the database has them (after a restart or a failed batch).
     fn leases(&self) -> Result<Vec<(i64, LeaseGrant)>>;
     /// Gives back what is left of this node's leases of these campaigns.

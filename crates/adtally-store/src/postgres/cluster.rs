@@ -55,6 +55,10 @@ impl Cluster for PgStore {
         self.node_id
     }
 
+    fn decision_slot(&self) -> u64 {
+        self.slot.max(0) as u64
+    }
+
     fn lease(&self, campaign_id: i64, day: i32, want_micros: i64) -> Result<LeaseGrant> {
         let me = self.node_id;
         let mut c = self.conn()?;
@@ -115,15 +119,12 @@ impl Cluster for PgStore {
         })
     }
 
-    fn room(&self, campaign_days: &[(i64, i32)]) -> Result<Vec<(i64, i32, i64)>> {
-        if campaign_days.is_empty() {
-            return Ok(Vec::new());
-        }
+    fn room(&self, campaign_days: &[(i64, i32)]) -> Result<(usize, Vec<(i64, i32, i64)>)> {
         let (campaigns, days): (Vec<i64>, Vec<i32>) = campaign_days.iter().copied().unzip();
         let c = self.conn()?;
         let sql = format!(
             "WITH others AS (SELECT l.* FROM leases l JOIN nodes n ON n.id = l.node_id
-                             WHERE n.id <> $3 AND n.heartbeat_ms > {DB_NOW_MS} - $4
+                             WHERE (n.id = $3 OR n.heartbeat_ms > {DB_NOW_MS} - $4)
                                AND l.granted_micros > l.used_micros),
              wanted AS (SELECT * FROM unnest($1::bigint[], $2::integer[]) AS t(campaign_id, day))
              SELECT c.id, w.day, LEAST(
@@ -141,7 +142,13 @@ impl Cluster for PgStore {
              )::text
              FROM wanted w JOIN campaigns c ON c.id = w.campaign_id WHERE c.status = 'active'"
         );
-        let rows = block_on(c.query(&sql, &[&campaigns, &days, &self.node_id, &LEASE_TIMEOUT_MS]))?;
+        let live = format!("SELECT COUNT(*) FROM nodes WHERE id = $1 OR heartbeat_ms > {DB_NOW_MS} - $2");
+        let live: i64 = block_on(c.query_one(&live, &[&self.node_id, &LEASE_TIMEOUT_MS]))?.get(0);
+        let rows = if campaign_days.is_empty() {
+            Vec::new()
+        } else {
+            block_on(c.query(&sql, &[&campaigns, &days, &self.node_id, &LEASE_TIMEOUT_MS]))?
+        };
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let text: String = r.try_get(2)?;
@@ -149,7 +156,7 @@ impl Cluster for PgStore {
             let room = i64::try_from(room.clamp(i128::from(i64::MIN), i128::from(i64::MAX))).unwrap_or(0);
             out.push((r.try_get(0)?, r.try_get(1)?, room));
         }
-        Ok(out)
+        Ok((usize::try_from(live).unwrap_or(1).max(1), out))
     }
 
     fn leases(&self) -> Result<Vec<(i64, LeaseGrant)>> {

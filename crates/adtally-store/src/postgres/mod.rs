@@ -170,6 +170,8 @@ pub struct PgStore {
     pool: Pool,
     writer: Mutex<events::Writer>,
     node_id: i64,
+    /// This node's decision-id slot among the live nodes.
+    slot: i32,
     /// Drives the connections; shut down in the background on drop, so dropping the
     /// store inside another runtime does not block it.
     runtime: Option<tokio::runtime::Runtime>,
@@ -231,9 +233,9 @@ impl PgStore {
         // for the lease timeout, after which nobody counts on its old leases.
         let deadline =
             std::time::Instant::now() + std::time::Duration::from_millis(cluster::LEASE_TIMEOUT_MS as u64 + 2_000);
-        let node_id = loop {
-            if let Some(id) = block_on(schema::register_node(&mut migrator, node_name))? {
-                break id;
+        let (node_id, slot) = loop {
+            if let Some(registered) = block_on(schema::register_node(&mut migrator, node_name))? {
+                break registered;
             }
             if std::time::Instant::now() >= deadline {
                 return Err(StoreError::Refused {
@@ -247,7 +249,7 @@ impl PgStore {
             std::thread::sleep(std::time::Duration::from_millis(500));
         };
         let writer = events::Writer::new(pool.connect()?, node_id);
-        Ok(Self { pool, writer: Mutex::new(writer), node_id, runtime: Some(runtime), _lock: None })
+        Ok(Self { pool, writer: Mutex::new(writer), node_id, slot, runtime: Some(runtime), _lock: None })
     }
 
     /// Creates database `name` on the server of `url` unless it exists, and returns the
