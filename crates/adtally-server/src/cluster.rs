@@ -135,11 +135,11 @@ impl ClusterSync {
         // What the cluster leaves of each campaign's budget today: decisions serve by it.
         let days = delivery.lock().unwrap_or_else(|p| p.into_inner()).campaign_days(now_ms);
         // Each node's share: between two readings, every node may be deciding.
-        let (nodes, room) = cluster.room(&days)?;
+        let room = cluster.room(&days)?;
         {
             let mut d = delivery.lock().unwrap_or_else(|p| p.into_inner());
-            for (campaign, day, micros) in room {
-                d.set_room(campaign, day, micros / nodes as i64);
+            for (campaign, day, micros) in room.campaigns {
+                d.set_room(campaign, day, micros / room.live_nodes as i64);
             }
         }
         // Leases unused for a moment go back: the budget may be needed where the beacons

@@ -321,10 +321,10 @@ impl AppState {
         let Some(cluster) = self.store.cluster() else { return Ok(()) };
         let days = self.pipeline.delivery().campaign_days(self.clock.now_ms());
         // Each node's share: between two readings, every node may be deciding.
-        let (nodes, room) = cluster.room(&days)?;
+        let room = cluster.room(&days)?;
         let mut delivery = self.pipeline.delivery();
-        for (campaign, day, micros) in room {
-            delivery.set_room(campaign, day, micros / nodes as i64);
+        for (campaign, day, micros) in room.campaigns {
+            delivery.set_room(campaign, day, micros / room.live_nodes as i64);
         }
         Ok(())
     }

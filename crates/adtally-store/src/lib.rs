@@ -233,6 +233,15 @@ pub struct LeaseGrant {
     pub left_micros: i64,
 }
 
+/// What is left of campaigns' budgets for new decisions (see [`Cluster::room`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Room {
+    /// Nodes alive now, this one included.
+    pub live_nodes: usize,
+    /// (campaign, local day, micros).
+    pub campaigns: Vec<(i64, i32, i64)>,
+}
+
 /// An event another node committed.
 #[derive(Debug, Clone)]
 pub struct PeerEvent {
@@ -257,7 +266,7 @@ pub trait Cluster: Send + Sync {
     /// all spend and every live node's unspent lease (leases pay for the beacons of
     /// decisions already made, wherever those were made). Campaigns that are not active
     /// are left out. With the number of live nodes (this one included).
-    fn room(&self, campaign_days: &[(i64, i32)]) -> Result<(usize, Vec<(i64, i32, i64)>)>;
+    fn room(&self, campaign_days: &[(i64, i32)]) -> Result<Room>;
     /// This node's leases, as the database has them (after a restart or a failed batch).
     fn leases(&self) -> Result<Vec<(i64, LeaseGrant)>>;
     /// Gives back what is left of this node's leases of these campaigns.

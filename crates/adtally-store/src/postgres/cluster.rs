@@ -22,7 +22,7 @@ use tokio_postgres::GenericClient;
 
 use super::schema::DB_NOW_MS;
 use super::{block_on, PgStore};
-use crate::{Cluster, LeaseGrant, PeerEvent, Result, StoreError};
+use crate::{Cluster, LeaseGrant, PeerEvent, Result, Room, StoreError};
 
 /// A node silent this long is dead and holds no budget.
 pub const LEASE_TIMEOUT_MS: i64 = 10_000;
@@ -119,7 +119,7 @@ impl Cluster for PgStore {
         })
     }
 
-    fn room(&self, campaign_days: &[(i64, i32)]) -> Result<(usize, Vec<(i64, i32, i64)>)> {
+    fn room(&self, campaign_days: &[(i64, i32)]) -> Result<Room> {
         let (campaigns, days): (Vec<i64>, Vec<i32>) = campaign_days.iter().copied().unzip();
         let c = self.conn()?;
         let sql = format!(
@@ -156,7 +156,7 @@ impl Cluster for PgStore {
             let room = i64::try_from(room.clamp(i128::from(i64::MIN), i128::from(i64::MAX))).unwrap_or(0);
             out.push((r.try_get(0)?, r.try_get(1)?, room));
         }
-        Ok((usize::try_from(live).unwrap_or(1).max(1), out))
+        Ok(Room { live_nodes: usize::try_from(live).unwrap_or(1).max(1), campaigns: out })
     }
 
     fn leases(&self) -> Result<Vec<(i64, LeaseGrant)>> {
