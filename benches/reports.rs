@@ -21,6 +21,11 @@
 //!
 //! 100M events: `ADTALLY_BENCH_EVENTS=100000000 ADTALLY_BENCH_DIR=/data/bench-100m
 //! cargo bench --bench reports` (about 25 GB of disk).
+//!
+//! PostgreSQL: `ADTALLY_BENCH_DATABASE=postgres://…/db` generates into (or reuses) that
+//! database instead, through the same `Store::append_events` (leasing each batch's spend
+//! first, as a node does), and measures the same queries; PostgreSQL has no day layer, so
+//! only one layout is timed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +33,7 @@ use std::time::{Duration, Instant};
 use adtally_core::catalog::{Ad, AdContent, Advertiser, Campaign, CampaignStatus, CreditKind, Format, Pacing};
 use adtally_core::clock::{Clock, SystemClock, DAY};
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
+use adtally_core::jiff::tz::TimeZone;
 use adtally_server::{Application, Options, ServerConfig};
 use adtally_store::{PendingEvent, SqliteStore, Store};
 
@@ -117,6 +123,12 @@ fn generate(store: &dyn Store, events: u64, days: i64, now: i64) -> Catalog {
     let step = (days * DAY) as f64 / events as f64;
     let countries: Vec<Country> = COUNTRIES.iter().map(|c| Country::parse(c)).collect();
     let started = Instant::now();
+    let zones: std::collections::HashMap<i64, TimeZone> = store
+        .advertisers()
+        .expect("advertisers")
+        .into_iter()
+        .map(|a| (a.id, TimeZone::get(&a.timezone).unwrap_or(TimeZone::UTC)))
+        .collect();
     let mut batch = Vec::with_capacity(BATCH);
     for i in 0..events {
         let at_ms = start + (i as f64 * step) as i64;
@@ -162,6 +174,23 @@ fn generate(store: &dyn Store, events: u64, days: i64, now: i64) -> Catalog {
             value_micros: if kind == EventKind::Conversion { 25_000_000 } else { 0 },
         }));
         if batch.len() == BATCH || i + 1 == events {
+            if let Some(cluster) = store.cluster() {
+                // A shared database charges only leased budget: lease what the batch spends.
+                let mut need: std::collections::BTreeMap<(i64, i32), i64> = Default::default();
+                for p in &batch {
+                    let (Some(c), cost) = (p.event.campaign_id, p.event.cost_micros) else { continue };
+                    if cost > 0 {
+                        let zone = zones.get(&p.event.advertiser_id).cloned().unwrap_or(TimeZone::UTC);
+                        *need.entry((c, local_day(p.event.at_ms, &zone))).or_default() += cost;
+                    }
+                }
+                // No server runs while generating: beat for it.
+                cluster.heartbeat().expect("heartbeat");
+                for ((c, day), micros) in need {
+                    let grant = cluster.lease(c, day, micros).expect("lease");
+                    assert!(grant.left_micros >= micros, "the generated campaigns have budget enough");
+                }
+            }
             store.append_events(at_ms, &mut batch, None, &mut |_, _, _| {}).expect("append");
             batch.clear();
         }
@@ -175,6 +204,13 @@ fn generate(store: &dyn Store, events: u64, days: i64, now: i64) -> Catalog {
         events as f64 / started.elapsed().as_secs_f64()
     );
     cat
+}
+
+/// Days since 1970-01-01 of `at_ms` in `zone` (the days leases are kept by).
+fn local_day(at_ms: i64, zone: &TimeZone) -> i32 {
+    let date =
+        adtally_core::jiff::Timestamp::from_millisecond(at_ms).expect("time").to_zoned_datetime(zone.clone()).date();
+    (date - adtally_core::jiff::civil::date(1970, 1, 1)).get_days()
 }
 
 /// The catalog of a store generated before.
@@ -245,7 +281,15 @@ fn main() {
     let temp = tempfile::tempdir().expect("dir");
     let dir = std::env::var("ADTALLY_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| temp.path().into());
     let opened = Instant::now();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).expect("store"));
+    let postgres = std::env::var("ADTALLY_BENCH_DATABASE").ok().filter(|u| !u.is_empty());
+    let store: Arc<dyn Store> = match &postgres {
+        Some(url) => Arc::new(
+            adtally_store::PgStore::connect(url, "bench")
+                .expect("PostgreSQL")
+                .holding(adtally_store::DataDirLock::acquire(&dir).expect("lock")),
+        ),
+        None => Arc::new(SqliteStore::open(&dir).expect("store")),
+    };
     eprintln!("store opened (and migrated) in {:.1} s", opened.elapsed().as_secs_f64());
     let now = SystemClock.now_ms();
     let cat = match existing(store.as_ref()) {
@@ -283,7 +327,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let after = runtime.block_on(measure(store.clone(), ServerConfig::default(), &queries, iterations));
     // ADTALLY_BENCH_BEFORE=0 skips the quarter-hour layout (slow on large stores).
-    let before = if env("ADTALLY_BENCH_BEFORE", 1) == 0 {
+    let before = if env("ADTALLY_BENCH_BEFORE", 1) == 0 || postgres.is_some() {
         after.iter().map(|a| (f64::NAN, f64::NAN, 0, a.3)).collect()
     } else {
         let before = ServerConfig { reports_from_quarter_hours: true, ..Default::default() };
