@@ -1,8 +1,9 @@
-//! Storage for adtally: the [`Store`] trait the server talks to, and its embedded SQLite
-//! implementation. Nothing outside this crate knows which database is underneath; a
-//! PostgreSQL implementation satisfies the same trait.
+//! Storage for adtally: the [`Store`] trait the server talks to, its embedded SQLite
+//! implementation, and the PostgreSQL one that several nodes share (which also
+//! implements [`Cluster`]). Nothing outside this crate knows which database is
+//! underneath.
 //!
-//! Events are only ever appended, in batches, by one writer ([`Store::append_events`]);
+//! Events are only ever appended, in batches, by one writer per node ([`Store::append_events`]);
 //! each batch's rollups are aggregated in memory and upserted in the same transaction,
 //! so the rollups always equal a `GROUP BY` over the raw events.
 
