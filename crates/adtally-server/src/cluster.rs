@@ -35,6 +35,9 @@ pub const DEFAULT_LEASE_SLICE_MICROS: i64 = 1_000_000;
 /// The writer's cluster bookkeeping.
 pub struct ClusterSync {
     slice_micros: i64,
+    /// Claims older than this (the token TTL and a margin) are forgotten.
+    claims_kept_ms: Millis,
+    last_forget: Option<Instant>,
     last_tick: Option<Instant>,
     last_credits: Option<Instant>,
     /// Peer events are read from here on (the database's clock).
@@ -47,9 +50,11 @@ pub struct ClusterSync {
 }
 
 impl ClusterSync {
-    pub fn new(slice_micros: i64) -> Self {
+    pub fn new(slice_micros: i64, token_ttl_ms: Millis) -> Self {
         Self {
             slice_micros: slice_micros.max(1),
+            claims_kept_ms: token_ttl_ms.max(0).saturating_add(adtally_core::clock::HOUR),
+            last_forget: None,
             last_tick: None,
             last_credits: None,
             peer_cursor: None,
@@ -173,6 +178,11 @@ impl ClusterSync {
             for (advertiser, total) in totals {
                 d.sync_credits(advertiser, total);
             }
+        }
+        // Once a minute: claims no valid token can need any more.
+        if self.last_forget.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            self.last_forget = Some(Instant::now());
+            cluster.forget_claims_before(now_ms.saturating_sub(self.claims_kept_ms))?;
         }
         let since = self.peer_cursor.unwrap_or(Millis::MIN);
         let (db_now, events) = cluster.peer_events(since)?;

@@ -364,7 +364,7 @@ impl Pipeline {
             journal: None,
             applied: applied_tx,
             retry: Vec::new(),
-            cluster: store.cluster().map(|_| ClusterSync::new(lease_slice_micros)),
+            cluster: store.cluster().map(|_| ClusterSync::new(lease_slice_micros, config.token_ttl_ms)),
         };
         writer.rebuild(now)?;
         // The other nodes' events are learnt from here on (the rebuild read the rest).

@@ -276,6 +276,9 @@ pub trait Cluster: Send + Sync {
     /// timeout counts as dead and its leases as free; if that happened, this gives its
     /// leases back and returns `false`.
     fn heartbeat(&self) -> Result<bool>;
+    /// Forgets the per-decision claims of beacons from before `before_ms`: no token that
+    /// old is valid any more, so no beacon can need them. Returns how many.
+    fn forget_claims_before(&self, before_ms: Millis) -> Result<u64>;
     /// Valid events other nodes committed from `since_ms` on (the database's clock), and
     /// the database's time now.
     fn peer_events(&self, since_ms: Millis) -> Result<(Millis, Vec<PeerEvent>)>;

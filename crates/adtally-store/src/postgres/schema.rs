@@ -118,6 +118,7 @@ CREATE TABLE counted (
     decision_id BIGINT NOT NULL, kind SMALLINT NOT NULL, node_id BIGINT NOT NULL, at_ms BIGINT NOT NULL,
     PRIMARY KEY (decision_id, kind)
 );
+CREATE INDEX counted_at ON counted(at_ms);
 -- Events summed per UTC quarter hour and every dimension, kind and verdict; the key
 -- starts with the advertiser, so one tenant's report is one range of it.
 CREATE TABLE rollups (
