@@ -90,9 +90,9 @@ pub struct DeliveryState {
     /// campaign's lease for the day of the event.
     leases: Option<FastMap<(i64, i32), Lease>>,
     /// With leases: this node's share (divided among the live nodes) of what is left of
-    /// each campaign's budget for a local day beyond all spend and all leases (the least
-    /// of total, daily and balance room), as the writer last read it, less the decisions
-    /// made here since. A campaign serves while it is positive.
+    /// each campaign's budget for a local day beyond all spend and the other nodes'
+    /// leases (the least of total, daily and balance room), as the writer last read it,
+    /// less the decisions made here since. A campaign serves while it is positive.
     room: FastMap<(i64, i32), i64>,
     daily_spend: FastMap<(i64, DayIndex), i64>,
     caps: FastMap<(u64, i64), CapTimes>,

@@ -7,6 +7,7 @@
 //! each batch's rollups are aggregated in memory and upserted in the same transaction,
 //! so the rollups always equal a `GROUP BY` over the raw events.
 
+mod columns;
 pub mod journal;
 mod postgres;
 mod rollup;
@@ -264,9 +265,9 @@ pub trait Cluster: Send + Sync {
     fn lease(&self, campaign_id: i64, day: i32, want_micros: i64) -> Result<LeaseGrant>;
     /// For each (campaign, local day): what is left of its budget for new decisions —
     /// the least of its total room, its day's room and its advertiser's balance, after
-    /// all spend and every live node's unspent lease (leases pay for the beacons of
-    /// decisions already made, wherever those were made). Campaigns that are not active
-    /// are left out. With the number of live nodes (this one included).
+    /// all spend and every other live node's unspent lease (this node's own lease is
+    /// room: alone, its decisions' beacons come back to it). Campaigns that are not
+    /// active are left out. With the number of live nodes (this one included).
     fn room(&self, campaign_days: &[(i64, i32)]) -> Result<Room>;
     /// This node's leases, as the database has them (after a restart or a failed batch).
     fn leases(&self) -> Result<Vec<(i64, LeaseGrant)>>;

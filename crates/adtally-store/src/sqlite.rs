@@ -12,10 +12,9 @@ use rusqlite::functions::{Aggregate, Context, FunctionFlags};
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use adtally_core::attribution::{ConversionFact, PathTouch, TouchKind, Windows};
+use adtally_core::attribution::{ConversionFact, PathTouch, TouchKind};
 use adtally_core::catalog::{
-    Ad, AdContent, AdRevision, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, FrequencyCap,
-    LedgerEntry, Pacing, Placement, Targeting,
+    Ad, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, LedgerEntry, Placement,
 };
 use adtally_core::clock::Millis;
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
@@ -24,6 +23,11 @@ use adtally_core::metrics::saturate;
 use adtally_core::report::{bucket_of, Dimension};
 use adtally_core::sketch::Sketch;
 
+use crate::columns::targeting_columns;
+use crate::columns::{
+    ad_from, advertiser_from, campaign_from, event_from, format_from, id_from_db, ADVERTISER_COLUMNS, AD_SELECT,
+    CAMPAIGN_COLUMNS, EVENT_COLUMNS,
+};
 use crate::rollup::{
     aggregate, aggregate_days, has_reach, is_utc_name, slots, utc_day, DayKey, DayTable, DayZone, RollupKey,
     RollupQuery, RollupRow, RollupSums, SLOTS,
@@ -399,10 +403,6 @@ fn db_id(id: Option<i64>) -> i64 {
     id.unwrap_or(0)
 }
 
-fn id_from_db(value: i64) -> Option<i64> {
-    (value > 0).then_some(value)
-}
-
 /// `SUM` of a money column that cannot overflow: SQLite's `SUM` fails on integer
 /// overflow, which would turn every later report into an error. The high and low 32 bits
 /// are summed apart (each sum stays far inside `i64` for any possible number of rows) and
@@ -444,10 +444,10 @@ impl EventWriter {
 
 /// Events per multi-row `INSERT`: fewer statement executions, same transaction.
 const ROWS_PER_INSERT: usize = 32;
-const EVENT_COLUMNS: usize = 15;
+const EVENT_COLUMN_COUNT: usize = 15;
 
 fn insert_events_sql(rows: usize) -> String {
-    let row = format!("({})", vec!["?"; EVENT_COLUMNS].join(","));
+    let row = format!("({})", vec!["?"; EVENT_COLUMN_COUNT].join(","));
     format!(
         "INSERT INTO events (id, at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id, placement_id,
          user_key, ip_key, device, country, cost_micros, value_micros) VALUES {}",
@@ -777,10 +777,6 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-/// The columns [`advertiser_from`] reads, in its order.
-const ADVERTISER_COLUMNS: &str = "id, name, email, timezone, created_at_ms, max_conversion_value_micros, \
-                                  click_window_days, view_window_days, half_life_days";
-
 /// What an insert or update writes of an advertiser, besides its id and creation time:
 /// name, email, time zone, pixel cap, then the attribution windows.
 fn advertiser_values(a: &Advertiser) -> [Value; 7] {
@@ -795,66 +791,20 @@ fn advertiser_values(a: &Advertiser) -> [Value; 7] {
     ]
 }
 
-fn advertiser_from(row: &Row) -> rusqlite::Result<Advertiser> {
-    let (click, view, half_life): (u16, u16, u16) = (row.get(6)?, row.get(7)?, row.get(8)?);
-    let attribution = Windows::new(click, view, half_life).map_err(|e| bad_column("attribution windows", &e.0))?;
-    Ok(Advertiser {
-        attribution,
-        id: row.get(0)?,
-        name: row.get(1)?,
-        email: row.get(2)?,
-        timezone: row.get(3)?,
-        created_at_ms: row.get(4)?,
-        max_conversion_value_micros: row.get(5)?,
-    })
+/// A `columns` reader's error as rusqlite's query functions carry it.
+fn row_err(e: StoreError) -> rusqlite::Error {
+    rusqlite::Error::UserFunctionError(Box::new(e))
 }
 
 fn bad_column(what: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::InvalidColumnType(0, format!("{what}={value}"), rusqlite::types::Type::Text)
 }
 
-fn format_from(text: String) -> rusqlite::Result<Format> {
-    Format::parse(&text).ok_or_else(|| bad_column("format", &text))
-}
-
-const CAMPAIGN_COLUMNS: &str = "id, advertiser_id, name, status, cpm_bid_micros, total_budget_micros, \
-    daily_budget_micros, start_at_ms, end_at_ms, pacing, target_devices, target_placements, cap_impressions, \
-    cap_per_hours, created_at_ms";
-
-fn campaign_from(row: &Row) -> rusqlite::Result<Campaign> {
-    let status: String = row.get(3)?;
-    let pacing: String = row.get(9)?;
-    let devices: String = row.get(10)?;
-    let placements: String = row.get(11)?;
-    let cap_impressions: Option<u32> = row.get(12)?;
-    let cap_per_hours: Option<u32> = row.get(13)?;
-    Ok(Campaign {
-        id: row.get(0)?,
-        advertiser_id: row.get(1)?,
-        name: row.get(2)?,
-        status: CampaignStatus::parse(&status).ok_or_else(|| bad_column("status", &status))?,
-        cpm_bid_micros: row.get(4)?,
-        total_budget_micros: row.get(5)?,
-        daily_budget_micros: row.get(6)?,
-        start_at_ms: row.get(7)?,
-        end_at_ms: row.get(8)?,
-        pacing: Pacing::parse(&pacing).ok_or_else(|| bad_column("pacing", &pacing))?,
-        targeting: Targeting {
-            devices: devices.split(',').filter_map(Device::parse).collect(),
-            placements: placements.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
-        },
-        frequency_cap: cap_impressions
-            .zip(cap_per_hours)
-            .map(|(impressions, per_hours)| FrequencyCap { impressions, per_hours }),
-        created_at_ms: row.get(14)?,
-    })
-}
-
 /// The columns a campaign's owner may change, in the order both the insert and the
 /// update bind them.
 fn campaign_values(k: &Campaign) -> [Value; 12] {
     let int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
-    let devices = k.targeting.devices.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(",");
+    let (devices, placements) = targeting_columns(&k.targeting);
     [
         Value::Text(k.name.clone()),
         Value::Text(k.status.as_str().into()),
@@ -865,58 +815,10 @@ fn campaign_values(k: &Campaign) -> [Value; 12] {
         int(k.end_at_ms),
         Value::Text(k.pacing.as_str().into()),
         Value::Text(devices),
-        Value::Text(k.targeting.placements.join(",")),
+        Value::Text(placements),
         int(k.frequency_cap.map(|f| i64::from(f.impressions))),
         int(k.frequency_cap.map(|f| i64::from(f.per_hours))),
     ]
-}
-
-const AD_SELECT: &str = "SELECT ads.id, ads.campaign_id, ads.advertiser_id, ads.format, ads.headline, ads.body,
-    ads.image_url, ads.cta, ads.target_url, ads.status, ads.rejection_reason, ads.created_at_ms, ads.version,
-    r.version, r.format, r.headline, r.body, r.image_url, r.cta, r.target_url, r.status, r.rejection_reason,
-    r.created_at_ms, ads.video_url, r.video_url
-    FROM ads LEFT JOIN ad_revisions r ON r.ad_id = ads.id";
-
-fn ad_status(text: String) -> rusqlite::Result<AdStatus> {
-    AdStatus::parse(&text).ok_or_else(|| bad_column("status", &text))
-}
-
-/// The content columns of `AD_SELECT` starting at `first` (format, headline, body,
-/// image, cta, target) and the video column at `video`.
-fn content_from(row: &Row, first: usize, video: usize) -> rusqlite::Result<AdContent> {
-    Ok(AdContent {
-        format: format_from(row.get(first)?)?,
-        headline: row.get(first + 1)?,
-        body: row.get(first + 2)?,
-        image_url: row.get(first + 3)?,
-        video_url: row.get(video)?,
-        cta: row.get(first + 4)?,
-        target_url: row.get(first + 5)?,
-    })
-}
-
-fn ad_from(row: &Row) -> rusqlite::Result<Ad> {
-    let revision = match row.get::<_, Option<u32>>(13)? {
-        None => None,
-        Some(version) => Some(Box::new(AdRevision {
-            version,
-            content: content_from(row, 14, 24)?,
-            status: ad_status(row.get(20)?)?,
-            rejection_reason: row.get(21)?,
-            created_at_ms: row.get(22)?,
-        })),
-    };
-    Ok(Ad {
-        id: row.get(0)?,
-        campaign_id: row.get(1)?,
-        advertiser_id: row.get(2)?,
-        content: content_from(row, 3, 23)?,
-        status: ad_status(row.get(9)?)?,
-        rejection_reason: row.get(10)?,
-        created_at_ms: row.get(11)?,
-        version: row.get(12)?,
-        revision,
-    })
 }
 
 fn insert_credit(
@@ -1029,29 +931,6 @@ fn write_ad(tx: &rusqlite::Transaction<'_>, ad: &Ad, now: Millis) -> Result<()> 
     Ok(())
 }
 
-fn event_from(row: &Row) -> rusqlite::Result<Event> {
-    let kind: i64 = row.get(1)?;
-    let verdict: i64 = row.get(2)?;
-    let device: i64 = row.get(10)?;
-    let country: String = row.get(11)?;
-    Ok(Event {
-        at_ms: row.get(0)?,
-        kind: EventKind::from_code(kind).ok_or_else(|| bad_column("kind", &kind.to_string()))?,
-        verdict: Verdict::from_code(verdict).ok_or_else(|| bad_column("verdict", &verdict.to_string()))?,
-        decision_id: id_from_db(row.get(3)?).map(|d| d as u64),
-        advertiser_id: row.get(4)?,
-        campaign_id: id_from_db(row.get(5)?),
-        ad_id: id_from_db(row.get(6)?),
-        placement_id: id_from_db(row.get(7)?),
-        user_key: row.get::<_, i64>(8)? as u64,
-        ip_key: Some(row.get::<_, i64>(9)? as u64).filter(|k| *k != 0),
-        device: Device::from_code(device).unwrap_or_default(),
-        country: Country::parse(&country),
-        cost_micros: row.get(12)?,
-        value_micros: row.get(13)?,
-    })
-}
-
 /// A rollup key's columns, in the order of the table's key (`bucket_ms` … `verdict`).
 fn key_values(k: &RollupKey) -> [Value; 9] {
     [
@@ -1072,9 +951,10 @@ fn key_values(k: &RollupKey) -> [Value; 9] {
 /// to the rollups under its new verdict in the same transaction; `None` when it was not
 /// counted anyway.
 fn supersede(tx: &rusqlite::Transaction<'_>, zones: &mut FastMap<i64, DayZone>, id: i64) -> Result<Option<Event>> {
-    let sql = "SELECT at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id, placement_id, user_key,
-               ip_key, device, country, cost_micros, value_micros FROM events WHERE id = ?1";
-    let Some(mut event) = tx.query_row(sql, [id], event_from).optional()? else { return Ok(None) };
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1");
+    let Some(mut event) = tx.query_row(&sql, [id], |r: &Row| event_from(r, 0).map_err(row_err)).optional()? else {
+        return Ok(None);
+    };
     if event.verdict == Verdict::Duplicate {
         return Ok(None);
     }
@@ -1435,18 +1315,18 @@ impl Store for SqliteStore {
 
     fn advertiser(&self, id: i64) -> Result<Option<Advertiser>> {
         self.with_conn(|c| {
-            Ok(c.query_row(
-                &format!("SELECT {ADVERTISER_COLUMNS} FROM advertisers WHERE id = ?1"),
-                [id],
-                advertiser_from,
-            )
+            Ok(c.query_row(&format!("SELECT {ADVERTISER_COLUMNS} FROM advertisers WHERE id = ?1"), [id], |r: &Row| {
+                advertiser_from(r).map_err(row_err)
+            })
             .optional()?)
         })
     }
 
     fn advertisers(&self) -> Result<Vec<Advertiser>> {
         self.with_conn(|c| {
-            query_all(c, &format!("SELECT {ADVERTISER_COLUMNS} FROM advertisers ORDER BY id"), [], advertiser_from)
+            query_all(c, &format!("SELECT {ADVERTISER_COLUMNS} FROM advertisers ORDER BY id"), [], |r: &Row| {
+                advertiser_from(r).map_err(row_err)
+            })
         })
     }
 
@@ -1776,7 +1656,7 @@ impl Store for SqliteStore {
                     id: r.get(0)?,
                     slug: r.get(1)?,
                     name: r.get(2)?,
-                    format: format_from(r.get(3)?)?,
+                    format: format_from(&r.get::<_, String>(3)?).map_err(row_err)?,
                     floor_cpm_micros: r.get(4)?,
                 })
             })
@@ -1818,8 +1698,10 @@ impl Store for SqliteStore {
 
     fn campaign(&self, id: i64) -> Result<Option<Campaign>> {
         self.with_conn(|c| {
-            Ok(c.query_row(&format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?1"), [id], campaign_from)
-                .optional()?)
+            Ok(c.query_row(&format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?1"), [id], |r: &Row| {
+                campaign_from(r).map_err(row_err)
+            })
+            .optional()?)
         })
     }
 
@@ -1829,7 +1711,7 @@ impl Store for SqliteStore {
                 c,
                 &format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE ?1 IS NULL OR advertiser_id = ?1 ORDER BY id"),
                 [advertiser_id],
-                campaign_from,
+                |r: &Row| campaign_from(r).map_err(row_err),
             )
         })
     }
@@ -1877,13 +1759,16 @@ impl Store for SqliteStore {
     }
 
     fn ad(&self, id: i64) -> Result<Option<Ad>> {
-        self.with_conn(|c| Ok(c.query_row(&format!("{AD_SELECT} WHERE ads.id = ?1"), [id], ad_from).optional()?))
+        self.with_conn(|c| {
+            Ok(c.query_row(&format!("{AD_SELECT} WHERE ads.id = ?1"), [id], |r: &Row| ad_from(r).map_err(row_err))
+                .optional()?)
+        })
     }
 
     fn ads(&self, campaign_id: Option<i64>) -> Result<Vec<Ad>> {
         self.with_conn(|c| {
             let sql = format!("{AD_SELECT} WHERE ?1 IS NULL OR ads.campaign_id = ?1 ORDER BY ads.id");
-            query_all(c, &sql, [campaign_id], ad_from)
+            query_all(c, &sql, [campaign_id], |r: &Row| ad_from(r).map_err(row_err))
         })
     }
 
@@ -1952,7 +1837,7 @@ impl Store for SqliteStore {
             let mut insert_many = tx.prepare_cached(&insert_events_sql(ROWS_PER_INSERT))?;
             for chunk in chunks.by_ref() {
                 for (i, (id, e)) in chunk.iter().enumerate() {
-                    bind_event(&mut insert_many, 1 + i * EVENT_COLUMNS, *id, e)?;
+                    bind_event(&mut insert_many, 1 + i * EVENT_COLUMN_COUNT, *id, e)?;
                 }
                 insert_many.raw_execute()?;
             }
@@ -2012,11 +1897,11 @@ impl Store for SqliteStore {
         self.with_conn(|c| {
             query_all(
                 c,
-                "SELECT at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id, placement_id, user_key,
-                 ip_key, device, country, cost_micros, value_micros FROM events
-                 WHERE id >= ?1 AND at_ms >= ?2 AND verdict = 0 ORDER BY id",
+                &format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE id >= ?1 AND at_ms >= ?2 AND verdict = 0 ORDER BY id"
+                ),
                 [since_ms.max(0) << 20, since_ms],
-                event_from,
+                |r: &Row| event_from(r, 0).map_err(row_err),
             )
         })
     }

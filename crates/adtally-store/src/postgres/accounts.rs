@@ -3,12 +3,12 @@
 //! the SQLite store's method of the same name (`sqlite.rs`); `store_impl.rs` calls them
 //! with a pooled connection.
 
-use adtally_core::attribution::Windows;
 use adtally_core::catalog::{Advertiser, CreditKind, LedgerEntry};
 use adtally_core::clock::Millis;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, GenericClient, Row};
+use tokio_postgres::{Client, GenericClient};
 
+use crate::columns::{advertiser_from, ADVERTISER_COLUMNS};
 use crate::{ApiKeyInfo, AuditEntry, FoundSession, KeyOwner, PromoCode, Result, Session, StoreError};
 
 /// A failed write as SQLite's store reports it: a broken constraint (a duplicate key, a
@@ -72,26 +72,6 @@ pub(super) async fn meta_init(c: &Client, key: &str, value: &str) -> Result<Stri
         .await
         .map_err(write_err)?;
     Ok(c.query_one("SELECT value FROM meta WHERE key = $1", &[&key]).await?.get(0))
-}
-
-/// The columns [`advertiser_from`] reads, in its order.
-const ADVERTISER_COLUMNS: &str = "id, name, email, timezone, created_at_ms, max_conversion_value_micros, \
-                                  click_window_days, view_window_days, half_life_days";
-
-fn advertiser_from(row: &Row) -> Result<Advertiser> {
-    let click = narrow("click_window_days", row.try_get(6)?)?;
-    let view = narrow("view_window_days", row.try_get(7)?)?;
-    let half_life = narrow("half_life_days", row.try_get(8)?)?;
-    let attribution = Windows::new(click, view, half_life).map_err(|e| bad_column("attribution windows", &e.0))?;
-    Ok(Advertiser {
-        attribution,
-        id: row.try_get(0)?,
-        name: row.try_get(1)?,
-        email: row.try_get(2)?,
-        timezone: row.try_get(3)?,
-        created_at_ms: row.try_get(4)?,
-        max_conversion_value_micros: row.try_get(5)?,
-    })
 }
 
 /// The attribution windows as stored: click, view, half-life days.

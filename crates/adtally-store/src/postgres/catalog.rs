@@ -3,20 +3,14 @@
 //! method of the same name (`sqlite.rs`); `store_impl.rs` calls them with a pooled
 //! connection.
 
-use adtally_core::catalog::{
-    Ad, AdContent, AdRevision, AdStatus, Campaign, CampaignStatus, Format, FrequencyCap, Pacing, Placement, Targeting,
-};
+use adtally_core::catalog::{Ad, AdStatus, Campaign, CampaignStatus, Format, Placement};
 use adtally_core::clock::Millis;
-use adtally_core::event::Device;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, GenericClient, Row};
+use tokio_postgres::{Client, GenericClient};
 
-use super::accounts::{bad_column, narrow, write_err};
+use super::accounts::{narrow, write_err};
+use crate::columns::{ad_from, campaign_from, format_from, targeting_columns, AD_SELECT, CAMPAIGN_COLUMNS};
 use crate::{ApprovedVersion, Result, StoreError};
-
-fn format_from(text: String) -> Result<Format> {
-    Format::parse(&text).ok_or_else(|| bad_column("format", &text))
-}
 
 pub(super) async fn create_placement(
     c: &Client,
@@ -43,48 +37,11 @@ pub(super) async fn placements(c: &Client) -> Result<Vec<Placement>> {
                 id: r.try_get(0)?,
                 slug: r.try_get(1)?,
                 name: r.try_get(2)?,
-                format: format_from(r.try_get(3)?)?,
+                format: format_from(&r.try_get::<_, String>(3)?)?,
                 floor_cpm_micros: r.try_get(4)?,
             })
         })
         .collect()
-}
-
-const CAMPAIGN_COLUMNS: &str = "id, advertiser_id, name, status, cpm_bid_micros, total_budget_micros, \
-    daily_budget_micros, start_at_ms, end_at_ms, pacing, target_devices, target_placements, cap_impressions, \
-    cap_per_hours, created_at_ms";
-
-fn campaign_from(row: &Row) -> Result<Campaign> {
-    let status: String = row.try_get(3)?;
-    let pacing: String = row.try_get(9)?;
-    // Comma-separated lists, as SQLite's store writes them.
-    let devices: String = row.try_get(10)?;
-    let placements: String = row.try_get(11)?;
-    let cap = |i: usize, what: &str| -> Result<Option<u32>> {
-        row.try_get::<_, Option<i64>>(i)?.map(|v| narrow(what, v)).transpose()
-    };
-    let cap_impressions = cap(12, "cap_impressions")?;
-    let cap_per_hours = cap(13, "cap_per_hours")?;
-    Ok(Campaign {
-        id: row.try_get(0)?,
-        advertiser_id: row.try_get(1)?,
-        name: row.try_get(2)?,
-        status: CampaignStatus::parse(&status).ok_or_else(|| bad_column("status", &status))?,
-        cpm_bid_micros: row.try_get(4)?,
-        total_budget_micros: row.try_get(5)?,
-        daily_budget_micros: row.try_get(6)?,
-        start_at_ms: row.try_get(7)?,
-        end_at_ms: row.try_get(8)?,
-        pacing: Pacing::parse(&pacing).ok_or_else(|| bad_column("pacing", &pacing))?,
-        targeting: Targeting {
-            devices: devices.split(',').filter_map(Device::parse).collect(),
-            placements: placements.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
-        },
-        frequency_cap: cap_impressions
-            .zip(cap_per_hours)
-            .map(|(impressions, per_hours)| FrequencyCap { impressions, per_hours }),
-        created_at_ms: row.try_get(14)?,
-    })
 }
 
 /// The columns a campaign's owner may change, in the order both the insert and the
@@ -100,11 +57,12 @@ struct CampaignValues {
 
 impl CampaignValues {
     fn of(k: &Campaign) -> Self {
+        let (devices, placements) = targeting_columns(&k.targeting);
         Self {
             status: k.status.as_str(),
             pacing: k.pacing.as_str(),
-            devices: k.targeting.devices.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(","),
-            placements: k.targeting.placements.join(","),
+            devices,
+            placements,
             cap_impressions: k.frequency_cap.map(|f| i64::from(f.impressions)),
             cap_per_hours: k.frequency_cap.map(|f| i64::from(f.per_hours)),
         }
@@ -188,54 +146,6 @@ pub(super) async fn campaigns(c: &Client, advertiser_id: Option<i64>) -> Result<
     let sql =
         format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE $1::BIGINT IS NULL OR advertiser_id = $1 ORDER BY id");
     c.query(&sql, &[&advertiser_id]).await?.iter().map(campaign_from).collect()
-}
-
-const AD_SELECT: &str = "SELECT ads.id, ads.campaign_id, ads.advertiser_id, ads.format, ads.headline, ads.body,
-    ads.image_url, ads.cta, ads.target_url, ads.status, ads.rejection_reason, ads.created_at_ms, ads.version,
-    r.version, r.format, r.headline, r.body, r.image_url, r.cta, r.target_url, r.status, r.rejection_reason,
-    r.created_at_ms, ads.video_url, r.video_url
-    FROM ads LEFT JOIN ad_revisions r ON r.ad_id = ads.id";
-
-fn ad_status(text: String) -> Result<AdStatus> {
-    AdStatus::parse(&text).ok_or_else(|| bad_column("status", &text))
-}
-
-/// The content columns of `AD_SELECT` starting at `first` (format, headline, body,
-/// image, cta, target) and the video column at `video`.
-fn content_from(row: &Row, first: usize, video: usize) -> Result<AdContent> {
-    Ok(AdContent {
-        format: format_from(row.try_get(first)?)?,
-        headline: row.try_get(first + 1)?,
-        body: row.try_get(first + 2)?,
-        image_url: row.try_get(first + 3)?,
-        video_url: row.try_get(video)?,
-        cta: row.try_get(first + 4)?,
-        target_url: row.try_get(first + 5)?,
-    })
-}
-
-fn ad_from(row: &Row) -> Result<Ad> {
-    let revision = match row.try_get::<_, Option<i64>>(13)? {
-        None => None,
-        Some(version) => Some(Box::new(AdRevision {
-            version: narrow("ad_revisions.version", version)?,
-            content: content_from(row, 14, 24)?,
-            status: ad_status(row.try_get(20)?)?,
-            rejection_reason: row.try_get(21)?,
-            created_at_ms: row.try_get(22)?,
-        })),
-    };
-    Ok(Ad {
-        id: row.try_get(0)?,
-        campaign_id: row.try_get(1)?,
-        advertiser_id: row.try_get(2)?,
-        content: content_from(row, 3, 23)?,
-        status: ad_status(row.try_get(9)?)?,
-        rejection_reason: row.try_get(10)?,
-        created_at_ms: row.try_get(11)?,
-        version: narrow("ads.version", row.try_get(12)?)?,
-        revision,
-    })
 }
 
 /// Inserts the ad's row and lets [`write_ad`] fill it in, as SQLite's store does, so an

@@ -124,7 +124,7 @@ impl Cluster for PgStore {
         let c = self.conn()?;
         let sql = format!(
             "WITH others AS (SELECT l.* FROM leases l JOIN nodes n ON n.id = l.node_id
-                             WHERE (n.id = $3 OR n.heartbeat_ms > {DB_NOW_MS} - $4)
+                             WHERE n.id <> $3 AND n.heartbeat_ms > {DB_NOW_MS} - $4
                                AND l.granted_micros > l.used_micros),
              wanted AS (SELECT * FROM unnest($1::bigint[], $2::integer[]) AS t(campaign_id, day))
              SELECT c.id, w.day, LEAST(
@@ -217,12 +217,12 @@ impl Cluster for PgStore {
             let sql = format!(
                 "SELECT id, {} FROM events WHERE committed_ms >= $1 AND node_id <> $2 AND verdict = 0
                  ORDER BY committed_ms, id",
-                super::events::EVENT_COLUMNS
+                crate::columns::EVENT_COLUMNS
             );
             let rows = c.query(&sql, &[&since_ms, &self.node_id]).await?;
             let mut out = Vec::with_capacity(rows.len());
             for r in &rows {
-                out.push(PeerEvent { id: r.try_get(0)?, event: super::events::event_from_at(r, 1)? });
+                out.push(PeerEvent { id: r.try_get(0)?, event: crate::columns::event_from(r, 1)? });
             }
             Ok((now, out))
         })

@@ -24,6 +24,7 @@ use tokio_postgres::{Client, GenericClient, Row, Transaction};
 
 use super::schema::DB_NOW_MS;
 use super::{block_on, PgStore};
+use crate::columns::{event_from, id_from_db, EVENT_COLUMNS};
 use crate::rollup::{aggregate, has_reach, RollupKey};
 use crate::{
     AdPerformance, CampaignSpend, ConsistencyCheck, CountedElsewhere, Idempotency, Judge, PendingEvent, Result,
@@ -46,10 +47,6 @@ fn db_id(id: Option<i64>) -> i64 {
     id.unwrap_or(0)
 }
 
-fn id_from_db(value: i64) -> Option<i64> {
-    (value > 0).then_some(value)
-}
-
 fn bad(what: &str, value: impl std::fmt::Display) -> StoreError {
     StoreError::Database(format!("unexpected {what} in the database: {value}"))
 }
@@ -62,40 +59,6 @@ fn wide(row: &Row, index: usize) -> Result<i128> {
         None => Ok(0),
         Some(t) => t.parse().map_err(|_| bad("sum", t)),
     }
-}
-
-pub(super) const EVENT_COLUMNS: &str =
-    "at_ms, kind, verdict, decision_id, advertiser_id, campaign_id, ad_id, placement_id, \
-                             user_key, ip_key, device, country, cost_micros, value_micros";
-
-fn event_from(row: &Row) -> Result<Event> {
-    event_from_at(row, 0)
-}
-
-/// An event from the [`EVENT_COLUMNS`] of a row, starting at column `first`.
-pub(super) fn event_from_at(row: &Row, first: usize) -> Result<Event> {
-    let at = |i: usize| first + i;
-    let kind: i16 = row.try_get(at(1))?;
-    let verdict: i16 = row.try_get(at(2))?;
-    let device: i16 = row.try_get(at(10))?;
-    let country: String = row.try_get(at(11))?;
-    let decision: i64 = row.try_get(at(3))?;
-    Ok(Event {
-        at_ms: row.try_get(at(0))?,
-        kind: EventKind::from_code(kind.into()).ok_or_else(|| bad("kind", kind))?,
-        verdict: Verdict::from_code(verdict.into()).ok_or_else(|| bad("verdict", verdict))?,
-        decision_id: (decision != 0).then_some(decision as u64),
-        advertiser_id: row.try_get(at(4))?,
-        campaign_id: id_from_db(row.try_get(at(5))?),
-        ad_id: id_from_db(row.try_get(at(6))?),
-        placement_id: id_from_db(row.try_get(at(7))?),
-        user_key: row.try_get::<_, i64>(at(8))? as u64,
-        ip_key: Some(row.try_get::<_, i64>(at(9))? as u64).filter(|k| *k != 0),
-        device: Device::from_code(device.into()).unwrap_or_default(),
-        country: Country::parse(&country),
-        cost_micros: row.try_get(at(12))?,
-        value_micros: row.try_get(at(13))?,
-    })
 }
 
 /// The kinds a decision can have counted once, as stored in `counted.kind`.
@@ -564,7 +527,7 @@ pub(super) fn local_day_index(at_ms: Millis, zone: &str) -> i32 {
 async fn supersede(tx: &Transaction<'_>, id: i64) -> Result<Option<Event>> {
     let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1 FOR UPDATE");
     let Some(row) = tx.query_opt(&sql, &[&id]).await? else { return Ok(None) };
-    let mut event = event_from(&row)?;
+    let mut event = event_from(&row, 0)?;
     if event.verdict == Verdict::Duplicate {
         return Ok(None);
     }
@@ -607,7 +570,7 @@ async fn query_events(
     sql: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Vec<Event>> {
-    c.query(sql, params).await?.iter().map(event_from).collect()
+    c.query(sql, params).await?.iter().map(|r| event_from(r, 0)).collect()
 }
 
 pub(super) fn valid_events_since(s: &PgStore, since_ms: Millis) -> Result<Vec<Event>> {
