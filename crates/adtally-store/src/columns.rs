@@ -10,7 +10,9 @@ use adtally_core::catalog::{
 };
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
 
-use crate::{Result, StoreError};
+use adtally_core::report::Dimension;
+
+use crate::{Result, RollupQuery, StoreError};
 
 /// One result row, read by column index. Integers of any width come back as `i64`.
 pub(crate) trait Columns {
@@ -204,4 +206,29 @@ pub(crate) fn event_from(r: &impl Columns, first: usize) -> Result<Event> {
         cost_micros: r.req_int(at(12))?,
         value_micros: r.req_int(at(13))?,
     })
+}
+
+/// The columns a report query selects: bucket, then campaign, ad, placement, device and
+/// country — each a column when grouped by, else its "all" value (`typed`: with the
+/// casts PostgreSQL needs to know their types) — and the group-by list. Column names
+/// come from this fixed list, never from the request.
+pub(crate) fn report_columns(
+    q: &RollupQuery,
+    bucket: &'static str,
+    typed: bool,
+) -> (Vec<&'static str>, Vec<&'static str>) {
+    let none = |plain: &'static str, cast: &'static str| if typed { cast } else { plain };
+    let mut select = vec![if q.by_bucket { bucket } else { none("0", "0::bigint") }];
+    for dim in [Dimension::Campaign, Dimension::Ad, Dimension::Placement, Dimension::Device, Dimension::Country] {
+        let (column, all) = match dim {
+            Dimension::Campaign => ("campaign_id", none("0", "0::bigint")),
+            Dimension::Ad => ("ad_id", none("0", "0::bigint")),
+            Dimension::Placement => ("placement_id", none("0", "0::bigint")),
+            Dimension::Device => ("device", none("0", "0::smallint")),
+            Dimension::Country => ("country", none("'ZZ'", "'ZZ'::text")),
+        };
+        select.push(if q.group_by.contains(&dim) { column } else { all });
+    }
+    let group = select.iter().copied().filter(|c| !c.starts_with('0') && !c.starts_with('\'')).collect();
+    (select, group)
 }

@@ -20,7 +20,7 @@ use adtally_core::clock::Millis;
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
 use adtally_core::fasthash::FastMap;
 use adtally_core::metrics::saturate;
-use adtally_core::report::{bucket_of, Dimension};
+use adtally_core::report::bucket_of;
 use adtally_core::sketch::Sketch;
 
 use crate::columns::targeting_columns;
@@ -999,27 +999,10 @@ fn supersede(tx: &rusqlite::Transaction<'_>, zones: &mut FastMap<i64, DayZone>, 
     Ok(Some(event))
 }
 
-/// The columns a report query selects: bucket, then campaign, ad, placement, device and
-/// country — each a column when grouped by, else its "all" value. Column names come
-/// from a fixed list, never from the request. With the group-by list.
+/// The columns a report query selects (see [`crate::columns::report_columns`]); SQLite
+/// needs no casts.
 fn report_columns(q: &RollupQuery, bucket: &'static str) -> (Vec<&'static str>, Vec<&'static str>) {
-    let mut select = vec![if q.by_bucket { bucket } else { "0" }];
-    for dim in [Dimension::Campaign, Dimension::Ad, Dimension::Placement, Dimension::Device, Dimension::Country] {
-        let (column, none) = match dim {
-            Dimension::Campaign => ("campaign_id", "0"),
-            Dimension::Ad => ("ad_id", "0"),
-            Dimension::Placement => ("placement_id", "0"),
-            Dimension::Device => ("device", "0"),
-            Dimension::Country => ("country", "'ZZ'"),
-        };
-        select.push(if q.group_by.contains(&dim) { column } else { none });
-    }
-    let mut group: Vec<&str> = Vec::new();
-    if q.by_bucket {
-        group.push(bucket);
-    }
-    group.extend(select[1..].iter().copied().filter(|c| !c.starts_with('0') && !c.starts_with('\'')));
-    (select, group)
+    crate::columns::report_columns(q, bucket, false)
 }
 
 /// SQLite's `LIMIT`: one more row than asked, so that "too many" shows; -1 is none.
@@ -2152,6 +2135,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use adtally_core::clock::DAY;
+    use adtally_core::report::Dimension;
 
     fn temp_store(name: &str) -> (SqliteStore, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("adtally-store-{name}-{}", std::process::id()));

@@ -18,7 +18,7 @@ use adtally_core::catalog::LedgerEntry;
 use adtally_core::clock::Millis;
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
 use adtally_core::metrics::saturate;
-use adtally_core::report::{bucket_of, Dimension};
+use adtally_core::report::bucket_of;
 use adtally_core::sketch::Sketch;
 use tokio_postgres::{Client, GenericClient, Row, Transaction};
 
@@ -633,25 +633,6 @@ pub(super) fn ledger_spend(s: &PgStore, advertiser_id: i64) -> Result<Vec<Ledger
         .collect()
 }
 
-/// The columns a report selects: bucket, then campaign, ad, placement, device and
-/// country — each a column when grouped by, else its "all" value (fixed names, never
-/// from the request) — and the group-by list.
-fn report_columns(q: &RollupQuery) -> (Vec<&'static str>, Vec<&'static str>) {
-    let mut select = vec![if q.by_bucket { "bucket_ms" } else { "0::bigint" }];
-    for dim in [Dimension::Campaign, Dimension::Ad, Dimension::Placement, Dimension::Device, Dimension::Country] {
-        let (column, none) = match dim {
-            Dimension::Campaign => ("campaign_id", "0::bigint"),
-            Dimension::Ad => ("ad_id", "0::bigint"),
-            Dimension::Placement => ("placement_id", "0::bigint"),
-            Dimension::Device => ("device", "0::smallint"),
-            Dimension::Country => ("country", "'ZZ'::text"),
-        };
-        select.push(if q.group_by.contains(&dim) { column } else { none });
-    }
-    let group = select.iter().copied().filter(|c| !c.starts_with('0') && !c.starts_with('\'')).collect();
-    (select, group)
-}
-
 type GroupKey = (i64, i64, i64, i64, i16, String);
 
 fn group_key(r: &Row) -> Result<GroupKey> {
@@ -659,7 +640,7 @@ fn group_key(r: &Row) -> Result<GroupKey> {
 }
 
 pub(super) fn rollup_rows(s: &PgStore, q: &RollupQuery) -> Result<Vec<RollupRow>> {
-    let (select, group) = report_columns(q);
+    let (select, group) = crate::columns::report_columns(q, "bucket_ms", true);
     let mut group_all = group.clone();
     group_all.extend(["kind", "verdict"]);
     let filter = "bucket_ms >= $1 AND bucket_ms < $2 AND ($3::bigint IS NULL OR advertiser_id = $3)
