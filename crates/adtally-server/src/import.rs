@@ -257,7 +257,7 @@ pub fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Res
             b"ipua",
             &day,
             &ip_key.to_le_bytes(),
-            user_agent.as_deref().unwrap_or("").as_bytes(),
+            user_agent.unwrap_or("").as_bytes(),
         ]),
         (None, None) => return Err("give uid or ip so the event has a user".into()),
     };
