@@ -131,7 +131,10 @@ pub async fn import_ndjson_from(
     // The chunk the writer is committing while this task parses the next one: with two
     // cores, parsing, validating and classifying overlap the writer's transaction. At
     // most one chunk is in flight, and each is queued only after the one before it was
-    // queued, so the writer still takes them in file order.
+    // queued, so the writer still takes them in file order. If a chunk fails to commit,
+    // the import answers the error as before; the one chunk queued behind it may still
+    // commit (as every chunk before the failure did), and importing the file again is
+    // safe because lines are deduplicated by event_id.
     let mut in_flight: Option<Queued> = None;
     for (index, raw) in body.split(|&b| b == b'\n').enumerate() {
         let number = index + first_line;
@@ -253,12 +256,9 @@ pub fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Res
     let ip_key = ip.map(|ip| state.signer.keyed_hash(&[b"ip", &day, &crate::client::client_prefix(ip)]));
     let user_key = match (&uid, ip_key) {
         (Some(uid), _) => state.signer.keyed_hash(&[b"uid", uid.as_bytes()]),
-        (None, Some(ip_key)) => state.signer.keyed_hash(&[
-            b"ipua",
-            &day,
-            &ip_key.to_le_bytes(),
-            user_agent.unwrap_or("").as_bytes(),
-        ]),
+        (None, Some(ip_key)) => {
+            state.signer.keyed_hash(&[b"ipua", &day, &ip_key.to_le_bytes(), user_agent.unwrap_or("").as_bytes()])
+        }
         (None, None) => return Err("give uid or ip so the event has a user".into()),
     };
     // One classification (one cache lookup) answers both the device and the bot check.
