@@ -117,6 +117,11 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 
 /// Bounded text: trimmed, `min..=max` characters, no control characters.
 pub fn text(field: &str, value: &str, min: usize, max: usize) -> AppResult<String> {
+    text_ref(field, value, min, max).map(str::to_owned)
+}
+
+/// [`text`] without the copy: the trimmed value, borrowed.
+pub fn text_ref<'a>(field: &str, value: &'a str, min: usize, max: usize) -> AppResult<&'a str> {
     let value = value.trim();
     let len = value.chars().count();
     if len < min || len > max {
@@ -125,7 +130,7 @@ pub fn text(field: &str, value: &str, min: usize, max: usize) -> AppResult<Strin
     if value.chars().any(|c| c.is_control()) {
         return Err(ApiError::invalid(format!("{field} must not contain control characters")));
     }
-    Ok(value.to_owned())
+    Ok(value)
 }
 
 /// An absolute http(s) URL of bounded length, parsed by a real URL parser and returned

@@ -2,6 +2,7 @@
 //! through the same filters and the same writer as live traffic; it is idempotent by
 //! `event_id`. A bad line is reported by number and never stops the good ones.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -15,11 +16,11 @@ use adtally_core::counting::DecisionRef;
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
 use adtally_core::traffic::{givt_verdict, purpose_is_prefetch};
 
-use crate::api::{text, Admin};
+use crate::api::{text_ref, Admin};
 use crate::error::ApiError;
 use adtally_store::Idempotency;
 
-use crate::pipeline::{Outcome, Submission, MAX_BATCH};
+use crate::pipeline::{Outcome, Queued, Submission, MAX_BATCH};
 use crate::state::{AppState, ServingCatalog};
 
 /// Most lines one import request may carry.
@@ -29,26 +30,38 @@ pub const MAX_LINE_BYTES: usize = 8 * 1024;
 /// Rejected lines listed in the answer (all are counted).
 const MAX_LISTED_REJECTIONS: usize = 1000;
 
+/// One line as written, borrowing from the body wherever the JSON string has no escapes
+/// (no allocation per field).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ImportLine {
-    event_id: String,
-    #[serde(rename = "type")]
-    kind: String,
-    at: String,
+struct ImportLine<'a> {
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    at: Cow<'a, str>,
     campaign_id: Option<i64>,
     ad_id: Option<i64>,
-    placement: Option<String>,
-    uid: Option<String>,
-    user_agent: Option<String>,
-    ip: Option<String>,
+    #[serde(borrow)]
+    placement: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    uid: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    user_agent: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ip: Option<Cow<'a, str>>,
     value_micros: Option<i64>,
-    order_id: Option<String>,
-    device: Option<String>,
-    country: Option<String>,
+    #[serde(borrow)]
+    order_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    device: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    country: Option<Cow<'a, str>>,
     advertiser_id: Option<i64>,
     /// The request's `Sec-Purpose`/`Purpose` header, when the log recorded it.
-    purpose: Option<String>,
+    #[serde(borrow)]
+    purpose: Option<Cow<'a, str>>,
 }
 
 /// The result of an import.
@@ -115,6 +128,14 @@ pub async fn import_ndjson_from(
     let catalog = state.catalog();
     let mut chunk: Vec<Submission> = Vec::with_capacity(MAX_BATCH);
     let mut lines = 0;
+    // The chunk the writer is committing while this task parses the next one: with two
+    // cores, parsing, validating and classifying overlap the writer's transaction. At
+    // most one chunk is in flight, and each is queued only after the one before it was
+    // queued, so the writer still takes them in file order. If a chunk fails to commit,
+    // the import answers the error as before; the one chunk queued behind it may still
+    // commit (as every chunk before the failure did), and importing the file again is
+    // safe because lines are deduplicated by event_id.
+    let mut in_flight: Option<Queued> = None;
     for (index, raw) in body.split(|&b| b == b'\n').enumerate() {
         let number = index + first_line;
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
@@ -134,18 +155,23 @@ pub async fn import_ndjson_from(
             Err(e) => summary.reject(number, e),
         }
         if chunk.len() >= MAX_BATCH {
-            submit(state, std::mem::take(&mut chunk), &mut summary).await?;
+            let queued = state.pipeline.enqueue(std::mem::replace(&mut chunk, Vec::with_capacity(MAX_BATCH))).await?;
+            if let Some(previous) = in_flight.replace(queued) {
+                tally(previous.committed().await?, &mut summary);
+            }
         }
     }
-    submit(state, chunk, &mut summary).await?;
+    if let Some(previous) = in_flight.take() {
+        tally(previous.committed().await?, &mut summary);
+    }
+    if !chunk.is_empty() {
+        tally(state.pipeline.submit(chunk).await?, &mut summary);
+    }
     Ok(summary)
 }
 
-async fn submit(state: &Arc<AppState>, chunk: Vec<Submission>, summary: &mut ImportSummary) -> Result<(), ApiError> {
-    if chunk.is_empty() {
-        return Ok(());
-    }
-    for outcome in state.pipeline.submit(chunk).await? {
+fn tally(outcomes: Vec<Outcome>, summary: &mut ImportSummary) {
+    for outcome in outcomes {
         match outcome {
             Outcome::Stored { verdict } => {
                 summary.accepted += 1;
@@ -154,7 +180,6 @@ async fn submit(state: &Arc<AppState>, chunk: Vec<Submission>, summary: &mut Imp
             Outcome::AlreadyStored => summary.duplicates += 1,
         }
     }
-    Ok(())
 }
 
 /// One NDJSON line as a submission, or why it is refused. Public for the fuzz target.
@@ -163,7 +188,7 @@ pub fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Res
         return Err(format!("line is longer than {MAX_LINE_BYTES} bytes"));
     }
     let line: ImportLine = serde_json::from_slice(raw).map_err(|e| format!("invalid JSON: {e}"))?;
-    let event_id = text("event_id", &line.event_id, 1, 128).map_err(|e| e.message)?;
+    let event_id = text_ref("event_id", &line.event_id, 1, 128).map_err(|e| e.message)?;
     let kind = EventKind::parse(&line.kind).ok_or("type must be impression, viewable, click or conversion")?;
     let at_ms = line
         .at
@@ -174,9 +199,9 @@ pub fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Res
     if at_ms > now + 5 * 60_000 || at_ms < 946_684_800_000 {
         return Err("at must be between 2000-01-01 and now".into());
     }
-    let bounded = |field: &str, v: &Option<String>, max: usize| {
-        v.as_deref().map(|s| text(field, s, 0, max).map_err(|e| e.message)).transpose()
-    };
+    fn bounded<'s>(field: &str, v: &'s Option<Cow<'_, str>>, max: usize) -> Result<Option<&'s str>, String> {
+        v.as_deref().map(|s| text_ref(field, s, 0, max).map_err(|e| e.message)).transpose()
+    }
     let uid = bounded("uid", &line.uid, 128)?.filter(|u| !u.is_empty());
     let user_agent = bounded("user_agent", &line.user_agent, 1024)?;
     let order_id = bounded("order_id", &line.order_id, 128)?.filter(|o| !o.is_empty());
@@ -231,21 +256,20 @@ pub fn parse_line(state: &AppState, catalog: &ServingCatalog, raw: &[u8]) -> Res
     let ip_key = ip.map(|ip| state.signer.keyed_hash(&[b"ip", &day, &crate::client::client_prefix(ip)]));
     let user_key = match (&uid, ip_key) {
         (Some(uid), _) => state.signer.keyed_hash(&[b"uid", uid.as_bytes()]),
-        (None, Some(ip_key)) => state.signer.keyed_hash(&[
-            b"ipua",
-            &day,
-            &ip_key.to_le_bytes(),
-            user_agent.as_deref().unwrap_or("").as_bytes(),
-        ]),
+        (None, Some(ip_key)) => {
+            state.signer.keyed_hash(&[b"ipua", &day, &ip_key.to_le_bytes(), user_agent.unwrap_or("").as_bytes()])
+        }
         (None, None) => return Err("give uid or ip so the event has a user".into()),
     };
+    // One classification (one cache lookup) answers both the device and the bot check.
+    let agent = user_agent.map(|ua| state.user_agents.classify(ua));
     let device = match line.device.as_deref() {
         Some(d) => Device::parse(d).ok_or("device must be desktop, mobile or tablet")?,
-        None => user_agent.as_deref().map_or(Device::Desktop, |ua| state.user_agents.device(ua)),
+        None => agent.map_or(Device::Desktop, |a| a.device),
     };
     let country = line.country.as_deref().map_or(Country::UNKNOWN, Country::parse);
     let givt = givt_verdict(
-        user_agent.as_deref().is_some_and(|ua| state.is_bot(ua)),
+        agent.is_some_and(|a| a.is_bot()),
         line.purpose.as_deref().is_some_and(purpose_is_prefetch),
         ip.is_some_and(|ip| state.datacenters.contains(ip)),
     );

@@ -110,6 +110,17 @@ pub enum PipelineError {
 
 type Reply = oneshot::Sender<Result<Vec<Outcome>, PipelineError>>;
 
+/// Submissions in the writer's queue ([`Pipeline::enqueue`]).
+#[must_use = "the outcome says whether the events were committed"]
+pub struct Queued(oneshot::Receiver<Result<Vec<Outcome>, PipelineError>>);
+
+impl Queued {
+    /// Waits until the submissions are committed: their outcomes, in order.
+    pub async fn committed(self) -> Result<Vec<Outcome>, PipelineError> {
+        self.0.await.map_err(|_| PipelineError::Stopped)?
+    }
+}
+
 struct Job {
     submissions: Vec<Submission>,
     /// Who waits for the commit; nobody for a journaled beacon, which was answered.
@@ -475,11 +486,18 @@ impl Pipeline {
 
     /// Submits events and waits until they are committed.
     pub async fn submit(&self, submissions: Vec<Submission>) -> Result<Vec<Outcome>, PipelineError> {
+        self.enqueue(submissions).await?.committed().await
+    }
+
+    /// Queues events for the writer without waiting for their commit: the caller can
+    /// prepare its next submissions while the writer commits these (the import does),
+    /// then waits with [`Queued::committed`]. Jobs are written in the order queued.
+    pub async fn enqueue(&self, submissions: Vec<Submission>) -> Result<Queued, PipelineError> {
         let (reply, answer) = oneshot::channel();
         let permit = self.permits.clone().acquire_owned().await.map_err(|_| PipelineError::Stopped)?;
         let job = Job { submissions, reply: Some(reply), journal_seq: None, _permit: Some(permit) };
         self.queue.send(job).map_err(|_| PipelineError::Stopped)?;
-        answer.await.map_err(|_| PipelineError::Stopped)?
+        Ok(Queued(answer))
     }
 
     /// Submits one event and waits until it is committed.
