@@ -93,7 +93,8 @@ pub struct DeliveryState {
     /// each campaign's budget for a local day beyond all spend and the other nodes'
     /// leases (the least of total, daily and balance room), as the writer last read it,
     /// less the decisions made here since. A campaign serves while it is positive.
-    room: FastMap<(i64, i32), i64>,
+    /// Per campaign: (the local day read, micros). Only the latest reading is kept.
+    room: FastMap<i64, (i32, i64)>,
     daily_spend: FastMap<(i64, DayIndex), i64>,
     caps: FastMap<(u64, i64), CapTimes>,
     max_cap_entries: usize,
@@ -154,8 +155,10 @@ impl DeliveryState {
     pub fn take_room(&mut self, campaign_id: i64, now_ms: Millis, micros: i64) {
         let Some(c) = self.campaigns.get(&campaign_id) else { return };
         let today = local_day(now_ms, &c.limits.timezone).0;
-        if let Some(room) = self.room.get_mut(&(campaign_id, today)) {
-            *room = room.saturating_sub(micros);
+        if let Some((day, room)) = self.room.get_mut(&campaign_id) {
+            if *day == today {
+                *room = room.saturating_sub(micros);
+            }
         }
     }
 
@@ -170,7 +173,12 @@ impl DeliveryState {
 
     /// Sets the cluster's room for the campaign's local day (see [`DeliveryState::can_serve`]).
     pub fn set_room(&mut self, campaign_id: i64, day: i32, room_micros: i64) {
-        self.room.insert((campaign_id, day), room_micros);
+        match self.room.get(&campaign_id) {
+            Some((read, _)) if *read > day => {}
+            _ => {
+                self.room.insert(campaign_id, (day, room_micros));
+            }
+        }
     }
 
     /// Every campaign with its local day at `now_ms`: what the room is read for.
@@ -180,8 +188,14 @@ impl DeliveryState {
 
     /// The (campaign, day) leases that ran dry: worth asking again, as other nodes give
     /// back what they do not use (or held when they died).
-    pub fn exhausted_leases(&self) -> Vec<(i64, i32)> {
-        self.leases.iter().flatten().filter(|(_, l)| l.exhausted).map(|(k, _)| *k).collect()
+    /// Only today's (in each campaign's zone): leases of days past can no longer be
+    /// charged, and are forgotten here.
+    pub fn exhausted_leases(&mut self, now_ms: Millis) -> Vec<(i64, i32)> {
+        let campaigns = &self.campaigns;
+        let today = |c: i64| campaigns.get(&c).map(|m| local_day(now_ms, &m.limits.timezone).0);
+        let Some(leases) = &mut self.leases else { return Vec::new() };
+        leases.retain(|(c, day), _| today(*c).is_some_and(|t| *day >= t));
+        leases.iter().filter(|(_, l)| l.exhausted).map(|(k, _)| *k).collect()
     }
 
     /// Forgets the campaign's leases (given back to the database).
@@ -241,10 +255,8 @@ impl DeliveryState {
             // change; for a campaign never read, serve: money is safe in the leases either
             // way), and stops at once when this node's own lease request was refused.
             let today = local_day(now_ms, &c.limits.timezone).0;
-            let room = self.room.get(&(campaign_id, today)).copied().or_else(|| {
-                // A day not read yet (just begun): the latest day read says as much.
-                self.room.iter().filter(|((c, _), _)| *c == campaign_id).max_by_key(|((_, d), _)| *d).map(|(_, r)| *r)
-            });
+            // A day not read yet (just begun): the latest day read says as much.
+            let room = self.room.get(&campaign_id).map(|(_, micros)| *micros);
             if room.is_some_and(|room| room <= 0) || leases.get(&(campaign_id, today)).is_some_and(|l| l.exhausted) {
                 return false;
             }
@@ -424,7 +436,8 @@ mod tests {
         assert!(s.can_serve(7, T0 + 25 * HOUR));
         s.set_lease(7, Lease { day: day + 1, left_micros: 10_000, exhausted: false });
         assert_eq!(s.record_impression(7, 1, 5, 2_000_000, T0), 0, "tomorrow's lease pays nothing today");
-        assert_eq!(s.exhausted_leases(), [(7, day)]);
+        assert_eq!(s.exhausted_leases(T0), [(7, day)]);
+        assert_eq!(s.exhausted_leases(T0 + 25 * HOUR), [], "yesterday's dry lease is forgotten");
         s.sync_credits(1, 1_500_000);
         assert_eq!(s.balance(1), 1_500_000 - 4_500);
     }

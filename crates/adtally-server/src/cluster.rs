@@ -167,7 +167,7 @@ impl ClusterSync {
         // Every 2 s: another try for dry leases, and credits added on other nodes.
         if self.last_credits.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
             self.last_credits = Some(Instant::now());
-            let dry = delivery.lock().unwrap_or_else(|p| p.into_inner()).exhausted_leases();
+            let dry = delivery.lock().unwrap_or_else(|p| p.into_inner()).exhausted_leases(now_ms);
             for (campaign, day) in dry {
                 let grant = cluster.lease(campaign, day, self.slice_micros)?;
                 let lease = Lease { day, left_micros: grant.left_micros, exhausted: grant.left_micros <= 0 };
