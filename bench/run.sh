@@ -14,15 +14,19 @@
 #
 # Usage: bench/run.sh            (CI size: 200 000 events for the reports)
 #        SECS=10 CONNS=32 REPORT_EVENTS=100000000 REPORT_DIR=/data/bench-100m bench/run.sh
-# Needs oha on PATH (`cargo install oha`); PARTS="http import reports memory" picks parts.
+# Needs oha on PATH (`cargo install oha`); PARTS="http import reports memory" picks parts,
+# PATHS="decision impression click" the HTTP paths, BIN=/path/to/adtally another build
+# (to compare two binaries in alternation). The HTTP table also shows the server's CPU
+# time per request (user + system, from /proc, over the run): steadier than req/s on a
+# shared machine.
 set -euo pipefail
 secs=${SECS:-10}
 conns=${CONNS:-32}
 parts=${PARTS:-http import reports memory}
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin="$root/target/release/adtally"
+bin="${BIN:-$root/target/release/adtally}"
 cd "$root"
-cargo build --release --quiet
+[[ -n "${BIN:-}" ]] || cargo build --release --quiet
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -72,6 +76,9 @@ if [[ " $parts " == *" http "* ]]; then
   pids+=($!)
   "$bin" serve --listen 127.0.0.1:18080 --data "$work/data" ${SERVE_FLAGS:-} >/dev/null &
   pids+=($!)
+  server=$!
+  # The server's CPU time so far (user + system), in clock ticks.
+  cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
   for _ in $(seq 100); do curl -sf http://127.0.0.1:18080/healthz >/dev/null && break; sleep 0.1; done
   api() { curl -sf -X POST -H "Authorization: Bearer bench-admin" -H 'content-type: application/json' "http://127.0.0.1:18080$1" -d "$2"; }
   json_id() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"id\"])"; }
@@ -93,18 +100,23 @@ if [[ " $parts " == *" http "* ]]; then
   oha_run() {
     oha -z "${secs}s" -c "$conns" --no-tui --redirect 0 --output-format json -H "User-Agent: $UA" "$@" | python3 -c "$OHA_SUMMARY"
   }
-  printf '\n%-12s %12s %12s %7s %10s %10s  %s\n' path bare_rps adtally_rps ratio p50_ms p99_ms status
-  for path in decision impression click; do
+  printf '\n%-12s %12s %12s %7s %10s %10s %11s  %s\n' path bare_rps adtally_rps ratio p50_ms p99_ms cpu_us/req status
+  for path in ${PATHS:-decision impression click}; do
     base=$(oha_run http://127.0.0.1:18090/t/i/x)
+    before=$(cpu_ticks)
     case $path in
       decision) real=$(oha_run --rand-regex-url 'http://localhost:18080/v1/decision[?]placement=sidebar-main&uid=u[0-9]{9}') ;;
       impression) real=$(oha_run --urls-from-file "$work/impressions.txt") ;;
       click) real=$(oha_run --urls-from-file "$work/clicks.txt") ;;
     esac
+    # The writer commits what was journaled moments after the last answer.
+    sleep 1
+    ticks=$(( $(cpu_ticks) - before ))
     read -r b_rps _ _ _ <<<"$base"
     read -r a_rps a_p50 a_p99 a_codes <<<"$real"
     ratio=$(python3 -c "print(f'{$a_rps / $b_rps:.2f}')")
-    printf '%-12s %12s %12s %7s %10s %10s  %s\n' "$path" "$b_rps" "$a_rps" "$ratio" "$a_p50" "$a_p99" "$a_codes"
+    cpu=$(python3 -c "print(f'{$ticks / $(getconf CLK_TCK) * 1e6 / ($a_rps * $secs):.1f}')")
+    printf '%-12s %12s %12s %7s %10s %10s %11s  %s\n' "$path" "$b_rps" "$a_rps" "$ratio" "$a_p50" "$a_p99" "$cpu" "$a_codes"
     summary+=("$(printf '%-40s %8s   (p99 %s ms; bare %s req/s)' "$path vs bare server ($conns conns)" "$ratio" "$a_p99" "$b_rps")")
   done
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -50,6 +50,11 @@ pub const MAX_BATCH: usize = 4096;
 /// many times in a row.
 const LINGER: std::time::Duration = std::time::Duration::from_micros(100);
 const MAX_LINGERS: u32 = 4;
+/// How long a batch of journaled beacons alone gathers more before it is committed.
+/// Nobody waits for that commit (each beacon was answered once journaled), so a longer
+/// wait only makes batches larger: fewer transactions, and fewer rewrites of the same
+/// rollup rows and reach sketches, per event.
+const JOURNALED_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 /// Submissions waiting for the writer before handlers have to wait to enqueue.
 const QUEUE_DEPTH: usize = 16_384;
 /// How long a read waits for the writer to catch up with the journal before it goes
@@ -674,16 +679,22 @@ impl Writer {
             let mut size: usize = batch.iter().map(|j| j.submissions.len()).sum();
             let mut grew_since_linger = false;
             let mut lingers = 0;
+            let started = std::time::Instant::now();
+            let mut awaited = batch.iter().any(|j| j.reply.is_some());
             while size < MAX_BATCH {
                 match jobs.try_recv() {
                     Ok(job) => {
                         size += job.submissions.len();
+                        awaited |= job.reply.is_some();
                         batch.push(job);
                         grew_since_linger = true;
                     }
+                    Err(_) if !awaited && started.elapsed() < JOURNALED_LINGER => {
+                        std::thread::sleep(LINGER);
+                    }
                     // Under load, a moment's wait fills the batch: fewer commits and
                     // fewer wake-ups per event. Keep waiting only while events keep
-                    // arriving; when idle, the first event goes alone at once.
+                    // arriving; when idle, a waited-for event goes alone at once.
                     Err(_) if grew_since_linger && lingers < MAX_LINGERS => {
                         grew_since_linger = false;
                         lingers += 1;
