@@ -43,6 +43,10 @@ pub use crate::state::{AppState, ServerConfig};
 const MAX_JSON_BODY: usize = 64 * 1024;
 /// How often campaigns are checked for completion and cap state is expired.
 const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often reach spans are sealed (`Store::seal_reach_spans`): a day seals once, two
+/// days after it ended, so this only bounds how long a long-range report still reads
+/// that day's own sketches.
+const SEAL_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 /// With several nodes on one database, how often each reloads the catalog.
 const CATALOG_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Largest NDJSON import body.
@@ -223,8 +227,20 @@ impl Application {
         let housekeeping = self.state.clone();
         let housekeeping = tokio::spawn(async move {
             let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+            let mut sealed_at: Option<tokio::time::Instant> = None;
             loop {
                 tick.tick().await;
+                if sealed_at.is_none_or(|at| at.elapsed() >= SEAL_EVERY) {
+                    sealed_at = Some(tokio::time::Instant::now());
+                    let state = housekeeping.clone();
+                    let sealed =
+                        tokio::task::spawn_blocking(move || state.store.seal_reach_spans(state.clock.now_ms())).await;
+                    match sealed {
+                        Ok(Ok(n)) if n > 0 => tracing::info!(spans = n, "reach spans sealed"),
+                        Ok(Err(e)) => tracing::error!(error = %e, "sealing reach spans failed"),
+                        _ => {}
+                    }
+                }
                 if let pipeline::Health::Failing(_) = housekeeping.pipeline.health() {
                     // Decisions are off while the writer fails; without a probe nothing
                     // would ever tell it that the store works again. Bounded: a writer

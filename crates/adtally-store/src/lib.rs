@@ -10,6 +10,7 @@
 mod columns;
 pub mod journal;
 mod postgres;
+mod reach_spans;
 mod rollup;
 mod sqlite;
 
@@ -437,6 +438,12 @@ pub trait Store: Send + Sync + 'static {
     /// them. Returns how many were deleted; call again until it returns less than
     /// `max_rows`. Short transactions: the event writer is never held up for long.
     fn purge_events_before(&self, before_ms: Millis, max_rows: usize) -> Result<usize>;
+    /// Builds what makes reports over long ranges cheap once their days can no longer
+    /// change (SQLite: the reach of aligned spans of days, `reach_spans.rs`); reports
+    /// answer the same with or without it. Returns how much it built. Call now and then.
+    fn seal_reach_spans(&self, _now_ms: Millis) -> Result<usize> {
+        Ok(0)
+    }
 
     // Weekly email reports.
     /// Opts an advertiser in (the default) or out.

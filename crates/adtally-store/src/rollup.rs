@@ -108,6 +108,16 @@ impl DayTable {
         }
     }
 
+    /// The table of its rows' reach sketches (same key; only rows with a sketch).
+    pub fn reach_name(self) -> &'static str {
+        match self {
+            DayTable::Campaign => "rollups_day_campaign_reach",
+            DayTable::Ad => "rollups_day_ad_reach",
+            DayTable::Device => "rollups_day_device_reach",
+            DayTable::Country => "rollups_day_country_reach",
+        }
+    }
+
     /// Whether this table can answer a grouping (and an ad filter).
     pub fn answers(self, group_by: &[Dimension], ad_filter: bool) -> bool {
         let only = |allowed: &[Dimension]| group_by.iter().all(|d| allowed.contains(d));

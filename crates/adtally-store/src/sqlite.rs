@@ -28,6 +28,7 @@ use crate::columns::{
     ad_from, advertiser_from, campaign_from, event_from, format_from, id_from_db, ADVERTISER_COLUMNS, AD_SELECT,
     CAMPAIGN_COLUMNS, EVENT_COLUMNS,
 };
+use crate::reach_spans;
 use crate::rollup::{
     aggregate, aggregate_days, has_reach, is_utc_name, slots, utc_day, DayKey, DayTable, DayZone, RollupKey,
     RollupQuery, RollupRow, RollupSums, SLOTS,
@@ -213,6 +214,11 @@ ALTER TABLE advertisers ADD COLUMN click_window_days INTEGER NOT NULL DEFAULT 30
 ALTER TABLE advertisers ADD COLUMN view_window_days INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE advertisers ADD COLUMN half_life_days INTEGER NOT NULL DEFAULT 7;
 "#,
+    reach_spans::MIGRATION,
+    r#"
+-- The day layer's sketches move to reach tables of the same keys: `split_day_reach`
+-- runs right after this script, in the same transaction.
+"#,
 ];
 
 /// Undoes the migrations after the day layer's, for tests that take a store back to an
@@ -220,11 +226,21 @@ ALTER TABLE advertisers ADD COLUMN half_life_days INTEGER NOT NULL DEFAULT 7;
 #[cfg(test)]
 const UNDO_AFTER_DAY_LAYER: &str = "ALTER TABLE advertisers DROP COLUMN click_window_days;
      ALTER TABLE advertisers DROP COLUMN view_window_days;
-     ALTER TABLE advertisers DROP COLUMN half_life_days;";
+     ALTER TABLE advertisers DROP COLUMN half_life_days;
+     DROP TABLE reach_spans; DROP TABLE reach_spans_built;";
+
+/// Drops the day layer's tables (tests that take a store back before it).
+#[cfg(test)]
+const DROP_DAY_LAYER: &str =
+    "DROP TABLE rollups_day_campaign; DROP TABLE rollups_day_ad; DROP TABLE rollups_day_device;
+     DROP TABLE rollups_day_country; DROP TABLE rollups_day_campaign_reach; DROP TABLE rollups_day_ad_reach;
+     DROP TABLE rollups_day_device_reach; DROP TABLE rollups_day_country_reach;";
 
 /// The migration (index into [`MIGRATIONS`]) after whose script the day layer is
 /// created and built from the quarter-hour rollups, in the same transaction.
 const DAY_LAYER_MIGRATION: usize = 6;
+/// The migration after whose script the day layer's sketches move to reach tables.
+const SPLIT_REACH_MIGRATION: usize = 9;
 
 /// The key columns of a day-layer table, in key order (the order [`day_key_values`]
 /// binds them).
@@ -256,11 +272,56 @@ fn day_key_values(k: &DayKey) -> Vec<Value> {
 }
 
 /// The sum columns of a day-layer row, after its key: one per (kind, verdict), then
-/// money, then reach.
+/// money. Its reach is a row of the same key in the table's reach table.
 fn day_sum_columns() -> Vec<String> {
     let mut columns: Vec<String> = slots().into_iter().map(|(_, _, name)| name).collect();
-    columns.extend(["cost_micros", "value_micros", "revenue_micros", "reach"].map(String::from));
+    columns.extend(["cost_micros", "value_micros", "revenue_micros"].map(String::from));
     columns
+}
+
+/// A day-layer table's key columns with their types, for `CREATE TABLE`.
+fn day_key_definitions(table: DayTable) -> Vec<String> {
+    day_key_columns(table)
+        .split(", ")
+        .map(|c| format!("{c} {} NOT NULL", if c == "country" { "TEXT" } else { "INTEGER" }))
+        .collect()
+}
+
+/// Creates a day-layer table's reach table: the same key, and the sketch of the valid
+/// impressions' users. Apart from the sums, because a 16 KiB sketch inside the row made
+/// SQLite copy it with every row a sums query read (twice the time of the sums alone),
+/// and every batch that changed a count rewrote it.
+fn create_reach_table(tx: &rusqlite::Transaction<'_>, table: DayTable) -> Result<()> {
+    let key = day_key_columns(table);
+    tx.execute_batch(&format!(
+        "CREATE TABLE {} ({}, reach BLOB NOT NULL, PRIMARY KEY ({key})) WITHOUT ROWID;",
+        table.reach_name(),
+        day_key_definitions(table).join(", ")
+    ))?;
+    Ok(())
+}
+
+/// Migration 11: moves the day layer's sketches from a `reach` column of each table
+/// (the layout migration 7 first shipped with) into its reach table. A store created
+/// since has the reach tables from migration 7 and nothing to move.
+fn split_day_reach(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    for table in DayTable::ALL {
+        let has_column: bool = tx
+            .prepare(&format!("SELECT 1 FROM pragma_table_info('{}') WHERE name = 'reach'", table.name()))?
+            .exists([])?;
+        if !has_column {
+            continue;
+        }
+        create_reach_table(tx, table)?;
+        let key = day_key_columns(table);
+        tx.execute_batch(&format!(
+            "INSERT INTO {reach} ({key}, reach) SELECT {key}, reach FROM {sums} WHERE reach IS NOT NULL;
+             ALTER TABLE {sums} DROP COLUMN reach;",
+            reach = table.reach_name(),
+            sums = table.name()
+        ))?;
+    }
+    Ok(())
 }
 
 /// Creates the day layer's tables (migration 7). Keys start with the advertiser, so one
@@ -274,25 +335,18 @@ fn create_day_layer(tx: &rusqlite::Transaction<'_>) -> Result<()> {
     let counts: Vec<String> = slots().into_iter().map(|(_, _, name)| format!("{name} INTEGER NOT NULL")).collect();
     for table in DayTable::ALL {
         let key = day_key_columns(table);
-        let mut columns: Vec<String> = key
-            .split(", ")
-            .map(|c| format!("{c} {} NOT NULL", if c == "country" { "TEXT" } else { "INTEGER" }))
-            .collect();
+        let mut columns = day_key_definitions(table);
         columns.extend(counts.iter().cloned());
         columns.extend(
-            [
-                "cost_micros INTEGER NOT NULL",
-                "value_micros INTEGER NOT NULL",
-                "revenue_micros INTEGER NOT NULL",
-                "reach BLOB",
-            ]
-            .map(String::from),
+            ["cost_micros INTEGER NOT NULL", "value_micros INTEGER NOT NULL", "revenue_micros INTEGER NOT NULL"]
+                .map(String::from),
         );
         tx.execute_batch(&format!(
             "CREATE TABLE {} ({}, PRIMARY KEY ({key})) WITHOUT ROWID;",
             table.name(),
             columns.join(", ")
         ))?;
+        create_reach_table(tx, table)?;
     }
     rebuild_day_layer(tx, None)
 }
@@ -306,7 +360,26 @@ fn day_upsert(table: DayTable) -> &'static str {
     &all[i]
 }
 
-/// The upsert of one day-layer row; the merge is the quarter-hour upsert's.
+/// The upsert of one day-layer row's reach (its key, then the batch's sketch), merged
+/// as the quarter hours' is; written once per table as [`day_upsert`].
+fn reach_upsert(table: DayTable) -> &'static str {
+    static SQL: std::sync::OnceLock<[String; 4]> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        DayTable::ALL.map(|table| {
+            let columns = day_key_columns(table);
+            let marks: Vec<String> = (1..=columns.split(", ").count() + 1).map(|i| format!("?{i}")).collect();
+            format!(
+                "INSERT INTO {} ({columns}, reach) VALUES ({}) ON CONFLICT DO UPDATE SET reach = reach_merge(reach, excluded.reach)",
+                table.reach_name(),
+                marks.join(", ")
+            )
+        })
+    });
+    let i = DayTable::ALL.iter().position(|t| *t == table).unwrap_or(0);
+    &all[i]
+}
+
+/// The upsert of one day-layer row's sums; money saturates as in the quarter hours.
 fn day_upsert_sql(table: DayTable) -> String {
     let columns = day_key_columns(table);
     let sums = day_sum_columns();
@@ -316,7 +389,6 @@ fn day_upsert_sql(table: DayTable) -> String {
     for money in ["cost_micros", "value_micros", "revenue_micros"] {
         updates.push(format!("{money} = MIN({money}, 9223372036854775807 - excluded.{money}) + excluded.{money}"));
     }
-    updates.push("reach = reach_merge(reach, excluded.reach)".into());
     format!(
         "INSERT INTO {} ({columns}, {}) VALUES ({}) ON CONFLICT DO UPDATE SET {}",
         table.name(),
@@ -345,40 +417,54 @@ fn rebuild_day_layer(tx: &rusqlite::Transaction<'_>, advertiser: Option<i64>) ->
             EventKind::Conversion.code(),
             Verdict::Valid.code()
         ),
-        "reach_union(r.reach)".into(),
     ]);
     let sums = sums.join(", ");
-    let into = |table: DayTable| {
-        format!("INSERT INTO {} ({}, {})", table.name(), day_key_columns(table), day_sum_columns().join(", "))
-    };
     let zone = "COALESCE(a.timezone, 'UTC')";
     let only = "(?1 IS NULL OR r.advertiser_id = ?1)";
-    let mut statements = vec![
-        "DELETE FROM rollups_day_campaign WHERE (?1 IS NULL OR advertiser_id = ?1) AND utc = 0".to_owned(),
-        "DELETE FROM rollups_day_ad WHERE (?1 IS NULL OR advertiser_id = ?1)".to_owned(),
-        "DELETE FROM rollups_day_device WHERE (?1 IS NULL OR advertiser_id = ?1)".to_owned(),
-        "DELETE FROM rollups_day_country WHERE (?1 IS NULL OR advertiser_id = ?1)".to_owned(),
+    let mut statements = Vec::new();
+    for table in DayTable::ALL {
         // UTC days never change with the zone: built once, by the migration.
-        format!(
-            "{} SELECT r.advertiser_id, 1, utc_day(r.bucket_ms) AS d, r.campaign_id, {sums} FROM rollups r
-             WHERE ?1 IS NULL GROUP BY r.advertiser_id, d, r.campaign_id",
-            into(DayTable::Campaign)
+        let own = if table == DayTable::Campaign { " AND utc = 0" } else { "" };
+        for name in [table.name(), table.reach_name()] {
+            statements.push(format!("DELETE FROM {name} WHERE (?1 IS NULL OR advertiser_id = ?1){own}"));
+        }
+    }
+    // (table, its key as selected, FROM and WHERE, GROUP BY).
+    let mut sources = vec![
+        (
+            DayTable::Campaign,
+            "r.advertiser_id, 1, utc_day(r.bucket_ms) AS d, r.campaign_id".to_owned(),
+            "FROM rollups r WHERE ?1 IS NULL".to_owned(),
+            "r.advertiser_id, d, r.campaign_id".to_owned(),
         ),
-        format!(
-            "{} SELECT r.advertiser_id, 0, local_day(r.bucket_ms, a.timezone) AS d, r.campaign_id, {sums}
-             FROM rollups r JOIN advertisers a ON a.id = r.advertiser_id WHERE a.timezone != 'UTC' AND {only}
-             GROUP BY r.advertiser_id, d, r.campaign_id",
-            into(DayTable::Campaign)
+        (
+            DayTable::Campaign,
+            "r.advertiser_id, 0, local_day(r.bucket_ms, a.timezone) AS d, r.campaign_id".to_owned(),
+            format!("FROM rollups r JOIN advertisers a ON a.id = r.advertiser_id WHERE a.timezone != 'UTC' AND {only}"),
+            "r.advertiser_id, d, r.campaign_id".to_owned(),
         ),
     ];
     for (table, columns) in
         [(DayTable::Ad, "r.ad_id, r.placement_id"), (DayTable::Device, "r.device"), (DayTable::Country, "r.country")]
     {
+        sources.push((
+            table,
+            format!("r.advertiser_id, {zone} = 'UTC', r.campaign_id, local_day(r.bucket_ms, {zone}) AS d, {columns}"),
+            format!("FROM rollups r LEFT JOIN advertisers a ON a.id = r.advertiser_id WHERE {only}"),
+            format!("r.advertiser_id, r.campaign_id, d, {columns}"),
+        ));
+    }
+    for (table, key, from_where, group) in sources {
+        let columns = day_key_columns(table);
         statements.push(format!(
-            "{} SELECT r.advertiser_id, {zone} = 'UTC', r.campaign_id, local_day(r.bucket_ms, {zone}) AS d, {columns},
-             {sums} FROM rollups r LEFT JOIN advertisers a ON a.id = r.advertiser_id WHERE {only}
-             GROUP BY r.advertiser_id, r.campaign_id, d, {columns}",
-            into(table)
+            "INSERT INTO {} ({columns}, {}) SELECT {key}, {sums} {from_where} GROUP BY {group}",
+            table.name(),
+            day_sum_columns().join(", ")
+        ));
+        statements.push(format!(
+            "INSERT INTO {} ({columns}, reach) SELECT {key}, reach_union(r.reach) {from_where} AND r.reach IS NOT NULL
+             GROUP BY {group}",
+            table.reach_name()
         ));
     }
     for sql in statements {
@@ -771,6 +857,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         if i == DAY_LAYER_MIGRATION {
             create_day_layer(&tx)?;
         }
+        if i == SPLIT_REACH_MIGRATION {
+            split_day_reach(&tx)?;
+        }
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
         tx.commit()?;
     }
@@ -1101,7 +1190,12 @@ fn day_rows(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> Resu
         // temporary B-tree, and copying every 16 KiB sketch through it took 5× the time
         // of reading them. Here they are read in key order, without a GROUP BY, and
         // merged per group straight from SQLite's buffer.
-        let mut sketches = day_sketches(c, q, table, utc)?;
+        let mut sketches = if table == DayTable::Campaign && !q.by_bucket {
+            // Campaigns over a range: sealed spans of days where built (reach_spans.rs).
+            reach_spans::range_sketches(c, q, utc)?
+        } else {
+            day_sketches(c, q, table, utc)?
+        };
         for row in rows.iter_mut().filter(|r| has_reach(r.kind, r.verdict)) {
             row.reach = sketches.remove(&group_of(row));
         }
@@ -1110,7 +1204,7 @@ fn day_rows(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> Resu
 }
 
 /// What identifies a report row's group: bucket and the five dimensions.
-type GroupKey = (Millis, Option<i64>, Option<i64>, Option<i64>, u8, [u8; 2]);
+pub(crate) type GroupKey = (Millis, Option<i64>, Option<i64>, Option<i64>, u8, [u8; 2]);
 
 fn group_of(r: &RollupRow) -> GroupKey {
     (r.bucket_ms, r.campaign_id, r.ad_id, r.placement_id, r.device.code(), r.country.0)
@@ -1119,12 +1213,7 @@ fn group_of(r: &RollupRow) -> GroupKey {
 /// The union of the reach sketches of each group of a day-layer query.
 fn day_sketches(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> Result<FastMap<GroupKey, Sketch>> {
     let (select, _) = report_columns(q, "day_ms");
-    let sql = format!(
-        "SELECT {}, reach FROM {} WHERE {} AND reach IS NOT NULL",
-        select.join(", "),
-        table.name(),
-        day_filter(q, table)
-    );
+    let sql = format!("SELECT {}, reach FROM {} WHERE {}", select.join(", "), table.reach_name(), day_filter(q, table));
     let mut stmt = c.prepare_cached(&sql)?;
     let mut found =
         stmt.query(params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id, row_limit(q), utc])?;
@@ -1174,7 +1263,8 @@ fn day_sql(q: &RollupQuery, table: DayTable) -> String {
         wide_sum("cost_micros"),
         wide_sum("value_micros"),
         wide_sum("revenue_micros"),
-        if q.reach { "reach_union(reach)" } else { "NULL" },
+        // Reach is read apart ([`day_sketches`]); the column keeps the row's shape.
+        "NULL",
         table.name(),
         day_filter(q, table),
         // Without a grouped column, the one group of the constant first column: no rows
@@ -1290,6 +1380,7 @@ impl Store for SqliteStore {
         )?;
         if old != a.timezone {
             rebuild_day_layer(&tx, Some(a.id))?;
+            reach_spans::forget_own_zone(&tx, a.id)?;
         }
         tx.commit()?;
         writer.zones.remove(&a.id);
@@ -1857,10 +1948,17 @@ impl Store for SqliteStore {
                 batch_zones.get(&id).cloned().unwrap_or_else(|| DayZone::named("UTC"))
             });
             for (k, (s, reach)) in days {
-                let mut values = day_key_values(&k);
+                if k.table == DayTable::Campaign && !reach.is_empty() {
+                    reach_spans::invalidate(&tx, now_ms, k.advertiser_id, k.utc, k.day_ms)?;
+                }
+                let key = day_key_values(&k);
+                if !reach.is_empty() {
+                    let values = key.iter().cloned().chain([Value::Blob(reach.to_bytes())]);
+                    tx.prepare_cached(reach_upsert(k.table))?.execute(rusqlite::params_from_iter(values))?;
+                }
+                let mut values = key;
                 values.extend(s.events.iter().map(|n| Value::Integer(*n)));
                 values.extend([s.cost_micros, s.value_micros, s.revenue_micros].map(|m| Value::Integer(saturate(m))));
-                values.push(if reach.is_empty() { Value::Null } else { Value::Blob(reach.to_bytes()) });
                 let mut upsert = tx.prepare_cached(day_upsert(k.table))?;
                 upsert.execute(rusqlite::params_from_iter(values))?;
             }
@@ -2070,6 +2168,30 @@ impl Store for SqliteStore {
         })
     }
 
+    fn seal_reach_spans(&self, now_ms: Millis) -> Result<usize> {
+        let advertisers: Vec<(i64, String)> = self
+            .with_conn(|c| query_all(c, "SELECT id, timezone FROM advertisers", [], |r| Ok((r.get(0)?, r.get(1)?))))?;
+        let mut built = 0;
+        for (id, zone) in advertisers {
+            // On the writer's connection, one advertiser at a time: no batch changes a
+            // day between its reading and its span's recording, and none waits long.
+            let mut writer = self.writer.lock().map_err(|_| poisoned())?;
+            let tx = writer.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Read again under the lock: a zone change since would have dropped its spans.
+            let zone = tx
+                .query_row("SELECT timezone FROM advertisers WHERE id = ?1", [id], |r| r.get::<_, String>(0))
+                .optional()?
+                .unwrap_or(zone);
+            let own = DayZone::named(&zone);
+            built += reach_spans::seal(&tx, now_ms, id, true, &adtally_core::jiff::tz::TimeZone::UTC)?;
+            if !own.is_utc {
+                built += reach_spans::seal(&tx, now_ms, id, false, &own.tz)?;
+            }
+            tx.commit()?;
+        }
+        Ok(built)
+    }
+
     fn consistency_check(&self) -> Result<ConsistencyCheck> {
         self.with_conn(|c| {
             // Raw events before the retention cut are gone; their rollups stay.
@@ -2240,8 +2362,7 @@ mod tests {
             .with_conn(|c| {
                 let version = DAY_LAYER_MIGRATION - 1;
                 Ok(c.execute_batch(&format!(
-                    "ALTER TABLE rollups DROP COLUMN reach; DROP TABLE rollups_day_campaign; DROP TABLE rollups_day_ad;
-                     DROP TABLE rollups_day_device; DROP TABLE rollups_day_country; {UNDO_AFTER_DAY_LAYER}
+                    "ALTER TABLE rollups DROP COLUMN reach; {DROP_DAY_LAYER} {UNDO_AFTER_DAY_LAYER}
                      PRAGMA user_version = {version};"
                 ))?)
             })
@@ -2396,6 +2517,20 @@ mod tests {
             assert!(consistency.is_consistent(), "{consistency:?}");
         };
         check(&store, &zones);
+        let spans = |store: &SqliteStore| {
+            store
+                .with_conn(|c| Ok(c.query_row("SELECT COUNT(*) FROM reach_spans_built", [], |r| r.get::<_, i64>(0))?))
+                .expect("count")
+        };
+        // Nothing is sealed while the first day may still get beacons; two days after
+        // the last one every span is, and the campaigns' reach over ranges comes from them.
+        assert_eq!(store.seal_reach_spans(start + 2 * DAY).expect("seal"), 0);
+        let early = store.seal_reach_spans(start + 6 * DAY).expect("seal");
+        let built = early + store.seal_reach_spans(start + 40 * DAY).expect("seal");
+        assert!(early > 0 && built > early + 3, "{early} {built}");
+        assert_eq!(spans(&store), built as i64);
+        assert_eq!(store.seal_reach_spans(start + 40 * DAY).expect("seal"), 0);
+        check(&store, &zones);
 
         // Kathmandu → Berlin, New York → UTC: the own-zone rows are rebuilt.
         for (id, zone) in [(ids[1], "Europe/Berlin"), (ids[2], "UTC")] {
@@ -2404,19 +2539,49 @@ mod tests {
             store.update_advertiser(&a).expect("update");
         }
         let zones = ["UTC", "Europe/Berlin", "UTC"];
+        assert!(spans(&store) < built as i64);
         check(&store, &zones);
-        // And new events land in the new zone's days.
-        let mut late =
-            vec![PendingEvent::new(event(start + 2 * DAY + 60_000, EventKind::Impression, Verdict::Valid, ids[1], 3))];
+        assert!(store.seal_reach_spans(start + 40 * DAY).expect("seal") > 0);
+        check(&store, &zones);
+        // And new events land in the new zone's days, a new user in a sealed day too: the
+        // spans over that day go in the same batch.
+        let before = spans(&store);
+        let mut late = vec![
+            PendingEvent::new(event(start + 2 * DAY + 60_000, EventKind::Impression, Verdict::Valid, ids[1], 3)),
+            PendingEvent::new(event(start + 2 * DAY + 60_000, EventKind::Impression, Verdict::Valid, ids[0], 1 << 40)),
+        ];
         store.append_events(start + 9 * DAY, &mut late, None, &mut |_, _, _| {}).expect("append");
+        assert!(spans(&store) < before);
+        check(&store, &zones);
+        assert!(store.seal_reach_spans(start + 40 * DAY).expect("seal") > 0);
+        check(&store, &zones);
+
+        // A store whose day layer kept its sketches in a `reach` column (as first shipped):
+        // the migration moves them into the reach tables.
+        store
+            .with_conn(|c| {
+                for table in DayTable::ALL {
+                    let (sums, reach) = (table.name(), table.reach_name());
+                    let key = day_key_columns(table).split(", ").map(|k| format!("{reach}.{k} = {sums}.{k}"));
+                    c.execute_batch(&format!(
+                        "ALTER TABLE {sums} ADD COLUMN reach BLOB;
+                         UPDATE {sums} SET reach = (SELECT reach FROM {reach} WHERE {});
+                         DROP TABLE {reach};",
+                        key.collect::<Vec<_>>().join(" AND ")
+                    ))?;
+                }
+                Ok(c.execute_batch(&format!("PRAGMA user_version = {SPLIT_REACH_MIGRATION};"))?)
+            })
+            .expect("old layout");
+        drop(store);
+        let store = SqliteStore::open(&dir).expect("reopen");
         check(&store, &zones);
 
         // A store from before the day layer: the migration builds it from the quarter hours.
         store
             .with_conn(|c| {
                 Ok(c.execute_batch(&format!(
-                    "DROP TABLE rollups_day_campaign; DROP TABLE rollups_day_ad; DROP TABLE rollups_day_device;
-                     DROP TABLE rollups_day_country; {UNDO_AFTER_DAY_LAYER} PRAGMA user_version = {DAY_LAYER_MIGRATION};"
+                    "{DROP_DAY_LAYER} {UNDO_AFTER_DAY_LAYER} PRAGMA user_version = {DAY_LAYER_MIGRATION};"
                 ))?)
             })
             .expect("downgrade");
