@@ -86,9 +86,10 @@ pub enum DayTable {
     /// `rollups_day_campaign`: per campaign; own days and UTC days (the operator's).
     /// Overview by day, the campaigns table.
     Campaign,
-    /// `rollups_day_ad`: per (campaign, ad, placement). The ads table, a campaign by day
-    /// and placement.
+    /// `rollups_day_ad`: per (campaign, ad). The ads table.
     Ad,
+    /// `rollups_day_placement`: per (campaign, placement). A campaign by day and placement.
+    Placement,
     /// `rollups_day_device`: per (campaign, device).
     Device,
     /// `rollups_day_country`: per (campaign, country).
@@ -97,12 +98,14 @@ pub enum DayTable {
 
 impl DayTable {
     /// In order of preference: the first that answers a query is the smallest that does.
-    pub const ALL: [DayTable; 4] = [DayTable::Campaign, DayTable::Ad, DayTable::Device, DayTable::Country];
+    pub const ALL: [DayTable; 5] =
+        [DayTable::Campaign, DayTable::Ad, DayTable::Placement, DayTable::Device, DayTable::Country];
 
     pub fn name(self) -> &'static str {
         match self {
             DayTable::Campaign => "rollups_day_campaign",
             DayTable::Ad => "rollups_day_ad",
+            DayTable::Placement => "rollups_day_placement",
             DayTable::Device => "rollups_day_device",
             DayTable::Country => "rollups_day_country",
         }
@@ -113,6 +116,7 @@ impl DayTable {
         match self {
             DayTable::Campaign => "rollups_day_campaign_reach",
             DayTable::Ad => "rollups_day_ad_reach",
+            DayTable::Placement => "rollups_day_placement_reach",
             DayTable::Device => "rollups_day_device_reach",
             DayTable::Country => "rollups_day_country_reach",
         }
@@ -123,7 +127,8 @@ impl DayTable {
         let only = |allowed: &[Dimension]| group_by.iter().all(|d| allowed.contains(d));
         match self {
             DayTable::Campaign => !ad_filter && only(&[Dimension::Campaign]),
-            DayTable::Ad => only(&[Dimension::Campaign, Dimension::Ad, Dimension::Placement]),
+            DayTable::Ad => only(&[Dimension::Campaign, Dimension::Ad]),
+            DayTable::Placement => !ad_filter && only(&[Dimension::Campaign, Dimension::Placement]),
             DayTable::Device => !ad_filter && only(&[Dimension::Campaign, Dimension::Device]),
             DayTable::Country => !ad_filter && only(&[Dimension::Campaign, Dimension::Country]),
         }
@@ -244,10 +249,11 @@ impl DayKey {
             country: None,
         };
         let utc_campaign = (!zone.is_utc).then_some(DayKey { utc: true, day_ms: utc_day(k.bucket_ms), ..campaign });
-        let ad = DayKey { table: DayTable::Ad, ad_id: k.ad_id, placement_id: k.placement_id, ..campaign };
+        let ad = DayKey { table: DayTable::Ad, ad_id: k.ad_id, ..campaign };
+        let placement = DayKey { table: DayTable::Placement, placement_id: k.placement_id, ..campaign };
         let device = DayKey { table: DayTable::Device, device: Some(k.device), ..campaign };
         let country = DayKey { table: DayTable::Country, country: Some(k.country), ..campaign };
-        [Some(campaign), utc_campaign, Some(ad), Some(device), Some(country)].into_iter().flatten()
+        [Some(campaign), utc_campaign, Some(ad), Some(placement), Some(device), Some(country)].into_iter().flatten()
     }
 }
 

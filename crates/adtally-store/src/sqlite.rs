@@ -216,8 +216,9 @@ ALTER TABLE advertisers ADD COLUMN half_life_days INTEGER NOT NULL DEFAULT 7;
 "#,
     reach_spans::MIGRATION,
     r#"
--- The day layer's sketches move to reach tables of the same keys: `split_day_reach`
--- runs right after this script, in the same transaction.
+-- The day layer's second layout: sketches in reach tables apart from the sums, one table
+-- per dimension. `upgrade_day_layer_v1` runs right after this script, in the same
+-- transaction, and builds it from the first layout's tables.
 "#,
 ];
 
@@ -234,20 +235,22 @@ const UNDO_AFTER_DAY_LAYER: &str = "ALTER TABLE advertisers DROP COLUMN click_wi
 const DROP_DAY_LAYER: &str =
     "DROP TABLE rollups_day_campaign; DROP TABLE rollups_day_ad; DROP TABLE rollups_day_device;
      DROP TABLE rollups_day_country; DROP TABLE rollups_day_campaign_reach; DROP TABLE rollups_day_ad_reach;
-     DROP TABLE rollups_day_device_reach; DROP TABLE rollups_day_country_reach;";
+     DROP TABLE rollups_day_device_reach; DROP TABLE rollups_day_country_reach; DROP TABLE rollups_day_placement;
+     DROP TABLE rollups_day_placement_reach;";
 
 /// The migration (index into [`MIGRATIONS`]) after whose script the day layer is
 /// created and built from the quarter-hour rollups, in the same transaction.
 const DAY_LAYER_MIGRATION: usize = 6;
-/// The migration after whose script the day layer's sketches move to reach tables.
-const SPLIT_REACH_MIGRATION: usize = 9;
+/// The migration after whose script a day layer of the first layout is upgraded.
+const DAY_LAYER_V2_MIGRATION: usize = 9;
 
 /// The key columns of a day-layer table, in key order (the order [`day_key_values`]
 /// binds them).
 fn day_key_columns(table: DayTable) -> &'static str {
     match table {
         DayTable::Campaign => "advertiser_id, utc, day_ms, campaign_id",
-        DayTable::Ad => "advertiser_id, utc, campaign_id, day_ms, ad_id, placement_id",
+        DayTable::Ad => "advertiser_id, utc, campaign_id, day_ms, ad_id",
+        DayTable::Placement => "advertiser_id, utc, campaign_id, day_ms, placement_id",
         DayTable::Device => "advertiser_id, utc, campaign_id, day_ms, device",
         DayTable::Country => "advertiser_id, utc, campaign_id, day_ms, country",
     }
@@ -264,7 +267,8 @@ fn day_key_values(k: &DayKey) -> Vec<Value> {
     }
     match k.table {
         DayTable::Campaign => {}
-        DayTable::Ad => out.extend([db_id(k.ad_id).into(), db_id(k.placement_id).into()]),
+        DayTable::Ad => out.push(db_id(k.ad_id).into()),
+        DayTable::Placement => out.push(db_id(k.placement_id).into()),
         DayTable::Device => out.push(i64::from(k.device.unwrap_or_default().code()).into()),
         DayTable::Country => out.push(k.country.unwrap_or_default().as_str().to_owned().into()),
     }
@@ -301,25 +305,47 @@ fn create_reach_table(tx: &rusqlite::Transaction<'_>, table: DayTable) -> Result
     Ok(())
 }
 
-/// Migration 11: moves the day layer's sketches from a `reach` column of each table
-/// (the layout migration 7 first shipped with) into its reach table. A store created
-/// since has the reach tables from migration 7 and nothing to move.
-fn split_day_reach(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+/// Migration 10: the day layer as first shipped (migration 7) kept each row's sketch in
+/// a `reach` column and had one ad × placement table; it now has reach tables apart from
+/// the sums and one table per dimension. Each new table is summed from the old table that
+/// holds its key (sums add; sketches union), so the upgrade reads the day layer, not the
+/// quarter hours. A store whose day layer was created since has nothing to upgrade.
+fn upgrade_day_layer_v1(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    let v1: bool =
+        tx.prepare("SELECT 1 FROM pragma_table_info('rollups_day_campaign') WHERE name = 'reach'")?.exists([])?;
+    if !v1 {
+        return Ok(());
+    }
+    let old = ["rollups_day_campaign", "rollups_day_ad", "rollups_day_device", "rollups_day_country"];
+    for name in old {
+        tx.execute_batch(&format!("ALTER TABLE {name} RENAME TO {name}_v1;"))?;
+    }
+    create_day_tables(tx)?;
+    let sums: Vec<String> = slots()
+        .into_iter()
+        .map(|(_, _, c)| format!("SUM({c})"))
+        .chain(["cost_micros", "value_micros", "revenue_micros"].map(|m| format!("sat_sum({m})")))
+        .collect();
     for table in DayTable::ALL {
-        let has_column: bool = tx
-            .prepare(&format!("SELECT 1 FROM pragma_table_info('{}') WHERE name = 'reach'", table.name()))?
-            .exists([])?;
-        if !has_column {
-            continue;
-        }
-        create_reach_table(tx, table)?;
+        let source = match table {
+            DayTable::Campaign => "rollups_day_campaign_v1",
+            DayTable::Ad | DayTable::Placement => "rollups_day_ad_v1",
+            DayTable::Device => "rollups_day_device_v1",
+            DayTable::Country => "rollups_day_country_v1",
+        };
         let key = day_key_columns(table);
         tx.execute_batch(&format!(
-            "INSERT INTO {reach} ({key}, reach) SELECT {key}, reach FROM {sums} WHERE reach IS NOT NULL;
-             ALTER TABLE {sums} DROP COLUMN reach;",
-            reach = table.reach_name(),
-            sums = table.name()
+            "INSERT INTO {} ({key}, {}) SELECT {key}, {} FROM {source} GROUP BY {key};
+             INSERT INTO {} ({key}, reach) SELECT {key}, reach_union(reach) FROM {source} WHERE reach IS NOT NULL
+             GROUP BY {key};",
+            table.name(),
+            day_sum_columns().join(", "),
+            sums.join(", "),
+            table.reach_name()
         ))?;
+    }
+    for name in old {
+        tx.execute_batch(&format!("DROP TABLE {name}_v1;"))?;
     }
     Ok(())
 }
@@ -332,6 +358,12 @@ fn split_day_reach(tx: &rusqlite::Transaction<'_>) -> Result<()> {
 /// advertiser's campaigns over a range); the others by campaign first (a campaign's ads,
 /// placements, devices, countries over a range).
 fn create_day_layer(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    create_day_tables(tx)?;
+    rebuild_day_layer(tx, None)
+}
+
+/// The day layer's tables, empty.
+fn create_day_tables(tx: &rusqlite::Transaction<'_>) -> Result<()> {
     let counts: Vec<String> = slots().into_iter().map(|(_, _, name)| format!("{name} INTEGER NOT NULL")).collect();
     for table in DayTable::ALL {
         let key = day_key_columns(table);
@@ -348,13 +380,13 @@ fn create_day_layer(tx: &rusqlite::Transaction<'_>) -> Result<()> {
         ))?;
         create_reach_table(tx, table)?;
     }
-    rebuild_day_layer(tx, None)
+    Ok(())
 }
 
 /// The upsert of one day-layer row, written once per table: the writer runs it for every
 /// day row of every batch, and the statement cache is looked up by its text.
 fn day_upsert(table: DayTable) -> &'static str {
-    static SQL: std::sync::OnceLock<[String; 4]> = std::sync::OnceLock::new();
+    static SQL: std::sync::OnceLock<[String; 5]> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| DayTable::ALL.map(day_upsert_sql));
     let i = DayTable::ALL.iter().position(|t| *t == table).unwrap_or(0);
     &all[i]
@@ -363,7 +395,7 @@ fn day_upsert(table: DayTable) -> &'static str {
 /// The upsert of one day-layer row's reach (its key, then the batch's sketch), merged
 /// as the quarter hours' is; written once per table as [`day_upsert`].
 fn reach_upsert(table: DayTable) -> &'static str {
-    static SQL: std::sync::OnceLock<[String; 4]> = std::sync::OnceLock::new();
+    static SQL: std::sync::OnceLock<[String; 5]> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
         DayTable::ALL.map(|table| {
             let columns = day_key_columns(table);
@@ -398,11 +430,8 @@ fn day_upsert_sql(table: DayTable) -> String {
     )
 }
 
-/// Builds the day layer from the quarter-hour rollups: for every advertiser
-/// (`advertiser` `None`, the migration), or again for one whose time zone changed (its
-/// own-zone rows only; UTC rows never change). Uses the same day functions as the
-/// writer (`local_day` is [`DayKey::of`]'s), so both give the same rows.
-fn rebuild_day_layer(tx: &rusqlite::Transaction<'_>, advertiser: Option<i64>) -> Result<()> {
+/// A day-layer row's sums ([`day_sum_columns`]) over quarter-hour rollups `r`.
+fn quarter_hour_sums() -> String {
     let mut sums: Vec<String> = slots()
         .into_iter()
         .map(|(k, v, _)| {
@@ -418,7 +447,15 @@ fn rebuild_day_layer(tx: &rusqlite::Transaction<'_>, advertiser: Option<i64>) ->
             Verdict::Valid.code()
         ),
     ]);
-    let sums = sums.join(", ");
+    sums.join(", ")
+}
+
+/// Builds the day layer from the quarter-hour rollups: for every advertiser
+/// (`advertiser` `None`, the migration), or again for one whose time zone changed (its
+/// own-zone rows only; UTC rows never change). Uses the same day functions as the
+/// writer (`local_day` is [`DayKey::of`]'s), so both give the same rows.
+fn rebuild_day_layer(tx: &rusqlite::Transaction<'_>, advertiser: Option<i64>) -> Result<()> {
+    let sums = quarter_hour_sums();
     let zone = "COALESCE(a.timezone, 'UTC')";
     let only = "(?1 IS NULL OR r.advertiser_id = ?1)";
     let mut statements = Vec::new();
@@ -444,9 +481,12 @@ fn rebuild_day_layer(tx: &rusqlite::Transaction<'_>, advertiser: Option<i64>) ->
             "r.advertiser_id, d, r.campaign_id".to_owned(),
         ),
     ];
-    for (table, columns) in
-        [(DayTable::Ad, "r.ad_id, r.placement_id"), (DayTable::Device, "r.device"), (DayTable::Country, "r.country")]
-    {
+    for (table, columns) in [
+        (DayTable::Ad, "r.ad_id"),
+        (DayTable::Placement, "r.placement_id"),
+        (DayTable::Device, "r.device"),
+        (DayTable::Country, "r.country"),
+    ] {
         sources.push((
             table,
             format!("r.advertiser_id, {zone} = 'UTC', r.campaign_id, local_day(r.bucket_ms, {zone}) AS d, {columns}"),
@@ -857,8 +897,8 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         if i == DAY_LAYER_MIGRATION {
             create_day_layer(&tx)?;
         }
-        if i == SPLIT_REACH_MIGRATION {
-            split_day_reach(&tx)?;
+        if i == DAY_LAYER_V2_MIGRATION {
+            upgrade_day_layer_v1(&tx)?;
         }
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
         tx.commit()?;
@@ -2239,6 +2279,7 @@ impl Store for SqliteStore {
                 ("rollups_day_campaign", "utc = 1", false),
                 ("rollups_day_campaign", "utc = 0", true),
                 ("rollups_day_ad", "1", false),
+                ("rollups_day_placement", "1", false),
                 ("rollups_day_device", "1", false),
                 ("rollups_day_country", "1", false),
             ] {
@@ -2471,6 +2512,8 @@ mod tests {
             vec![Dimension::Campaign],
             vec![Dimension::Ad],
             vec![Dimension::Campaign, Dimension::Ad, Dimension::Placement],
+            vec![Dimension::Placement],
+            vec![Dimension::Campaign, Dimension::Placement],
             vec![Dimension::Device],
             vec![Dimension::Campaign, Dimension::Device],
             vec![Dimension::Country],
@@ -2500,7 +2543,9 @@ mod tests {
                                 };
                                 let layer = store.with_conn(|c| day_layer(c, &q)).expect("layer");
                                 let by_campaign = group_by.iter().all(|d| *d == Dimension::Campaign);
-                                assert_eq!(layer.is_some(), advertiser_id.is_some() || by_campaign);
+                                // Ad × placement is no dashboard view: the quarter hours answer it.
+                                let one_table = DayTable::ALL.iter().any(|t| t.answers(group_by, false));
+                                assert_eq!(layer.is_some(), one_table && (advertiser_id.is_some() || by_campaign));
                                 answered += usize::from(layer.is_some());
                                 let days = store.rollup_rows(&q).expect("days");
                                 let quarters =
@@ -2556,23 +2601,9 @@ mod tests {
         assert!(store.seal_reach_spans(start + 40 * DAY).expect("seal") > 0);
         check(&store, &zones);
 
-        // A store whose day layer kept its sketches in a `reach` column (as first shipped):
-        // the migration moves them into the reach tables.
-        store
-            .with_conn(|c| {
-                for table in DayTable::ALL {
-                    let (sums, reach) = (table.name(), table.reach_name());
-                    let key = day_key_columns(table).split(", ").map(|k| format!("{reach}.{k} = {sums}.{k}"));
-                    c.execute_batch(&format!(
-                        "ALTER TABLE {sums} ADD COLUMN reach BLOB;
-                         UPDATE {sums} SET reach = (SELECT reach FROM {reach} WHERE {});
-                         DROP TABLE {reach};",
-                        key.collect::<Vec<_>>().join(" AND ")
-                    ))?;
-                }
-                Ok(c.execute_batch(&format!("PRAGMA user_version = {SPLIT_REACH_MIGRATION};"))?)
-            })
-            .expect("old layout");
+        // A store whose day layer has the first layout (sketches in a `reach` column, one
+        // ad × placement table): the migration builds this one from its tables.
+        store.with_conn(|c| Ok(c.execute_batch(&day_layer_v1())?)).expect("first layout");
         drop(store);
         let store = SqliteStore::open(&dir).expect("reopen");
         check(&store, &zones);
@@ -2592,6 +2623,44 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// Takes a store's day layer back to its first layout (migration 7 as first shipped,
+    /// at the version before the upgrade): the campaign, device and country tables with
+    /// their sketches in a `reach` column, and one ad × placement table built from the
+    /// quarter hours as that migration did.
+    fn day_layer_v1() -> String {
+        let mut sql = String::new();
+        for table in [DayTable::Campaign, DayTable::Device, DayTable::Country] {
+            let (sums, reach) = (table.name(), table.reach_name());
+            let key: Vec<String> =
+                day_key_columns(table).split(", ").map(|k| format!("{reach}.{k} = {sums}.{k}")).collect();
+            sql += &format!(
+                "ALTER TABLE {sums} ADD COLUMN reach BLOB;
+                 UPDATE {sums} SET reach = (SELECT reach FROM {reach} WHERE {});
+                 DROP TABLE {reach};",
+                key.join(" AND ")
+            );
+        }
+        let counts: Vec<String> = slots().into_iter().map(|(_, _, c)| format!("{c} INTEGER NOT NULL")).collect();
+        let zone = "COALESCE(a.timezone, 'UTC')";
+        sql += &format!(
+            "DROP TABLE rollups_day_ad; DROP TABLE rollups_day_ad_reach; DROP TABLE rollups_day_placement;
+             DROP TABLE rollups_day_placement_reach;
+             CREATE TABLE rollups_day_ad (advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL,
+                campaign_id INTEGER NOT NULL, day_ms INTEGER NOT NULL, ad_id INTEGER NOT NULL,
+                placement_id INTEGER NOT NULL, {}, cost_micros INTEGER NOT NULL, value_micros INTEGER NOT NULL,
+                revenue_micros INTEGER NOT NULL, reach BLOB,
+                PRIMARY KEY (advertiser_id, utc, campaign_id, day_ms, ad_id, placement_id)) WITHOUT ROWID;
+             INSERT INTO rollups_day_ad SELECT r.advertiser_id, {zone} = 'UTC', r.campaign_id,
+                local_day(r.bucket_ms, {zone}) AS d, r.ad_id, r.placement_id, {}, reach_union(r.reach)
+             FROM rollups r LEFT JOIN advertisers a ON a.id = r.advertiser_id
+             GROUP BY r.advertiser_id, r.campaign_id, d, r.ad_id, r.placement_id;
+             PRAGMA user_version = {DAY_LAYER_V2_MIGRATION};",
+            counts.join(", "),
+            quarter_hour_sums()
+        );
+        sql
+    }
+
     /// Each table answers its reports by a range of its key that starts with the
     /// advertiser (the operator's: one range per advertiser), never by a scan.
     #[test]
@@ -2601,7 +2670,7 @@ mod tests {
             (DayTable::Campaign, Some(1), None, vec![Dimension::Campaign]),
             (DayTable::Campaign, None, None, vec![Dimension::Campaign]),
             (DayTable::Ad, Some(1), Some(10), vec![Dimension::Ad]),
-            (DayTable::Ad, Some(1), Some(10), vec![Dimension::Placement]),
+            (DayTable::Placement, Some(1), Some(10), vec![Dimension::Placement]),
             (DayTable::Device, Some(1), Some(10), vec![Dimension::Device]),
             (DayTable::Country, Some(1), Some(10), vec![Dimension::Country]),
         ];
