@@ -1,20 +1,23 @@
-//! Reach over many days without reading every day: the union of a campaign's daily reach
-//! sketches over aligned spans of 2, 4, 8, 16 and 32 days (SQLite store).
+//! Reach over many days without reading every day: the union of the daily reach
+//! sketches of each day-layer row's key over aligned spans of 2, 4, 8, 16 and 32 days
+//! (SQLite store).
 //!
-//! Distinct users do not add up, so a report over a range merges one sketch per
-//! campaign-day, and a dense sketch is 16 KiB: the operator's 30-day campaigns table read
-//! 1 500 of them. A span row holds the union of a campaign's days `[day_ms, end_ms)`, so
-//! a range is a handful of spans plus the days at its edges.
+//! Distinct users do not add up, so a report over a range merges one sketch per day and
+//! key, and a dense sketch is 16 KiB: the operator's 30-day campaigns table read 1 500
+//! of them, a campaign's country view 600. A span row holds the union of a key's days
+//! `[day_ms, end_ms)`, so a range is a handful of spans plus the days at its edges.
+//! Each day table ([`DayTable`]) has a span table (`reach_spans_<dimension>`) with its
+//! key, `end_ms` after `day_ms`.
 //!
 //! Spans are *sealed*: built ([`seal`]) only over days that ended [`SEALED_AFTER_MS`]
 //! ago, past the token TTL in which a late beacon may still count, so the beacon path
 //! never rewrites them. An event that still lands in a sealed day (an import, a journal
 //! replayed after days down) drops every span over that day in its own batch
-//! ([`invalidate`]); the next sealing builds it again. A span is complete for every
-//! campaign of its advertiser or absent: `reach_spans_built` records which were built,
-//! so a campaign without a row in a built span simply had no valid impressions there.
-//! Spans are kept for the campaign table's two kinds of days (`utc`, as the table); a
-//! new time zone drops the advertiser's own-zone spans with its own-zone days.
+//! ([`invalidate`]); the next sealing builds it again. A span is built for every table
+//! and key of its advertiser at once or not at all: `reach_spans_built` records which
+//! were, so a key without a row in a built span simply had no valid impressions there.
+//! Spans follow the day tables' two kinds of days (`utc`); a new time zone drops the
+//! advertiser's spans.
 //!
 //! Unions are exact (the same registers or hashes as merging the days one by one), so a
 //! report answers the same numbers with or without spans; they only change its cost.
@@ -30,7 +33,8 @@ use adtally_core::report::{local_date, start_of_day};
 use adtally_core::sketch::Sketch;
 
 use crate::columns::{id_from_db, report_columns};
-use crate::rollup::RollupQuery;
+use crate::rollup::{DayTable, RollupQuery};
+use crate::sqlite::{day_filter, day_key_columns, day_key_definitions, GroupKey};
 use crate::Result;
 
 /// How long after a day ends its spans may be built: past the decision token's TTL (a
@@ -41,20 +45,43 @@ pub(crate) const SEALED_AFTER_MS: Millis = 2 * DAY;
 /// days since 1970-01-01 (local dates for own-zone days), so spans nest.
 const SPANS: [i64; 5] = [2, 4, 8, 16, 32];
 
-/// The migration that creates both tables; they are filled by [`seal`].
-pub(crate) const MIGRATION: &str = r#"
--- Reach over aligned spans of a campaign's days (see reach_spans.rs): the union of the
--- day rows' sketches of rollups_day_campaign, built once the days can no longer change.
-CREATE TABLE reach_spans (
-    advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, day_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
-    campaign_id INTEGER NOT NULL, reach BLOB NOT NULL,
-    PRIMARY KEY (advertiser_id, utc, day_ms, end_ms, campaign_id)
-) WITHOUT ROWID;
-CREATE TABLE reach_spans_built (
-    advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, day_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
-    PRIMARY KEY (advertiser_id, utc, day_ms, end_ms)
-) WITHOUT ROWID;
-"#;
+/// The span table of a day table.
+pub(crate) fn span_table(table: DayTable) -> &'static str {
+    match table {
+        DayTable::Campaign => "reach_spans_campaign",
+        DayTable::Ad => "reach_spans_ad",
+        DayTable::Placement => "reach_spans_placement",
+        DayTable::Device => "reach_spans_device",
+        DayTable::Country => "reach_spans_country",
+    }
+}
+
+/// A span table's key: its day table's, with `end_ms` after `day_ms`.
+fn span_key(table: DayTable) -> String {
+    day_key_columns(table).replace("day_ms", "day_ms, end_ms")
+}
+
+/// Creates the span tables and `reach_spans_built` (migration 9); [`seal`] fills them.
+pub(crate) fn create_tables(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    for table in DayTable::ALL {
+        let mut columns = day_key_definitions(table);
+        let day = columns.iter().position(|c| c.starts_with("day_ms ")).unwrap_or(0);
+        columns.insert(day + 1, "end_ms INTEGER NOT NULL".into());
+        tx.execute_batch(&format!(
+            "CREATE TABLE {} ({}, reach BLOB NOT NULL, PRIMARY KEY ({})) WITHOUT ROWID;",
+            span_table(table),
+            columns.join(", "),
+            span_key(table)
+        ))?;
+    }
+    tx.execute_batch(
+        "CREATE TABLE reach_spans_built (
+            advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, day_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
+            PRIMARY KEY (advertiser_id, utc, day_ms, end_ms)
+        ) WITHOUT ROWID;",
+    )?;
+    Ok(())
+}
 
 /// The date index (days since 1970-01-01) of the day of `tz` that holds `at_ms`.
 fn day_index(at_ms: Millis, tz: &TimeZone) -> i64 {
@@ -114,16 +141,21 @@ pub(crate) fn gaps(from: Millis, to: Millis, cover: &[(Millis, Millis)]) -> Vec<
     out
 }
 
-/// Drops the spans over one campaign-table day (`utc` as the table), in the writer's
-/// batch that changed that day's reach. Spans exist only for sealed days, so younger
-/// days (every live beacon's) cost nothing.
+/// Every span table, and the table of which spans are built.
+fn all_span_tables() -> impl Iterator<Item = &'static str> {
+    DayTable::ALL.into_iter().map(span_table).chain(["reach_spans_built"])
+}
+
+/// Drops the spans over one day of an advertiser (`utc` as the day tables), in the
+/// writer's batch that changed that day's reach. Spans exist only for sealed days, so
+/// younger days (every live beacon's) cost nothing.
 pub(crate) fn invalidate(c: &Connection, now_ms: Millis, advertiser_id: i64, utc: bool, day_ms: Millis) -> Result<()> {
     if day_ms >= now_ms.saturating_sub(SEALED_AFTER_MS) {
         return Ok(());
     }
     // A span over the day starts at most the longest span before it.
     let earliest = day_ms.saturating_sub(SPANS[SPANS.len() - 1] * DAY + DAY);
-    for table in ["reach_spans", "reach_spans_built"] {
+    for table in all_span_tables() {
         c.prepare_cached(&format!(
             "DELETE FROM {table} WHERE advertiser_id = ?1 AND utc = ?2 AND day_ms > ?3 AND day_ms <= ?4 AND end_ms > ?4"
         ))?
@@ -132,18 +164,20 @@ pub(crate) fn invalidate(c: &Connection, now_ms: Millis, advertiser_id: i64, utc
     Ok(())
 }
 
-/// Drops an advertiser's own-zone spans (its zone changed; UTC days never do).
-pub(crate) fn forget_own_zone(c: &Connection, advertiser_id: i64) -> Result<()> {
-    for table in ["reach_spans", "reach_spans_built"] {
-        c.execute(&format!("DELETE FROM {table} WHERE advertiser_id = ?1 AND utc = 0"), [advertiser_id])?;
+/// Drops an advertiser's spans: its zone changed. Its UTC days did not, but which tables
+/// hold UTC days did (an advertiser in UTC keeps every table in UTC days; one elsewhere
+/// only the campaign table), so the UTC spans go too and are built again.
+pub(crate) fn forget_advertiser(c: &Connection, advertiser_id: i64) -> Result<()> {
+    for table in all_span_tables() {
+        c.execute(&format!("DELETE FROM {table} WHERE advertiser_id = ?1"), [advertiser_id])?;
     }
     Ok(())
 }
 
 /// Builds the spans not built yet over one advertiser's sealed days, for its UTC days
-/// (`utc`) or its own zone's (`tz`). Run on the writer's connection, so no batch can
-/// change a day between reading it and recording its span. Returns how many spans it
-/// built.
+/// (`utc`) or its own zone's (`tz`), for every day table. Run on the writer's
+/// connection, so no batch can change a day between reading it and recording its span.
+/// Returns how many spans it built.
 pub(crate) fn seal(c: &Connection, now_ms: Millis, advertiser_id: i64, utc: bool, tz: &TimeZone) -> Result<usize> {
     let first: Option<Millis> = c
         .query_row(
@@ -159,12 +193,6 @@ pub(crate) fn seal(c: &Connection, now_ms: Millis, advertiser_id: i64, utc: bool
     let mut exists = c.prepare_cached(
         "SELECT 1 FROM reach_spans_built WHERE advertiser_id = ?1 AND utc = ?2 AND day_ms = ?3 AND end_ms = ?4",
     )?;
-    let mut build = c.prepare_cached(
-        "INSERT INTO reach_spans (advertiser_id, utc, day_ms, end_ms, campaign_id, reach)
-         SELECT ?1, ?2, ?3, ?4, campaign_id, reach_union(reach) FROM rollups_day_campaign_reach
-         WHERE advertiser_id = ?1 AND utc = ?2 AND day_ms >= ?3 AND day_ms < ?4
-         GROUP BY campaign_id",
-    )?;
     let mut built =
         c.prepare_cached("INSERT INTO reach_spans_built (advertiser_id, utc, day_ms, end_ms) VALUES (?1, ?2, ?3, ?4)")?;
     let mut n = 0;
@@ -174,21 +202,44 @@ pub(crate) fn seal(c: &Connection, now_ms: Millis, advertiser_id: i64, utc: bool
         if exists.exists(key)? {
             continue;
         }
-        build.execute(key)?;
+        for table in DayTable::ALL {
+            let columns = day_key_columns(table);
+            let group = columns.replace("advertiser_id, utc, ", "").replace("day_ms, ", "").replace(", day_ms", "");
+            // One campaign at a time for the tables keyed by campaign before day, so
+            // each read is a range of the key.
+            let campaigns = if table == DayTable::Campaign {
+                ""
+            } else {
+                "AND campaign_id IN (SELECT campaign_id FROM rollups_day_campaign_reach
+                     WHERE advertiser_id = ?1 AND utc = ?2 AND day_ms >= ?3 AND day_ms < ?4)"
+            };
+            c.prepare_cached(&format!(
+                "INSERT INTO {} ({}, reach)
+                 SELECT {}, reach_union(reach) FROM {}
+                 WHERE advertiser_id = ?1 AND utc = ?2 {campaigns} AND day_ms >= ?3 AND day_ms < ?4
+                 GROUP BY {group}",
+                span_table(table),
+                span_key(table),
+                columns.replace("advertiser_id, utc", "?1, ?2").replace("day_ms", "?3, ?4"),
+                table.reach_name()
+            ))?
+            .execute(key)?;
+        }
         built.execute(key)?;
         n += 1;
     }
     Ok(n)
 }
 
-/// The reach of each group of a campaign-table query over a range without days (its
-/// groups are campaigns, or one for everything): the built spans inside the range, and
-/// the day rows where none covers. Parameters as the day layer's (`utc` as the table).
+/// The reach of each group of a day-layer query over a range without days: the built
+/// spans inside the range, and the day rows where none covers. Parameters and groups
+/// as the day layer's other reads (`utc` as the table's rows).
 pub(crate) fn range_sketches(
     c: &Connection,
     q: &RollupQuery,
+    table: DayTable,
     utc: bool,
-) -> Result<FastMap<crate::sqlite::GroupKey, Sketch>> {
+) -> Result<FastMap<GroupKey, Sketch>> {
     let advertisers: Vec<i64> = match q.advertiser_id {
         Some(id) => vec![id],
         None => {
@@ -199,30 +250,32 @@ pub(crate) fn range_sketches(
     };
     let (select, _) = report_columns(q, "day_ms", false);
     let select = select.join(", ");
-    let campaign = if q.campaign_id.is_some() { "campaign_id = ?5" } else { "?5 IS NULL" };
+    // The day layer's filter (parameters: from, to, advertiser, campaign, ad, limit,
+    // utc), on one advertiser; for the spans, `end_ms` bounds the span as `day_ms` its
+    // first day.
+    let one = RollupQuery { advertiser_id: Some(0), ..q.clone() };
+    let filter = day_filter(&one, table);
     let mut spans_built = c.prepare_cached(
         "SELECT day_ms, end_ms FROM reach_spans_built
          WHERE advertiser_id = ?1 AND utc = ?2 AND day_ms >= ?3 AND day_ms < ?4 AND end_ms <= ?4",
     )?;
-    let mut span_sketches = c.prepare_cached(&format!(
-        "SELECT {select}, reach FROM reach_spans
-         WHERE advertiser_id = ?1 AND utc = ?2 AND day_ms = ?3 AND end_ms = ?4 AND {campaign}"
-    ))?;
-    let mut day_sketches = c.prepare_cached(&format!(
-        "SELECT {select}, reach FROM rollups_day_campaign_reach
-         WHERE advertiser_id = ?1 AND utc = ?2 AND day_ms >= ?3 AND day_ms < ?4 AND {campaign}"
-    ))?;
-    let mut out: FastMap<crate::sqlite::GroupKey, Sketch> = FastMap::default();
+    let mut span_sketches =
+        c.prepare_cached(&format!("SELECT {select}, reach FROM {} WHERE {filter} AND end_ms = ?8", span_table(table)))?;
+    let mut day_sketches =
+        c.prepare_cached(&format!("SELECT {select}, reach FROM {} WHERE {filter}", table.reach_name()))?;
+    let mut out: FastMap<GroupKey, Sketch> = FastMap::default();
     for advertiser in advertisers {
         let built: Vec<(Millis, Millis)> = spans_built
             .query_map(params![advertiser, utc, q.from_ms, q.to_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         let cover = widest_cover(built);
         for &(start, end) in &cover {
-            merge_rows(&mut span_sketches, params![advertiser, utc, start, end, q.campaign_id], &mut out)?;
+            // The span [start, end): its first day is the only one in [start, start + 1).
+            let span_params = params![start, start + 1, advertiser, q.campaign_id, q.ad_id, -1, utc, end];
+            merge_rows(&mut span_sketches, span_params, &mut out)?;
         }
         for (start, end) in gaps(q.from_ms, q.to_ms, &cover) {
-            merge_rows(&mut day_sketches, params![advertiser, utc, start, end, q.campaign_id], &mut out)?;
+            merge_rows(&mut day_sketches, params![start, end, advertiser, q.campaign_id, q.ad_id, -1, utc], &mut out)?;
         }
     }
     Ok(out)
@@ -233,11 +286,11 @@ pub(crate) fn range_sketches(
 fn merge_rows(
     stmt: &mut rusqlite::CachedStatement<'_>,
     params: impl rusqlite::Params,
-    out: &mut FastMap<crate::sqlite::GroupKey, Sketch>,
+    out: &mut FastMap<GroupKey, Sketch>,
 ) -> Result<()> {
     let mut rows = stmt.query(params)?;
     while let Some(r) = rows.next()? {
-        let key: crate::sqlite::GroupKey = (
+        let key: GroupKey = (
             r.get(0)?,
             id_from_db(r.get(1)?),
             id_from_db(r.get(2)?),

@@ -214,7 +214,10 @@ ALTER TABLE advertisers ADD COLUMN click_window_days INTEGER NOT NULL DEFAULT 30
 ALTER TABLE advertisers ADD COLUMN view_window_days INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE advertisers ADD COLUMN half_life_days INTEGER NOT NULL DEFAULT 7;
 "#,
-    reach_spans::MIGRATION,
+    r#"
+-- Reach over aligned spans of days, one table per day table (see reach_spans.rs):
+-- `reach_spans::create_tables` runs right after this script, in the same transaction.
+"#,
     r#"
 -- The day layer's second layout: sketches in reach tables apart from the sums, one table
 -- per dimension. `upgrade_day_layer_v1` runs right after this script, in the same
@@ -228,7 +231,8 @@ ALTER TABLE advertisers ADD COLUMN half_life_days INTEGER NOT NULL DEFAULT 7;
 const UNDO_AFTER_DAY_LAYER: &str = "ALTER TABLE advertisers DROP COLUMN click_window_days;
      ALTER TABLE advertisers DROP COLUMN view_window_days;
      ALTER TABLE advertisers DROP COLUMN half_life_days;
-     DROP TABLE reach_spans; DROP TABLE reach_spans_built;";
+     DROP TABLE reach_spans_campaign; DROP TABLE reach_spans_ad; DROP TABLE reach_spans_placement;
+     DROP TABLE reach_spans_device; DROP TABLE reach_spans_country; DROP TABLE reach_spans_built;";
 
 /// Drops the day layer's tables (tests that take a store back before it).
 #[cfg(test)]
@@ -241,12 +245,14 @@ const DROP_DAY_LAYER: &str =
 /// The migration (index into [`MIGRATIONS`]) after whose script the day layer is
 /// created and built from the quarter-hour rollups, in the same transaction.
 const DAY_LAYER_MIGRATION: usize = 6;
+/// The migration after whose script the span tables are created.
+const REACH_SPANS_MIGRATION: usize = 8;
 /// The migration after whose script a day layer of the first layout is upgraded.
 const DAY_LAYER_V2_MIGRATION: usize = 9;
 
 /// The key columns of a day-layer table, in key order (the order [`day_key_values`]
 /// binds them).
-fn day_key_columns(table: DayTable) -> &'static str {
+pub(crate) fn day_key_columns(table: DayTable) -> &'static str {
     match table {
         DayTable::Campaign => "advertiser_id, utc, day_ms, campaign_id",
         DayTable::Ad => "advertiser_id, utc, campaign_id, day_ms, ad_id",
@@ -284,7 +290,7 @@ fn day_sum_columns() -> Vec<String> {
 }
 
 /// A day-layer table's key columns with their types, for `CREATE TABLE`.
-fn day_key_definitions(table: DayTable) -> Vec<String> {
+pub(crate) fn day_key_definitions(table: DayTable) -> Vec<String> {
     day_key_columns(table)
         .split(", ")
         .map(|c| format!("{c} {} NOT NULL", if c == "country" { "TEXT" } else { "INTEGER" }))
@@ -897,6 +903,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         if i == DAY_LAYER_MIGRATION {
             create_day_layer(&tx)?;
         }
+        if i == REACH_SPANS_MIGRATION {
+            reach_spans::create_tables(&tx)?;
+        }
         if i == DAY_LAYER_V2_MIGRATION {
             upgrade_day_layer_v1(&tx)?;
         }
@@ -1230,9 +1239,9 @@ fn day_rows(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> Resu
         // temporary B-tree, and copying every 16 KiB sketch through it took 5× the time
         // of reading them. Here they are read in key order, without a GROUP BY, and
         // merged per group straight from SQLite's buffer.
-        let mut sketches = if table == DayTable::Campaign && !q.by_bucket {
-            // Campaigns over a range: sealed spans of days where built (reach_spans.rs).
-            reach_spans::range_sketches(c, q, utc)?
+        let mut sketches = if !q.by_bucket {
+            // A range without days: sealed spans of days where built (reach_spans.rs).
+            reach_spans::range_sketches(c, q, table, utc)?
         } else {
             day_sketches(c, q, table, utc)?
         };
@@ -1278,7 +1287,7 @@ fn day_sketches(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> 
 }
 
 /// The WHERE clause of a day-layer query; parameters as [`day_sql`]'s.
-fn day_filter(q: &RollupQuery, table: DayTable) -> String {
+pub(crate) fn day_filter(q: &RollupQuery, table: DayTable) -> String {
     let advertisers = match q.advertiser_id {
         Some(_) => "advertiser_id = ?3",
         // Every advertiser, each one a range of the key.
@@ -1420,7 +1429,7 @@ impl Store for SqliteStore {
         )?;
         if old != a.timezone {
             rebuild_day_layer(&tx, Some(a.id))?;
-            reach_spans::forget_own_zone(&tx, a.id)?;
+            reach_spans::forget_advertiser(&tx, a.id)?;
         }
         tx.commit()?;
         writer.zones.remove(&a.id);
