@@ -22,19 +22,17 @@
 //! Unions are exact (the same registers or hashes as merging the days one by one), so a
 //! report answers the same numbers with or without spans; they only change its cost.
 
-use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use adtally_core::clock::{Millis, DAY};
-use adtally_core::event::{Country, Device};
 use adtally_core::fasthash::FastMap;
 use adtally_core::jiff::tz::TimeZone;
 use adtally_core::report::{local_date, start_of_day};
 use adtally_core::sketch::Sketch;
 
-use crate::columns::{id_from_db, report_columns};
+use crate::columns::report_columns;
 use crate::rollup::{DayTable, RollupQuery};
-use crate::sqlite::{day_filter, day_key_columns, day_key_definitions, GroupKey};
+use crate::sqlite::{day_filter, day_key_columns, day_key_definitions, merge_group_sketches, GroupKey};
 use crate::Result;
 
 /// How long after a day ends its spans may be built: past the decision token's TTL (a
@@ -272,40 +270,17 @@ pub(crate) fn range_sketches(
         for &(start, end) in &cover {
             // The span [start, end): its first day is the only one in [start, start + 1).
             let span_params = params![start, start + 1, advertiser, q.campaign_id, q.ad_id, -1, utc, end];
-            merge_rows(&mut span_sketches, span_params, &mut out)?;
+            merge_group_sketches(&mut span_sketches, span_params, &mut out)?;
         }
         for (start, end) in gaps(q.from_ms, q.to_ms, &cover) {
-            merge_rows(&mut day_sketches, params![start, end, advertiser, q.campaign_id, q.ad_id, -1, utc], &mut out)?;
+            merge_group_sketches(
+                &mut day_sketches,
+                params![start, end, advertiser, q.campaign_id, q.ad_id, -1, utc],
+                &mut out,
+            )?;
         }
     }
     Ok(out)
-}
-
-/// Merges each row's sketch (the last column, after the group's key columns as
-/// `report_columns` selects them) into its group.
-fn merge_rows(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    params: impl rusqlite::Params,
-    out: &mut FastMap<GroupKey, Sketch>,
-) -> Result<()> {
-    let mut rows = stmt.query(params)?;
-    while let Some(r) = rows.next()? {
-        let key: GroupKey = (
-            r.get(0)?,
-            id_from_db(r.get(1)?),
-            id_from_db(r.get(2)?),
-            id_from_db(r.get(3)?),
-            Device::from_code(r.get(4)?).unwrap_or_default().code(),
-            Country::parse(&r.get::<_, String>(5)?).0,
-        );
-        if let ValueRef::Blob(bytes) = r.get_ref(6)? {
-            out.entry(key)
-                .or_default()
-                .merge_bytes(bytes)
-                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Blob, Box::new(e)))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

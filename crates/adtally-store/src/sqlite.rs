@@ -1263,11 +1263,24 @@ fn group_of(r: &RollupRow) -> GroupKey {
 fn day_sketches(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> Result<FastMap<GroupKey, Sketch>> {
     let (select, _) = report_columns(q, "day_ms");
     let sql = format!("SELECT {}, reach FROM {} WHERE {}", select.join(", "), table.reach_name(), day_filter(q, table));
-    let mut stmt = c.prepare_cached(&sql)?;
-    let mut found =
-        stmt.query(params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id, row_limit(q), utc])?;
     let mut out: FastMap<GroupKey, Sketch> = FastMap::default();
-    while let Some(r) = found.next()? {
+    merge_group_sketches(
+        &mut c.prepare_cached(&sql)?,
+        params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id, row_limit(q), utc],
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+/// Merges each row's sketch (the last column, after the group's columns as
+/// `report_columns` selects them) into its group's, straight from SQLite's buffer.
+pub(crate) fn merge_group_sketches(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    params: impl rusqlite::Params,
+    out: &mut FastMap<GroupKey, Sketch>,
+) -> Result<()> {
+    let mut rows = stmt.query(params)?;
+    while let Some(r) = rows.next()? {
         let key: GroupKey = (
             r.get(0)?,
             id_from_db(r.get(1)?),
@@ -1283,7 +1296,7 @@ fn day_sketches(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> 
                 .map_err(|e| rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Blob, Box::new(e)))?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The WHERE clause of a day-layer query; parameters as [`day_sql`]'s.
