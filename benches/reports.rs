@@ -310,7 +310,7 @@ fn main() {
     // spans of days (ADTALLY_BENCH_SEAL=0 leaves a store without them as it is).
     if env("ADTALLY_BENCH_SEAL", 1) == 1 {
         let sealing = Instant::now();
-        let spans = store.seal_reach_spans(now).expect("seal");
+        let spans = store.seal_spans(now).expect("seal");
         eprintln!("sealed {spans} reach spans in {:.1} s", sealing.elapsed().as_secs_f64());
     }
     // The Kathmandu advertiser (+05:45: its days are not UTC days) and its busiest campaign.

@@ -10,8 +10,8 @@
 mod columns;
 pub mod journal;
 mod postgres;
-mod reach_spans;
 mod rollup;
+mod spans;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -439,9 +439,9 @@ pub trait Store: Send + Sync + 'static {
     /// `max_rows`. Short transactions: the event writer is never held up for long.
     fn purge_events_before(&self, before_ms: Millis, max_rows: usize) -> Result<usize>;
     /// Builds what makes reports over long ranges cheap once their days can no longer
-    /// change (SQLite: the reach of aligned spans of days, `reach_spans.rs`); reports
+    /// change (SQLite: sums and reach over aligned spans of days, `spans.rs`); reports
     /// answer the same with or without it. Returns how much it built. Call now and then.
-    fn seal_reach_spans(&self, _now_ms: Millis) -> Result<usize> {
+    fn seal_spans(&self, _now_ms: Millis) -> Result<usize> {
         Ok(0)
     }
 

@@ -28,11 +28,11 @@ use crate::columns::{
     ad_from, advertiser_from, campaign_from, event_from, format_from, id_from_db, ADVERTISER_COLUMNS, AD_SELECT,
     CAMPAIGN_COLUMNS, EVENT_COLUMNS,
 };
-use crate::reach_spans;
 use crate::rollup::{
     aggregate, aggregate_days, has_reach, is_utc_name, slots, utc_day, DayKey, DayTable, DayZone, RollupKey,
     RollupQuery, RollupRow, RollupSums, SLOTS,
 };
+use crate::spans;
 use crate::{
     AdPerformance, ApiKeyInfo, ApprovedVersion, AuditEntry, CampaignSpend, ConsistencyCheck, CountedElsewhere,
     FoundSession, Idempotency, Judge, KeyOwner, PendingEvent, PromoCode, Result, Session, Store, StoreError, Totals,
@@ -215,8 +215,8 @@ ALTER TABLE advertisers ADD COLUMN view_window_days INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE advertisers ADD COLUMN half_life_days INTEGER NOT NULL DEFAULT 7;
 "#,
     r#"
--- Reach over aligned spans of days, one table per day table (see reach_spans.rs):
--- `reach_spans::create_tables` runs right after this script, in the same transaction.
+-- Sums and reach over aligned spans of days, for every day table (see spans.rs):
+-- `spans::create_tables` runs right after this script, in the same transaction.
 "#,
     r#"
 -- The day layer's second layout: sketches in reach tables apart from the sums, one table
@@ -231,8 +231,10 @@ ALTER TABLE advertisers ADD COLUMN half_life_days INTEGER NOT NULL DEFAULT 7;
 const UNDO_AFTER_DAY_LAYER: &str = "ALTER TABLE advertisers DROP COLUMN click_window_days;
      ALTER TABLE advertisers DROP COLUMN view_window_days;
      ALTER TABLE advertisers DROP COLUMN half_life_days;
-     DROP TABLE reach_spans_campaign; DROP TABLE reach_spans_ad; DROP TABLE reach_spans_placement;
-     DROP TABLE reach_spans_device; DROP TABLE reach_spans_country; DROP TABLE reach_spans_built;";
+     DROP TABLE spans_campaign; DROP TABLE spans_ad; DROP TABLE spans_placement; DROP TABLE spans_device;
+     DROP TABLE spans_country; DROP TABLE spans_campaign_reach; DROP TABLE spans_ad_reach;
+     DROP TABLE spans_placement_reach; DROP TABLE spans_device_reach; DROP TABLE spans_country_reach;
+     DROP TABLE spans_built;";
 
 /// Drops the day layer's tables (tests that take a store back before it).
 #[cfg(test)]
@@ -246,7 +248,7 @@ const DROP_DAY_LAYER: &str =
 /// created and built from the quarter-hour rollups, in the same transaction.
 const DAY_LAYER_MIGRATION: usize = 6;
 /// The migration after whose script the span tables are created.
-const REACH_SPANS_MIGRATION: usize = 8;
+const SPANS_MIGRATION: usize = 8;
 /// The migration after whose script a day layer of the first layout is upgraded.
 const DAY_LAYER_V2_MIGRATION: usize = 9;
 
@@ -283,10 +285,23 @@ fn day_key_values(k: &DayKey) -> Vec<Value> {
 
 /// The sum columns of a day-layer row, after its key: one per (kind, verdict), then
 /// money. Its reach is a row of the same key in the table's reach table.
-fn day_sum_columns() -> Vec<String> {
+pub(crate) fn day_sum_columns() -> Vec<String> {
     let mut columns: Vec<String> = slots().into_iter().map(|(_, _, name)| name).collect();
     columns.extend(["cost_micros", "value_micros", "revenue_micros"].map(String::from));
     columns
+}
+
+/// The sum columns with their types, for `CREATE TABLE`.
+pub(crate) fn day_sum_definitions() -> Vec<String> {
+    day_sum_columns().into_iter().map(|c| format!("{c} INTEGER NOT NULL")).collect()
+}
+
+/// The sums of day-layer rows (or span rows), in [`day_sum_columns`]' order: counts add,
+/// money saturates.
+pub(crate) fn day_sums_of_rows() -> String {
+    let counts = slots().into_iter().map(|(_, _, c)| format!("SUM({c})"));
+    let money = ["cost_micros", "value_micros", "revenue_micros"].map(|m| format!("sat_sum({m})"));
+    counts.chain(money).collect::<Vec<_>>().join(", ")
 }
 
 /// A day-layer table's key columns with their types, for `CREATE TABLE`.
@@ -327,11 +342,6 @@ fn upgrade_day_layer_v1(tx: &rusqlite::Transaction<'_>) -> Result<()> {
         tx.execute_batch(&format!("ALTER TABLE {name} RENAME TO {name}_v1;"))?;
     }
     create_day_tables(tx)?;
-    let sums: Vec<String> = slots()
-        .into_iter()
-        .map(|(_, _, c)| format!("SUM({c})"))
-        .chain(["cost_micros", "value_micros", "revenue_micros"].map(|m| format!("sat_sum({m})")))
-        .collect();
     for table in DayTable::ALL {
         let source = match table {
             DayTable::Campaign => "rollups_day_campaign_v1",
@@ -346,7 +356,7 @@ fn upgrade_day_layer_v1(tx: &rusqlite::Transaction<'_>) -> Result<()> {
              GROUP BY {key};",
             table.name(),
             day_sum_columns().join(", "),
-            sums.join(", "),
+            day_sums_of_rows(),
             table.reach_name()
         ))?;
     }
@@ -370,15 +380,10 @@ fn create_day_layer(tx: &rusqlite::Transaction<'_>) -> Result<()> {
 
 /// The day layer's tables, empty.
 fn create_day_tables(tx: &rusqlite::Transaction<'_>) -> Result<()> {
-    let counts: Vec<String> = slots().into_iter().map(|(_, _, name)| format!("{name} INTEGER NOT NULL")).collect();
     for table in DayTable::ALL {
         let key = day_key_columns(table);
         let mut columns = day_key_definitions(table);
-        columns.extend(counts.iter().cloned());
-        columns.extend(
-            ["cost_micros INTEGER NOT NULL", "value_micros INTEGER NOT NULL", "revenue_micros INTEGER NOT NULL"]
-                .map(String::from),
-        );
+        columns.extend(day_sum_definitions());
         tx.execute_batch(&format!(
             "CREATE TABLE {} ({}, PRIMARY KEY ({key})) WITHOUT ROWID;",
             table.name(),
@@ -903,8 +908,8 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         if i == DAY_LAYER_MIGRATION {
             create_day_layer(&tx)?;
         }
-        if i == REACH_SPANS_MIGRATION {
-            reach_spans::create_tables(&tx)?;
+        if i == SPANS_MIGRATION {
+            spans::create_tables(&tx)?;
         }
         if i == DAY_LAYER_V2_MIGRATION {
             upgrade_day_layer_v1(&tx)?;
@@ -1144,7 +1149,7 @@ fn report_columns(q: &RollupQuery, bucket: &'static str) -> (Vec<&'static str>, 
 }
 
 /// SQLite's `LIMIT`: one more row than asked, so that "too many" shows; -1 is none.
-fn row_limit(q: &RollupQuery) -> i64 {
+pub(crate) fn row_limit(q: &RollupQuery) -> i64 {
     q.max_rows.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX - 1).saturating_add(1))
 }
 
@@ -1229,7 +1234,12 @@ fn day_layer(c: &Connection, q: &RollupQuery) -> Result<Option<(DayTable, bool)>
 fn day_rows(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> Result<Vec<RollupRow>> {
     let params = params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id, row_limit(q), utc];
     let sums = RollupQuery { reach: false, ..q.clone() };
-    let groups = query_all(c, &day_sql(&sums, table), params, day_rows_from)?;
+    // A range without days reads sealed spans of days where built (spans.rs).
+    let spans = (!q.by_bucket).then(|| spans::covers(c, q, utc)).transpose()?;
+    let groups = match &spans {
+        None => query_all(c, &day_sql(&sums, table), params, day_rows_from)?,
+        Some(covers) => spans::range_rows(c, &sums, table, utc, covers)?,
+    };
     // More groups than asked for: the caller refuses the report, so no sketch is read
     // (their number follows the range, not the limit).
     let truncated = q.max_rows.is_some_and(|max| groups.len() > max);
@@ -1239,11 +1249,9 @@ fn day_rows(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> Resu
         // temporary B-tree, and copying every 16 KiB sketch through it took 5× the time
         // of reading them. Here they are read in key order, without a GROUP BY, and
         // merged per group straight from SQLite's buffer.
-        let mut sketches = if !q.by_bucket {
-            // A range without days: sealed spans of days where built (reach_spans.rs).
-            reach_spans::range_sketches(c, q, table, utc)?
-        } else {
-            day_sketches(c, q, table, utc)?
+        let mut sketches = match &spans {
+            None => day_sketches(c, q, table, utc)?,
+            Some(covers) => spans::range_sketches(c, q, table, utc, covers)?,
         };
         for row in rows.iter_mut().filter(|r| has_reach(r.kind, r.verdict)) {
             row.reach = sketches.remove(&group_of(row));
@@ -1255,7 +1263,7 @@ fn day_rows(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> Resu
 /// What identifies a report row's group: bucket and the five dimensions.
 pub(crate) type GroupKey = (Millis, Option<i64>, Option<i64>, Option<i64>, u8, [u8; 2]);
 
-fn group_of(r: &RollupRow) -> GroupKey {
+pub(crate) fn group_of(r: &RollupRow) -> GroupKey {
     (r.bucket_ms, r.campaign_id, r.ad_id, r.placement_id, r.device.code(), r.country.0)
 }
 
@@ -1315,6 +1323,12 @@ pub(crate) fn day_filter(q: &RollupQuery, table: DayTable) -> String {
 /// The statement of [`day_rows`]; parameters: from, to, advertiser, campaign, ad, limit,
 /// utc. One result row per group, its (kind, verdict) pairs as columns.
 fn day_sql(q: &RollupQuery, table: DayTable) -> String {
+    day_sums_sql(q, table.name(), &day_filter(q, table))
+}
+
+/// The grouped sums of `from` (a day table, or a span table of the same key and sums)
+/// under `filter`: one result row per group, its (kind, verdict) pairs as columns.
+pub(crate) fn day_sums_sql(q: &RollupQuery, from: &str, filter: &str) -> String {
     let (select, group) = report_columns(q, "day_ms");
     let counts: Vec<String> = slots().into_iter().map(|(_, _, c)| format!("SUM({c})")).collect();
     format!(
@@ -1327,8 +1341,8 @@ fn day_sql(q: &RollupQuery, table: DayTable) -> String {
         wide_sum("revenue_micros"),
         // Reach is read apart ([`day_sketches`]); the column keeps the row's shape.
         "NULL",
-        table.name(),
-        day_filter(q, table),
+        from,
+        filter,
         // Without a grouped column, the one group of the constant first column: no rows
         // in, no row out.
         if group.is_empty() { "1".to_owned() } else { group.join(", ") }
@@ -1338,7 +1352,7 @@ fn day_sql(q: &RollupQuery, table: DayTable) -> String {
 /// A day-layer result row as the quarter hours would give it: one row per (kind,
 /// verdict) with events. Spend goes with the valid impressions (or the first row), and
 /// value is the revenue of valid conversions — all that a report sums.
-fn day_rows_from(r: &Row) -> rusqlite::Result<Vec<RollupRow>> {
+pub(crate) fn day_rows_from(r: &Row) -> rusqlite::Result<Vec<RollupRow>> {
     let first = 6 + SLOTS;
     let cost_micros = wide(r, first)?;
     let revenue_micros = wide(r, first + 4)?;
@@ -1442,7 +1456,7 @@ impl Store for SqliteStore {
         )?;
         if old != a.timezone {
             rebuild_day_layer(&tx, Some(a.id))?;
-            reach_spans::forget_advertiser(&tx, a.id)?;
+            spans::forget_advertiser(&tx, a.id)?;
         }
         tx.commit()?;
         writer.zones.remove(&a.id);
@@ -2010,8 +2024,9 @@ impl Store for SqliteStore {
                 batch_zones.get(&id).cloned().unwrap_or_else(|| DayZone::named("UTC"))
             });
             for (k, (s, reach)) in days {
-                if k.table == DayTable::Campaign && !reach.is_empty() {
-                    reach_spans::invalidate(&tx, now_ms, k.advertiser_id, k.utc, k.day_ms)?;
+                if k.table == DayTable::Campaign {
+                    // Every event has its campaign-table days; spans hold sums too.
+                    spans::invalidate(&tx, now_ms, k.advertiser_id, k.utc, k.day_ms)?;
                 }
                 let key = day_key_values(&k);
                 if !reach.is_empty() {
@@ -2230,7 +2245,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn seal_reach_spans(&self, now_ms: Millis) -> Result<usize> {
+    fn seal_spans(&self, now_ms: Millis) -> Result<usize> {
         let advertisers: Vec<(i64, String)> = self
             .with_conn(|c| query_all(c, "SELECT id, timezone FROM advertisers", [], |r| Ok((r.get(0)?, r.get(1)?))))?;
         let mut built = 0;
@@ -2245,9 +2260,9 @@ impl Store for SqliteStore {
                 .optional()?
                 .unwrap_or(zone);
             let own = DayZone::named(&zone);
-            built += reach_spans::seal(&tx, now_ms, id, true, &adtally_core::jiff::tz::TimeZone::UTC)?;
+            built += spans::seal(&tx, now_ms, id, true, &adtally_core::jiff::tz::TimeZone::UTC)?;
             if !own.is_utc {
-                built += reach_spans::seal(&tx, now_ms, id, false, &own.tz)?;
+                built += spans::seal(&tx, now_ms, id, false, &own.tz)?;
             }
             tx.commit()?;
         }
@@ -2586,17 +2601,17 @@ mod tests {
         check(&store, &zones);
         let spans = |store: &SqliteStore| {
             store
-                .with_conn(|c| Ok(c.query_row("SELECT COUNT(*) FROM reach_spans_built", [], |r| r.get::<_, i64>(0))?))
+                .with_conn(|c| Ok(c.query_row("SELECT COUNT(*) FROM spans_built", [], |r| r.get::<_, i64>(0))?))
                 .expect("count")
         };
         // Nothing is sealed while the first day may still get beacons; two days after
         // the last one every span is, and the campaigns' reach over ranges comes from them.
-        assert_eq!(store.seal_reach_spans(start + 2 * DAY).expect("seal"), 0);
-        let early = store.seal_reach_spans(start + 6 * DAY).expect("seal");
-        let built = early + store.seal_reach_spans(start + 40 * DAY).expect("seal");
+        assert_eq!(store.seal_spans(start + 2 * DAY).expect("seal"), 0);
+        let early = store.seal_spans(start + 6 * DAY).expect("seal");
+        let built = early + store.seal_spans(start + 40 * DAY).expect("seal");
         assert!(early > 0 && built > early + 3, "{early} {built}");
         assert_eq!(spans(&store), built as i64);
-        assert_eq!(store.seal_reach_spans(start + 40 * DAY).expect("seal"), 0);
+        assert_eq!(store.seal_spans(start + 40 * DAY).expect("seal"), 0);
         check(&store, &zones);
 
         // Kathmandu → Berlin, New York → UTC: the own-zone rows are rebuilt.
@@ -2608,7 +2623,7 @@ mod tests {
         let zones = ["UTC", "Europe/Berlin", "UTC"];
         assert!(spans(&store) < built as i64);
         check(&store, &zones);
-        assert!(store.seal_reach_spans(start + 40 * DAY).expect("seal") > 0);
+        assert!(store.seal_spans(start + 40 * DAY).expect("seal") > 0);
         check(&store, &zones);
         // And new events land in the new zone's days, a new user in a sealed day too: the
         // spans over that day go in the same batch.
@@ -2616,11 +2631,12 @@ mod tests {
         let mut late = vec![
             PendingEvent::new(event(start + 2 * DAY + 60_000, EventKind::Impression, Verdict::Valid, ids[1], 3)),
             PendingEvent::new(event(start + 2 * DAY + 60_000, EventKind::Impression, Verdict::Valid, ids[0], 1 << 40)),
+            PendingEvent::new(event(start + 3 * DAY + 60_000, EventKind::Click, Verdict::Valid, ids[2], 5)),
         ];
         store.append_events(start + 9 * DAY, &mut late, None, &mut |_, _, _| {}).expect("append");
         assert!(spans(&store) < before);
         check(&store, &zones);
-        assert!(store.seal_reach_spans(start + 40 * DAY).expect("seal") > 0);
+        assert!(store.seal_spans(start + 40 * DAY).expect("seal") > 0);
         check(&store, &zones);
 
         // A store whose day layer has the first layout (sketches in a `reach` column, one

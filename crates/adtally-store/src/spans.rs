@@ -1,26 +1,27 @@
-//! Reach over many days without reading every day: the union of the daily reach
-//! sketches of each day-layer row's key over aligned spans of 2, 4, 8, 16 and 32 days
-//! (SQLite store).
+//! Spans of days: each day-layer row's key summed over aligned spans of 2, 4, 8, 16 and
+//! 32 days, sums and reach (SQLite store).
 //!
-//! Distinct users do not add up, so a report over a range merges one sketch per day and
-//! key, and a dense sketch is 16 KiB: the operator's 30-day campaigns table read 1 500
-//! of them, a campaign's country view 600. A span row holds the union of a key's days
-//! `[day_ms, end_ms)`, so a range is a handful of spans plus the days at its edges.
-//! Each day table ([`DayTable`]) has a span table (`reach_spans_<dimension>`) with its
-//! key, `end_ms` after `day_ms`.
+//! A report over a range without days (the campaigns table, the operator's, a campaign's
+//! ads, devices, countries over 30 days) read one row per day and key, and distinct
+//! users do not add up, so one sketch per day and key too: a dense sketch is 16 KiB, and
+//! the operator's 30-day campaigns table read 1 500 of them. A span row holds a key's
+//! days `[day_ms, end_ms)` summed, so a range is a handful of spans plus the days at its
+//! edges. Each day table ([`DayTable`]) has a span table (`spans_<dimension>`, the sums)
+//! and its reach twin (`spans_<dimension>_reach`) with its key, `end_ms` after `day_ms`.
 //!
 //! Spans are *sealed*: built ([`seal`]) only over days that ended [`SEALED_AFTER_MS`]
 //! ago, past the token TTL in which a late beacon may still count, so the beacon path
 //! never rewrites them. An event that still lands in a sealed day (an import, a journal
-//! replayed after days down) drops every span over that day in its own batch
-//! ([`invalidate`]); the next sealing builds it again. A span is built for every table
-//! and key of its advertiser at once or not at all: `reach_spans_built` records which
-//! were, so a key without a row in a built span simply had no valid impressions there.
-//! Spans follow the day tables' two kinds of days (`utc`); a new time zone drops the
-//! advertiser's spans.
+//! replayed after days down, a postback superseding an old pixel conversion) drops every
+//! span over that day in its own batch ([`invalidate`]); the next sealing builds it
+//! again. A span is built for every table and key of its advertiser at once or not at
+//! all: `spans_built` records which were, so a key without a row in a built span simply
+//! had no events there. Spans follow the day tables' two kinds of days (`utc`); a new
+//! time zone drops the advertiser's spans.
 //!
-//! Unions are exact (the same registers or hashes as merging the days one by one), so a
-//! report answers the same numbers with or without spans; they only change its cost.
+//! Sums add and unions are exact (the same registers or hashes as merging the days one
+//! by one), so a report answers the same numbers with or without spans; they only
+//! change its cost.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -31,8 +32,11 @@ use adtally_core::report::{local_date, start_of_day};
 use adtally_core::sketch::Sketch;
 
 use crate::columns::report_columns;
-use crate::rollup::{DayTable, RollupQuery};
-use crate::sqlite::{day_filter, day_key_columns, day_key_definitions, merge_group_sketches, GroupKey};
+use crate::rollup::{DayTable, RollupQuery, RollupRow};
+use crate::sqlite::{
+    day_filter, day_key_columns, day_key_definitions, day_rows_from, day_sum_columns, day_sum_definitions,
+    day_sums_of_rows, day_sums_sql, group_of, merge_group_sketches, row_limit, GroupKey,
+};
 use crate::Result;
 
 /// How long after a day ends its spans may be built: past the decision token's TTL (a
@@ -43,14 +47,25 @@ pub(crate) const SEALED_AFTER_MS: Millis = 2 * DAY;
 /// days since 1970-01-01 (local dates for own-zone days), so spans nest.
 const SPANS: [i64; 5] = [2, 4, 8, 16, 32];
 
-/// The span table of a day table.
-pub(crate) fn span_table(table: DayTable) -> &'static str {
+/// The span table (sums) of a day table.
+fn span_table(table: DayTable) -> &'static str {
     match table {
-        DayTable::Campaign => "reach_spans_campaign",
-        DayTable::Ad => "reach_spans_ad",
-        DayTable::Placement => "reach_spans_placement",
-        DayTable::Device => "reach_spans_device",
-        DayTable::Country => "reach_spans_country",
+        DayTable::Campaign => "spans_campaign",
+        DayTable::Ad => "spans_ad",
+        DayTable::Placement => "spans_placement",
+        DayTable::Device => "spans_device",
+        DayTable::Country => "spans_country",
+    }
+}
+
+/// The span table's reach twin.
+fn span_reach_table(table: DayTable) -> &'static str {
+    match table {
+        DayTable::Campaign => "spans_campaign_reach",
+        DayTable::Ad => "spans_ad_reach",
+        DayTable::Placement => "spans_placement_reach",
+        DayTable::Device => "spans_device_reach",
+        DayTable::Country => "spans_country_reach",
     }
 }
 
@@ -59,21 +74,25 @@ fn span_key(table: DayTable) -> String {
     day_key_columns(table).replace("day_ms", "day_ms, end_ms")
 }
 
-/// Creates the span tables and `reach_spans_built` (migration 9); [`seal`] fills them.
+/// Creates the span tables and `spans_built` (migration 9); [`seal`] fills them.
 pub(crate) fn create_tables(tx: &rusqlite::Transaction<'_>) -> Result<()> {
     for table in DayTable::ALL {
-        let mut columns = day_key_definitions(table);
-        let day = columns.iter().position(|c| c.starts_with("day_ms ")).unwrap_or(0);
-        columns.insert(day + 1, "end_ms INTEGER NOT NULL".into());
+        let mut key = day_key_definitions(table);
+        let day = key.iter().position(|c| c.starts_with("day_ms ")).unwrap_or(0);
+        key.insert(day + 1, "end_ms INTEGER NOT NULL".into());
         tx.execute_batch(&format!(
-            "CREATE TABLE {} ({}, reach BLOB NOT NULL, PRIMARY KEY ({})) WITHOUT ROWID;",
+            "CREATE TABLE {} ({}, {}, PRIMARY KEY ({k})) WITHOUT ROWID;
+             CREATE TABLE {} ({}, reach BLOB NOT NULL, PRIMARY KEY ({k})) WITHOUT ROWID;",
             span_table(table),
-            columns.join(", "),
-            span_key(table)
+            key.join(", "),
+            day_sum_definitions().join(", "),
+            span_reach_table(table),
+            key.join(", "),
+            k = span_key(table)
         ))?;
     }
     tx.execute_batch(
-        "CREATE TABLE reach_spans_built (
+        "CREATE TABLE spans_built (
             advertiser_id INTEGER NOT NULL, utc INTEGER NOT NULL, day_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL,
             PRIMARY KEY (advertiser_id, utc, day_ms, end_ms)
         ) WITHOUT ROWID;",
@@ -141,11 +160,11 @@ pub(crate) fn gaps(from: Millis, to: Millis, cover: &[(Millis, Millis)]) -> Vec<
 
 /// Every span table, and the table of which spans are built.
 fn all_span_tables() -> impl Iterator<Item = &'static str> {
-    DayTable::ALL.into_iter().map(span_table).chain(["reach_spans_built"])
+    DayTable::ALL.into_iter().flat_map(|t| [span_table(t), span_reach_table(t)]).chain(["spans_built"])
 }
 
 /// Drops the spans over one day of an advertiser (`utc` as the day tables), in the
-/// writer's batch that changed that day's reach. Spans exist only for sealed days, so
+/// writer's batch that changed that day. Spans exist only for sealed days, so
 /// younger days (every live beacon's) cost nothing.
 pub(crate) fn invalidate(c: &Connection, now_ms: Millis, advertiser_id: i64, utc: bool, day_ms: Millis) -> Result<()> {
     if day_ms >= now_ms.saturating_sub(SEALED_AFTER_MS) {
@@ -179,7 +198,7 @@ pub(crate) fn forget_advertiser(c: &Connection, advertiser_id: i64) -> Result<()
 pub(crate) fn seal(c: &Connection, now_ms: Millis, advertiser_id: i64, utc: bool, tz: &TimeZone) -> Result<usize> {
     let first: Option<Millis> = c
         .query_row(
-            "SELECT MIN(day_ms) FROM rollups_day_campaign_reach WHERE advertiser_id = ?1 AND utc = ?2",
+            "SELECT MIN(day_ms) FROM rollups_day_campaign WHERE advertiser_id = ?1 AND utc = ?2",
             params![advertiser_id, utc],
             |r| r.get(0),
         )
@@ -189,10 +208,10 @@ pub(crate) fn seal(c: &Connection, now_ms: Millis, advertiser_id: i64, utc: bool
     // The day holding the seal line is not sealed; every day before it ended before it.
     let last = day_index(now_ms.saturating_sub(SEALED_AFTER_MS), tz) - 1;
     let mut exists = c.prepare_cached(
-        "SELECT 1 FROM reach_spans_built WHERE advertiser_id = ?1 AND utc = ?2 AND day_ms = ?3 AND end_ms = ?4",
+        "SELECT 1 FROM spans_built WHERE advertiser_id = ?1 AND utc = ?2 AND day_ms = ?3 AND end_ms = ?4",
     )?;
     let mut built =
-        c.prepare_cached("INSERT INTO reach_spans_built (advertiser_id, utc, day_ms, end_ms) VALUES (?1, ?2, ?3, ?4)")?;
+        c.prepare_cached("INSERT INTO spans_built (advertiser_id, utc, day_ms, end_ms) VALUES (?1, ?2, ?3, ?4)")?;
     let mut n = 0;
     for (start, end) in aligned_spans(day_index(first, tz), last) {
         let (day_ms, end_ms) = (day_start(start, tz), day_start(end, tz));
@@ -208,17 +227,24 @@ pub(crate) fn seal(c: &Connection, now_ms: Millis, advertiser_id: i64, utc: bool
             let campaigns = if table == DayTable::Campaign {
                 ""
             } else {
-                "AND campaign_id IN (SELECT campaign_id FROM rollups_day_campaign_reach
+                "AND campaign_id IN (SELECT campaign_id FROM rollups_day_campaign
                      WHERE advertiser_id = ?1 AND utc = ?2 AND day_ms >= ?3 AND day_ms < ?4)"
             };
+            let select = columns.replace("advertiser_id, utc", "?1, ?2").replace("day_ms", "?3, ?4");
+            let range = format!("WHERE advertiser_id = ?1 AND utc = ?2 {campaigns} AND day_ms >= ?3 AND day_ms < ?4");
             c.prepare_cached(&format!(
-                "INSERT INTO {} ({}, reach)
-                 SELECT {}, reach_union(reach) FROM {}
-                 WHERE advertiser_id = ?1 AND utc = ?2 {campaigns} AND day_ms >= ?3 AND day_ms < ?4
-                 GROUP BY {group}",
+                "INSERT INTO {} ({}, {}) SELECT {select}, {} FROM {} {range} GROUP BY {group}",
                 span_table(table),
                 span_key(table),
-                columns.replace("advertiser_id, utc", "?1, ?2").replace("day_ms", "?3, ?4"),
+                day_sum_columns().join(", "),
+                day_sums_of_rows(),
+                table.name()
+            ))?
+            .execute(key)?;
+            c.prepare_cached(&format!(
+                "INSERT INTO {} ({}, reach) SELECT {select}, reach_union(reach) FROM {} {range} GROUP BY {group}",
+                span_reach_table(table),
+                span_key(table),
                 table.reach_name()
             ))?
             .execute(key)?;
@@ -229,15 +255,12 @@ pub(crate) fn seal(c: &Connection, now_ms: Millis, advertiser_id: i64, utc: bool
     Ok(n)
 }
 
-/// The reach of each group of a day-layer query over a range without days: the built
-/// spans inside the range, and the day rows where none covers. Parameters and groups
-/// as the day layer's other reads (`utc` as the table's rows).
-pub(crate) fn range_sketches(
-    c: &Connection,
-    q: &RollupQuery,
-    table: DayTable,
-    utc: bool,
-) -> Result<FastMap<GroupKey, Sketch>> {
+/// Each advertiser of a day-layer query over a range without days, with the widest
+/// built spans inside the range (the rest of the range is read day by day).
+pub(crate) type Covers = Vec<(i64, Vec<(Millis, Millis)>)>;
+
+/// The [`Covers`] of a query (`utc` as the table's rows).
+pub(crate) fn covers(c: &Connection, q: &RollupQuery, utc: bool) -> Result<Covers> {
     let advertisers: Vec<i64> = match q.advertiser_id {
         Some(id) => vec![id],
         None => {
@@ -246,40 +269,103 @@ pub(crate) fn range_sketches(
             ids
         }
     };
-    let (select, _) = report_columns(q, "day_ms", false);
-    let select = select.join(", ");
-    // The day layer's filter (parameters: from, to, advertiser, campaign, ad, limit,
-    // utc), on one advertiser; for the spans, `end_ms` bounds the span as `day_ms` its
-    // first day.
-    let one = RollupQuery { advertiser_id: Some(0), ..q.clone() };
-    let filter = day_filter(&one, table);
-    let mut spans_built = c.prepare_cached(
-        "SELECT day_ms, end_ms FROM reach_spans_built
+    let mut built = c.prepare_cached(
+        "SELECT day_ms, end_ms FROM spans_built
          WHERE advertiser_id = ?1 AND utc = ?2 AND day_ms >= ?3 AND day_ms < ?4 AND end_ms <= ?4",
     )?;
-    let mut span_sketches =
-        c.prepare_cached(&format!("SELECT {select}, reach FROM {} WHERE {filter} AND end_ms = ?8", span_table(table)))?;
-    let mut day_sketches =
-        c.prepare_cached(&format!("SELECT {select}, reach FROM {} WHERE {filter}", table.reach_name()))?;
-    let mut out: FastMap<GroupKey, Sketch> = FastMap::default();
+    let mut out = Vec::with_capacity(advertisers.len());
     for advertiser in advertisers {
-        let built: Vec<(Millis, Millis)> = spans_built
+        let spans: Vec<(Millis, Millis)> = built
             .query_map(params![advertiser, utc, q.from_ms, q.to_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        let cover = widest_cover(built);
-        for &(start, end) in &cover {
+        out.push((advertiser, widest_cover(spans)));
+    }
+    Ok(out)
+}
+
+/// Calls `read` once per part of the range: for each advertiser, each span of its cover
+/// (`true`) and each gap between them (`false`), with the day layer's parameters (from,
+/// to, advertiser, campaign, ad, limit, utc) and the span's end.
+fn each_part(
+    q: &RollupQuery,
+    covers: &Covers,
+    utc: bool,
+    mut read: impl FnMut(bool, &[&dyn rusqlite::ToSql]) -> Result<()>,
+) -> Result<()> {
+    let limit = row_limit(q);
+    for (advertiser, cover) in covers {
+        for &(start, end) in cover {
             // The span [start, end): its first day is the only one in [start, start + 1).
-            let span_params = params![start, start + 1, advertiser, q.campaign_id, q.ad_id, -1, utc, end];
-            merge_group_sketches(&mut span_sketches, span_params, &mut out)?;
+            read(true, params![start, start + 1, advertiser, q.campaign_id, q.ad_id, limit, utc, end])?;
         }
-        for (start, end) in gaps(q.from_ms, q.to_ms, &cover) {
-            merge_group_sketches(
-                &mut day_sketches,
-                params![start, end, advertiser, q.campaign_id, q.ad_id, -1, utc],
-                &mut out,
-            )?;
+        for (start, end) in gaps(q.from_ms, q.to_ms, cover) {
+            read(false, params![start, end, advertiser, q.campaign_id, q.ad_id, limit, utc, end])?;
         }
     }
+    Ok(())
+}
+
+/// The day-layer filter of a query on one advertiser (`?3`), for the spans (their end
+/// is `?8`) and for the days.
+fn filters(q: &RollupQuery, table: DayTable) -> (String, String) {
+    let one = RollupQuery { advertiser_id: Some(0), ..q.clone() };
+    let days = day_filter(&one, table);
+    // `?8 = ?8`: both statements take the same parameters.
+    (format!("{days} AND end_ms = ?8"), format!("{days} AND ?8 = ?8"))
+}
+
+/// The sums of each group of a day-layer query over a range without days, as the day
+/// layer's grouped read gives them (one entry per group), from spans and days.
+pub(crate) fn range_rows(
+    c: &Connection,
+    q: &RollupQuery,
+    table: DayTable,
+    utc: bool,
+    covers: &Covers,
+) -> Result<Vec<Vec<RollupRow>>> {
+    let (in_span, in_days) = filters(q, table);
+    let mut spans = c.prepare_cached(&day_sums_sql(q, span_table(table), &in_span))?;
+    let mut days = c.prepare_cached(&day_sums_sql(q, table.name(), &in_days))?;
+    let mut groups: std::collections::BTreeMap<GroupKey, Vec<RollupRow>> = Default::default();
+    each_part(q, covers, utc, |span, params| {
+        let stmt = if span { &mut spans } else { &mut days };
+        for group in stmt.query_map(params, day_rows_from)? {
+            for row in group? {
+                let rows = groups.entry(group_of(&row)).or_default();
+                match rows.iter_mut().find(|r| r.kind == row.kind && r.verdict == row.verdict) {
+                    Some(sum) => {
+                        sum.sums.events = sum.sums.events.saturating_add(row.sums.events);
+                        sum.sums.cost_micros += row.sums.cost_micros;
+                        sum.sums.value_micros += row.sums.value_micros;
+                    }
+                    None => rows.push(row),
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(groups.into_values().collect())
+}
+
+/// The reach of each group of a day-layer query over a range without days, from spans
+/// and days, merged per group.
+pub(crate) fn range_sketches(
+    c: &Connection,
+    q: &RollupQuery,
+    table: DayTable,
+    utc: bool,
+    covers: &Covers,
+) -> Result<FastMap<GroupKey, Sketch>> {
+    let (select, _) = report_columns(q, "day_ms", false);
+    let select = select.join(", ");
+    let (in_span, in_days) = filters(q, table);
+    let mut spans =
+        c.prepare_cached(&format!("SELECT {select}, reach FROM {} WHERE {in_span}", span_reach_table(table)))?;
+    let mut days = c.prepare_cached(&format!("SELECT {select}, reach FROM {} WHERE {in_days}", table.reach_name()))?;
+    let mut out: FastMap<GroupKey, Sketch> = FastMap::default();
+    each_part(q, covers, utc, |span, params| {
+        merge_group_sketches(if span { &mut spans } else { &mut days }, params, &mut out)
+    })?;
     Ok(out)
 }
 
