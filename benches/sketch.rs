@@ -92,6 +92,11 @@ fn main() {
         black_box(union.estimate());
     }) / days.len() as f64;
     report("report_union_per_dense_bucket", ns, baseline);
+    // A report estimates every row it shows.
+    let ns = time_n(2_000, |_| {
+        black_box(dense.estimate());
+    });
+    report("estimate_dense", ns, baseline);
     println!(
         "{}",
         serde_json::json!({"bench": "stored_bytes", "sparse_5_users": sketch_of(0..5).to_bytes().len(), "dense": dense.to_bytes().len()})

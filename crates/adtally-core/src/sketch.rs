@@ -248,9 +248,23 @@ impl Sketch {
 /// large-range bias of the classic estimator from the register histogram alone.
 fn estimate_dense(registers: &[u8]) -> f64 {
     let q = Q as usize;
+    // Four histograms, one per lane, so consecutive registers never wait on the same
+    // counter (a report estimates every row it shows: this loop was 40% of one at 100M
+    // events). Ranks are at most Q + 1 = 51, under 64: the mask only spares the checks.
+    let mut lanes = [[0u32; 64]; 4];
+    let mut chunks = registers.chunks_exact(4);
+    for c in chunks.by_ref() {
+        lanes[0][usize::from(c[0] & 63)] += 1;
+        lanes[1][usize::from(c[1] & 63)] += 1;
+        lanes[2][usize::from(c[2] & 63)] += 1;
+        lanes[3][usize::from(c[3] & 63)] += 1;
+    }
+    for &r in chunks.remainder() {
+        lanes[0][usize::from(r & 63)] += 1;
+    }
     let mut histogram = [0u32; Q as usize + 2];
-    for &r in registers {
-        histogram[usize::from(r).min(q + 1)] += 1;
+    for (rank, slot) in (0..64).map(|k| (k, lanes.iter().map(|l| l[k]).sum::<u32>())) {
+        histogram[rank.min(q + 1)] += slot;
     }
     let m = M as f64;
     let mut z = m * tau(1.0 - f64::from(histogram[q + 1]) / m);
