@@ -22,7 +22,7 @@
 //! 100M events: `ADTALLY_BENCH_EVENTS=100000000 ADTALLY_BENCH_DIR=/data/bench-100m
 //! cargo bench --bench reports` (about 25 GB of disk).
 //!
-//! Before timing, the store's reach spans are sealed as the server's housekeeping does
+//! Before timing, the store's spans of days are sealed as the server's housekeeping does
 //! (`ADTALLY_BENCH_SEAL=0` skips that, to time a store without them).
 //!
 //! PostgreSQL: `ADTALLY_BENCH_DATABASE=postgres://…/db` generates into (or reuses) that
@@ -306,12 +306,12 @@ fn main() {
     let check = store.consistency_check().expect("check");
     assert!(check.is_consistent(), "the store is not consistent: {check:?}");
     let stored = check.raw_events();
-    // What the server's housekeeping does within its first seconds: the reach of sealed
+    // What the server's housekeeping does within its first seconds: sums and reach of sealed
     // spans of days (ADTALLY_BENCH_SEAL=0 leaves a store without them as it is).
     if env("ADTALLY_BENCH_SEAL", 1) == 1 {
         let sealing = Instant::now();
         let spans = store.seal_spans(now).expect("seal");
-        eprintln!("sealed {spans} reach spans in {:.1} s", sealing.elapsed().as_secs_f64());
+        eprintln!("sealed {spans} spans of days in {:.1} s", sealing.elapsed().as_secs_f64());
     }
     // The Kathmandu advertiser (+05:45: its days are not UTC days) and its busiest campaign.
     let (adv, campaigns) = &cat.advertisers[4];

@@ -43,7 +43,7 @@ pub use crate::state::{AppState, ServerConfig};
 const MAX_JSON_BODY: usize = 64 * 1024;
 /// How often campaigns are checked for completion and cap state is expired.
 const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-/// How often reach spans are sealed (`Store::seal_spans`): a day seals once, two
+/// How often spans of days are sealed (`Store::seal_spans`): a day seals once, two
 /// days after it ended, so this only bounds how long a long-range report still reads
 /// that day's own sketches.
 const SEAL_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
@@ -236,8 +236,8 @@ impl Application {
                     let sealed =
                         tokio::task::spawn_blocking(move || state.store.seal_spans(state.clock.now_ms())).await;
                     match sealed {
-                        Ok(Ok(n)) if n > 0 => tracing::info!(spans = n, "reach spans sealed"),
-                        Ok(Err(e)) => tracing::error!(error = %e, "sealing reach spans failed"),
+                        Ok(Ok(n)) if n > 0 => tracing::info!(spans = n, "spans of days sealed"),
+                        Ok(Err(e)) => tracing::error!(error = %e, "sealing spans of days failed"),
                         _ => {}
                     }
                 }
