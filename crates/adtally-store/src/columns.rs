@@ -12,12 +12,14 @@ use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
 
 use adtally_core::report::Dimension;
 
-use crate::{Result, RollupQuery, StoreError};
+use crate::{FoundSession, KeyOwner, Result, RollupQuery, Session, StoreError};
 
 /// One result row, read by column index. Integers of any width come back as `i64`.
 pub(crate) trait Columns {
     fn int(&self, i: usize) -> Result<Option<i64>>;
     fn text(&self, i: usize) -> Result<Option<String>>;
+    /// A truth value: SQLite's 0/1, PostgreSQL's `boolean`.
+    fn flag(&self, i: usize) -> Result<bool>;
 
     fn req_int(&self, i: usize) -> Result<i64> {
         self.int(i)?.ok_or_else(|| bad("NULL integer", i))
@@ -46,6 +48,9 @@ impl Columns for rusqlite::Row<'_> {
     fn text(&self, i: usize) -> Result<Option<String>> {
         Ok(self.get(i)?)
     }
+    fn flag(&self, i: usize) -> Result<bool> {
+        Ok(self.get(i)?)
+    }
 }
 
 impl Columns for tokio_postgres::Row {
@@ -59,6 +64,9 @@ impl Columns for tokio_postgres::Row {
         })
     }
     fn text(&self, i: usize) -> Result<Option<String>> {
+        Ok(self.try_get(i)?)
+    }
+    fn flag(&self, i: usize) -> Result<bool> {
         Ok(self.try_get(i)?)
     }
 }
@@ -83,6 +91,31 @@ pub(crate) fn advertiser_from(r: &impl Columns) -> Result<Advertiser> {
         timezone: r.req_text(3)?,
         created_at_ms: r.req_int(4)?,
         max_conversion_value_micros: r.req_int(5)?,
+    })
+}
+
+/// What [`session_from`] reads, in its order: the session `s` and whether its key is
+/// still live. The caller adds `FROM sessions s WHERE s.id_hash = …`.
+pub(crate) const SESSION_SELECT: &str =
+    "SELECT s.advertiser_id, s.key_hash, s.csrf_token, s.created_at_ms, s.last_seen_at_ms, s.expires_at_ms,
+            EXISTS (SELECT 1 FROM api_keys k WHERE k.key_hash = s.key_hash AND k.revoked_at_ms IS NULL)";
+
+/// Who an API key or a session belongs to, from its `advertiser_id` (NULL: the admin).
+pub(crate) fn owner_from(advertiser_id: Option<i64>) -> KeyOwner {
+    advertiser_id.map_or(KeyOwner::Admin, KeyOwner::Advertiser)
+}
+
+pub(crate) fn session_from(r: &impl Columns) -> Result<FoundSession> {
+    Ok(FoundSession {
+        session: Session {
+            owner: owner_from(r.int(0)?),
+            key_hash: r.req_text(1)?,
+            csrf_token: r.req_text(2)?,
+            created_at_ms: r.req_int(3)?,
+            last_seen_at_ms: r.req_int(4)?,
+            expires_at_ms: r.req_int(5)?,
+        },
+        key_live: r.flag(6)?,
     })
 }
 

@@ -34,7 +34,7 @@ use adtally_core::sketch::Sketch;
 use crate::columns::report_columns;
 use crate::rollup::{DayTable, RollupQuery, RollupRow};
 use crate::sqlite::{
-    day_filter, day_key_columns, day_key_definitions, day_rows_from, day_sum_columns, day_sum_definitions,
+    day_filter_on, day_key_columns, day_key_definitions, day_rows_from, day_sum_columns, day_sum_definitions,
     day_sums_of_rows, day_sums_sql, group_of, merge_group_sketches, row_limit, GroupKey,
 };
 use crate::Result;
@@ -308,10 +308,23 @@ fn each_part(
 /// The day-layer filter of a query on one advertiser (`?3`), for the spans (their end
 /// is `?8`) and for the days.
 fn filters(q: &RollupQuery, table: DayTable) -> (String, String) {
-    let one = RollupQuery { advertiser_id: Some(0), ..q.clone() };
-    let days = day_filter(&one, table);
+    let days = day_filter_on(q, table, true);
     // `?8 = ?8`: both statements take the same parameters.
     (format!("{days} AND end_ms = ?8"), format!("{days} AND ?8 = ?8"))
+}
+
+/// The statements a range without days reads with ([`each_part`]'s parameters): the
+/// grouped sums of a span and of days, then the sketches of a span and of days.
+pub(crate) fn statements(q: &RollupQuery, table: DayTable) -> [String; 4] {
+    let (select, _) = report_columns(q, "day_ms", false);
+    let select = select.join(", ");
+    let (in_span, in_days) = filters(q, table);
+    [
+        day_sums_sql(q, span_table(table), &in_span),
+        day_sums_sql(q, table.name(), &in_days),
+        format!("SELECT {select}, reach FROM {} WHERE {in_span}", span_reach_table(table)),
+        format!("SELECT {select}, reach FROM {} WHERE {in_days}", table.reach_name()),
+    ]
 }
 
 /// The sums of each group of a day-layer query over a range without days, as the day
@@ -323,9 +336,8 @@ pub(crate) fn range_rows(
     utc: bool,
     covers: &Covers,
 ) -> Result<Vec<Vec<RollupRow>>> {
-    let (in_span, in_days) = filters(q, table);
-    let mut spans = c.prepare_cached(&day_sums_sql(q, span_table(table), &in_span))?;
-    let mut days = c.prepare_cached(&day_sums_sql(q, table.name(), &in_days))?;
+    let [span_sums, day_sums, _, _] = statements(q, table);
+    let (mut spans, mut days) = (c.prepare_cached(&span_sums)?, c.prepare_cached(&day_sums)?);
     let mut groups: std::collections::BTreeMap<GroupKey, Vec<RollupRow>> = Default::default();
     each_part(q, covers, utc, |span, params| {
         let stmt = if span { &mut spans } else { &mut days };
@@ -356,12 +368,8 @@ pub(crate) fn range_sketches(
     utc: bool,
     covers: &Covers,
 ) -> Result<FastMap<GroupKey, Sketch>> {
-    let (select, _) = report_columns(q, "day_ms", false);
-    let select = select.join(", ");
-    let (in_span, in_days) = filters(q, table);
-    let mut spans =
-        c.prepare_cached(&format!("SELECT {select}, reach FROM {} WHERE {in_span}", span_reach_table(table)))?;
-    let mut days = c.prepare_cached(&format!("SELECT {select}, reach FROM {} WHERE {in_days}", table.reach_name()))?;
+    let [_, _, span_reach, day_reach] = statements(q, table);
+    let (mut spans, mut days) = (c.prepare_cached(&span_reach)?, c.prepare_cached(&day_reach)?);
     let mut out: FastMap<GroupKey, Sketch> = FastMap::default();
     each_part(q, covers, utc, |span, params| {
         merge_group_sketches(if span { &mut spans } else { &mut days }, params, &mut out)

@@ -25,8 +25,8 @@ use adtally_core::sketch::Sketch;
 
 use crate::columns::targeting_columns;
 use crate::columns::{
-    ad_from, advertiser_from, campaign_from, event_from, format_from, id_from_db, ADVERTISER_COLUMNS, AD_SELECT,
-    CAMPAIGN_COLUMNS, EVENT_COLUMNS,
+    ad_from, advertiser_from, campaign_from, event_from, format_from, id_from_db, owner_from, session_from,
+    ADVERTISER_COLUMNS, AD_SELECT, CAMPAIGN_COLUMNS, EVENT_COLUMNS, SESSION_SELECT,
 };
 use crate::rollup::{
     aggregate, aggregate_days, has_reach, is_utc_name, slots, utc_day, DayKey, DayTable, DayZone, RollupKey,
@@ -397,27 +397,31 @@ fn create_day_tables(tx: &rusqlite::Transaction<'_>) -> Result<()> {
 /// The upsert of one day-layer row, written once per table: the writer runs it for every
 /// day row of every batch, and the statement cache is looked up by its text.
 fn day_upsert(table: DayTable) -> &'static str {
-    static SQL: std::sync::OnceLock<[String; 5]> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| DayTable::ALL.map(day_upsert_sql));
-    let i = DayTable::ALL.iter().position(|t| *t == table).unwrap_or(0);
-    &all[i]
+    static SQL: PerTable = std::sync::OnceLock::new();
+    per_table(&SQL, table, day_upsert_sql)
 }
 
 /// The upsert of one day-layer row's reach (its key, then the batch's sketch), merged
 /// as the quarter hours' is; written once per table as [`day_upsert`].
 fn reach_upsert(table: DayTable) -> &'static str {
-    static SQL: std::sync::OnceLock<[String; 5]> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        DayTable::ALL.map(|table| {
-            let columns = day_key_columns(table);
-            let marks: Vec<String> = (1..=columns.split(", ").count() + 1).map(|i| format!("?{i}")).collect();
-            format!(
-                "INSERT INTO {} ({columns}, reach) VALUES ({}) ON CONFLICT DO UPDATE SET reach = reach_merge(reach, excluded.reach)",
-                table.reach_name(),
-                marks.join(", ")
-            )
-        })
-    });
+    static SQL: PerTable = std::sync::OnceLock::new();
+    per_table(&SQL, table, |table| {
+        let columns = day_key_columns(table);
+        let marks: Vec<String> = (1..=columns.split(", ").count() + 1).map(|i| format!("?{i}")).collect();
+        format!(
+            "INSERT INTO {} ({columns}, reach) VALUES ({}) ON CONFLICT DO UPDATE SET reach = reach_merge(reach, excluded.reach)",
+            table.reach_name(),
+            marks.join(", ")
+        )
+    })
+}
+
+/// One statement per day table, written once.
+type PerTable = std::sync::OnceLock<[String; DayTable::ALL.len()]>;
+
+/// `table`'s statement in `cell`, writing every table's with `write` the first time.
+fn per_table(cell: &'static PerTable, table: DayTable, write: fn(DayTable) -> String) -> &'static str {
+    let all = cell.get_or_init(|| DayTable::ALL.map(write));
     let i = DayTable::ALL.iter().position(|t| *t == table).unwrap_or(0);
     &all[i]
 }
@@ -1309,10 +1313,16 @@ pub(crate) fn merge_group_sketches(
 
 /// The WHERE clause of a day-layer query; parameters as [`day_sql`]'s.
 pub(crate) fn day_filter(q: &RollupQuery, table: DayTable) -> String {
-    let advertisers = match q.advertiser_id {
-        Some(_) => "advertiser_id = ?3",
+    day_filter_on(q, table, q.advertiser_id.is_some())
+}
+
+/// [`day_filter`], for one advertiser (`?3`) or for every one (`one` false).
+pub(crate) fn day_filter_on(q: &RollupQuery, table: DayTable, one: bool) -> String {
+    let advertisers = if one {
+        "advertiser_id = ?3"
+    } else {
         // Every advertiser, each one a range of the key.
-        None => "advertiser_id IN (SELECT id FROM advertisers) AND ?3 IS NULL",
+        "advertiser_id IN (SELECT id FROM advertisers) AND ?3 IS NULL"
     };
     // Written out, not `?4 IS NULL OR …`, so that the planner can seek the key.
     let campaign = if q.campaign_id.is_some() { "campaign_id = ?4" } else { "?4 IS NULL" };
@@ -1511,7 +1521,7 @@ impl Store for SqliteStore {
                     params![key_hash, now],
                 )?;
             }
-            Ok(owner.map(|o| o.map_or(KeyOwner::Admin, KeyOwner::Advertiser)))
+            Ok(owner.map(owner_from))
         })
     }
 
@@ -1580,26 +1590,9 @@ impl Store for SqliteStore {
     fn session(&self, id_hash: &str, now: Millis) -> Result<Option<FoundSession>> {
         self.with_conn(|c| {
             let found = c
-                .query_row(
-                    "SELECT s.advertiser_id, s.key_hash, s.csrf_token, s.created_at_ms, s.last_seen_at_ms,
-                            s.expires_at_ms,
-                            EXISTS (SELECT 1 FROM api_keys k WHERE k.key_hash = s.key_hash AND k.revoked_at_ms IS NULL)
-                     FROM sessions s WHERE s.id_hash = ?1",
-                    [id_hash],
-                    |r| {
-                        Ok(FoundSession {
-                            session: Session {
-                                owner: r.get::<_, Option<i64>>(0)?.map_or(KeyOwner::Admin, KeyOwner::Advertiser),
-                                key_hash: r.get(1)?,
-                                csrf_token: r.get(2)?,
-                                created_at_ms: r.get(3)?,
-                                last_seen_at_ms: r.get(4)?,
-                                expires_at_ms: r.get(5)?,
-                            },
-                            key_live: r.get(6)?,
-                        })
-                    },
-                )
+                .query_row(&format!("{SESSION_SELECT} FROM sessions s WHERE s.id_hash = ?1"), [id_hash], |r| {
+                    session_from(r).map_err(row_err)
+                })
                 .optional()?;
             if found.as_ref().is_some_and(|f| f.session.last_seen_at_ms < now - 60_000) {
                 c.execute("UPDATE sessions SET last_seen_at_ms = ?2 WHERE id_hash = ?1", params![id_hash, now])?;
@@ -2700,7 +2693,8 @@ mod tests {
     }
 
     /// Each table answers its reports by a range of its key that starts with the
-    /// advertiser (the operator's: one range per advertiser), never by a scan.
+    /// advertiser (the operator's: one range per advertiser), never by a scan; so do its
+    /// span tables and the day rows between spans, for a range without days.
     #[test]
     fn day_layer_reads_are_key_ranges_of_one_advertiser() {
         let (store, dir) = temp_store("day-plans");
@@ -2712,29 +2706,35 @@ mod tests {
             (DayTable::Device, Some(1), Some(10), vec![Dimension::Device]),
             (DayTable::Country, Some(1), Some(10), vec![Dimension::Country]),
         ];
+        // Every table read of a statement's plan: a search of its key, as described.
+        let assert_key_ranges = |sql: &str, params: &[&dyn rusqlite::ToSql], table: DayTable| {
+            let plan: Vec<String> = store
+                .with_conn(|c| query_all(c, &format!("EXPLAIN QUERY PLAN {sql}"), params, |r| r.get::<_, String>(3)))
+                .expect("plan");
+            let reads: Vec<&String> =
+                plan.iter().filter(|p| p.starts_with("SEARCH") || p.starts_with("SCAN")).collect();
+            assert!(!reads.is_empty(), "{plan:?}");
+            for read in reads.into_iter().filter(|r| !r.contains(" advertisers")) {
+                assert!(
+                    read.starts_with("SEARCH") && read.contains("PRIMARY KEY (advertiser_id=? AND utc=?"),
+                    "{sql}: {plan:?}"
+                );
+                if table != DayTable::Campaign {
+                    assert!(read.contains("campaign_id=? AND day_ms>? AND day_ms<?"), "{sql}: {plan:?}");
+                } else {
+                    assert!(read.contains("day_ms>? AND day_ms<?"), "{sql}: {plan:?}");
+                }
+            }
+        };
         for (table, advertiser_id, campaign_id, group_by) in cases {
             let q = RollupQuery { advertiser_id, campaign_id, group_by, by_bucket: true, ..Default::default() };
             assert_eq!(DayTable::ALL.into_iter().find(|t| t.answers(&q.group_by, false)), Some(table));
-            let sql = format!("EXPLAIN QUERY PLAN {}", day_sql(&q, table));
-            let plan: Vec<String> = store
-                .with_conn(|c| {
-                    query_all(c, &sql, params![0, 1, advertiser_id, campaign_id, None::<i64>, -1, true], |r| {
-                        r.get::<_, String>(3)
-                    })
-                })
-                .expect("plan");
-            let reads: Vec<&String> = plan.iter().filter(|p| p.contains(table.name())).collect();
-            assert!(!reads.is_empty(), "{plan:?}");
-            for read in reads {
-                assert!(
-                    read.starts_with("SEARCH") && read.contains("PRIMARY KEY (advertiser_id=? AND utc=?"),
-                    "{plan:?}"
-                );
-                if table != DayTable::Campaign {
-                    assert!(read.contains("campaign_id=? AND day_ms>? AND day_ms<?"), "{plan:?}");
-                } else {
-                    assert!(read.contains("day_ms>? AND day_ms<?"), "{plan:?}");
-                }
+            let days = params![0, 1, advertiser_id, campaign_id, None::<i64>, -1, true];
+            assert_key_ranges(&day_sql(&q, table), days, table);
+            // Spans read one advertiser at a time, whether or not the report is one's.
+            let range = RollupQuery { by_bucket: false, ..q };
+            for sql in spans::statements(&range, table) {
+                assert_key_ranges(&sql, params![0, 1, 1, campaign_id, None::<i64>, -1, true, 2], table);
             }
         }
         drop(store);

@@ -8,7 +8,7 @@ use adtally_core::clock::Millis;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient};
 
-use crate::columns::{advertiser_from, ADVERTISER_COLUMNS};
+use crate::columns::{advertiser_from, owner_from, session_from, ADVERTISER_COLUMNS, SESSION_SELECT};
 use crate::{ApiKeyInfo, AuditEntry, FoundSession, KeyOwner, PromoCode, Result, Session, StoreError};
 
 /// A failed write as SQLite's store reports it: a broken constraint (a duplicate key, a
@@ -57,10 +57,6 @@ fn owner_id(owner: KeyOwner) -> Option<i64> {
         KeyOwner::Admin => None,
         KeyOwner::Advertiser(id) => Some(id),
     }
-}
-
-fn owner_from(advertiser_id: Option<i64>) -> KeyOwner {
-    advertiser_id.map_or(KeyOwner::Admin, KeyOwner::Advertiser)
 }
 
 pub(super) async fn meta(c: &Client, key: &str) -> Result<Option<String>> {
@@ -228,28 +224,8 @@ pub(super) async fn create_session(c: &Client, id_hash: &str, s: &Session) -> Re
 }
 
 pub(super) async fn session(c: &Client, id_hash: &str, now: Millis) -> Result<Option<FoundSession>> {
-    let row = c
-        .query_opt(
-            "SELECT s.advertiser_id, s.key_hash, s.csrf_token, s.created_at_ms, s.last_seen_at_ms, s.expires_at_ms,
-                    EXISTS (SELECT 1 FROM api_keys k WHERE k.key_hash = s.key_hash AND k.revoked_at_ms IS NULL)
-             FROM sessions s WHERE s.id_hash = $1",
-            &[&id_hash],
-        )
-        .await?;
-    let found = match row {
-        None => None,
-        Some(r) => Some(FoundSession {
-            session: Session {
-                owner: owner_from(r.try_get(0)?),
-                key_hash: r.try_get(1)?,
-                csrf_token: r.try_get(2)?,
-                created_at_ms: r.try_get(3)?,
-                last_seen_at_ms: r.try_get(4)?,
-                expires_at_ms: r.try_get(5)?,
-            },
-            key_live: r.try_get(6)?,
-        }),
-    };
+    let row = c.query_opt(&format!("{SESSION_SELECT} FROM sessions s WHERE s.id_hash = $1"), &[&id_hash]).await?;
+    let found = row.as_ref().map(session_from).transpose()?;
     if found.as_ref().is_some_and(|f| f.session.last_seen_at_ms < now - 60_000) {
         c.execute("UPDATE sessions SET last_seen_at_ms = $2 WHERE id_hash = $1", &[&id_hash, &now]).await?;
     }
