@@ -1,6 +1,6 @@
-//! Reading catalog rows and events back from query results, whichever database gave
-//! them. Both stores select the same columns in the same order (the `*_COLUMNS` lists
-//! and [`AD_SELECT`]), and this is the one place that turns them into the domain's
+//! Reading catalog rows, sessions and events back from query results, whichever
+//! database gave them. Both stores select the same columns in the same order (the
+//! `*_COLUMNS` lists, [`AD_SELECT`] and [`SESSION_SELECT`]), and this is the one place that turns them into the domain's
 //! types: statuses and formats, the targeting lists, frequency caps, attribution
 //! windows, event codes, and absent ids (stored as 0 in key columns).
 
