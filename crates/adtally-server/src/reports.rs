@@ -145,9 +145,9 @@ async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams, reach: b
         totals.add(kind, verdict, s.events, s.cost_micros, s.value_micros);
         // Reach is not additive: a row (a local day of quarter-hour buckets, say) and the
         // totals take the union of their buckets' users.
-        if let Some(users) = &r.reach {
-            row.reach.merge(users);
-            totals.reach.merge(users);
+        if let Some(users) = r.reach {
+            totals.reach.merge(&users);
+            row.reach.merge_owned(users);
         }
     }
     Ok(Report { spec, tz, rows, totals, catalog })

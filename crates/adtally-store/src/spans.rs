@@ -59,7 +59,7 @@ fn span_table(table: DayTable) -> &'static str {
 }
 
 /// The span table's reach twin.
-fn span_reach_table(table: DayTable) -> &'static str {
+pub(crate) fn reach_table(table: DayTable) -> &'static str {
     match table {
         DayTable::Campaign => "spans_campaign_reach",
         DayTable::Ad => "spans_ad_reach",
@@ -74,7 +74,8 @@ fn span_key(table: DayTable) -> String {
     day_key_columns(table).replace("day_ms", "day_ms, end_ms")
 }
 
-/// Creates the span tables and `spans_built` (migration 9); [`seal`] fills them.
+/// Creates the span tables and `spans_built` (migration 9); [`seal`] fills them. The
+/// reach tables are rowid tables, as the day layer's are (see `create_reach_table`).
 pub(crate) fn create_tables(tx: &rusqlite::Transaction<'_>) -> Result<()> {
     for table in DayTable::ALL {
         let mut key = day_key_definitions(table);
@@ -82,11 +83,11 @@ pub(crate) fn create_tables(tx: &rusqlite::Transaction<'_>) -> Result<()> {
         key.insert(day + 1, "end_ms INTEGER NOT NULL".into());
         tx.execute_batch(&format!(
             "CREATE TABLE {} ({}, {}, PRIMARY KEY ({k})) WITHOUT ROWID;
-             CREATE TABLE {} ({}, reach BLOB NOT NULL, PRIMARY KEY ({k})) WITHOUT ROWID;",
+             CREATE TABLE {} ({}, reach BLOB NOT NULL, PRIMARY KEY ({k}));",
             span_table(table),
             key.join(", "),
             day_sum_definitions().join(", "),
-            span_reach_table(table),
+            reach_table(table),
             key.join(", "),
             k = span_key(table)
         ))?;
@@ -160,7 +161,7 @@ pub(crate) fn gaps(from: Millis, to: Millis, cover: &[(Millis, Millis)]) -> Vec<
 
 /// Every span table, and the table of which spans are built.
 fn all_span_tables() -> impl Iterator<Item = &'static str> {
-    DayTable::ALL.into_iter().flat_map(|t| [span_table(t), span_reach_table(t)]).chain(["spans_built"])
+    DayTable::ALL.into_iter().flat_map(|t| [span_table(t), reach_table(t)]).chain(["spans_built"])
 }
 
 /// Drops the spans over one day of an advertiser (`utc` as the day tables), in the
@@ -243,7 +244,7 @@ pub(crate) fn seal(c: &Connection, now_ms: Millis, advertiser_id: i64, utc: bool
             .execute(key)?;
             c.prepare_cached(&format!(
                 "INSERT INTO {} ({}, reach) SELECT {select}, reach_union(reach) FROM {} {range} GROUP BY {group}",
-                span_reach_table(table),
+                reach_table(table),
                 span_key(table),
                 table.reach_name()
             ))?
@@ -322,7 +323,7 @@ pub(crate) fn statements(q: &RollupQuery, table: DayTable) -> [String; 4] {
     [
         day_sums_sql(q, span_table(table), &in_span),
         day_sums_sql(q, table.name(), &in_days),
-        format!("SELECT {select}, reach FROM {} WHERE {in_span}", span_reach_table(table)),
+        format!("SELECT {select}, reach FROM {} WHERE {in_span}", reach_table(table)),
         format!("SELECT {select}, reach FROM {} WHERE {in_days}", table.reach_name()),
     ]
 }

@@ -223,6 +223,10 @@ ALTER TABLE advertisers ADD COLUMN half_life_days INTEGER NOT NULL DEFAULT 7;
 -- per dimension. `upgrade_day_layer_v1` runs right after this script, in the same
 -- transaction, and builds it from the first layout's tables.
 "#,
+    r#"
+-- Reach tables (the day layer's and the spans') become rowid tables: `rowid_reach_tables`
+-- runs right after this script, in the same transaction.
+"#,
 ];
 
 /// Undoes the migrations after the day layer's, for tests that take a store back to an
@@ -251,6 +255,8 @@ const DAY_LAYER_MIGRATION: usize = 6;
 const SPANS_MIGRATION: usize = 8;
 /// The migration after whose script a day layer of the first layout is upgraded.
 const DAY_LAYER_V2_MIGRATION: usize = 9;
+/// The migration after whose script reach tables kept `WITHOUT ROWID` are rebuilt.
+const ROWID_REACH_MIGRATION: usize = 10;
 
 /// The key columns of a day-layer table, in key order (the order [`day_key_values`]
 /// binds them).
@@ -316,13 +322,40 @@ pub(crate) fn day_key_definitions(table: DayTable) -> Vec<String> {
 /// impressions' users. Apart from the sums, because a 16 KiB sketch inside the row made
 /// SQLite copy it with every row a sums query read (twice the time of the sums alone),
 /// and every batch that changed a count rewrote it.
+///
+/// A rowid table, unlike the sums tables: its key lives in a separate index of small
+/// entries. In a `WITHOUT ROWID` table the b-tree's own cells hold the sketch, and SQLite
+/// copies a cell's whole payload, overflow pages and all, for every key comparison of a
+/// seek — 16 KiB per step of every binary search, in the writer's upserts and the
+/// reports' range reads alike.
 fn create_reach_table(tx: &rusqlite::Transaction<'_>, table: DayTable) -> Result<()> {
     let key = day_key_columns(table);
     tx.execute_batch(&format!(
-        "CREATE TABLE {} ({}, reach BLOB NOT NULL, PRIMARY KEY ({key})) WITHOUT ROWID;",
+        "CREATE TABLE {} ({}, reach BLOB NOT NULL, PRIMARY KEY ({key}));",
         table.reach_name(),
         day_key_definitions(table).join(", ")
     ))?;
+    Ok(())
+}
+
+/// Migration 11: the reach tables (see [`create_reach_table`]) were created `WITHOUT
+/// ROWID`; each one still so is rebuilt as a rowid table of the same columns and key.
+fn rowid_reach_tables(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    let names = DayTable::ALL.into_iter().flat_map(|t| [t.reach_name(), spans::reach_table(t)]);
+    for name in names {
+        let created: Option<String> = tx
+            .query_row("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1", [name], |r| r.get(0))
+            .optional()?;
+        let Some(old) = created.filter(|sql| sql.ends_with("WITHOUT ROWID")) else { continue };
+        // The column list as stored (the name before it may be quoted, after a rename).
+        let Some(columns) = old.find('(').map(|at| old[at..].trim_end_matches("WITHOUT ROWID")) else { continue };
+        tx.execute_batch(&format!(
+            "CREATE TABLE {name}_rowid {columns};
+             INSERT INTO {name}_rowid SELECT * FROM {name};
+             DROP TABLE {name};
+             ALTER TABLE {name}_rowid RENAME TO {name};"
+        ))?;
+    }
     Ok(())
 }
 
@@ -917,6 +950,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         }
         if i == DAY_LAYER_V2_MIGRATION {
             upgrade_day_layer_v1(&tx)?;
+        }
+        if i == ROWID_REACH_MIGRATION {
+            rowid_reach_tables(&tx)?;
         }
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
         tx.commit()?;
@@ -2632,6 +2668,47 @@ mod tests {
         assert!(store.seal_spans(start + 40 * DAY).expect("seal") > 0);
         check(&store, &zones);
 
+        // A store whose reach tables are `WITHOUT ROWID`, as first shipped, with sealed
+        // spans: the migration rebuilds them as rowid tables, rows and all.
+        let before_rowid = spans(&store);
+        assert!(before_rowid > 0);
+        let reach_tables: Vec<&str> =
+            DayTable::ALL.into_iter().flat_map(|t| [t.reach_name(), spans::reach_table(t)]).collect();
+        let without_rowid = |store: &SqliteStore| {
+            store
+                .with_conn(|c| {
+                    let sql = |name: &str| -> Result<String> {
+                        Ok(c.query_row("SELECT sql FROM sqlite_schema WHERE name = ?1", [name], |r| r.get(0))?)
+                    };
+                    reach_tables
+                        .iter()
+                        .map(|name| Ok(sql(name)?.ends_with("WITHOUT ROWID")))
+                        .collect::<Result<Vec<bool>>>()
+                })
+                .expect("schema")
+        };
+        assert_eq!(without_rowid(&store), vec![false; reach_tables.len()]);
+        store
+            .with_conn(|c| {
+                for name in &reach_tables {
+                    let sql: String =
+                        c.query_row("SELECT sql FROM sqlite_schema WHERE name = ?1", [name], |r| r.get(0))?;
+                    let columns = sql.find('(').map_or("", |at| &sql[at..]);
+                    c.execute_batch(&format!(
+                        "CREATE TABLE {name}_old {columns} WITHOUT ROWID; INSERT INTO {name}_old SELECT * FROM {name}; DROP TABLE {name};
+                         ALTER TABLE {name}_old RENAME TO {name};"
+                    ))?;
+                }
+                Ok(c.execute_batch(&format!("PRAGMA user_version = {ROWID_REACH_MIGRATION};"))?)
+            })
+            .expect("first reach tables");
+        assert_eq!(without_rowid(&store), vec![true; reach_tables.len()]);
+        drop(store);
+        let store = SqliteStore::open(&dir).expect("reopen");
+        assert_eq!(without_rowid(&store), vec![false; reach_tables.len()]);
+        assert_eq!(spans(&store), before_rowid);
+        check(&store, &zones);
+
         // A store whose day layer has the first layout (sketches in a `reach` column, one
         // ad × placement table): the migration builds this one from its tables.
         store.with_conn(|c| Ok(c.execute_batch(&day_layer_v1())?)).expect("first layout");
@@ -2716,7 +2793,10 @@ mod tests {
             assert!(!reads.is_empty(), "{plan:?}");
             for read in reads.into_iter().filter(|r| !r.contains(" advertisers")) {
                 assert!(
-                    read.starts_with("SEARCH") && read.contains("PRIMARY KEY (advertiser_id=? AND utc=?"),
+                    read.starts_with("SEARCH")
+                        && (read.contains("PRIMARY KEY (advertiser_id=? AND utc=?")
+                            || read.contains("INDEX sqlite_autoindex_")
+                                && read.contains(" (advertiser_id=? AND utc=?")),
                     "{sql}: {plan:?}"
                 );
                 if table != DayTable::Campaign {
