@@ -189,12 +189,15 @@ pub(crate) fn slot(kind: EventKind, verdict: Verdict) -> usize {
     k * Verdict::ALL.len() + v
 }
 
+/// Every slot's (kind, verdict), in slot order.
+pub(crate) fn slot_pairs() -> impl Iterator<Item = (EventKind, Verdict)> {
+    EventKind::ALL.iter().flat_map(|k| Verdict::ALL.iter().map(move |v| (*k, *v)))
+}
+
 /// Every slot: (kind, verdict, column name `n{kind}_{verdict}` by code), in slot order.
+/// For writing statements; rows are read with [`slot_pairs`], which allocates nothing.
 pub(crate) fn slots() -> Vec<(EventKind, Verdict, String)> {
-    EventKind::ALL
-        .iter()
-        .flat_map(|k| Verdict::ALL.iter().map(move |v| (*k, *v, format!("n{}_{}", k.code(), v.code()))))
-        .collect()
+    slot_pairs().map(|(k, v)| (k, v, format!("n{}_{}", k.code(), v.code()))).collect()
 }
 
 /// A day-layer row's sums: events per slot; cost and value of every event (what

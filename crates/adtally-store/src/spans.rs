@@ -311,7 +311,7 @@ fn each_part(
 fn filters(q: &RollupQuery, table: DayTable) -> (String, String) {
     let days = day_filter_on(q, table, true);
     // `?8 = ?8`: both statements take the same parameters.
-    (format!("{days} AND end_ms = ?8"), format!("{days} AND ?8 = ?8"))
+    (format!("{days} AND end_ms = +?8"), format!("{days} AND ?8 = ?8"))
 }
 
 /// The statements a range without days reads with ([`each_part`]'s parameters): the

@@ -29,8 +29,8 @@ use crate::columns::{
     ADVERTISER_COLUMNS, AD_SELECT, CAMPAIGN_COLUMNS, EVENT_COLUMNS, SESSION_SELECT,
 };
 use crate::rollup::{
-    aggregate, aggregate_days, has_reach, is_utc_name, slots, utc_day, DayKey, DayTable, DayZone, RollupKey,
-    RollupQuery, RollupRow, RollupSums, SLOTS,
+    aggregate, aggregate_days, has_reach, is_utc_name, slot_pairs, slots, utc_day, DayKey, DayTable, DayZone,
+    RollupKey, RollupQuery, RollupRow, RollupSums, SLOTS,
 };
 use crate::spans;
 use crate::{
@@ -1231,12 +1231,13 @@ fn quarter_hour_rows(c: &Connection, q: &RollupQuery) -> Result<Vec<RollupRow>> 
 fn quarter_hour_sql(q: &RollupQuery) -> String {
     let (select, mut group) = report_columns(q, "bucket_ms");
     group.extend(["kind", "verdict"]);
-    let advertiser = if q.advertiser_id.is_some() { "advertiser_id = ?3" } else { "?3 IS NULL" };
+    // `+?3`: see `day_filter_on`.
+    let advertiser = if q.advertiser_id.is_some() { "advertiser_id = +?3" } else { "?3 IS NULL" };
     format!(
         "SELECT {}, kind, verdict, SUM(events), {}, {}, {} FROM rollups
          WHERE bucket_ms >= ?1 AND bucket_ms < ?2 AND {advertiser}
-           AND (?4 IS NULL OR campaign_id = ?4) AND (?5 IS NULL OR ad_id = ?5)
-         GROUP BY {} LIMIT ?6",
+           AND (?4 IS NULL OR campaign_id = +?4) AND (?5 IS NULL OR ad_id = +?5)
+         GROUP BY {} LIMIT +?6",
         select.join(", "),
         wide_sum("cost_micros"),
         wide_sum("value_micros"),
@@ -1354,16 +1355,21 @@ pub(crate) fn day_filter(q: &RollupQuery, table: DayTable) -> String {
 
 /// [`day_filter`], for one advertiser (`?3`) or for every one (`one` false).
 pub(crate) fn day_filter_on(q: &RollupQuery, table: DayTable, one: bool) -> String {
+    // `column = +?n`, not `column = ?n`: the same key seek, but the planner of a grouped
+    // query reads the value of a bare parameter compared for equality, and SQLite must
+    // then prepare the statement again whenever that value changes — on most executions
+    // of a cached statement that serves every advertiser. (`LIMIT +?6` likewise: with a
+    // bare `LIMIT ?6`, binding the limit anew made every report prepare them again.)
     let advertisers = if one {
-        "advertiser_id = ?3"
+        "advertiser_id = +?3"
     } else {
         // Every advertiser, each one a range of the key.
         "advertiser_id IN (SELECT id FROM advertisers) AND ?3 IS NULL"
     };
     // Written out, not `?4 IS NULL OR …`, so that the planner can seek the key.
-    let campaign = if q.campaign_id.is_some() { "campaign_id = ?4" } else { "?4 IS NULL" };
-    let ad = if q.ad_id.is_some() && table == DayTable::Ad { "ad_id = ?5" } else { "?5 IS NULL" };
-    format!("{advertisers} AND utc = ?7 AND day_ms >= ?1 AND day_ms < ?2 AND {campaign} AND {ad} AND ?6 = ?6")
+    let campaign = if q.campaign_id.is_some() { "campaign_id = +?4" } else { "?4 IS NULL" };
+    let ad = if q.ad_id.is_some() && table == DayTable::Ad { "ad_id = +?5" } else { "?5 IS NULL" };
+    format!("{advertisers} AND utc = +?7 AND day_ms >= ?1 AND day_ms < ?2 AND {campaign} AND {ad} AND ?6 = ?6")
 }
 
 /// The statement of [`day_rows`]; parameters: from, to, advertiser, campaign, ad, limit,
@@ -1379,7 +1385,7 @@ pub(crate) fn day_sums_sql(q: &RollupQuery, from: &str, filter: &str) -> String 
     let counts: Vec<String> = slots().into_iter().map(|(_, _, c)| format!("SUM({c})")).collect();
     format!(
         "SELECT {}, {}, {}, {}, {}, {} FROM {} WHERE {}
-         GROUP BY {} LIMIT ?6",
+         GROUP BY {} LIMIT +?6",
         select.join(", "),
         counts.join(", "),
         wide_sum("cost_micros"),
@@ -1431,7 +1437,7 @@ pub(crate) fn day_rows_from(r: &Row) -> rusqlite::Result<Vec<RollupRow>> {
     };
     let mut out = Vec::new();
     let mut reach = reach;
-    for (i, (kind, verdict, _)) in slots().into_iter().enumerate() {
+    for (i, (kind, verdict)) in slot_pairs().enumerate() {
         let events: i64 = r.get::<_, Option<i64>>(6 + i)?.unwrap_or(0);
         let valid_impressions = kind == EventKind::Impression && verdict.is_valid();
         if events == 0 && !(valid_impressions && reach.is_some()) {
@@ -2828,6 +2834,52 @@ mod tests {
         let (store, dir) = temp_store("mmap");
         let mapped: i64 = store.with_conn(|c| Ok(c.query_row("PRAGMA mmap_size", [], |r| r.get(0))?)).expect("pragma");
         assert!(mapped > 1 << 36, "{mapped}");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Report statements are cached and shared by every advertiser's reports: a new
+    /// advertiser, campaign, day range or span must not make SQLite prepare them again.
+    #[test]
+    fn report_statements_are_prepared_once_for_every_advertiser() {
+        let (store, dir) = temp_store("reprepare");
+        for table in DayTable::ALL {
+            let group_by = vec![match table {
+                DayTable::Campaign => Dimension::Campaign,
+                DayTable::Ad => Dimension::Ad,
+                DayTable::Placement => Dimension::Placement,
+                DayTable::Device => Dimension::Device,
+                DayTable::Country => Dimension::Country,
+            }];
+            let q = RollupQuery {
+                advertiser_id: Some(1),
+                campaign_id: (table != DayTable::Campaign).then_some(10),
+                group_by,
+                max_rows: Some(1_000),
+                ..Default::default()
+            };
+            let mut statements = vec![day_sql(&q, table), quarter_hour_sql(&q)];
+            statements.extend(spans::statements(&RollupQuery { by_bucket: false, ..q.clone() }, table));
+            for sql in statements {
+                let reprepared = store
+                    .with_conn(|c| {
+                        for i in 0..6i64 {
+                            // From the cache each time, as the reports take it (which
+                            // clears the bindings in between).
+                            let mut stmt = c.prepare_cached(&sql)?;
+                            let n = stmt.parameter_count();
+                            // Callers differ in their row limits too (none is -1).
+                            let limit = if i % 2 == 0 { row_limit(&q) } else { -1 };
+                            let values = [i * DAY, (i + 3) * DAY, 1 + i % 3, 10 + i % 2, 0, limit, i % 2, i * DAY];
+                            let mut rows = stmt.query(rusqlite::params_from_iter(&values[..n]))?;
+                            while rows.next()?.is_some() {}
+                        }
+                        Ok(c.prepare_cached(&sql)?.get_status(rusqlite::StatementStatus::RePrepare))
+                    })
+                    .expect("query");
+                assert_eq!(reprepared, 0, "{sql}");
+            }
+        }
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }
