@@ -310,3 +310,46 @@ async fn an_advertisers_own_windows_and_half_life_decide_its_credit() {
         .await;
     assert_eq!((s, &r["attribution"]), (201, &windows(7, 7, 2)), "{r}");
 }
+
+/// A restart rebuilds the touches that credit conversions from the stored events: a
+/// view inside the advertiser's own view window (here 7 days, not the default 1) and a
+/// click inside its click window (read from the valid clicks alone) still credit.
+#[tokio::test]
+async fn a_restart_keeps_the_touches_of_the_advertisers_windows() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("dir"));
+    let clock = std::sync::Arc::new(adtally_core::clock::ManualClock::new(NOW));
+    let windows = json!({"click_window_days": 30, "view_window_days": 7, "half_life_days": 7});
+    let (key, campaign_id, advertiser_id) = {
+        let app = spawn_app_in(dir.clone(), adtally_server::ServerConfig::default(), clock.clone()).await;
+        let a = fixture(&app, "sidebar-main", 2_000_000).await;
+        let (s, me) = app.patch(&a.key, "/v1/me", json!({"attribution": windows})).await;
+        assert_eq!((s, &me["attribution"]), (200, &windows), "{me}");
+        import(
+            &app,
+            &[
+                line("v-i", "impression", NOW - 5 * DAY, a.campaign_id, a.ad_id, "viewer"),
+                line("c-i", "impression", NOW - 20 * DAY - MINUTE, a.campaign_id, a.ad_id, "clicker"),
+                line("c-c", "click", NOW - 20 * DAY, a.campaign_id, a.ad_id, "clicker"),
+                line("o-i", "impression", NOW - 9 * DAY, a.campaign_id, a.ad_id, "outside"),
+            ],
+        )
+        .await;
+        (a.key, a.campaign_id, a.advertiser_id)
+    };
+    let app = spawn_app_in(dir, adtally_server::ServerConfig::default(), clock).await;
+    for (uid, order) in [("viewer", "O-1"), ("clicker", "O-2"), ("outside", "O-3")] {
+        let pixel = format!("/t/conv?advertiser={advertiser_id}&uid={uid}&value_micros=1000&order_id={order}");
+        assert_eq!(app.hit(&app.url(&pixel)).await.status().as_u16(), 200, "{uid}");
+    }
+    let (s, rep) = app.get(&key, "/v1/reports?range=today&group_by=campaign").await;
+    assert_eq!(s, 200, "{rep}");
+    let conversions: Vec<(Value, i64)> = rep["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["conversions"].as_i64() != Some(0))
+        .map(|r| (r["campaign_id"].clone(), r["conversions"].as_i64().unwrap_or(-1)))
+        .collect();
+    // The view 9 days ago is outside the 7-day window: that conversion has no campaign.
+    assert_eq!(conversions, vec![(Value::Null, 1), (json!(campaign_id), 2)], "{rep}");
+}

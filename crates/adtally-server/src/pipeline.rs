@@ -593,11 +593,12 @@ impl Writer {
         self.counting = CountingState::new(config);
         let longest = self.attribution().longest;
         self.touches = LastTouches::new(config.max_entries, longest);
-        let impression_window = config.token_ttl_ms.max(DAY).max(i64::from(MAX_CAP_HOURS) * HOUR);
-        let since = now - impression_window.max(longest.click_ms());
         let shared = self.delivery.clone();
         let mut delivery = shared.lock().unwrap_or_else(|p| p.into_inner());
-        for e in self.store.valid_events_since(since)? {
+        // Every counted event as long as counting, frequency caps or view-through
+        // attribution look back; clicks as long as click-through attribution does.
+        let since = now - config.token_ttl_ms.max(DAY).max(i64::from(MAX_CAP_HOURS) * HOUR).max(longest.view_ms());
+        for e in self.store.valid_events_since(since, now - longest.click_ms())? {
             self.remember_counted(&mut delivery, &e, now);
         }
         Ok(())
@@ -612,7 +613,11 @@ impl Writer {
         if e.kind == EventKind::Impression && now - e.at_ms <= i64::from(MAX_CAP_HOURS) * HOUR {
             delivery.remember_capped_impression(served.campaign_id, e.user_key, e.at_ms);
         }
-        if e.kind == EventKind::Click || now - e.at_ms <= config.token_ttl_ms.max(DAY) {
+        let age = now - e.at_ms;
+        let touch = e.kind == EventKind::Click
+            || age <= config.token_ttl_ms.max(DAY)
+            || (e.kind == EventKind::Impression && age <= self.attribution().longest.view_ms());
+        if touch {
             // Decision ids start with the millisecond their token was issued, which is
             // where the live state files them.
             let decision = DecisionRef::Token { decision_id, issued_at_ms: (decision_id >> 20) as Millis };

@@ -410,9 +410,12 @@ pub trait Store: Send + Sync + 'static {
             Some(v) => v.parse().map_err(|_| StoreError::Database(format!("journal_applied is not a number: {v:?}"))),
         }
     }
-    /// Valid events that happened at or after `since_ms`, in commit order; for
-    /// rebuilding the counting state after a restart.
-    fn valid_events_since(&self, since_ms: Millis) -> Result<Vec<Event>>;
+    /// Valid events for rebuilding the counting state after a restart, in commit order:
+    /// every one that happened at or after `since_ms`, and the clicks that happened at
+    /// or after `clicks_since_ms` (earlier: attribution keeps clicks for up to 90 days,
+    /// and nothing else needs events that old — at 100M events a month, reading every
+    /// event of the click window made a restart take minutes).
+    fn valid_events_since(&self, since_ms: Millis, clicks_since_ms: Millis) -> Result<Vec<Event>>;
     /// Spend per campaign: per bucket from `since_ms` on, summed before it (bucket 0).
     fn campaign_spend(&self, since_ms: Millis) -> Result<Vec<CampaignSpend>>;
     fn ad_performance(&self) -> Result<Vec<AdPerformance>>;

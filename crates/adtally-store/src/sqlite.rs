@@ -227,6 +227,12 @@ ALTER TABLE advertisers ADD COLUMN half_life_days INTEGER NOT NULL DEFAULT 7;
 -- Reach tables (the day layer's and the spans') become rowid tables: `rowid_reach_tables`
 -- runs right after this script, in the same transaction.
 "#,
+    r#"
+-- The valid clicks, for rebuilding attribution's touches after a restart: clicks are
+-- kept for the longest click window (up to 90 days), other events for a day or two.
+-- (Click is kind 3, valid is verdict 0: see adtally_core::event.)
+CREATE INDEX IF NOT EXISTS events_valid_clicks ON events(id) WHERE kind = 3 AND verdict = 0;
+"#,
 ];
 
 /// Undoes the migrations after the day layer's, for tests that take a store back to an
@@ -2084,16 +2090,24 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn valid_events_since(&self, since_ms: Millis) -> Result<Vec<Event>> {
-        // Ids start with their commit time: nothing committed before `since_ms` can have
-        // happened after it.
+    fn valid_events_since(&self, since_ms: Millis, clicks_since_ms: Millis) -> Result<Vec<Event>> {
+        // Ids start with their commit time: nothing committed before a time can have
+        // happened after it. Commits older than `since_ms` are read for their clicks
+        // alone, from the valid clicks' own index (a click in a hundred events).
+        let clicks_since_ms = clicks_since_ms.min(since_ms);
         self.with_conn(|c| {
             query_all(
                 c,
                 &format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE id >= ?1 AND at_ms >= ?2 AND verdict = 0 ORDER BY id"
+                    "SELECT {EVENT_COLUMNS}, id FROM events INDEXED BY events_valid_clicks
+                     WHERE kind = {click} AND verdict = 0 AND id >= ?1 AND id < ?3 AND at_ms >= ?2
+                     UNION ALL
+                     SELECT {EVENT_COLUMNS}, id FROM events
+                     WHERE id >= ?3 AND verdict = 0 AND (at_ms >= ?4 OR (kind = {click} AND at_ms >= ?2))
+                     ORDER BY id",
+                    click = EventKind::Click.code()
                 ),
-                [since_ms.max(0) << 20, since_ms],
+                [clicks_since_ms.max(0) << 20, clicks_since_ms, since_ms.max(0) << 20, since_ms],
                 |r: &Row| event_from(r, 0).map_err(row_err),
             )
         })
@@ -2898,6 +2912,46 @@ mod tests {
             plan.iter().any(|p| p.contains("rollups_advertiser (advertiser_id=? AND bucket_ms>? AND bucket_ms<?)")),
             "{plan:?}"
         );
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A restart reads every valid event of the last days, and older valid clicks only
+    /// (from their own index: the statement names it, so without it the read fails).
+    #[test]
+    fn a_restart_reads_recent_valid_events_and_older_valid_clicks() {
+        let (store, dir) = temp_store("restart-events");
+        let now = 100 * DAY;
+        let kinds = [EventKind::Impression, EventKind::Viewable, EventKind::Click, EventKind::Conversion];
+        // At 40, 20, 5 and 0.5 days ago, committed then (the last also late: committed now).
+        let mut user = 0;
+        for ago in [40 * DAY, 20 * DAY, 5 * DAY, DAY / 2] {
+            for kind in kinds {
+                for verdict in [Verdict::Valid, Verdict::Duplicate] {
+                    user += 1;
+                    let at = now - ago;
+                    let mut batch = vec![PendingEvent::new(event(at, kind, verdict, 1, user))];
+                    store.append_events(at + 1, &mut batch, None, &mut |_, _, _| {}).expect("append");
+                }
+            }
+        }
+        let mut late = vec![PendingEvent::new(event(now - 6 * DAY, EventKind::Click, Verdict::Valid, 1, 999))];
+        store.append_events(now, &mut late, None, &mut |_, _, _| {}).expect("append");
+        let found = store.valid_events_since(now - DAY, now - 30 * DAY).expect("read");
+        let got: Vec<(Millis, EventKind)> = found.iter().map(|e| (now - e.at_ms, e.kind)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (20 * DAY, EventKind::Click),
+                (5 * DAY, EventKind::Click),
+                (DAY / 2, EventKind::Impression),
+                (DAY / 2, EventKind::Viewable),
+                (DAY / 2, EventKind::Click),
+                (DAY / 2, EventKind::Conversion),
+                (6 * DAY, EventKind::Click),
+            ]
+        );
+        assert!(found.iter().all(|e| e.verdict == Verdict::Valid));
         drop(store);
         let _ = std::fs::remove_dir_all(dir);
     }

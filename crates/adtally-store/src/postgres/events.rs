@@ -573,10 +573,14 @@ async fn query_events(
     c.query(sql, params).await?.iter().map(|r| event_from(r, 0)).collect()
 }
 
-pub(super) fn valid_events_since(s: &PgStore, since_ms: Millis) -> Result<Vec<Event>> {
+pub(super) fn valid_events_since(s: &PgStore, since_ms: Millis, clicks_since_ms: Millis) -> Result<Vec<Event>> {
     let c = s.conn()?;
-    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE at_ms >= $1 AND verdict = 0 ORDER BY committed_ms, id");
-    block_on(query_events(&*c, &sql, &[&since_ms]))
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE verdict = 0 AND (at_ms >= $1 OR (kind = {} AND at_ms >= $2)) ORDER BY committed_ms, id",
+        EventKind::Click.code()
+    );
+    block_on(query_events(&*c, &sql, &[&since_ms, &clicks_since_ms.min(since_ms)]))
 }
 
 pub(super) fn campaign_spend(s: &PgStore, since_ms: Millis) -> Result<Vec<CampaignSpend>> {

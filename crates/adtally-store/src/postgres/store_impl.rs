@@ -227,8 +227,8 @@ impl Store for PgStore {
         events::journal_applied(self)
     }
 
-    fn valid_events_since(&self, since_ms: Millis) -> Result<Vec<Event>> {
-        events::valid_events_since(self, since_ms)
+    fn valid_events_since(&self, since_ms: Millis, clicks_since_ms: Millis) -> Result<Vec<Event>> {
+        events::valid_events_since(self, since_ms, clicks_since_ms)
     }
 
     fn campaign_spend(&self, since_ms: Millis) -> Result<Vec<CampaignSpend>> {
