@@ -314,6 +314,13 @@ impl DeliveryState {
         payable
     }
 
+    /// How far back the longest frequency cap of any campaign looks (0: no campaign has
+    /// one): the impressions a restart must replay into the caps.
+    pub fn longest_cap_ms(&self) -> Millis {
+        let hours = self.campaigns.values().filter_map(|c| c.limits.frequency_cap).map(|cap| cap.per_hours);
+        i64::from(hours.max().unwrap_or(0).min(MAX_CAP_HOURS)) * HOUR
+    }
+
     /// Replays a stored impression into the frequency-cap state (after a restart).
     pub fn remember_capped_impression(&mut self, campaign_id: i64, user_key: u64, at_ms: Millis) {
         let Some(cap) = self.campaigns.get(&campaign_id).and_then(|c| c.limits.frequency_cap) else { return };
@@ -527,6 +534,18 @@ mod tests {
         assert!(s.capped_pairs() <= 1000);
         s.expire_caps(T0 + i64::from(MAX_CAP_HOURS) * HOUR + 10_000);
         assert_eq!(s.capped_pairs(), 0);
+    }
+
+    #[test]
+    fn a_restart_replays_impressions_as_far_back_as_the_longest_cap() {
+        let mut s = state_with(limits(1_000_000_000, None, Pacing::Asap, "UTC"), 1_000_000_000);
+        assert_eq!(s.longest_cap_ms(), 0, "no campaign has a cap");
+        for (id, hours) in [(2, 24), (3, 72), (4, 1)] {
+            let mut l = limits(1_000_000_000, None, Pacing::Asap, "UTC");
+            l.frequency_cap = Some(FrequencyCap { impressions: 3, per_hours: hours });
+            s.set_campaign(id, l);
+        }
+        assert_eq!(s.longest_cap_ms(), 72 * HOUR);
     }
 
     proptest! {

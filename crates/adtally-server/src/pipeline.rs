@@ -595,9 +595,10 @@ impl Writer {
         self.touches = LastTouches::new(config.max_entries, longest);
         let shared = self.delivery.clone();
         let mut delivery = shared.lock().unwrap_or_else(|p| p.into_inner());
-        // Every counted event as long as counting, frequency caps or view-through
-        // attribution look back; clicks as long as click-through attribution does.
-        let since = now - config.token_ttl_ms.max(DAY).max(i64::from(MAX_CAP_HOURS) * HOUR).max(longest.view_ms());
+        // Every counted event as long as counting, the campaigns' frequency caps or
+        // view-through attribution look back; clicks as long as click-through attribution
+        // does. (At 100M events a month, a day of events takes seconds to replay.)
+        let since = now - config.token_ttl_ms.max(DAY).max(delivery.longest_cap_ms()).max(longest.view_ms());
         for e in self.store.valid_events_since(since, now - longest.click_ms())? {
             self.remember_counted(&mut delivery, &e, now);
         }
