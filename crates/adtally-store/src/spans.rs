@@ -33,9 +33,11 @@ use adtally_core::sketch::Sketch;
 
 use crate::columns::report_columns;
 use crate::rollup::{DayTable, RollupQuery, RollupRow};
-use crate::sqlite::{
-    day_filter_on, day_key_columns, day_key_definitions, day_rows_from, day_sum_columns, day_sum_definitions,
-    day_sums_of_rows, day_sums_sql, group_of, merge_group_sketches, row_limit, GroupKey,
+use crate::sqlite::reads::{
+    day_filter_on, day_rows_from, day_sums_sql, group_of, merge_group_sketches, row_limit, GroupKey,
+};
+use crate::sqlite::schema::{
+    day_key_columns, day_key_definitions, day_sum_columns, day_sum_definitions, day_sums_of_rows,
 };
 use crate::Result;
 
