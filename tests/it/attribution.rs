@@ -52,6 +52,17 @@ pub fn line(id: &str, kind: &str, at_ms: i64, campaign_id: i64, ad_id: i64, uid:
     .to_string()
 }
 
+/// (campaign_id, conversions) of each row of a report by campaign that has conversions.
+fn conversions_by_campaign(rep: &Value) -> Vec<(Value, i64)> {
+    rep["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["conversions"].as_i64() != Some(0))
+        .map(|r| (r["campaign_id"].clone(), r["conversions"].as_i64().unwrap_or(-1)))
+        .collect()
+}
+
 /// (campaign_id, ad_id, conversions, revenue_micros) of each row.
 fn rows(model: &Value) -> Vec<(i64, i64, f64, i64)> {
     model["rows"]
@@ -276,13 +287,7 @@ async fn an_advertisers_own_windows_and_half_life_decide_its_credit() {
     // windows: u1's to campaign 2, u2's to no campaign.
     let (s, rep) = app.get(&a.key, "/v1/reports?range=today&group_by=campaign").await;
     assert_eq!(s, 200);
-    let conversions: Vec<(Value, i64)> = rep["rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .filter(|r| r["conversions"].as_i64() != Some(0))
-        .map(|r| (r["campaign_id"].clone(), r["conversions"].as_i64().unwrap_or(-1)))
-        .collect();
+    let conversions = conversions_by_campaign(&rep);
     assert_eq!(conversions, vec![(Value::Null, 1), (json!(c2), 1)]);
 
     // The operator restores 30-day clicks and 1-day view-through (the half-life stays):
@@ -343,13 +348,7 @@ async fn a_restart_keeps_the_touches_of_the_advertisers_windows() {
     }
     let (s, rep) = app.get(&key, "/v1/reports?range=today&group_by=campaign").await;
     assert_eq!(s, 200, "{rep}");
-    let conversions: Vec<(Value, i64)> = rep["rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .filter(|r| r["conversions"].as_i64() != Some(0))
-        .map(|r| (r["campaign_id"].clone(), r["conversions"].as_i64().unwrap_or(-1)))
-        .collect();
+    let conversions = conversions_by_campaign(&rep);
     // The view 9 days ago is outside the 7-day window: that conversion has no campaign.
     assert_eq!(conversions, vec![(Value::Null, 1), (json!(campaign_id), 2)], "{rep}");
 }

@@ -19,12 +19,6 @@ pub(super) fn rollup_row_from(r: &Row) -> rusqlite::Result<RollupRow> {
     let kind: i64 = r.get(6)?;
     let verdict: i64 = r.get(7)?;
     Ok(RollupRow {
-        bucket_ms: r.get(0)?,
-        campaign_id: id_from_db(r.get(1)?),
-        ad_id: id_from_db(r.get(2)?),
-        placement_id: id_from_db(r.get(3)?),
-        device: Device::from_code(r.get(4)?).unwrap_or_default(),
-        country: Country::parse(&r.get::<_, String>(5)?),
         kind: EventKind::from_code(kind).ok_or_else(|| bad_column("kind", &kind.to_string()))?,
         verdict: Verdict::from_code(verdict).ok_or_else(|| bad_column("verdict", &verdict.to_string()))?,
         sums: RollupSums { events: r.get(8)?, cost_micros: wide(r, 9)?, value_micros: wide(r, 11)? },
@@ -34,6 +28,24 @@ pub(super) fn rollup_row_from(r: &Row) -> rusqlite::Result<RollupRow> {
             })?),
             _ => None,
         },
+        ..keyed_row(r)?
+    })
+}
+
+/// A row of the group whose key columns (as [`report_columns`] selects them) begin `r`:
+/// no events yet, a valid impression row.
+fn keyed_row(r: &Row) -> rusqlite::Result<RollupRow> {
+    Ok(RollupRow {
+        bucket_ms: r.get(0)?,
+        campaign_id: id_from_db(r.get(1)?),
+        ad_id: id_from_db(r.get(2)?),
+        placement_id: id_from_db(r.get(3)?),
+        device: Device::from_code(r.get(4)?).unwrap_or_default(),
+        country: Country::parse(&r.get::<_, String>(5)?),
+        kind: EventKind::Impression,
+        verdict: Verdict::Valid,
+        sums: RollupSums::default(),
+        reach: None,
     })
 }
 
@@ -240,27 +252,7 @@ pub(crate) fn day_rows_from(r: &Row) -> rusqlite::Result<Vec<RollupRow>> {
         })?),
         _ => None,
     };
-    let row = |kind, verdict, events| RollupRow {
-        bucket_ms: 0,
-        campaign_id: None,
-        ad_id: None,
-        placement_id: None,
-        device: Device::Desktop,
-        country: Country::UNKNOWN,
-        kind,
-        verdict,
-        sums: RollupSums { events, ..Default::default() },
-        reach: None,
-    };
-    let template = RollupRow {
-        bucket_ms: r.get(0)?,
-        campaign_id: id_from_db(r.get(1)?),
-        ad_id: id_from_db(r.get(2)?),
-        placement_id: id_from_db(r.get(3)?),
-        device: Device::from_code(r.get(4)?).unwrap_or_default(),
-        country: Country::parse(&r.get::<_, String>(5)?),
-        ..row(EventKind::Impression, Verdict::Valid, 0)
-    };
+    let template = keyed_row(r)?;
     let mut out = Vec::new();
     let mut reach = reach;
     for (i, (kind, verdict)) in slot_pairs().enumerate() {
