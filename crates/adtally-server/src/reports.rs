@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use adtally_core::clock::Millis;
 use adtally_core::event::{Country, Device, EventKind, Verdict};
 use adtally_core::metrics::{Counts, MetricValue, Metrics};
 use adtally_core::report::{
@@ -126,9 +127,20 @@ async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams, reach: b
     }
     let mut rows: BTreeMap<RowKey, Counts> = BTreeMap::new();
     let mut totals = Counts::default();
+    // A bucket's rows come together (one per kind and verdict): its period, a time-zone
+    // conversion, is computed once for them.
+    let mut period: Option<(Millis, Millis)> = None;
     for r in found {
+        let period_ms = match period {
+            Some((bucket, start)) if bucket == r.bucket_ms => start,
+            _ => {
+                let start = period_start(r.bucket_ms, spec.granularity, &tz);
+                period = Some((r.bucket_ms, start));
+                start
+            }
+        };
         let key = RowKey {
-            period_ms: period_start(r.bucket_ms, spec.granularity, &tz),
+            period_ms,
             campaign_id: r.campaign_id,
             ad_id: r.ad_id,
             placement_id: r.placement_id,
