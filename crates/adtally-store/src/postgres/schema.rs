@@ -1,6 +1,6 @@
 //! The PostgreSQL schema and its migrations, and the node registry.
 //!
-//! The tables mirror SQLite's (same names, columns and meaning; see `sqlite.rs`), in
+//! The tables mirror SQLite's (same names, columns and meaning; see `sqlite/schema.rs`), in
 //! PostgreSQL's types, with what several writers add: identity columns and an event id
 //! sequence instead of a process's counter, the `counted` claims, per-node reach
 //! sketches, running spend per campaign and day, budget leases and the node registry.
