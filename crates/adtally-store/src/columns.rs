@@ -1,8 +1,9 @@
 //! Reading catalog rows, sessions and events back from query results, whichever
 //! database gave them. Both stores select the same columns in the same order (the
-//! `*_COLUMNS` lists, [`AD_SELECT`] and [`SESSION_SELECT`]), and this is the one place that turns them into the domain's
-//! types: statuses and formats, the targeting lists, frequency caps, attribution
-//! windows, event codes, and absent ids (stored as 0 in key columns).
+//! `*_COLUMNS` lists, [`AD_SELECT`] and [`SESSION_SELECT`]), and this is the one place
+//! that turns them into the domain's types: statuses and formats, the targeting lists,
+//! frequency caps, attribution windows, event codes, and absent ids (stored as 0 in key
+//! columns).
 
 use adtally_core::attribution::Windows;
 use adtally_core::catalog::{
@@ -105,6 +106,7 @@ pub(crate) fn owner_from(advertiser_id: Option<i64>) -> KeyOwner {
     advertiser_id.map_or(KeyOwner::Admin, KeyOwner::Advertiser)
 }
 
+/// A session and whether its key is live, from a row of [`SESSION_SELECT`].
 pub(crate) fn session_from(r: &impl Columns) -> Result<FoundSession> {
     Ok(FoundSession {
         session: Session {

@@ -416,7 +416,8 @@ pub trait Store: Send + Sync + 'static {
     /// and nothing else needs events that old — at 100M events a month, reading every
     /// event of the click window made a restart take minutes).
     fn valid_events_since(&self, since_ms: Millis, clicks_since_ms: Millis) -> Result<Vec<Event>>;
-    /// Spend per campaign: per bucket from `since_ms` on, summed before it (bucket 0).
+    /// Spend per campaign: per bucket from `since_ms` on, summed before it (bucket 0);
+    /// one row per campaign and bucket.
     fn campaign_spend(&self, since_ms: Millis) -> Result<Vec<CampaignSpend>>;
     fn ad_performance(&self) -> Result<Vec<AdPerformance>>;
     fn rollup_rows(&self, query: &RollupQuery) -> Result<Vec<RollupRow>>;

@@ -197,7 +197,12 @@ pub(crate) fn slot_pairs() -> impl Iterator<Item = (EventKind, Verdict)> {
 /// Every slot: (kind, verdict, column name `n{kind}_{verdict}` by code), in slot order.
 /// For writing statements; rows are read with [`slot_pairs`], which allocates nothing.
 pub(crate) fn slots() -> Vec<(EventKind, Verdict, String)> {
-    slot_pairs().map(|(k, v)| (k, v, format!("n{}_{}", k.code(), v.code()))).collect()
+    slot_pairs().map(|(k, v)| (k, v, slot_column(k, v))).collect()
+}
+
+/// The day-layer column that counts events of `kind` judged `verdict`.
+pub(crate) fn slot_column(kind: EventKind, verdict: Verdict) -> String {
+    format!("n{}_{}", kind.code(), verdict.code())
 }
 
 /// A day-layer row's sums: events per slot; cost and value of every event (what

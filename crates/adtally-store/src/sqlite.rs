@@ -34,8 +34,8 @@ use crate::columns::{
     ADVERTISER_COLUMNS, AD_SELECT, CAMPAIGN_COLUMNS, EVENT_COLUMNS, SESSION_SELECT,
 };
 use crate::rollup::{
-    aggregate, aggregate_days, has_reach, is_utc_name, slot_pairs, slots, utc_day, DayKey, DayTable, DayZone,
-    RollupKey, RollupQuery, RollupRow, RollupSums, SLOTS,
+    aggregate, aggregate_days, has_reach, is_utc_name, slot_column, slot_pairs, slots, utc_day, DayKey, DayTable,
+    DayZone, RollupKey, RollupQuery, RollupRow, RollupSums, SLOTS,
 };
 use crate::spans;
 pub(crate) mod reads;
@@ -1356,9 +1356,8 @@ impl Store for SqliteStore {
     fn campaign_spend(&self, since_ms: Millis) -> Result<Vec<CampaignSpend>> {
         // Whole UTC days before `since_ms` from the day layer (every advertiser has UTC
         // days in its campaign table); the quarter hours from the day it falls in. At 100M
-        // events, summing every quarter hour made each start take a minute. A campaign may
-        // have two rows of bucket 0: the caller adds them up.
-        self.with_conn(|c| {
+        // events, summing every quarter hour made each start take a minute.
+        let parts = self.with_conn(|c| {
             query_all(
                 c,
                 &format!(
@@ -1371,22 +1370,29 @@ impl Store for SqliteStore {
                     sum = wide_sum("cost_micros")
                 ),
                 [since_ms, utc_day(since_ms)],
-                |r| {
-                    Ok(CampaignSpend {
-                        advertiser_id: r.get(0)?,
-                        campaign_id: r.get(1)?,
-                        bucket_ms: r.get(2)?,
-                        spend_micros: saturate(wide(r, 3)?),
-                    })
-                },
+                |r| Ok(((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Millis>(2)?), wide(r, 3)?)),
             )
-        })
+        })?;
+        // Bucket 0 of a campaign may come from both parts: one row per campaign and bucket.
+        let mut spend: BTreeMap<(i64, i64, Millis), i128> = BTreeMap::new();
+        for (key, micros) in parts {
+            *spend.entry(key).or_default() += micros;
+        }
+        Ok(spend
+            .into_iter()
+            .map(|((advertiser_id, campaign_id, bucket_ms), micros)| CampaignSpend {
+                advertiser_id,
+                campaign_id,
+                bucket_ms,
+                spend_micros: saturate(micros),
+            })
+            .collect())
     }
 
     fn ad_performance(&self) -> Result<Vec<AdPerformance>> {
         // From the day layer's ad table, which holds each day once (in the advertiser's
         // own zone), not from every quarter hour.
-        let column = |kind: EventKind| format!("n{}_{}", kind.code(), Verdict::Valid.code());
+        let column = |kind: EventKind| slot_column(kind, Verdict::Valid);
         self.with_conn(|c| {
             query_all(
                 c,
@@ -2251,12 +2257,12 @@ mod tests {
                 )
             })
             .expect("quarter hours");
-        let mut new_spend: BTreeMap<(i64, i64, Millis), i64> = BTreeMap::new();
-        for s in store.campaign_spend(since).expect("spend") {
-            *new_spend.entry((s.advertiser_id, s.campaign_id, s.bucket_ms)).or_default() += s.spend_micros;
-        }
-        let new_spend: Vec<(i64, i64, Millis, i64)> =
-            new_spend.into_iter().map(|((a, c, b), s)| (a, c, b, s)).collect();
+        let new_spend: Vec<(i64, i64, Millis, i64)> = store
+            .campaign_spend(since)
+            .expect("spend")
+            .into_iter()
+            .map(|s| (s.advertiser_id, s.campaign_id, s.bucket_ms, s.spend_micros))
+            .collect();
         assert!(old_spend.len() > 150, "{}", old_spend.len());
         assert_eq!(new_spend, old_spend);
         let old_ads: Vec<(i64, i64, i64)> = store
