@@ -82,6 +82,18 @@ async fn reach_and_frequency_are_exact_per_row_and_in_totals() {
     assert_eq!(totals["frequency"].as_f64(), Some(4.3333));
     assert_eq!(totals["invalid_impressions"].as_i64(), Some(1));
 
+    // Once the days are sealed, SQLite keeps each day row's count of users: the rows take
+    // their reach from it, and the totals' union comes from a query of its own.
+    app.store.seal_spans(NOW + 5 * DAY).expect("seal");
+    if postgres_url().is_none() {
+        let counted = raw_count(app.data_dir(), "SELECT COUNT(*) FROM rollups_day_campaign WHERE users > 0");
+        assert_eq!(counted, 4);
+    }
+    let (s, sealed) = app.get(&a.key, query).await;
+    assert_eq!(s, 200, "{sealed}");
+    assert_eq!(rows(&sealed), rows(&report));
+    assert_eq!(sealed["totals"], report["totals"]);
+
     // Over the whole range per campaign: users are counted once across both days.
     let (s, report) = app.get(&a.key, "/v1/reports?from=2026-11-19&to=2026-11-20&group_by=campaign").await;
     assert_eq!(s, 200, "{report}");

@@ -26,6 +26,9 @@ pub struct Counts {
     pub invalid: BTreeMap<(EventKind, Verdict), i64>,
     /// The users of the valid impressions, for reach and frequency.
     pub reach: Sketch,
+    /// Their number when it was counted already (a report row that is one stored row
+    /// whose count the store keeps); then `reach` holds nothing and this is the reach.
+    pub counted_reach: Option<u64>,
 }
 
 impl Counts {
@@ -53,26 +56,11 @@ impl Counts {
         }
     }
 
-    pub fn merge(&mut self, other: &Counts) {
-        let add = |a: &mut i64, b: i64| *a = a.saturating_add(b);
-        add(&mut self.impressions, other.impressions);
-        add(&mut self.viewable_impressions, other.viewable_impressions);
-        add(&mut self.clicks, other.clicks);
-        add(&mut self.conversions, other.conversions);
-        self.spend_micros = self.spend_micros.saturating_add(other.spend_micros);
-        self.revenue_micros = self.revenue_micros.saturating_add(other.revenue_micros);
-        add(&mut self.invalid_impressions, other.invalid_impressions);
-        add(&mut self.invalid_clicks, other.invalid_clicks);
-        for (key, n) in &other.invalid {
-            add(self.invalid.entry(*key).or_default(), *n);
-        }
-        self.reach.merge(&other.reach);
-    }
-
     pub fn metrics(&self) -> Metrics {
         let percent = |num: i64, den: i64| (den != 0).then(|| num as f64 * 100.0 / den as f64);
         let per = |num: i128, den: i64| (den != 0).then(|| saturate(num / i128::from(den)));
-        let reach = i64::try_from(self.reach.estimate()).unwrap_or(i64::MAX);
+        let users = self.counted_reach.unwrap_or_else(|| self.reach.estimate());
+        let reach = i64::try_from(users).unwrap_or(i64::MAX);
         Metrics {
             impressions: self.impressions,
             viewable_impressions: self.viewable_impressions,
@@ -198,13 +186,13 @@ mod tests {
         for user in [1, 2, 1, 3, 2, 1, 1] {
             c.reach.insert(user);
         }
-        let mut other = Counts::default();
-        other.add(EventKind::Impression, Verdict::Valid, 2, 0, 0);
-        other.reach.insert(4);
-        other.reach.insert(1);
-        c.merge(&other);
+        c.add(EventKind::Impression, Verdict::Valid, 2, 0, 0);
+        c.reach.insert(4);
         let m = c.metrics();
         assert_eq!((m.impressions, m.reach, m.frequency), (9, 4, Some(2.25)));
+        // A count kept by the store is the reach as it is.
+        let counted = Counts { counted_reach: Some(3), ..c }.metrics();
+        assert_eq!((counted.reach, counted.frequency), (3, Some(3.0)));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use adtally_core::jiff::civil::Date;
 use adtally_core::jiff::Span;
 use adtally_core::metrics::saturate;
 use adtally_core::report::{local_date, start_of_day};
-use adtally_store::{RollupQuery, RollupRow, StoreError};
+use adtally_store::{ReachAs, RollupQuery, RollupRow, StoreError};
 
 use crate::api::Caller;
 use crate::error::{ApiError, Path};
@@ -65,7 +65,7 @@ pub fn campaign_alerts(state: &AppState, campaign: &Campaign) -> Result<Vec<Insi
         to_ms,
         by_bucket,
         group_by: Vec::new(),
-        reach: false,
+        reach: ReachAs::Nothing,
         // Whole local days: the totals may come from the day layer; the campaign's
         // rows need quarter hours (spend by time of day).
         days_in: (!by_bucket).then(|| tz.iana_name().unwrap_or("UTC").to_owned()),

@@ -31,7 +31,7 @@ use adtally_core::event::EventKind;
 use adtally_core::metrics::Counts;
 use adtally_core::report::{start_of_day, Dimension};
 use adtally_core::weekly::{due_monday, rank_ads, render_html, render_text, weeks, AdLine, AlertLine, WeeklyReport};
-use adtally_store::{RollupQuery, StoreError};
+use adtally_store::{ReachAs, RollupQuery, StoreError};
 
 use crate::api::Caller;
 use crate::error::{ApiError, Json, Query};
@@ -135,7 +135,7 @@ pub fn build_report(
             to_ms: to,
             by_bucket: false,
             group_by,
-            reach: false,
+            reach: ReachAs::Nothing,
             days_in: Some(tz.iana_name().unwrap_or("UTC").to_owned()),
             max_rows: None,
         })

@@ -17,7 +17,8 @@ use adtally_core::metrics::{Counts, MetricValue, Metrics};
 use adtally_core::report::{
     local_date, period_start, time_label, Dimension, Granularity, RawReportRequest, ReportSpec,
 };
-use adtally_store::RollupQuery;
+use adtally_core::sketch::Sketch;
+use adtally_store::{Reach, ReachAs, RollupQuery};
 
 use crate::api::Caller;
 use crate::error::{ApiError, Query};
@@ -105,7 +106,8 @@ async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams, reach: b
         to_ms,
         by_bucket: spec.granularity != Granularity::Total,
         group_by: spec.group_by.clone(),
-        reach,
+        // Each group is one report row: it may come counted.
+        reach: if reach { ReachAs::Counts } else { ReachAs::Nothing },
         // Days and totals are whole days of `tz`: the day layer answers them when it can.
         days_in: (spec.granularity != Granularity::Hour && !state.config.reports_from_quarter_hours)
             .then(|| tz.iana_name().unwrap_or("UTC").to_owned()),
@@ -121,7 +123,10 @@ async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams, reach: b
             ),
         )
     };
-    let found = state.blocking(move |s| s.rollup_rows(&query)).await?;
+    let found = {
+        let query = query.clone();
+        state.blocking(move |s| s.rollup_rows(&query)).await?
+    };
     if found.len() > MAX_ROLLUP_ROWS_READ {
         return Err(too_large());
     }
@@ -157,9 +162,28 @@ async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams, reach: b
         totals.add(kind, verdict, s.events, s.cost_micros, s.value_micros);
         // Reach is not additive: a row (a local day of quarter-hour buckets, say) and the
         // totals take the union of their buckets' users.
-        if let Some(users) = r.reach {
-            totals.reach.merge(&users);
-            row.reach.merge_owned(users);
+        match r.reach {
+            Some(Reach::Users(users)) => {
+                totals.reach.merge(&users);
+                row.reach.merge_owned(users);
+            }
+            // The store counts a group only where it is one report row on its own.
+            Some(Reach::Counted(n)) => row.counted_reach = Some(n),
+            None => {}
+        }
+    }
+    if rows.values().any(|r| r.counted_reach.is_some()) {
+        // Counted rows brought no sketch to the totals' union: it is a query of its own,
+        // which the day layer answers from a few spans of days.
+        let whole =
+            RollupQuery { by_bucket: false, group_by: Vec::new(), reach: ReachAs::Sketches, max_rows: None, ..query };
+        let found = state.blocking(move |s| s.rollup_rows(&whole)).await?;
+        totals.reach = Sketch::default();
+        for users in found.into_iter().filter_map(|r| match r.reach {
+            Some(Reach::Users(users)) => Some(users),
+            _ => None,
+        }) {
+            totals.reach.merge_owned(users);
         }
     }
     Ok(Report { spec, tz, rows, totals, catalog })

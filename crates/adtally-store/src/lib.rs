@@ -22,7 +22,7 @@ use adtally_core::clock::Millis;
 use adtally_core::event::Event;
 
 pub use postgres::PgStore;
-pub use rollup::{DayTable, RollupKey, RollupQuery, RollupRow, RollupSums};
+pub use rollup::{DayTable, Reach, ReachAs, RollupKey, RollupQuery, RollupRow, RollupSums};
 pub use sqlite::{BackupSummary, DataDirLock, SqliteStore, LOCK_FILE};
 
 #[derive(Debug, thiserror::Error)]

@@ -299,9 +299,8 @@ pub struct RollupQuery {
     /// Group by bucket too (day and hour granularity).
     pub by_bucket: bool,
     pub group_by: Vec<Dimension>,
-    /// Merge the reach sketches of each group (reports); off, [`RollupRow::reach`] is
-    /// `None` and the query costs what it did before reach existed.
-    pub reach: bool,
+    /// Whether and how each group's reach comes back ([`RollupRow::reach`]).
+    pub reach: ReachAs,
     /// `from_ms` and `to_ms` are midnights of this zone (an IANA name; lifetime bounds
     /// too) and a bucket may be a whole day of it: the store may answer from the day
     /// layer when its days are kept in this zone (the advertiser's own, or UTC for every
@@ -326,5 +325,56 @@ pub struct RollupRow {
     pub verdict: Verdict,
     pub sums: RollupSums,
     /// The group's users, on valid-impression rows of a query that asked for reach.
-    pub reach: Option<Sketch>,
+    pub reach: Option<Reach>,
+}
+
+/// How a query returns each group's reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReachAs {
+    /// Not at all: [`RollupRow::reach`] is `None`, and the query costs what it did before
+    /// reach existed.
+    #[default]
+    Nothing,
+    /// Every group's sketch, for a caller that merges groups.
+    Sketches,
+    /// A group's number of users where the store keeps it counted (a sealed day-layer
+    /// row that is the group on its own), its sketch elsewhere: for a caller that reports
+    /// each group as it is and never merges two, the reports. A 30-day report by day
+    /// then reads a few sketches, not one per day and row. The union of several groups
+    /// (a report's totals) is a query of its own.
+    Counts,
+}
+
+impl ReachAs {
+    pub fn any(self) -> bool {
+        self != ReachAs::Nothing
+    }
+}
+
+/// A group's distinct users, as a query returns them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Their sketch, which merges with other groups'.
+    Users(Sketch),
+    /// How many there are: the estimate of the group's sketch, counted by the store
+    /// ([`ReachAs::Counts`]).
+    Counted(u64),
+}
+
+impl Reach {
+    /// The number of users.
+    pub fn estimate(&self) -> u64 {
+        match self {
+            Reach::Users(sketch) => sketch.estimate(),
+            Reach::Counted(n) => *n,
+        }
+    }
+
+    /// The sketch, when the query returned one.
+    pub fn sketch(&self) -> Option<&Sketch> {
+        match self {
+            Reach::Users(sketch) => Some(sketch),
+            Reach::Counted(_) => None,
+        }
+    }
 }

@@ -258,6 +258,36 @@ pub(crate) fn seal(c: &Connection, now_ms: Millis, advertiser_id: i64, utc: bool
     Ok(n)
 }
 
+/// Counts the users of an advertiser's sealed day rows not counted yet (`users` NULL:
+/// new, or changed by a batch since), for its UTC days (`utc`) or its own zone's (`tz`),
+/// in every day table: a report by day then takes a sealed day's reach from its row and
+/// reads no sketch for it. Younger days are left to the reports: live beacons change
+/// them, and each change would undo the count. Run on the writer's connection, as
+/// [`seal`]. A row without a sketch had no user: 0.
+pub(crate) fn count_users(
+    c: &Connection,
+    now_ms: Millis,
+    advertiser_id: i64,
+    utc: bool,
+    tz: &TimeZone,
+) -> Result<usize> {
+    let sealed_before = day_start(day_index(now_ms.saturating_sub(SEALED_AFTER_MS), tz), tz);
+    let mut n = 0;
+    for table in DayTable::ALL {
+        let same_key: Vec<String> = day_key_columns(table).split(", ").map(|k| format!("r.{k} = d.{k}")).collect();
+        n += c
+            .prepare_cached(&format!(
+                "UPDATE {} AS d SET users = COALESCE((SELECT reach_count(r.reach) FROM {} AS r WHERE {}), 0)
+                 WHERE d.advertiser_id = ?1 AND d.utc = ?2 AND d.day_ms < ?3 AND d.users IS NULL",
+                table.name(),
+                table.reach_name(),
+                same_key.join(" AND ")
+            ))?
+            .execute(params![advertiser_id, utc, sealed_before])?;
+    }
+    Ok(n)
+}
+
 /// Each advertiser of a day-layer query over a range without days, with the widest
 /// built spans inside the range (the rest of the range is read day by day).
 pub(crate) type Covers = Vec<(i64, Vec<(Millis, Millis)>)>;

@@ -27,7 +27,7 @@ use super::{block_on, PgStore};
 use crate::columns::{event_from, id_from_db, EVENT_COLUMNS};
 use crate::rollup::{aggregate, has_reach, RollupKey};
 use crate::{
-    AdPerformance, CampaignSpend, ConsistencyCheck, CountedElsewhere, Idempotency, Judge, PendingEvent, Result,
+    AdPerformance, CampaignSpend, ConsistencyCheck, CountedElsewhere, Idempotency, Judge, PendingEvent, Reach, Result,
     RollupQuery, RollupRow, RollupSums, StoreError, Totals, TouchPaths,
 };
 
@@ -685,7 +685,7 @@ pub(super) fn rollup_rows(s: &PgStore, q: &RollupQuery) -> Result<Vec<RollupRow>
                 reach: None,
             });
         }
-        if q.reach && !out.is_empty() {
+        if q.reach.any() && !out.is_empty() {
             let mut sketches: BTreeMap<GroupKey, Sketch> = BTreeMap::new();
             for r in c.query(&reach_sql, &params[..5]).await? {
                 let bytes: &[u8] = r.try_get(6)?;
@@ -700,7 +700,7 @@ pub(super) fn rollup_rows(s: &PgStore, q: &RollupQuery) -> Result<Vec<RollupRow>
                     row.device.code().into(),
                     row.country.as_str().to_owned(),
                 );
-                row.reach = sketches.get(&key).cloned();
+                row.reach = sketches.get(&key).cloned().map(Reach::Users);
             }
         }
         Ok(out)

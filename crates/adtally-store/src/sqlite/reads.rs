@@ -23,9 +23,9 @@ pub(super) fn rollup_row_from(r: &Row) -> rusqlite::Result<RollupRow> {
         verdict: Verdict::from_code(verdict).ok_or_else(|| bad_column("verdict", &verdict.to_string()))?,
         sums: RollupSums { events: r.get(8)?, cost_micros: wide(r, 9)?, value_micros: wide(r, 11)? },
         reach: match r.get_ref(13)? {
-            ValueRef::Blob(bytes) => Some(Sketch::from_bytes(bytes).map_err(|e| {
+            ValueRef::Blob(bytes) => Some(Reach::Users(Sketch::from_bytes(bytes).map_err(|e| {
                 rusqlite::Error::FromSqlConversionFailure(13, rusqlite::types::Type::Blob, Box::new(e))
-            })?),
+            })?)),
             _ => None,
         },
         ..keyed_row(r)?
@@ -74,7 +74,7 @@ pub(super) fn quarter_hour_sql(q: &RollupQuery) -> String {
         select.join(", "),
         wide_sum("cost_micros"),
         wide_sum("value_micros"),
-        if q.reach { "reach_union(reach)" } else { "NULL" },
+        if q.reach.any() { "reach_union(reach)" } else { "NULL" },
         group.join(", ")
     )
 }
@@ -107,28 +107,37 @@ pub(super) fn day_layer(c: &Connection, q: &RollupQuery) -> Result<Option<(DayTa
 /// table's days, so a day row is in the range exactly when its first instant is.
 pub(super) fn day_rows(c: &Connection, q: &RollupQuery, table: DayTable, utc: bool) -> Result<Vec<RollupRow>> {
     let params = params![q.from_ms, q.to_ms, q.advertiser_id, q.campaign_id, q.ad_id, row_limit(q), utc];
-    let sums = RollupQuery { reach: false, ..q.clone() };
-    // A range without days reads sealed spans of days where built (spans.rs).
+    // A range without days reads sealed spans of days where built (spans.rs); they keep
+    // no counts of users.
     let spans = (!q.by_bucket).then(|| spans::covers(c, q, utc)).transpose()?;
     let groups = match &spans {
-        None => query_all(c, &day_sql(&sums, table), params, day_rows_from)?,
-        Some(covers) => spans::range_rows(c, &sums, table, utc, covers)?,
+        None => query_all(c, &day_sql(q, table), params, day_rows_from)?,
+        Some(covers) => {
+            spans::range_rows(c, &RollupQuery { reach: ReachAs::Nothing, ..q.clone() }, table, utc, covers)?
+        }
     };
     // More groups than asked for: the caller refuses the report, so no sketch is read
     // (their number follows the range, not the limit).
     let truncated = q.max_rows.is_some_and(|max| groups.len() > max);
     let mut rows: Vec<RollupRow> = groups.into_iter().flatten().collect();
-    if q.reach && !truncated {
+    // Groups the day rows gave a count of users need no sketch: sketches are read from
+    // the first day of a group without one (sealed days are counted, so that is the
+    // last few days of a report by day).
+    let uncounted = rows.iter().filter(|r| has_reach(r.kind, r.verdict) && r.reach.is_none());
+    let first_uncounted =
+        if q.by_bucket { uncounted.map(|r| r.bucket_ms).min() } else { uncounted.map(|_| q.from_ms).next() };
+    if let (true, false, Some(from_ms)) = (q.reach.any(), truncated, first_uncounted) {
         // Sketches apart from the sums: a GROUP BY out of key order sorts whole rows in a
         // temporary B-tree, and copying every 16 KiB sketch through it took 5× the time
         // of reading them. Here they are read in key order, without a GROUP BY, and
         // merged per group straight from SQLite's buffer.
+        let q = RollupQuery { from_ms: from_ms.max(q.from_ms), ..q.clone() };
         let mut sketches = match &spans {
-            None => day_sketches(c, q, table, utc)?,
-            Some(covers) => spans::range_sketches(c, q, table, utc, covers)?,
+            None => day_sketches(c, &q, table, utc)?,
+            Some(covers) => spans::range_sketches(c, &q, table, utc, covers)?,
         };
-        for row in rows.iter_mut().filter(|r| has_reach(r.kind, r.verdict)) {
-            row.reach = sketches.remove(&group_of(row));
+        for row in rows.iter_mut().filter(|r| has_reach(r.kind, r.verdict) && r.reach.is_none()) {
+            row.reach = sketches.remove(&group_of(row)).map(Reach::Users);
         }
     }
     Ok(rows)
@@ -229,8 +238,9 @@ pub(crate) fn day_sums_sql(q: &RollupQuery, from: &str, filter: &str) -> String 
         wide_sum("cost_micros"),
         wide_sum("value_micros"),
         wide_sum("revenue_micros"),
-        // Reach is read apart ([`day_sketches`]); the column keeps the row's shape.
-        "NULL",
+        // Reach: a group that is one day row has that row's count of users, where kept;
+        // sketches are read apart ([`day_sketches`]). Span tables keep no counts.
+        if q.reach == ReachAs::Counts { "CASE WHEN COUNT(*) = 1 THEN MAX(users) END" } else { "NULL" },
         from,
         filter,
         // Without a grouped column, the one group of the constant first column: no rows
@@ -246,15 +256,11 @@ pub(crate) fn day_rows_from(r: &Row) -> rusqlite::Result<Vec<RollupRow>> {
     let first = 6 + SLOTS;
     let cost_micros = wide(r, first)?;
     let revenue_micros = wide(r, first + 4)?;
-    let reach = match r.get_ref(first + 6)? {
-        ValueRef::Blob(bytes) => Some(Sketch::from_bytes(bytes).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(first + 6, rusqlite::types::Type::Blob, Box::new(e))
-        })?),
-        _ => None,
-    };
+    // Zero users: no valid impression had one, so no sketch either.
+    let mut reach =
+        r.get::<_, Option<i64>>(first + 6)?.and_then(|n| u64::try_from(n).ok()).filter(|n| *n > 0).map(Reach::Counted);
     let template = keyed_row(r)?;
     let mut out = Vec::new();
-    let mut reach = reach;
     for (i, (kind, verdict)) in slot_pairs().enumerate() {
         let events: i64 = r.get::<_, Option<i64>>(6 + i)?.unwrap_or(0);
         let valid_impressions = kind == EventKind::Impression && verdict.is_valid();

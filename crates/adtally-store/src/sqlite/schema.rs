@@ -186,6 +186,9 @@ ALTER TABLE advertisers ADD COLUMN half_life_days INTEGER NOT NULL DEFAULT 7;
 -- (Click is kind 3, valid is verdict 0: see adtally_core::event.)
 CREATE INDEX IF NOT EXISTS events_valid_clicks ON events(id) WHERE kind = 3 AND verdict = 0;
 "#,
+    r#"
+-- The day-layer rows' counts of users: `add_user_counts` runs right after this script.
+"#,
 ];
 
 /// Undoes the migrations after the day layer's, for tests that take a store back to an
@@ -219,6 +222,26 @@ pub(super) const DAY_LAYER_V2_MIGRATION: usize = 9;
 
 /// The migration after whose script reach tables kept `WITHOUT ROWID` are rebuilt.
 pub(super) const ROWID_REACH_MIGRATION: usize = 10;
+
+/// The migration after whose script the day layer's rows get their `users` column.
+pub(super) const USER_COUNTS_MIGRATION: usize = 12;
+
+/// Migration 13: each day-layer row's count of distinct users, the estimate of its
+/// reach sketch, kept for sealed days (`spans::count_users`) so that a report by day
+/// reads no sketch for them. NULL: not counted (yet, or since a batch changed the row).
+/// A column of the sums, not of the reach table: there it would follow the 16 KiB
+/// sketch, and reading it would walk the sketch's overflow pages.
+pub(super) fn add_user_counts(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    for table in DayTable::ALL {
+        let name = table.name();
+        let has: bool =
+            tx.prepare(&format!("SELECT 1 FROM pragma_table_info('{name}') WHERE name = 'users'"))?.exists([])?;
+        if !has {
+            tx.execute_batch(&format!("ALTER TABLE {name} ADD COLUMN users INTEGER;"))?;
+        }
+    }
+    Ok(())
+}
 
 /// The key columns of a day-layer table, in key order (the order [`day_key_values`]
 /// binds them).
@@ -488,6 +511,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
         }
         if i == ROWID_REACH_MIGRATION {
             rowid_reach_tables(&tx)?;
+        }
+        if i == USER_COUNTS_MIGRATION {
+            add_user_counts(&tx)?;
         }
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
         tx.commit()?;
