@@ -599,10 +599,10 @@ impl Writer {
         // view-through attribution look back; clicks as long as click-through attribution
         // does. (At 100M events a month, a day of events takes seconds to replay.)
         let since = now - config.token_ttl_ms.max(DAY).max(delivery.longest_cap_ms()).max(longest.view_ms());
-        for e in self.store.valid_events_since(since, now - longest.click_ms())? {
+        let store = self.store.clone();
+        store.each_valid_event_since(since, now - longest.click_ms(), &mut |e| {
             self.remember_counted(&mut delivery, &e, now);
-        }
-        Ok(())
+        })
     }
 
     /// Puts a counted event (stored before a restart, or counted by another node) into

@@ -414,8 +414,14 @@ pub trait Store: Send + Sync + 'static {
     /// every one that happened at or after `since_ms`, and the clicks that happened at
     /// or after `clicks_since_ms` (earlier: attribution keeps clicks for up to 90 days,
     /// and nothing else needs events that old — at 100M events a month, reading every
-    /// event of the click window made a restart take minutes).
-    fn valid_events_since(&self, since_ms: Millis, clicks_since_ms: Millis) -> Result<Vec<Event>>;
+    /// event of the click window made a restart take minutes). Each is handed to `each`
+    /// as it is read: a day of a busy store is millions of events, too many to hold.
+    fn each_valid_event_since(
+        &self,
+        since_ms: Millis,
+        clicks_since_ms: Millis,
+        each: &mut dyn FnMut(Event),
+    ) -> Result<()>;
     /// Spend per campaign: per bucket from `since_ms` on, summed before it (bucket 0);
     /// one row per campaign and bucket.
     fn campaign_spend(&self, since_ms: Millis) -> Result<Vec<CampaignSpend>>;

@@ -1344,26 +1344,32 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn valid_events_since(&self, since_ms: Millis, clicks_since_ms: Millis) -> Result<Vec<Event>> {
+    fn each_valid_event_since(
+        &self,
+        since_ms: Millis,
+        clicks_since_ms: Millis,
+        each: &mut dyn FnMut(Event),
+    ) -> Result<()> {
         // Ids start with their commit time: nothing committed before a time can have
         // happened after it. Commits older than `since_ms` are read for their clicks
         // alone, from the valid clicks' own index (a click in a hundred events).
         let clicks_since_ms = clicks_since_ms.min(since_ms);
         self.with_conn(|c| {
-            query_all(
-                c,
-                &format!(
-                    "SELECT {EVENT_COLUMNS}, id FROM events INDEXED BY events_valid_clicks
-                     WHERE kind = {click} AND verdict = 0 AND id >= ?1 AND id < ?3 AND at_ms >= ?2
-                     UNION ALL
-                     SELECT {EVENT_COLUMNS}, id FROM events
-                     WHERE id >= ?3 AND verdict = 0 AND (at_ms >= ?4 OR (kind = {click} AND at_ms >= ?2))
-                     ORDER BY id",
-                    click = EventKind::Click.code()
-                ),
-                [clicks_since_ms.max(0) << 20, clicks_since_ms, since_ms.max(0) << 20, since_ms],
-                |r: &Row| event_from(r, 0).map_err(row_err),
-            )
+            let mut stmt = c.prepare(&format!(
+                "SELECT {EVENT_COLUMNS}, id FROM events INDEXED BY events_valid_clicks
+                 WHERE kind = {click} AND verdict = 0 AND id >= ?1 AND id < ?3 AND at_ms >= ?2
+                 UNION ALL
+                 SELECT {EVENT_COLUMNS}, id FROM events
+                 WHERE id >= ?3 AND verdict = 0 AND (at_ms >= ?4 OR (kind = {click} AND at_ms >= ?2))
+                 ORDER BY id",
+                click = EventKind::Click.code()
+            ))?;
+            let mut rows =
+                stmt.query([clicks_since_ms.max(0) << 20, clicks_since_ms, since_ms.max(0) << 20, since_ms])?;
+            while let Some(r) = rows.next()? {
+                each(event_from(r, 0)?);
+            }
+            Ok(())
         })
     }
 
@@ -2224,7 +2230,8 @@ mod tests {
         }
         let mut late = vec![PendingEvent::new(event(now - 6 * DAY, EventKind::Click, Verdict::Valid, 1, 999))];
         store.append_events(now, &mut late, None, &mut |_, _, _| {}).expect("append");
-        let found = store.valid_events_since(now - DAY, now - 30 * DAY).expect("read");
+        let mut found = Vec::new();
+        store.each_valid_event_since(now - DAY, now - 30 * DAY, &mut |e| found.push(e)).expect("read");
         let got: Vec<(Millis, EventKind)> = found.iter().map(|e| (now - e.at_ms, e.kind)).collect();
         assert_eq!(
             got,

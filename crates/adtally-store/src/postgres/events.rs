@@ -565,22 +565,40 @@ pub(super) fn journal_applied(s: &PgStore) -> Result<u64> {
     Ok(row.map_or(0, |r| r.get::<_, i64>(0).max(0) as u64))
 }
 
-async fn query_events(
-    c: &impl GenericClient,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Vec<Event>> {
-    c.query(sql, params).await?.iter().map(|r| event_from(r, 0)).collect()
-}
+/// Rows a restart reads from the server at a time (see [`each_valid_event_since`]).
+pub(super) const RESTART_ROWS_PER_FETCH: i32 = 10_000;
 
-pub(super) fn valid_events_since(s: &PgStore, since_ms: Millis, clicks_since_ms: Millis) -> Result<Vec<Event>> {
-    let c = s.conn()?;
+pub(super) fn each_valid_event_since(
+    s: &PgStore,
+    since_ms: Millis,
+    clicks_since_ms: Millis,
+    each: &mut dyn FnMut(Event),
+) -> Result<()> {
+    let mut c = s.conn()?;
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events
          WHERE verdict = 0 AND (at_ms >= $1 OR (kind = {} AND at_ms >= $2)) ORDER BY committed_ms, id",
         EventKind::Click.code()
     );
-    block_on(query_events(&*c, &sql, &[&since_ms, &clicks_since_ms.min(since_ms)]))
+    let clicks_since_ms = clicks_since_ms.min(since_ms);
+    block_on(async {
+        // A portal (a cursor) in a read-only transaction: rows come in parts, so the
+        // restart never holds them all.
+        let tx = c.build_transaction().read_only(true).start().await?;
+        let statement = tx.prepare(&sql).await?;
+        let portal = tx.bind(&statement, &[&since_ms, &clicks_since_ms]).await?;
+        loop {
+            let rows = tx.query_portal(&portal, RESTART_ROWS_PER_FETCH).await?;
+            for r in &rows {
+                each(event_from(r, 0)?);
+            }
+            if rows.len() < RESTART_ROWS_PER_FETCH as usize {
+                break;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    })
 }
 
 pub(super) fn campaign_spend(s: &PgStore, since_ms: Millis) -> Result<Vec<CampaignSpend>> {

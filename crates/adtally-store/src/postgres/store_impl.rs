@@ -227,8 +227,13 @@ impl Store for PgStore {
         events::journal_applied(self)
     }
 
-    fn valid_events_since(&self, since_ms: Millis, clicks_since_ms: Millis) -> Result<Vec<Event>> {
-        events::valid_events_since(self, since_ms, clicks_since_ms)
+    fn each_valid_event_since(
+        &self,
+        since_ms: Millis,
+        clicks_since_ms: Millis,
+        each: &mut dyn FnMut(Event),
+    ) -> Result<()> {
+        events::each_valid_event_since(self, since_ms, clicks_since_ms, each)
     }
 
     fn campaign_spend(&self, since_ms: Millis) -> Result<Vec<CampaignSpend>> {
@@ -346,6 +351,49 @@ mod tests {
     fn new_advertiser(s: &PgStore, name: &str) -> Advertiser {
         s.create_advertiser(&Advertiser::new(name, &format!("{name}@example.com"), "Europe/Berlin", 1_000))
             .expect("advertiser")
+    }
+
+    /// A restart reads its events in parts (a cursor of `RESTART_ROWS_PER_FETCH` rows):
+    /// every valid one comes, once, in commit order, across several parts.
+    #[test]
+    #[ignore = "needs PostgreSQL: set ADTALLY_TEST_POSTGRES"]
+    fn postgres_a_restart_reads_every_valid_event_in_parts() {
+        use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
+        let db = TestDb::new("restart");
+        let s = db.store();
+        let a = new_advertiser(s, "acme");
+        let now = 1_000 * adtally_core::clock::DAY;
+        let total = 2 * super::events::RESTART_ROWS_PER_FETCH as u64 + 5;
+        let mut batch: Vec<PendingEvent> = (0..total + total / 10)
+            .map(|i| {
+                PendingEvent::new(Event {
+                    at_ms: now - 1_000 + (i % 1_000) as i64,
+                    kind: EventKind::Impression,
+                    // Every eleventh is a duplicate: not read back.
+                    verdict: if i % 11 == 10 { Verdict::Duplicate } else { Verdict::Valid },
+                    decision_id: Some(i + 1),
+                    advertiser_id: a.id,
+                    campaign_id: None,
+                    ad_id: None,
+                    placement_id: None,
+                    user_key: i,
+                    ip_key: None,
+                    device: Device::Desktop,
+                    country: Country::UNKNOWN,
+                    cost_micros: 0,
+                    value_micros: 0,
+                })
+            })
+            .collect();
+        for part in batch.chunks_mut(4_096) {
+            s.append_events(now, part, None, &mut |_, _, _| {}).expect("append");
+        }
+        let mut users = Vec::new();
+        s.each_valid_event_since(now - 2_000, now - 2_000, &mut |e| users.push(e.user_key)).expect("read");
+        let expected: Vec<u64> = (0..total + total / 10).filter(|i| i % 11 != 10).collect();
+        assert_eq!(users.len(), expected.len());
+        assert!(users.len() > 2 * super::events::RESTART_ROWS_PER_FETCH as usize);
+        assert_eq!(users, expected);
     }
 
     #[test]
