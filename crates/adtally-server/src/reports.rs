@@ -8,7 +8,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
 use adtally_core::clock::Millis;
@@ -224,9 +225,59 @@ fn metric_json(v: MetricValue) -> Value {
     }
 }
 
-fn metrics_object(m: &Metrics, into: &mut Map<String, Value>) {
-    for (name, value) in Metrics::NAMES.iter().zip(m.values()) {
-        into.insert((*name).into(), metric_json(value));
+/// A report's JSON body, written straight from the report: building a `Value` tree of
+/// its rows (a map of two dozen owned keys per row) and copying it into the answer took
+/// a third of a 270-row report. Keys come in the CSV's order: the row's period and
+/// dimensions, then the metrics.
+struct ReportBody<'a>(&'a Report);
+
+/// One row's columns, or the totals (no key columns).
+struct RowBody {
+    keys: Vec<(&'static str, Value)>,
+    metrics: Metrics,
+}
+
+impl RowBody {
+    fn new(keys: Vec<(&'static str, Value)>, counts: &Counts) -> Self {
+        RowBody { keys, metrics: counts.metrics() }
+    }
+}
+
+impl Serialize for RowBody {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.keys.len() + Metrics::NAMES.len()))?;
+        for (name, value) in &self.keys {
+            map.serialize_entry(name, value)?;
+        }
+        for (name, value) in Metrics::NAMES.iter().zip(self.metrics.values()) {
+            map.serialize_entry(name, &metric_json(value))?;
+        }
+        map.end()
+    }
+}
+
+impl Serialize for ReportBody<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let report = self.0;
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("rows", &Rows(report))?;
+        map.serialize_entry("totals", &RowBody::new(Vec::new(), &report.totals))?;
+        map.serialize_entry("timezone", report.tz.iana_name().unwrap_or("UTC"))?;
+        map.end()
+    }
+}
+
+/// The rows of a [`ReportBody`], each serialized as it is reached.
+struct Rows<'a>(&'a Report);
+
+impl Serialize for Rows<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let report = self.0;
+        let mut seq = s.serialize_seq(Some(report.rows.len()))?;
+        for (key, counts) in &report.rows {
+            seq.serialize_element(&RowBody::new(report.key_columns(key), counts))?;
+        }
+        seq.end()
     }
 }
 
@@ -280,28 +331,12 @@ pub async fn report(
         }
         return Ok(csv_response(out, "adtally-report"));
     }
-    Ok(axum::Json(report_value(&report)).into_response())
+    Ok(axum::Json(ReportBody(&report)).into_response())
 }
 
 /// The JSON answer of `GET /v1/reports` (without `format=csv`), for the dashboard.
 pub async fn report_json(state: &Arc<AppState>, caller: Caller, p: &ReportParams) -> Result<Value, ApiError> {
-    Ok(report_value(&build(state, caller, p, true).await?))
-}
-
-fn report_value(report: &Report) -> Value {
-    let rows: Vec<Value> = report
-        .rows
-        .iter()
-        .map(|(key, counts)| {
-            let mut row: Map<String, Value> =
-                report.key_columns(key).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-            metrics_object(&counts.metrics(), &mut row);
-            Value::Object(row)
-        })
-        .collect();
-    let mut totals = Map::new();
-    metrics_object(&report.totals.metrics(), &mut totals);
-    json!({"rows": rows, "totals": totals, "timezone": report.tz.iana_name().unwrap_or("UTC")})
+    serde_json::to_value(ReportBody(&build(state, caller, p, true).await?)).map_err(|_| ApiError::internal())
 }
 
 impl RowKey {
