@@ -180,11 +180,10 @@ async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams, reach: b
             RollupQuery { by_bucket: false, group_by: Vec::new(), reach: ReachAs::Sketches, max_rows: None, ..query };
         let found = state.blocking(move |s| s.rollup_rows(&whole)).await?;
         totals.reach = Sketch::default();
-        for users in found.into_iter().filter_map(|r| match r.reach {
-            Some(Reach::Users(users)) => Some(users),
-            _ => None,
-        }) {
-            totals.reach.merge_owned(users);
+        for r in found {
+            if let Some(Reach::Users(users)) = r.reach {
+                totals.reach.merge_owned(users);
+            }
         }
     }
     Ok(Report { spec, tz, rows, totals, catalog })

@@ -346,6 +346,7 @@ pub enum ReachAs {
 }
 
 impl ReachAs {
+    /// Whether the query reads reach at all.
     pub fn any(self) -> bool {
         self != ReachAs::Nothing
     }
@@ -367,14 +368,6 @@ impl Reach {
         match self {
             Reach::Users(sketch) => sketch.estimate(),
             Reach::Counted(n) => *n,
-        }
-    }
-
-    /// The sketch, when the query returned one.
-    pub fn sketch(&self) -> Option<&Sketch> {
-        match self {
-            Reach::Users(sketch) => Some(sketch),
-            Reach::Counted(_) => None,
         }
     }
 }

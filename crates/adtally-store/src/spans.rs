@@ -1,5 +1,6 @@
 //! Spans of days: each day-layer row's key summed over aligned spans of 2, 4, 8, 16 and
-//! 32 days, sums and reach (SQLite store).
+//! 32 days, sums and reach (SQLite store). Sealing also counts each sealed day row's
+//! users ([`count_users`]).
 //!
 //! A report over a range without days (the campaigns table, the operator's, a campaign's
 //! ads, devices, countries over 30 days) read one row per day and key, and distinct
@@ -108,6 +109,12 @@ fn day_index(at_ms: Millis, tz: &TimeZone) -> i64 {
     start_of_day(local_date(at_ms, tz), &TimeZone::UTC).div_euclid(DAY)
 }
 
+/// The date index of the first day not sealed at `now_ms`: the day holding the seal
+/// line. Every day before it ended [`SEALED_AFTER_MS`] ago or more.
+fn first_unsealed_day(now_ms: Millis, tz: &TimeZone) -> i64 {
+    day_index(now_ms.saturating_sub(SEALED_AFTER_MS), tz)
+}
+
 /// The instant the day with date index `index` starts in `tz`.
 fn day_start(index: i64, tz: &TimeZone) -> Millis {
     start_of_day(local_date(index.saturating_mul(DAY), &TimeZone::UTC), tz)
@@ -208,8 +215,7 @@ pub(crate) fn seal(c: &Connection, now_ms: Millis, advertiser_id: i64, utc: bool
         .optional()?
         .flatten();
     let Some(first) = first else { return Ok(0) };
-    // The day holding the seal line is not sealed; every day before it ended before it.
-    let last = day_index(now_ms.saturating_sub(SEALED_AFTER_MS), tz) - 1;
+    let last = first_unsealed_day(now_ms, tz) - 1;
     let mut exists = c.prepare_cached(
         "SELECT 1 FROM spans_built WHERE advertiser_id = ?1 AND utc = ?2 AND day_ms = ?3 AND end_ms = ?4",
     )?;
@@ -264,28 +270,20 @@ pub(crate) fn seal(c: &Connection, now_ms: Millis, advertiser_id: i64, utc: bool
 /// reads no sketch for it. Younger days are left to the reports: live beacons change
 /// them, and each change would undo the count. Run on the writer's connection, as
 /// [`seal`]. A row without a sketch had no user: 0.
-pub(crate) fn count_users(
-    c: &Connection,
-    now_ms: Millis,
-    advertiser_id: i64,
-    utc: bool,
-    tz: &TimeZone,
-) -> Result<usize> {
-    let sealed_before = day_start(day_index(now_ms.saturating_sub(SEALED_AFTER_MS), tz), tz);
-    let mut n = 0;
+pub(crate) fn count_users(c: &Connection, now_ms: Millis, advertiser_id: i64, utc: bool, tz: &TimeZone) -> Result<()> {
+    let sealed_before = day_start(first_unsealed_day(now_ms, tz), tz);
     for table in DayTable::ALL {
         let same_key: Vec<String> = day_key_columns(table).split(", ").map(|k| format!("r.{k} = d.{k}")).collect();
-        n += c
-            .prepare_cached(&format!(
-                "UPDATE {} AS d SET users = COALESCE((SELECT reach_count(r.reach) FROM {} AS r WHERE {}), 0)
+        c.prepare_cached(&format!(
+            "UPDATE {} AS d SET users = COALESCE((SELECT reach_count(r.reach) FROM {} AS r WHERE {}), 0)
                  WHERE d.advertiser_id = ?1 AND d.utc = ?2 AND d.day_ms < ?3 AND d.users IS NULL",
-                table.name(),
-                table.reach_name(),
-                same_key.join(" AND ")
-            ))?
-            .execute(params![advertiser_id, utc, sealed_before])?;
+            table.name(),
+            table.reach_name(),
+            same_key.join(" AND ")
+        ))?
+        .execute(params![advertiser_id, utc, sealed_before])?;
     }
-    Ok(n)
+    Ok(())
 }
 
 /// Each advertiser of a day-layer query over a range without days, with the widest

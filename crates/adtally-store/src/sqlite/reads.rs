@@ -123,10 +123,12 @@ pub(super) fn day_rows(c: &Connection, q: &RollupQuery, table: DayTable, utc: bo
     // Groups the day rows gave a count of users need no sketch: sketches are read from
     // the first day of a group without one (sealed days are counted, so that is the
     // last few days of a report by day).
-    let uncounted = rows.iter().filter(|r| has_reach(r.kind, r.verdict) && r.reach.is_none());
-    let first_uncounted =
-        if q.by_bucket { uncounted.map(|r| r.bucket_ms).min() } else { uncounted.map(|_| q.from_ms).next() };
-    if let (true, false, Some(from_ms)) = (q.reach.any(), truncated, first_uncounted) {
+    let first_uncounted = rows
+        .iter()
+        .filter(|r| has_reach(r.kind, r.verdict) && r.reach.is_none())
+        .map(|r| if q.by_bucket { r.bucket_ms } else { q.from_ms })
+        .min();
+    if let Some(from_ms) = first_uncounted.filter(|_| q.reach.any() && !truncated) {
         // Sketches apart from the sums: a GROUP BY out of key order sorts whole rows in a
         // temporary B-tree, and copying every 16 KiB sketch through it took 5× the time
         // of reading them. Here they are read in key order, without a GROUP BY, and
