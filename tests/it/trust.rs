@@ -291,11 +291,12 @@ async fn clicks_go_to_the_reviewed_version_that_was_served() {
     );
     assert_eq!(app.decision("sidebar-main", "later").await["ad"]["headline"], "Hello");
 
-    // An honest edit, approved, becomes version 2; old decisions still go to version 1.
+    // An honest edit, approved, becomes version 3 (version 2 was the rejected content);
+    // old decisions still go to version 1.
     let r = patch("https://acme.example/new").await.expect("patch");
     assert_eq!(r.status().as_u16(), 200);
     let (s, ad) = app.post(ADMIN, &format!("/v1/ads/{}/review", a.ad_id), json!({"decision": "approve"})).await;
-    assert_eq!((s, ad["version"].as_i64(), ad["revision"].clone()), (200, Some(2), Value::Null), "{ad}");
+    assert_eq!((s, ad["version"].as_i64(), ad["revision"].clone()), (200, Some(3), Value::Null), "{ad}");
     let served_after = app.decision("sidebar-main", "late").await;
     assert_eq!(served_after["ad"]["headline"], "Changed");
     app.hit(served_after["impression_url"].as_str().expect("url")).await;
@@ -339,13 +340,14 @@ fn multi_step_writes_are_one_transaction() {
     // An ad approved and its campaign activated.
     let campaign = store.create_campaign_with_ads(&campaign, &[ad]).expect("campaign");
     let mut ad = store.ads(Some(campaign.id)).expect("ads").remove(0);
+    let read = ad.stamp();
     ad.approve();
     fail_when("CREATE TRIGGER no_activation BEFORE UPDATE ON campaigns BEGIN SELECT RAISE(ABORT, 'injected'); END;");
-    assert!(store.review_ad(&ad, 2).is_err());
+    assert!(store.review_ad(&ad, read, 2).is_err());
     assert_eq!(store.ad(ad.id).expect("ad").map(|a| a.status), Some(AdStatus::PendingReview));
     assert_eq!(count("ad_versions"), 0);
     fail_when("DROP TRIGGER no_activation;");
-    store.review_ad(&ad, 2).expect("review");
+    store.review_ad(&ad, read, 2).expect("review");
     assert_eq!(store.campaign(campaign.id).expect("c").map(|c| c.status), Some(CampaignStatus::Active));
     assert_eq!(count("ad_versions"), 1);
 }
@@ -417,6 +419,23 @@ async fn wrong_dashboard_sign_ins_count_towards_the_failure_limit() {
     assert_eq!((s, body["error"]["code"].as_str()), (429, Some("too_many_failed_authentications")), "{body}");
 }
 
+/// Defect 19: a wrong promo code answered 404 and was never counted, so any advertiser
+/// could try codes without limit until one paid out another customer's credit.
+#[tokio::test]
+async fn guessing_promo_codes_counts_towards_the_failure_limit() {
+    let app = spawn_app().await;
+    let a = fixture(&app, "sidebar-main", 2_000_000).await;
+    let (s, _) = app.post(ADMIN, "/v1/promo-codes", json!({"code": "WELCOME-7F3K", "amount_micros": 5_000_000})).await;
+    assert_eq!(s, 201);
+    for i in 0..20 {
+        let (s, body) = app.post(&a.key, "/v1/promo-codes/redeem", json!({"code": format!("WELCOME-{i:04}")})).await;
+        assert_eq!((s, body["error"]["code"].as_str()), (404, Some("promo_not_found")), "guess {i}");
+    }
+    let (s, body) = app.post(&a.key, "/v1/promo-codes/redeem", json!({"code": "WELCOME-7F3K"})).await;
+    assert_eq!((s, body["error"]["code"].as_str()), (429, Some("too_many_failed_authentications")), "{body}");
+    assert_eq!(raw_count(app.data_dir(), "SELECT COUNT(*) FROM promo_redemptions"), 0);
+}
+
 /// Retention: raw events older than `retention_days` are deleted, their rollups kept, so
 /// lifetime reports still count them and the store stays consistent.
 #[tokio::test]
@@ -485,4 +504,79 @@ async fn conversions_by_click_id_are_credited_to_the_click() {
     let b = fixture_for_existing_placement(&app, "UTC", 2_000_000, 1_000_000_000).await;
     let (s, r) = postback(&app, &b.key, json!({"click_id": click_id})).await;
     assert_eq!((s, r["error"]["code"].as_str()), (400, Some("invalid_click_id")), "{r}");
+}
+
+/// Defect 17: a review named no version, so an operator who read a harmless edit and
+/// clicked Approve approved whatever the advertiser had put there since (a phishing URL
+/// swapped in while the review page was open), under the very same version number.
+#[tokio::test]
+async fn a_review_decides_on_the_version_the_operator_read() {
+    let app = spawn_app().await;
+    let a = fixture(&app, "sidebar-main", 2_000_000).await;
+    let ad_path = format!("/v1/ads/{}", a.ad_id);
+    let review_path = format!("/v1/ads/{}/review", a.ad_id);
+    let patch = |body: Value| app.client.patch(app.url(&ad_path)).bearer_auth(&a.key).json(&body).send();
+
+    let r = patch(json!({"headline": "Spring sale"})).await.expect("patch");
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, read) = app.get(ADMIN, &ad_path).await;
+    assert_eq!(
+        (read["revision"]["version"].as_i64(), read["revision"]["headline"].as_str()),
+        (Some(2), Some("Spring sale"))
+    );
+    // While the operator looks, the advertiser swaps the target.
+    let r = patch(json!({"target_url": "https://phish.example/login"})).await.expect("patch");
+    let swapped: Value = r.json().await.expect("json");
+    assert_eq!(swapped["revision"]["version"].as_i64(), Some(3), "{swapped}");
+
+    let (s, refused) = app.post(ADMIN, &review_path, json!({"decision": "approve", "version": 2})).await;
+    assert_eq!((s, refused["error"]["code"].as_str()), (409, Some("ad_changed")), "{refused}");
+    let (_, now) = app.get(ADMIN, &ad_path).await;
+    assert_eq!(
+        (now["version"].as_i64(), now["target_url"].as_str()),
+        (Some(1), Some("https://acme.example/landing?x=1"))
+    );
+    assert_eq!(now["revision"]["status"], "pending_review");
+    assert_eq!(app.decision("sidebar-main", "visitor").await["ad"]["headline"], "Hello");
+
+    // Back to the serving target is one more version, not version 2 again.
+    let r = patch(json!({"target_url": "https://acme.example/landing?x=1"})).await.expect("patch");
+    let back: Value = r.json().await.expect("json");
+    assert_eq!(back["revision"]["version"].as_i64(), Some(4), "{back}");
+    let (s, refused) = app.post(ADMIN, &review_path, json!({"decision": "reject", "reason": "no", "version": 3})).await;
+    assert_eq!((s, refused["error"]["code"].as_str()), (409, Some("ad_changed")), "{refused}");
+    let (s, ad) = app.post(ADMIN, &review_path, json!({"decision": "approve", "version": 4})).await;
+    assert_eq!(
+        (s, ad["version"].as_i64(), ad["target_url"].as_str()),
+        (200, Some(4), Some("https://acme.example/landing?x=1")),
+        "{ad}"
+    );
+    let (s, bad) = app.post(ADMIN, &review_path, json!({"decision": "approve", "version": -1})).await;
+    assert_eq!(s, 400, "{bad}");
+}
+
+/// Defect 18: a takedown stopped an ad serving, but every click link handed out before
+/// kept redirecting to the URL the operator had just judged bad.
+#[tokio::test]
+async fn a_taken_down_ads_click_links_go_nowhere() {
+    let app = spawn_app().await;
+    let a = fixture(&app, "sidebar-main", 2_000_000).await;
+    let served = app.decision("sidebar-main", "early").await;
+    app.hit(served["impression_url"].as_str().expect("url")).await;
+    let (s, ad) = app
+        .post(
+            ADMIN,
+            &format!("/v1/ads/{}/review", a.ad_id),
+            json!({"decision": "reject", "reason": "counterfeit", "version": 1}),
+        )
+        .await;
+    assert_eq!((s, ad["status"].as_str()), (200, Some("rejected")), "{ad}");
+    let r = app.hit(served["click_url"].as_str().expect("url")).await;
+    assert_eq!(r.status().as_u16(), 404);
+    assert!(r.headers().get("location").is_none());
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "ad_withdrawn", "{body}");
+    // The click happened on an ad that was served, so it is counted.
+    let t = totals(&app, &a.key, "range=today").await;
+    assert_eq!((t["impressions"].as_i64(), t["clicks"].as_i64()), (Some(1), Some(1)), "{t}");
 }

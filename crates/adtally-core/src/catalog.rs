@@ -292,17 +292,27 @@ impl Ad {
     }
 
     /// Takes edited content. See the type's documentation for what serves meanwhile.
+    ///
+    /// Every change to the content under review gets a version number of its own, never
+    /// used before: a reviewer who names the version they read (see [`Ad::stamp`]) decides
+    /// on exactly that content. So an approved ad's edit back to its serving content is a
+    /// revision too (approving it changes nothing a visitor sees); dropping the revision
+    /// instead would hand its number to the next edit.
     pub fn edit(&mut self, content: AdContent, now: Millis) {
         if self.status == AdStatus::Approved {
-            self.revision = (content != self.content).then(|| {
-                Box::new(AdRevision {
-                    version: self.version + 1,
+            let changed = match &self.revision {
+                Some(r) => content != r.content || r.status == AdStatus::Rejected,
+                None => content != self.content,
+            };
+            if changed {
+                self.revision = Some(Box::new(AdRevision {
+                    version: self.reviewed_version() + 1,
                     content,
                     status: AdStatus::PendingReview,
                     rejection_reason: None,
                     created_at_ms: now,
-                })
-            });
+                }));
+            }
         } else if content != self.content || self.status == AdStatus::Rejected {
             self.content = content;
             self.version += 1;
@@ -342,6 +352,30 @@ impl Ad {
     pub fn review_status(&self) -> AdStatus {
         self.revision.as_ref().map_or(self.status, |r| r.status)
     }
+
+    /// The version a review decides on: the revision's when there is one.
+    pub fn reviewed_version(&self) -> u32 {
+        self.revision.as_ref().map_or(self.version, |r| r.version)
+    }
+
+    /// Where the ad stands, as far as edits and reviews go.
+    pub fn stamp(&self) -> AdStamp {
+        AdStamp {
+            version: self.version,
+            status: self.status,
+            revision: self.revision.as_ref().map(|r| (r.version, r.status)),
+        }
+    }
+}
+
+/// Where an ad stands: its serving version and status and its revision's. Every edit and
+/// every review changes it, so a change computed from a stale read of the ad (an edit
+/// racing a takedown, say) is refused by the store instead of undoing the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdStamp {
+    pub version: u32,
+    pub status: AdStatus,
+    pub revision: Option<(u32, AdStatus)>,
 }
 
 /// Kinds of money that enter an advertiser's balance.
@@ -481,8 +515,72 @@ mod tests {
         let edit = with_target(&a, "https://shop.example/sale");
         a.edit(edit, 20);
         assert_eq!(a.review_status(), AdStatus::PendingReview);
-        assert_eq!(a.approve(), (2, "https://shop.example/sale".into()));
+        // Version 2 was the rejected content; this is other content, so another number.
+        assert_eq!(a.approve(), (3, "https://shop.example/sale".into()));
         assert_eq!((a.revision.is_none(), a.status), (true, AdStatus::Approved));
+    }
+
+    /// A reviewer names the version they read; no two contents may ever share one, or an
+    /// advertiser could swap what sits under a number while the reviewer looks at it.
+    #[test]
+    fn no_two_contents_under_review_share_a_version() {
+        let mut a = ad("https://shop.example/");
+        let mut seen: Vec<(u32, AdContent)> = vec![(a.reviewed_version(), a.latest_content())];
+        let mut note = |a: &Ad| {
+            let (version, content) = (a.reviewed_version(), a.latest_content());
+            if let Some((_, before)) = seen.iter().find(|(v, _)| *v == version) {
+                assert_eq!(before, &content, "version {version} names two contents");
+            }
+            seen.push((version, content));
+        };
+        let targets = ["https://shop.example/", "https://phish.example/", "https://shop.example/sale"];
+        // Every sequence of edits to the three targets and reviews, four steps long.
+        for script in 0..7u32.pow(4) {
+            let mut step = script;
+            for _ in 0..4 {
+                match step % 7 {
+                    0 => {
+                        a.approve();
+                    }
+                    1 => a.reject("no".into()),
+                    n => a.edit(with_target(&a, targets[(n as usize - 2) % 3]), 1),
+                }
+                step /= 7;
+                note(&a);
+            }
+        }
+        // Back to the serving content is a revision of its own, not a gap in the numbers.
+        let mut a = ad("https://shop.example/");
+        a.approve();
+        a.edit(with_target(&a, "https://phish.example/"), 1);
+        a.edit(with_target(&a, "https://shop.example/"), 2);
+        assert_eq!((a.reviewed_version(), a.review_status()), (3, AdStatus::PendingReview));
+        a.edit(with_target(&a, "https://shop.example/"), 3);
+        assert_eq!(a.reviewed_version(), 3, "the same content again is not a new version");
+        assert_eq!(a.approve(), (3, "https://shop.example/".into()));
+    }
+
+    #[test]
+    fn every_edit_and_review_changes_the_stamp() {
+        let mut a = ad("https://shop.example/");
+        let mut stamps = vec![a.stamp()];
+        a.reject("blurry".into());
+        stamps.push(a.stamp());
+        a.edit(with_target(&a, "https://shop.example/2"), 1);
+        stamps.push(a.stamp());
+        a.approve();
+        stamps.push(a.stamp());
+        a.edit(with_target(&a, "https://shop.example/3"), 2);
+        stamps.push(a.stamp());
+        a.reject("no".into());
+        stamps.push(a.stamp());
+        a.edit(with_target(&a, "https://shop.example/3"), 3);
+        stamps.push(a.stamp());
+        a.reject("taken down".into());
+        stamps.push(a.stamp());
+        for (i, s) in stamps.iter().enumerate() {
+            assert!(!stamps[..i].contains(s), "stamp {i} repeats: {s:?}");
+        }
     }
 
     #[test]

@@ -117,16 +117,19 @@ impl DeliveryState {
         }
     }
 
+    /// Saturating, as the store's sums are: credits are bounded one by one, not in total.
     pub fn credit(&mut self, advertiser_id: i64, amount_micros: i64) {
-        *self.balances.entry(advertiser_id).or_default() += amount_micros;
-        *self.credited.entry(advertiser_id).or_default() += amount_micros;
+        let balance = self.balances.entry(advertiser_id).or_default();
+        *balance = balance.saturating_add(amount_micros);
+        let credited = self.credited.entry(advertiser_id).or_default();
+        *credited = credited.saturating_add(amount_micros);
     }
 
     /// Brings an advertiser's credits to `total_micros` (credits added on another node).
     pub fn sync_credits(&mut self, advertiser_id: i64, total_micros: i64) {
         let known = self.credited.get(&advertiser_id).copied().unwrap_or(0);
         if total_micros != known {
-            self.credit(advertiser_id, total_micros - known);
+            self.credit(advertiser_id, total_micros.saturating_sub(known));
         }
     }
 
@@ -393,6 +396,17 @@ mod tests {
     use proptest::prelude::*;
 
     const T0: Millis = 1_764_028_800_000; // 2025-11-25T00:00:00Z
+
+    /// Ten thousand top-ups of 10^15 micros each are allowed one by one; together they
+    /// must not wrap the balance negative.
+    #[test]
+    fn credits_saturate_instead_of_wrapping() {
+        let mut d = DeliveryState::new(10);
+        for _ in 0..10_000 {
+            d.credit(1, 1_000_000_000_000_000);
+        }
+        assert_eq!(d.balance(1), i64::MAX);
+    }
 
     fn limits(total: i64, daily: Option<i64>, pacing: Pacing, tz: &str) -> CampaignLimits {
         CampaignLimits {

@@ -1005,13 +1005,14 @@ pub async fn patch_ad(
     Json(body): Json<AdInput>,
 ) -> AppResult<axum::Json<Value>> {
     let mut ad = ad_for(&state, caller, id).await?;
+    let read = ad.stamp();
     let mut content = ad.latest_content();
     if body.apply(&mut content)? {
         ad.edit(content, state.clock.now_ms());
     }
     let saved = ad.clone();
     let now = state.clock.now_ms();
-    state.blocking(move |s| s.update_ad(&saved, now)).await?;
+    state.blocking(move |s| s.update_ad(&saved, read, now)).await?;
     state.reload_catalog().await?;
     audit(&state, caller, "ad.update", format!("ad:{id}"), json!({"status": ad.review_status().as_str()})).await?;
     Ok(axum::Json(ad_json(&ad)))
@@ -1022,6 +1023,9 @@ pub async fn patch_ad(
 pub struct Review {
     decision: String,
     reason: Option<String>,
+    /// The version the reviewer read (the revision's, when there is one). When given, the
+    /// review applies only to that version: an ad edited since answers 409 `ad_changed`.
+    version: Option<u32>,
 }
 
 pub async fn review_ad(
@@ -1031,6 +1035,14 @@ pub async fn review_ad(
     Json(body): Json<Review>,
 ) -> AppResult<axum::Json<Value>> {
     let mut ad = ad_for(&state, caller, id).await?;
+    if let Some(version) = body.version.filter(|v| *v != ad.reviewed_version()) {
+        let now = ad.reviewed_version();
+        return Err(ApiError::conflict(
+            "ad_changed",
+            format!("ad {id} is at version {now} now, not {version}: look at it again before deciding"),
+        ));
+    }
+    let read = ad.stamp();
     let reason = match body.decision.as_str() {
         "approve" => {
             ad.approve();
@@ -1046,7 +1058,7 @@ pub async fn review_ad(
     };
     let saved = ad.clone();
     let now = state.clock.now_ms();
-    state.blocking(move |s| s.review_ad(&saved, now)).await?;
+    state.blocking(move |s| s.review_ad(&saved, read, now)).await?;
     state.reload_catalog().await?;
     let detail = json!({"decision": body.decision, "reason": reason, "version": ad.version});
     audit(&state, caller, "ad.review", format!("ad:{id}"), detail).await?;

@@ -134,6 +134,8 @@ fn bump(window: &mut Option<Window>, now_ms: Millis) {
 
 /// Refuses clients that used up their failed authentications, and counts the failures
 /// (401 answers to requests that sent a key; a request without one guesses nothing).
+/// A promo code is a secret too: a redemption of a code that does not exist counts as a
+/// failure, or a signed-in advertiser could try codes until one paid.
 /// A refused client is refused whatever key it sends, the right one included, until its
 /// window ends: checking the key first would answer a correct guess and make the limit
 /// useless against guessing.
@@ -156,10 +158,14 @@ pub async fn limit_auth_failures(
         return response;
     }
     // A key in the Authorization header, or in the body of a dashboard sign-in.
+    let post = request.method() == axum::http::Method::POST;
     let sent_key = request.headers().contains_key(header::AUTHORIZATION)
-        || (request.method() == axum::http::Method::POST && matches!(request.uri().path(), "/v1/session" | "/sign-in"));
+        || (post && matches!(request.uri().path(), "/v1/session" | "/sign-in"));
+    let sent_promo_code = post && matches!(request.uri().path(), "/v1/promo-codes/redeem" | "/billing/redeem");
     let response = next.run(request).await;
-    if sent_key && response.status() == StatusCode::UNAUTHORIZED {
+    let failed = (sent_key && response.status() == StatusCode::UNAUTHORIZED)
+        || (sent_promo_code && response.status() == StatusCode::NOT_FOUND);
+    if failed {
         limiter.record_failure(client, state.clock.now_ms());
     }
     response

@@ -23,7 +23,11 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         Health::Stopped => {
             ("event_writer_stopped", "the event writer has stopped; events cannot be recorded".to_owned())
         }
-        Health::Failing(why) => ("event_store_failing", format!("the last event batch failed to commit: {why}")),
+        // Why stays in the server's log: a database error names paths and SQL, and this
+        // answer is public.
+        Health::Failing(_) => {
+            ("event_store_failing", "the last event batch failed to commit; the server's log says why".to_owned())
+        }
         Health::Stalled { seconds } => {
             ("event_writer_stalled", format!("the event writer has been committing one batch for {seconds} s"))
         }

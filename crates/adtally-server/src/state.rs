@@ -174,8 +174,9 @@ pub struct ServingCatalog {
     pub ads: HashMap<i64, Arc<Ad>>,
     pub campaigns: HashMap<i64, Arc<Campaign>>,
     pub advertisers: HashMap<i64, (Advertiser, TimeZone)>,
-    /// Where a click on each approved ad version goes, parsed once here rather than on
-    /// every click.
+    /// Where a click on each approved version of an ad that is still approved goes,
+    /// parsed once here rather than on every click. An ad the operator took down has
+    /// none: its old click links must not keep sending visitors to a URL judged bad.
     pub click_targets: HashMap<(i64, u32), url::Url>,
 }
 
@@ -210,9 +211,11 @@ impl ServingCatalog {
         catalog.campaigns = campaigns;
         // Targets are stored normalized, so each parses; one that does not (edited by hand
         // in the database) has no click target and its clicks answer 404.
+        let still_approved = |ad_id: i64| catalog.ads.get(&ad_id).is_some_and(|a| a.status == AdStatus::Approved);
         catalog.click_targets = store
             .approved_versions()?
             .into_iter()
+            .filter(|v| still_approved(v.ad_id))
             .filter_map(|v| Some(((v.ad_id, v.version), url::Url::parse(&v.target_url).ok()?)))
             .collect();
         Ok(catalog)

@@ -398,7 +398,8 @@ pub async fn viewable(
 }
 
 /// `GET /t/c/{token}`: the click. Redirects to the ad's own target URL whatever the
-/// verdict; a token that fails verification gets 400 and goes nowhere.
+/// verdict; a token that fails verification gets 400 and goes nowhere, and a click on an
+/// ad the operator has since taken down is counted but answers 404 `ad_withdrawn`.
 pub async fn click(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -413,8 +414,9 @@ pub async fn click(
     // The version the decision served, whatever the ad says now: an edit is reviewed
     // before anyone is sent to its URL.
     let catalog = state.catalog();
-    let target =
-        catalog.click_targets.get(&(i64::from(t.ad_id), t.ad_version)).ok_or_else(|| ApiError::not_found("ad"))?;
+    let target = catalog.click_targets.get(&(i64::from(t.ad_id), t.ad_version)).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "ad_withdrawn", "this ad has been withdrawn; its link goes nowhere")
+    })?;
     let click_id = state.signer.sign_click_id(&ClickId {
         advertiser_id: t.advertiser_id.into(),
         user_key: t.user_key,

@@ -17,7 +17,7 @@ mod sqlite;
 use std::collections::BTreeMap;
 
 use adtally_core::attribution::{ConversionFact, PathTouch};
-use adtally_core::catalog::{Ad, Advertiser, Campaign, CreditKind, LedgerEntry, Placement};
+use adtally_core::catalog::{Ad, AdStamp, Advertiser, Campaign, CreditKind, LedgerEntry, Placement};
 use adtally_core::clock::Millis;
 use adtally_core::event::Event;
 
@@ -36,6 +36,31 @@ pub enum StoreError {
     /// The store refused a request that broke a rule it enforces atomically.
     #[error("{message}")]
     Refused { code: &'static str, message: String },
+}
+
+/// An ad's stamp as a store reads it back: version, status, and the revision's version
+/// and status, as stored.
+type StoredStamp = (i64, String, Option<i64>, Option<String>);
+
+/// Refuses a write made from a stale read of ad `id` (see [`Store::update_ad`]): two
+/// writers that read the same ad cannot both write, so an edit cannot undo a takedown that
+/// landed after it read the ad, nor an approval apply to content that changed meanwhile.
+fn check_ad_stamp(id: i64, stored: Option<StoredStamp>, read: AdStamp) -> Result<()> {
+    let Some((version, status, revision_version, revision_status)) = stored else {
+        return Err(StoreError::NotFound(format!("ad {id}")));
+    };
+    let expected_revision = read.revision.map(|(v, s)| (i64::from(v), s.as_str()));
+    let same = version == i64::from(read.version)
+        && status == read.status.as_str()
+        && revision_version.zip(revision_status.as_deref()) == expected_revision;
+    if same {
+        Ok(())
+    } else {
+        Err(StoreError::Refused {
+            code: "ad_changed",
+            message: format!("ad {id} changed since it was read; read it again and retry"),
+        })
+    }
 }
 
 /// An API key as listed (never the key itself).
@@ -376,12 +401,15 @@ pub trait Store: Send + Sync + 'static {
     fn campaigns(&self, advertiser_id: Option<i64>) -> Result<Vec<Campaign>>;
     /// Inserts an ad (its `id` is ignored) and returns it with its id.
     fn create_ad(&self, ad: &Ad) -> Result<Ad>;
-    /// Writes an ad and its revision. Whenever the ad is approved, the target URL of its
-    /// version is kept for good (see [`Store::approved_versions`]).
-    fn update_ad(&self, ad: &Ad, now: Millis) -> Result<()>;
-    /// A review's outcome, in one transaction: the ad as [`Store::update_ad`] writes it,
-    /// and its campaign activated if it was waiting for review and the ad is approved.
-    fn review_ad(&self, ad: &Ad, now: Millis) -> Result<()>;
+    /// Writes an ad and its revision, if the stored ad still stands where `read` says it
+    /// did when the change was made (else [`StoreError::Refused`] `ad_changed`, and nothing
+    /// is written). Whenever the ad is approved, the target URL of its version is kept for
+    /// good (see [`Store::approved_versions`]).
+    fn update_ad(&self, ad: &Ad, read: AdStamp, now: Millis) -> Result<()>;
+    /// A review's outcome, in one transaction: the ad as [`Store::update_ad`] writes it
+    /// (on the same condition), and its campaign activated if it was waiting for review
+    /// and the ad is approved.
+    fn review_ad(&self, ad: &Ad, read: AdStamp, now: Millis) -> Result<()>;
     /// The target URL of every ad version ever approved.
     fn approved_versions(&self) -> Result<Vec<ApprovedVersion>>;
     fn ad(&self, id: i64) -> Result<Option<Ad>>;
@@ -463,4 +491,38 @@ pub trait Store: Send + Sync + 'static {
     /// the advertiser; false when it was claimed before. Claimed before sending: a crash
     /// between the two loses that report rather than ever sending it twice.
     fn claim_mail(&self, advertiser_id: i64, report: &str, now: Millis) -> Result<bool>;
+}
+
+/// Checks both stores run alike.
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use adtally_core::catalog::AdContent;
+
+    /// Eight writers read `ad` once and each writes its own edit at the same moment: one
+    /// lands, seven are refused `ad_changed`, and the stored ad is the one that landed.
+    /// Without the store's check every write lands and the last one silently wins.
+    pub(crate) fn racing_writes_from_one_read_of_an_ad_land_once(store: &dyn Store, ad: &Ad) {
+        let read = ad.stamp();
+        let outcomes: Vec<(Ad, Result<()>)> = std::thread::scope(|scope| {
+            let writers: Vec<_> = (0..8)
+                .map(|i| {
+                    scope.spawn(move || {
+                        let mut edited = ad.clone();
+                        let target = format!("https://race.example/{i}");
+                        edited.edit(AdContent { target_url: target, ..ad.latest_content() }, 10_000 + i);
+                        let outcome = store.update_ad(&edited, read, 10_000 + i);
+                        (edited, outcome)
+                    })
+                })
+                .collect();
+            writers.into_iter().map(|w| w.join().expect("writer")).collect()
+        });
+        let landed: Vec<&Ad> = outcomes.iter().filter(|(_, o)| o.is_ok()).map(|(a, _)| a).collect();
+        assert_eq!(landed.len(), 1, "{:?}", outcomes.iter().map(|(_, o)| o).collect::<Vec<_>>());
+        assert!(outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, Ok(()) | Err(StoreError::Refused { code: "ad_changed", .. }))));
+        assert_eq!(store.ad(ad.id).expect("read").as_ref(), Some(landed[0]));
+    }
 }

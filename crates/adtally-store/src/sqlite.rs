@@ -19,7 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use adtally_core::attribution::{ConversionFact, PathTouch, TouchKind};
 use adtally_core::catalog::{
-    Ad, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, LedgerEntry, Placement,
+    Ad, AdStamp, AdStatus, Advertiser, Campaign, CampaignStatus, CreditKind, Format, LedgerEntry, Placement,
 };
 use adtally_core::clock::Millis;
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
@@ -594,13 +594,27 @@ fn insert_ad(tx: &rusqlite::Transaction<'_>, ad: &Ad) -> Result<Ad> {
         ],
     )?;
     let ad = Ad { id: tx.last_insert_rowid(), ..ad.clone() };
-    write_ad(tx, &ad, ad.created_at_ms)?;
+    write_ad(tx, &ad, None, ad.created_at_ms)?;
     Ok(ad)
 }
 
 /// Writes an ad's row and its revision, and records the target URL of the version that
-/// serves when it is approved: every approved version stays resolvable for clicks.
-fn write_ad(tx: &rusqlite::Transaction<'_>, ad: &Ad, now: Millis) -> Result<()> {
+/// serves when it is approved: every approved version stays resolvable for clicks. An
+/// existing ad is written only if it still stands where `read` says (see
+/// [`Store::update_ad`]); the transaction is `IMMEDIATE`, so nothing changes between that
+/// check and the write.
+fn write_ad(tx: &rusqlite::Transaction<'_>, ad: &Ad, read: Option<AdStamp>, now: Millis) -> Result<()> {
+    if let Some(read) = read {
+        let stored = tx
+            .query_row(
+                "SELECT a.version, a.status, r.version, r.status
+                 FROM ads a LEFT JOIN ad_revisions r ON r.ad_id = a.id WHERE a.id = ?1",
+                [ad.id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        crate::check_ad_stamp(ad.id, stored, read)?;
+    }
     let changed = tx.execute(
         "UPDATE ads SET format = ?2, headline = ?3, body = ?4, image_url = ?5, cta = ?6, target_url = ?7,
          status = ?8, rejection_reason = ?9, version = ?10, video_url = ?11 WHERE id = ?1",
@@ -1170,19 +1184,19 @@ impl Store for SqliteStore {
         })
     }
 
-    fn update_ad(&self, ad: &Ad, now: Millis) -> Result<()> {
+    fn update_ad(&self, ad: &Ad, read: AdStamp, now: Millis) -> Result<()> {
         self.with_conn(|c| {
-            let tx = c.transaction()?;
-            write_ad(&tx, ad, now)?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            write_ad(&tx, ad, Some(read), now)?;
             tx.commit()?;
             Ok(())
         })
     }
 
-    fn review_ad(&self, ad: &Ad, now: Millis) -> Result<()> {
+    fn review_ad(&self, ad: &Ad, read: AdStamp, now: Millis) -> Result<()> {
         self.with_conn(|c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            write_ad(&tx, ad, now)?;
+            write_ad(&tx, ad, Some(read), now)?;
             if ad.status == AdStatus::Approved {
                 // A campaign waiting for review goes live with its first approved ad.
                 tx.execute(
@@ -1691,6 +1705,39 @@ mod tests {
             cost_micros: 0,
             value_micros: if served { 0 } else { 7 },
         }
+    }
+
+    /// An edit or review computed from a stale read of an ad is refused, not written over
+    /// the change that came first (an edit racing a takedown).
+    #[test]
+    fn a_write_from_a_stale_read_of_an_ad_is_refused() {
+        use adtally_core::catalog::AdContent;
+        let (store, dir) = temp_store("ad-stamp");
+        let a =
+            store.create_advertiser(&Advertiser::new("acme", "acme@example.com", "UTC", 1_000)).expect("advertiser");
+        let k = store.create_campaign(&Campaign::draft(a.id, "Launch", 1, 100, 1)).expect("campaign");
+        let content = AdContent::new(Format::Sidebar, "Launch", "https://acme.example/");
+        let mut ad = store.create_ad(&Ad::new(k.id, a.id, content, 1_000)).expect("ad");
+        let read = ad.stamp();
+        ad.approve();
+        store.review_ad(&ad, read, 2_000).expect("approve");
+
+        // The operator takes the ad down after an advertiser's edit read it.
+        let stale = ad.clone();
+        let read = ad.stamp();
+        ad.reject("counterfeit goods".into());
+        store.review_ad(&ad, read, 3_000).expect("take down");
+        let mut late = stale.clone();
+        late.edit(AdContent { headline: "Sale".into(), ..stale.latest_content() }, 3_100);
+        let refused = store.update_ad(&late, stale.stamp(), 3_100);
+        assert!(matches!(refused, Err(StoreError::Refused { code: "ad_changed", .. })), "{refused:?}");
+        assert_eq!(store.ad(ad.id).expect("read").map(|a| a.status), Some(AdStatus::Rejected));
+        let gone = Ad { id: ad.id + 100, ..ad.clone() };
+        assert!(matches!(store.update_ad(&gone, gone.stamp(), 3_200), Err(StoreError::NotFound(_))));
+
+        crate::tests::racing_writes_from_one_read_of_an_ad_land_once(&store, &ad);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

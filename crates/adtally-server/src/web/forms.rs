@@ -356,6 +356,11 @@ pub async fn review(
     if let Some(reason) = form.opt("reason").filter(|_| decision == "reject") {
         review["reason"] = json!(reason);
     }
+    // The version the page showed: a decision never lands on content the operator did
+    // not see (a number that does not parse is refused as the API refuses it).
+    if let Some(version) = form.opt("version") {
+        review["version"] = version.parse::<u64>().map_or_else(|_| json!(version), |v| json!(v));
+    }
     let refused = match input(review) {
         Ok(body) => match api::review_ad(State(state.clone()), admin, Path(id), Json(body)).await {
             Ok(_) => {

@@ -3,7 +3,7 @@
 //! method of the same name (`sqlite.rs`); `store_impl.rs` calls them with a pooled
 //! connection.
 
-use adtally_core::catalog::{Ad, AdStatus, Campaign, CampaignStatus, Format, Placement};
+use adtally_core::catalog::{Ad, AdStamp, AdStatus, Campaign, CampaignStatus, Format, Placement};
 use adtally_core::clock::Millis;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient};
@@ -168,13 +168,34 @@ async fn insert_ad(tx: &impl GenericClient, ad: &Ad) -> Result<Ad> {
         .await
         .map_err(write_err)?;
     let ad = Ad { id: row.try_get(0)?, ..ad.clone() };
-    write_ad(tx, &ad, ad.created_at_ms).await?;
+    write_ad(tx, &ad, None, ad.created_at_ms).await?;
     Ok(ad)
 }
 
 /// Writes an ad's row and its revision, and records the target URL of the version that
-/// serves when it is approved: every approved version stays resolvable for clicks.
-async fn write_ad(tx: &impl GenericClient, ad: &Ad, now: Millis) -> Result<()> {
+/// serves when it is approved: every approved version stays resolvable for clicks. An
+/// existing ad is written only if it still stands where `read` says (see
+/// [`Store::update_ad`]). `FOR UPDATE` holds the ad's row to the end of the transaction,
+/// and the revision is read after the lock is taken, so under READ COMMITTED it is the
+/// latest committed one.
+async fn write_ad(tx: &impl GenericClient, ad: &Ad, read: Option<AdStamp>, now: Millis) -> Result<()> {
+    if let Some(read) = read {
+        let locked = tx.query_opt("SELECT version, status FROM ads WHERE id = $1 FOR UPDATE", &[&ad.id]).await?;
+        let stored = match locked {
+            None => None,
+            Some(row) => {
+                let revision =
+                    tx.query_opt("SELECT version, status FROM ad_revisions WHERE ad_id = $1", &[&ad.id]).await?;
+                Some((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    revision.as_ref().map(|r| r.try_get(0)).transpose()?,
+                    revision.as_ref().map(|r| r.try_get(1)).transpose()?,
+                ))
+            }
+        };
+        crate::check_ad_stamp(ad.id, stored, read)?;
+    }
     let changed = tx
         .execute(
             "UPDATE ads SET format = $2, headline = $3, body = $4, image_url = $5, cta = $6, target_url = $7,
@@ -250,16 +271,16 @@ pub(super) async fn create_ad(c: &mut Client, ad: &Ad) -> Result<Ad> {
     Ok(ad)
 }
 
-pub(super) async fn update_ad(c: &mut Client, ad: &Ad, now: Millis) -> Result<()> {
+pub(super) async fn update_ad(c: &mut Client, ad: &Ad, read: AdStamp, now: Millis) -> Result<()> {
     let tx = c.transaction().await?;
-    write_ad(&tx, ad, now).await?;
+    write_ad(&tx, ad, Some(read), now).await?;
     tx.commit().await?;
     Ok(())
 }
 
-pub(super) async fn review_ad(c: &mut Client, ad: &Ad, now: Millis) -> Result<()> {
+pub(super) async fn review_ad(c: &mut Client, ad: &Ad, read: AdStamp, now: Millis) -> Result<()> {
     let tx = c.transaction().await?;
-    write_ad(&tx, ad, now).await?;
+    write_ad(&tx, ad, Some(read), now).await?;
     if ad.status == AdStatus::Approved {
         // A campaign waiting for review goes live with its first approved ad.
         tx.execute(

@@ -2,7 +2,7 @@
 //! functions of `accounts.rs` and `catalog.rs` on the calling thread; the event methods
 //! (and the spend part of the ledger) belong to `events.rs`.
 
-use adtally_core::catalog::{Ad, Advertiser, Campaign, CreditKind, Format, LedgerEntry, Placement};
+use adtally_core::catalog::{Ad, AdStamp, Advertiser, Campaign, CreditKind, Format, LedgerEntry, Placement};
 use adtally_core::clock::Millis;
 use adtally_core::event::Event;
 
@@ -187,14 +187,14 @@ impl Store for PgStore {
         block_on(catalog::create_ad(&mut c, ad))
     }
 
-    fn update_ad(&self, ad: &Ad, now: Millis) -> Result<()> {
+    fn update_ad(&self, ad: &Ad, read: AdStamp, now: Millis) -> Result<()> {
         let mut c = self.conn()?;
-        block_on(catalog::update_ad(&mut c, ad, now))
+        block_on(catalog::update_ad(&mut c, ad, read, now))
     }
 
-    fn review_ad(&self, ad: &Ad, now: Millis) -> Result<()> {
+    fn review_ad(&self, ad: &Ad, read: AdStamp, now: Millis) -> Result<()> {
         let mut c = self.conn()?;
-        block_on(catalog::review_ad(&mut c, ad, now))
+        block_on(catalog::review_ad(&mut c, ad, read, now))
     }
 
     fn approved_versions(&self) -> Result<Vec<ApprovedVersion>> {
@@ -738,22 +738,26 @@ mod tests {
         assert_eq!(s.approved_versions().expect("versions"), vec![]);
 
         // Rejected first: the campaign keeps waiting.
+        let read = ad.stamp();
         ad.reject("blurry".into());
-        s.review_ad(&ad, 3_000).expect("reject");
+        s.review_ad(&ad, read, 3_000).expect("reject");
         assert_eq!(s.ad(ad.id).expect("read"), Some(ad.clone()));
         assert_eq!(s.campaign(k.id).expect("read").map(|c| c.status), Some(CampaignStatus::PendingReview));
         // Edited (a new version in place, back to review), then approved.
+        let read = ad.stamp();
         ad.edit(AdContent { headline: "Launch!".into(), ..v1.clone() }, 3_500);
-        s.update_ad(&ad, 3_500).expect("edit");
+        s.update_ad(&ad, read, 3_500).expect("edit");
         assert_eq!((ad.version, ad.status), (2, AdStatus::PendingReview));
+        let read = ad.stamp();
         assert_eq!(ad.approve(), (2, "https://acme.example/v1".into()));
-        s.review_ad(&ad, 4_000).expect("approve");
+        s.review_ad(&ad, read, 4_000).expect("approve");
         assert_eq!(s.campaign(k.id).expect("read").map(|c| c.status), Some(CampaignStatus::Active));
 
         // An edit of the approved ad is a revision; the approved content keeps serving.
         let v3 = AdContent { target_url: "https://acme.example/v3".into(), ..ad.content.clone() };
+        let read = ad.stamp();
         ad.edit(v3.clone(), 5_000);
-        s.update_ad(&ad, 5_000).expect("revision");
+        s.update_ad(&ad, read, 5_000).expect("revision");
         let stored = s.ad(ad.id).expect("read").expect("ad");
         assert_eq!(stored, ad);
         let revision = stored.revision.as_deref().expect("revision");
@@ -762,25 +766,39 @@ mod tests {
         assert_eq!((stored.version, stored.content.target_url.as_str()), (2, "https://acme.example/v1"));
 
         // The revision rejected, edited again (the revision replaced), then approved.
+        // A write made from the read before the rejection is refused: an edit cannot
+        // undo a review that landed after it read the ad.
+        let stale = ad.clone();
+        let read = ad.stamp();
         ad.reject("typo".into());
-        s.review_ad(&ad, 5_500).expect("reject revision");
+        s.review_ad(&ad, read, 5_500).expect("reject revision");
+        assert_eq!(s.ad(ad.id).expect("read"), Some(ad.clone()));
+        let mut late = stale.clone();
+        late.edit(AdContent { headline: "Late".into(), ..v3.clone() }, 5_600);
+        assert!(
+            matches!(s.update_ad(&late, stale.stamp(), 5_600), Err(StoreError::Refused { code: "ad_changed", .. })),
+            "a stale edit was written"
+        );
         assert_eq!(s.ad(ad.id).expect("read"), Some(ad.clone()));
         let v3b = AdContent { target_url: "https://acme.example/v3b".into(), ..v3 };
+        let read = ad.stamp();
         ad.edit(v3b, 6_000);
-        s.update_ad(&ad, 6_000).expect("revision again");
+        s.update_ad(&ad, read, 6_000).expect("revision again");
         assert_eq!(s.ad(ad.id).expect("read"), Some(ad.clone()));
-        assert_eq!(ad.approve(), (3, "https://acme.example/v3b".into()));
-        s.review_ad(&ad, 7_000).expect("approve revision");
+        // Version 3 was the rejected content; the new content has a number of its own.
+        let read = ad.stamp();
+        assert_eq!(ad.approve(), (4, "https://acme.example/v3b".into()));
+        s.review_ad(&ad, read, 7_000).expect("approve revision");
         let stored = s.ad(ad.id).expect("read").expect("ad");
         assert_eq!(stored, ad);
         assert_eq!(stored.revision, None);
         // Re-writing an approved version keeps its first approval.
-        s.update_ad(&ad, 8_000).expect("rewrite");
+        s.update_ad(&ad, ad.stamp(), 8_000).expect("rewrite");
         assert_eq!(
             s.approved_versions().expect("versions"),
             vec![
                 ApprovedVersion { ad_id: ad.id, version: 2, target_url: "https://acme.example/v1".into() },
-                ApprovedVersion { ad_id: ad.id, version: 3, target_url: "https://acme.example/v3b".into() },
+                ApprovedVersion { ad_id: ad.id, version: 4, target_url: "https://acme.example/v3b".into() },
             ]
         );
         let approved_at: Vec<i64> = block_on(async {
@@ -791,9 +809,10 @@ mod tests {
         .expect("approved at");
         assert_eq!(approved_at, vec![4_000, 7_000]);
         assert_eq!(s.ads(None).expect("ads"), vec![ad.clone()]);
-        let gone = Ad { id: ad.id + 100, ..ad };
+        let gone = Ad { id: ad.id + 100, ..ad.clone() };
         assert!(
-            matches!(s.update_ad(&gone, 9_000), Err(StoreError::NotFound(what)) if what == format!("ad {}", gone.id))
+            matches!(s.update_ad(&gone, gone.stamp(), 9_000), Err(StoreError::NotFound(what)) if what == format!("ad {}", gone.id))
         );
+        crate::tests::racing_writes_from_one_read_of_an_ad_land_once(s, &ad);
     }
 }
