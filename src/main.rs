@@ -248,6 +248,12 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
     }
     if let Some(url) = &args.smtp_url {
         adtally_server::mailer::transport(url).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Every report carries a one-click unsubscribe link; without the address
+        // recipients reach, it would point at this machine's loopback.
+        anyhow::ensure!(
+            config.public_url.is_some(),
+            "--smtp-url needs --public-url (the address recipients open the dashboard and unsubscribe links at)"
+        );
         config.smtp_url = Some(url.clone());
     }
     config.topup_bonus = args

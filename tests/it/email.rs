@@ -19,6 +19,12 @@ const MONDAY_0805: i64 = 1_795_392_000_000 + 8 * HOUR + 5 * MINUTE;
 
 /// A minimal SMTP server: accepts everything and keeps each message's DATA.
 async fn smtp_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
+    smtp_sink_refusing("\0").await
+}
+
+/// [`smtp_sink`], but a recipient whose address contains `refused` gets a 550 (no such
+/// user: a refusal for good).
+async fn smtp_sink_refusing(refused: &'static str) -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let messages = Arc::new(Mutex::new(Vec::new()));
@@ -44,7 +50,9 @@ async fn smtp_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
                         continue;
                     }
                     let verb = line.to_ascii_uppercase();
-                    let answer: &[u8] = if verb.starts_with("EHLO") {
+                    let answer: &[u8] = if verb.starts_with("RCPT") && line.contains(refused) {
+                        b"550 no such user\r\n"
+                    } else if verb.starts_with("EHLO") {
                         b"250-sink\r\n250 8BITMIME\r\n"
                     } else if verb.starts_with("DATA") {
                         in_data = true;
@@ -195,4 +203,35 @@ async fn the_weekly_report_goes_out_once_with_its_figures() {
     assert_eq!(r.status().as_u16(), 200);
     let (_, w) = app.get(&a.key, "/v1/weekly-report").await;
     assert_eq!(w["enabled"], true);
+}
+
+/// A mail server that is down when reports fall due gets them on a later pass; one that
+/// refuses an address for good is not asked again every minute.
+#[tokio::test]
+async fn a_report_the_mail_server_could_not_take_goes_out_on_a_later_pass() {
+    let down = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("smtp://127.0.0.1:{}", listener.local_addr().expect("addr").port())
+    };
+    let config = ServerConfig {
+        smtp_url: Some(down.clone()),
+        public_url: Some("https://ads.example".into()),
+        ..ServerConfig::default()
+    };
+    let clock = Arc::new(ManualClock::new(MONDAY_0805));
+    let app = spawn_app_in(Arc::new(tempfile::tempdir().expect("dir")), config, clock).await;
+    fixture(&app, "sidebar-main", 2_000_000).await;
+    let b = fixture_for_existing_placement(&app, "UTC", 1_000_000, 1_000_000_000).await;
+    let (s, _) =
+        app.patch(ADMIN, &format!("/v1/advertisers/{}", b.advertiser_id), json!({"email": "b@gone.example"})).await;
+    assert_eq!(s, 200);
+
+    assert_eq!(send_due(&app, &down).await, 0, "nothing listens");
+    let (port, messages) = smtp_sink_refusing("gone.example").await;
+    let up = format!("smtp://127.0.0.1:{port}");
+    assert_eq!(send_due(&app, &up).await, 1, "a@acme.example's report, released after the failed pass");
+    assert_eq!(send_due(&app, &up).await, 0, "b@gone.example was refused for good: not retried");
+    let sent = messages.lock().expect("lock").clone();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].contains("To: a@acme.example"), "{}", sent[0]);
 }

@@ -277,7 +277,7 @@ impl Application {
             sync.abort();
         }
         if let Some(mailer) = mailer {
-            mailer.abort();
+            mailer.stop();
         }
         // Jobs are committed in order: once this empty one is, everything submitted
         // before it is on disk (or failed).

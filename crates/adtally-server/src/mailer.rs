@@ -1,10 +1,11 @@
 //! Weekly email reports over SMTP (`--smtp-url`), and the routes to opt in and out.
 //!
 //! Every [`MAIL_EVERY`] the server looks for advertisers whose report is due
-//! ([`adtally_core::weekly::due_monday`]: Monday 08:00 in their time zone), builds the
-//! report from the rollups and the campaigns' insights, claims it in the sent-mail log,
-//! and only then sends it: a restart (or two loops racing) never sends a report twice; a
-//! crash between claim and send loses that one report. Advertisers are opted in by
+//! ([`adtally_core::weekly::due_monday`]: Monday 08:00 in their time zone), claims the
+//! report in the sent-mail log, and only then builds and sends it: a restart (or two loops
+//! racing) never sends a report twice, and a report already sent costs one insert per pass,
+//! not a build. A report the mail server could not take for now (down, or a 4xx) is
+//! released for the next pass; a crash between claim and send loses that one report. Advertisers are opted in by
 //! default once SMTP is configured; `PUT /v1/weekly-report` and the one-click
 //! unsubscribe link (RFC 8058, `List-Unsubscribe-Post`) opt them out.
 //!
@@ -14,6 +15,7 @@
 //! `--public-url`.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,24 +79,45 @@ pub fn transport(smtp_url: &str) -> Result<(SmtpTransport, Mailbox), MailError> 
     Ok((transport, from))
 }
 
-/// Runs the weekly-report loop when SMTP is configured; the caller aborts it.
-pub fn spawn(state: Arc<AppState>) -> Option<tokio::task::JoinHandle<()>> {
+/// The running weekly-report loop.
+pub struct MailLoop {
+    task: tokio::task::JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+}
+
+impl MailLoop {
+    /// Stops the loop. A pass under way (blocking, holding the state and so the data
+    /// directory) ends after the message it is sending, instead of going through every
+    /// advertiser while the server shuts down.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.task.abort();
+    }
+}
+
+/// Runs the weekly-report loop when SMTP is configured.
+pub fn spawn(state: Arc<AppState>) -> Option<MailLoop> {
     let url = state.config.smtp_url.clone()?;
-    Some(tokio::spawn(async move {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(MAIL_EVERY);
+        // A slow pass is followed by the next one a full period later, not at once.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Not at once: a server just started is still loading, and whatever was due
         // while it was down waits one period at most.
         tick.reset();
         loop {
             tick.tick().await;
-            let (state, url) = (state.clone(), url.clone());
-            match tokio::task::spawn_blocking(move || send_due(&state, &url)).await {
+            let (state, url, stop) = (state.clone(), url.clone(), stopping.clone());
+            match tokio::task::spawn_blocking(move || send_due_until(&state, &url, &stop)).await {
                 Ok(Ok(n)) if n > 0 => tracing::info!(reports = n, "weekly reports sent"),
                 Ok(Err(e)) => tracing::error!(error = %e, "weekly reports failed"),
                 _ => {}
             }
         }
-    }))
+    });
+    Some(MailLoop { task, stop })
 }
 
 /// The unsubscribe token of an advertiser: its id and a keyed hash of it.
@@ -245,32 +268,57 @@ pub fn message(report: &WeeklyReport, from: &Mailbox, to: &str) -> Result<Messag
 
 /// Sends every report due now; returns how many were sent. Blocking.
 pub fn send_due(state: &AppState, smtp_url: &str) -> Result<usize, MailError> {
+    send_due_until(state, smtp_url, &AtomicBool::new(false))
+}
+
+/// [`send_due`], ending early once `stop` is set.
+///
+/// A report that cannot go out for a reason that may pass (the store failing, the mail
+/// server down or answering 4xx) is released for the next pass, and the first such answer
+/// of the mail server ends this pass: every other report would wait for it too. A refusal
+/// for good (a 5xx, an address that does not parse) keeps the claim: trying again every
+/// minute would change nothing.
+fn send_due_until(state: &AppState, smtp_url: &str, stop: &AtomicBool) -> Result<usize, MailError> {
     let (transport, from) = transport(smtp_url)?;
     let store = state.store.as_ref();
     let now = state.clock.now_ms();
     let optouts: HashSet<i64> = store.weekly_report_optouts()?.into_iter().collect();
     let mut sent = 0;
     for advertiser in store.advertisers()? {
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
         if optouts.contains(&advertiser.id) || advertiser.email.is_empty() {
             continue;
         }
         let Some(monday) = due_monday(now, &state.catalog().timezone(advertiser.id)) else { continue };
         let report_key = format!("weekly:{monday}");
-        // Built before the claim: a report that cannot be built is retried next tick.
-        let message = match build_report(state, &advertiser, monday).and_then(|r| message(&r, &from, &advertiser.email))
-        {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(advertiser = advertiser.id, error = %e, "weekly report not built");
-                continue;
-            }
-        };
         if !store.claim_mail(advertiser.id, &report_key, now)? {
             continue;
         }
+        let message = match build_report(state, &advertiser, monday).and_then(|r| message(&r, &from, &advertiser.email))
+        {
+            Ok(m) => m,
+            Err(MailError::Message(e)) => {
+                tracing::error!(advertiser = advertiser.id, error = %e, "weekly report cannot be written; not sent");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(advertiser = advertiser.id, error = %e, "weekly report not built; retried next pass");
+                store.release_mail(advertiser.id, &report_key)?;
+                continue;
+            }
+        };
         match transport.send(&message) {
             Ok(_) => sent += 1,
-            Err(e) => tracing::error!(advertiser = advertiser.id, error = %e, "weekly report claimed but not sent"),
+            Err(e) if e.is_permanent() => {
+                tracing::error!(advertiser = advertiser.id, error = %e, "the mail server refused the weekly report");
+            }
+            Err(e) => {
+                tracing::warn!(advertiser = advertiser.id, error = %e, "mail server unavailable; reports retried next pass");
+                store.release_mail(advertiser.id, &report_key)?;
+                break;
+            }
         }
     }
     Ok(sent)

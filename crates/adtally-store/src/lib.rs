@@ -491,6 +491,9 @@ pub trait Store: Send + Sync + 'static {
     /// the advertiser; false when it was claimed before. Claimed before sending: a crash
     /// between the two loses that report rather than ever sending it twice.
     fn claim_mail(&self, advertiser_id: i64, report: &str, now: Millis) -> Result<bool>;
+    /// Takes back a claim whose mail could not be sent (the mail server was down), so a
+    /// later pass sends it.
+    fn release_mail(&self, advertiser_id: i64, report: &str) -> Result<()>;
 }
 
 /// Checks both stores run alike.

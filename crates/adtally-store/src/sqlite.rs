@@ -1482,6 +1482,16 @@ impl Store for SqliteStore {
         })
     }
 
+    fn release_mail(&self, advertiser_id: i64, report: &str) -> Result<()> {
+        self.with_conn(|c| {
+            c.execute(
+                "DELETE FROM sent_mail WHERE advertiser_id = ?1 AND report = ?2",
+                params![advertiser_id, report],
+            )?;
+            Ok(())
+        })
+    }
+
     fn touch_paths(
         &self,
         advertiser_id: i64,

@@ -460,3 +460,10 @@ pub(super) async fn claim_mail(c: &Client, advertiser_id: i64, report: &str, now
         .map_err(write_err)?;
     Ok(inserted == 1)
 }
+
+pub(super) async fn release_mail(c: &Client, advertiser_id: i64, report: &str) -> Result<()> {
+    c.execute("DELETE FROM sent_mail WHERE advertiser_id = $1 AND report = $2", &[&advertiser_id, &report])
+        .await
+        .map_err(write_err)?;
+    Ok(())
+}

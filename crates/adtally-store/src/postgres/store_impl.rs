@@ -281,6 +281,11 @@ impl Store for PgStore {
         let c = self.conn()?;
         block_on(accounts::claim_mail(&c, advertiser_id, report, now))
     }
+
+    fn release_mail(&self, advertiser_id: i64, report: &str) -> Result<()> {
+        let c = self.conn()?;
+        block_on(accounts::release_mail(&c, advertiser_id, report))
+    }
 }
 
 #[cfg(test)]
