@@ -44,7 +44,7 @@ fn bytes_per_capped_pair() -> (usize, f64) {
     let t0 = 1_764_000_000_000i64;
     for user in 0..100_000u64 {
         for seen in 0..2 {
-            state.record_impression((user % 1000) as i64, 1, user, 1_000_000, t0 + seen * 60_000);
+            state.record_impression((user % 1000) as i64, 1, user, 1_000_000, t0 + seen * 60_000, None);
         }
     }
     let after = resident_bytes();

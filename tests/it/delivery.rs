@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use adtally_core::clock::{HOUR, MINUTE};
+use adtally_core::clock::{Clock, DAY, HOUR, MINUTE};
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -234,4 +234,42 @@ async fn frequency_caps_and_dates_limit_who_sees_what() {
     app.state.housekeeping().expect("housekeeping");
     let (_, c) = app.get(&f.key, &format!("/v1/campaigns/{}", f.campaign_id)).await;
     assert_eq!(c["status"], "completed", "a passed end date completes the campaign");
+}
+
+/// An import of days the writer no longer keeps in memory (older than yesterday) used to
+/// charge them from zero, and each housekeeping pass forgot them again: two imports of
+/// the same day last week paid two daily budgets. The day's spend now comes from the
+/// store.
+#[tokio::test]
+async fn an_import_of_a_past_day_stays_within_that_days_budget() {
+    use crate::attribution::{import, line};
+    let app = spawn_app().await;
+    let f = fixture(&app, "sidebar-main", 2_000_000).await;
+    let (s, c) =
+        app.patch(&f.key, &format!("/v1/campaigns/{}", f.campaign_id), json!({"daily_budget_micros": 10_000})).await;
+    assert_eq!(s, 200, "{c}");
+    // Noon UTC five days ago; every impression costs 2 000 micros.
+    let day = app.clock.now_ms() / DAY * DAY - 5 * DAY;
+    let lines = |from: i64| -> Vec<String> {
+        (from..from + 4)
+            .map(|i| {
+                line(
+                    &format!("i{i}"),
+                    "impression",
+                    day + 12 * HOUR + i * MINUTE,
+                    f.campaign_id,
+                    f.ad_id,
+                    &format!("u{i}"),
+                )
+            })
+            .collect()
+    };
+    import(&app, &lines(0)).await;
+    let state = app.state.clone();
+    tokio::task::spawn_blocking(move || state.housekeeping()).await.expect("join").expect("housekeeping");
+    import(&app, &lines(4)).await;
+
+    let date = adtally_core::jiff::Timestamp::from_millisecond(day).expect("day").to_string()[..10].to_owned();
+    let t = totals(&app, &f.key, &format!("from={date}&to={date}")).await;
+    assert_eq!((t["impressions"].as_i64(), t["spend_micros"].as_i64()), (Some(8), Some(10_000)), "{t}");
 }

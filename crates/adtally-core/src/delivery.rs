@@ -43,7 +43,7 @@ struct CampaignMoney {
 }
 
 /// A local calendar day of a campaign, as days since 1970-01-01.
-type DayIndex = i32;
+pub type DayIndex = i32;
 
 fn local_day(at_ms: Millis, tz: &TimeZone) -> (DayIndex, Millis, Millis) {
     let ts = Timestamp::from_millisecond(at_ms).unwrap_or(Timestamp::UNIX_EPOCH);
@@ -278,9 +278,28 @@ impl DeliveryState {
         times.iter().filter(|&&t| t > window_start).count() < cap.impressions as usize
     }
 
+    /// The local day of `at_ms` for a campaign, with its UTC bounds, when its spend is
+    /// not kept here: days before yesterday (in the campaign's zone at `now_ms`) are
+    /// neither loaded at start nor kept by [`DeliveryState::expire_caps`]. Only imports
+    /// (and beacons replayed after days of downtime) land there; their caller reads the
+    /// day's spend from the store and passes it to [`DeliveryState::record_impression`].
+    pub fn past_day(&self, campaign_id: i64, at_ms: Millis, now_ms: Millis) -> Option<(DayIndex, Millis, Millis)> {
+        // Live beacons: no zone arithmetic on the writer's hot path. Two days back needs
+        // a whole local day in between (a zone skipping a date aside, whose days are kept
+        // anyway).
+        if now_ms - at_ms < 20 * HOUR {
+            return None;
+        }
+        let c = self.campaigns.get(&campaign_id)?;
+        let day = local_day(at_ms, &c.limits.timezone);
+        (local_day(now_ms, &c.limits.timezone).0 - day.0 >= 2).then_some(day)
+    }
+
     /// Charges one valid impression at `cpm_micros` and remembers it for the cap.
     /// Returns what was charged: never past the total or daily budget or the balance;
     /// what cannot be paid is not charged and the impression still counts.
+    /// `past_day_spent` is the day's spend so far for a [`DeliveryState::past_day`]
+    /// (added to here); `None` for the days kept in memory.
     pub fn record_impression(
         &mut self,
         campaign_id: i64,
@@ -288,12 +307,16 @@ impl DeliveryState {
         user_key: u64,
         cpm_micros: i64,
         at_ms: Millis,
+        past_day_spent: Option<&mut i64>,
     ) -> i64 {
         self.ad_performance.entry(ad_id).or_default().0 += 1;
         self.remember_capped_impression(campaign_id, user_key, at_ms);
         let Some(c) = self.campaigns.get_mut(&campaign_id) else { return 0 };
         let (day, _, _) = local_day(at_ms, &c.limits.timezone);
-        let today = self.daily_spend.entry((campaign_id, day)).or_default();
+        let today = match past_day_spent {
+            Some(spent) => spent,
+            None => self.daily_spend.entry((campaign_id, day)).or_default(),
+        };
         let balance = self.balances.entry(c.limits.advertiser_id).or_default();
         let owed = c.carry.charge(cpm_micros);
         let daily_left = c.limits.daily_budget_micros.map_or(i64::MAX, |d| d - *today);
@@ -393,6 +416,7 @@ pub fn even_pacing_allows(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::DAY;
     use proptest::prelude::*;
 
     const T0: Millis = 1_764_028_800_000; // 2025-11-25T00:00:00Z
@@ -434,7 +458,7 @@ mod tests {
         let mut s = state_with(limits(1_000_000, None, Pacing::Asap, "UTC"), 1_000_000);
         s.use_leases();
         let day = s.local_day_index(7, T0).expect("day");
-        assert_eq!(s.record_impression(7, 1, 9, 2_000_000, T0), 0, "no lease, no charge");
+        assert_eq!(s.record_impression(7, 1, 9, 2_000_000, T0, None), 0, "no lease, no charge");
         assert!(s.can_serve(7, T0), "no room known yet: serve");
         s.set_room(7, day, 0);
         assert!(!s.can_serve(7, T0), "the cluster has no room left");
@@ -446,7 +470,7 @@ mod tests {
         assert!(!s.can_serve(7, T0), "decisions made here used the room up");
         s.set_room(7, day, 6_000);
         s.set_lease(7, Lease { day, left_micros: 4_500, exhausted: false });
-        let charged: Vec<i64> = (0..3).map(|u| s.record_impression(7, 1, u, 2_000_000, T0)).collect();
+        let charged: Vec<i64> = (0..3).map(|u| s.record_impression(7, 1, u, 2_000_000, T0, None)).collect();
         assert_eq!(charged, [2_000, 2_000, 500]);
         assert_eq!(s.lease(7, day).map(|l| l.left_micros), Some(0));
         s.set_lease(7, Lease { day, left_micros: 0, exhausted: true });
@@ -456,7 +480,7 @@ mod tests {
         s.set_room(7, day + 1, 1_000);
         assert!(s.can_serve(7, T0 + 25 * HOUR));
         s.set_lease(7, Lease { day: day + 1, left_micros: 10_000, exhausted: false });
-        assert_eq!(s.record_impression(7, 1, 5, 2_000_000, T0), 0, "tomorrow's lease pays nothing today");
+        assert_eq!(s.record_impression(7, 1, 5, 2_000_000, T0, None), 0, "tomorrow's lease pays nothing today");
         assert_eq!(s.exhausted_leases(T0), [(7, day)]);
         assert_eq!(s.exhausted_leases(T0 + 25 * HOUR), [], "yesterday's dry lease is forgotten");
         s.sync_credits(1, 1_500_000);
@@ -466,19 +490,38 @@ mod tests {
     #[test]
     fn charges_stop_exactly_at_every_limit() {
         let mut s = state_with(limits(2_500, None, Pacing::Asap, "UTC"), 1_000_000);
-        let total: i64 = (0..10).map(|_| s.record_impression(7, 1, 1, 1_000_000, T0)).sum();
+        let total: i64 = (0..10).map(|_| s.record_impression(7, 1, 1, 1_000_000, T0, None)).sum();
         assert_eq!(total, 2_500);
         assert!(!s.can_serve(7, T0));
 
         let mut s = state_with(limits(1_000_000, None, Pacing::Asap, "UTC"), 1_500);
-        let total: i64 = (0..4).map(|_| s.record_impression(7, 1, 1, 1_000_000, T0)).sum();
+        let total: i64 = (0..4).map(|_| s.record_impression(7, 1, 1, 1_000_000, T0, None)).sum();
         assert_eq!((total, s.balance(1)), (1_500, 0));
 
         let mut s = state_with(limits(1_000_000, Some(3_000), Pacing::Asap, "UTC"), 1_000_000);
-        let day1: i64 = (0..5).map(|_| s.record_impression(7, 1, 1, 1_000_000, T0 + HOUR)).sum();
+        let day1: i64 = (0..5).map(|_| s.record_impression(7, 1, 1, 1_000_000, T0 + HOUR, None)).sum();
         assert_eq!(day1, 3_000);
         assert!(!s.can_serve(7, T0 + 2 * HOUR));
         assert!(s.can_serve(7, T0 + 25 * HOUR), "a new day brings a new daily budget");
+    }
+
+    /// An impression of a day whose spend is not kept (an import of last week) is charged
+    /// against that day's spend as the caller read it, never from zero.
+    #[test]
+    fn a_past_day_is_charged_against_the_spend_passed_in() {
+        let mut s = state_with(limits(1_000_000, Some(3_000), Pacing::Asap, "Europe/Berlin"), 1_000_000);
+        let now = T0 + 10 * DAY;
+        assert_eq!(s.past_day(7, now, now), None);
+        assert_eq!(s.past_day(7, now - DAY, now), None, "yesterday is kept");
+        let (day, start, end) = s.past_day(7, T0 + 12 * HOUR, now).expect("ten days back is past");
+        assert_eq!((start, end), (T0 - HOUR, T0 + 23 * HOUR), "Berlin's day in UTC");
+        assert_eq!(s.past_day(99, T0, now), None, "unknown campaign");
+        let mut spent = 2_000; // what the store holds for that day
+        let charged: i64 =
+            (0..3).map(|_| s.record_impression(7, 1, 1, 1_000_000, T0 + 12 * HOUR, Some(&mut spent))).sum();
+        assert_eq!((charged, spent), (1_000, 3_000));
+        assert_eq!(s.spent(7), 1_000);
+        assert!(!s.daily_spend.contains_key(&(7, day)), "a past day is not kept in memory");
     }
 
     #[test]
@@ -487,7 +530,7 @@ mod tests {
         let tz = "Europe/Berlin";
         let mut s = state_with(limits(1_000_000_000, Some(1_000), Pacing::Asap, tz), 1_000_000_000);
         let day_start = crate::report::start_of_day(jiff::civil::date(2026, 10, 25), &TimeZone::get(tz).expect("zone"));
-        s.record_impression(7, 1, 1, 1_000_000, day_start + 24 * HOUR + 30 * 60_000);
+        s.record_impression(7, 1, 1, 1_000_000, day_start + 24 * HOUR + 30 * 60_000, None);
         assert!(!s.can_serve(7, day_start + 24 * HOUR + 40 * 60_000), "still 25 Oct in Berlin");
         assert!(s.can_serve(7, day_start + 25 * HOUR + 60_000), "26 Oct has begun");
     }
@@ -497,9 +540,9 @@ mod tests {
         let mut l = limits(1_000_000_000, None, Pacing::Asap, "UTC");
         l.frequency_cap = Some(FrequencyCap { impressions: 2, per_hours: 1 });
         let mut s = state_with(l, 1_000_000_000);
-        s.record_impression(7, 1, 42, 1_000, T0);
+        s.record_impression(7, 1, 42, 1_000, T0, None);
         assert!(s.cap_allows(42, 7, T0 + 1000));
-        s.record_impression(7, 1, 42, 1_000, T0 + 10 * 60_000);
+        s.record_impression(7, 1, 42, 1_000, T0 + 10 * 60_000, None);
         assert!(!s.cap_allows(42, 7, T0 + 20 * 60_000));
         assert!(s.cap_allows(43, 7, T0 + 20 * 60_000), "other users are not affected");
         assert!(!s.cap_allows(42, 7, T0 + HOUR - 1000), "a second before the first leaves the window");
@@ -517,7 +560,7 @@ mod tests {
         for i in 0..10_000i64 {
             let now = start + i * 8_640;
             if s.can_serve(7, now) {
-                s.record_impression(7, 1, i as u64, 1_000_000, now);
+                s.record_impression(7, 1, i as u64, 1_000_000, now, None);
             }
             if (i + 1) % (10_000 / 24) == 0 {
                 spent_by_hour.push(s.spent_today(7, now));
@@ -543,7 +586,7 @@ mod tests {
         l.frequency_cap = Some(FrequencyCap { impressions: 3, per_hours: 24 });
         let mut s = state_with(l, 1_000_000_000);
         for user in 0..5_000u64 {
-            s.record_impression(7, 1, user, 1_000, T0 + user as i64);
+            s.record_impression(7, 1, user, 1_000, T0 + user as i64, None);
         }
         assert!(s.capped_pairs() <= 1000);
         s.expire_caps(T0 + i64::from(MAX_CAP_HOURS) * HOUR + 10_000);
@@ -569,7 +612,7 @@ mod tests {
             cpms in proptest::collection::vec(0i64..20_000_000, 0..300),
         ) {
             let mut s = state_with(limits(total, Some(daily), Pacing::Asap, "UTC"), balance);
-            let charged: i64 = cpms.iter().map(|&p| s.record_impression(7, 1, 1, p, T0)).sum();
+            let charged: i64 = cpms.iter().map(|&p| s.record_impression(7, 1, 1, p, T0, None)).sum();
             prop_assert!(charged <= total && charged <= daily && charged <= balance);
             prop_assert_eq!(s.balance(1), balance - charged);
             prop_assert_eq!(s.spent(7), charged);

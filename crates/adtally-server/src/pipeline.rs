@@ -33,11 +33,11 @@ use adtally_core::catalog::Campaign;
 use adtally_core::clock::HOUR;
 use adtally_core::clock::{Clock, Millis, DAY};
 use adtally_core::counting::{Arrival, CountingConfig, CountingState, DecisionRef};
-use adtally_core::delivery::{CampaignLimits, DeliveryState, MAX_CAP_HOURS};
+use adtally_core::delivery::{CampaignLimits, DayIndex, DeliveryState, MAX_CAP_HOURS};
 use adtally_core::event::{Event, EventKind, Verdict};
 use adtally_core::jiff::tz::TimeZone;
 use adtally_store::journal::{Flusher, Journal};
-use adtally_store::{CountedElsewhere, Idempotency, PendingEvent, Store, StoreError};
+use adtally_store::{CountedElsewhere, Idempotency, PendingEvent, RollupQuery, Store, StoreError};
 
 use crate::cluster::ClusterSync;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
@@ -770,11 +770,17 @@ impl Writer {
             let counting = &mut self.counting;
             let touches = &mut self.touches;
             let delivery = &self.delivery;
+            let mut past_days = PastDaySpend { store: self.store.as_ref(), now, spent: HashMap::new() };
             self.store.append_events(now, &mut pending, journal_through, &mut |i, event, elsewhere| {
                 // Locked per event, not per batch: decisions read this state and must not
                 // wait for the batch's inserts and commit.
                 let mut delivery = delivery.lock().unwrap_or_else(|p| p.into_inner());
-                let rules = Rules { counting: &mut *counting, touches: &mut *touches, attribution: &attribution };
+                let rules = Rules {
+                    counting: &mut *counting,
+                    touches: &mut *touches,
+                    attribution: &attribution,
+                    past_days: &mut past_days,
+                };
                 judge(rules, &mut delivery, submissions[i], event, elsewhere, judged_at(submissions[i]));
             })
         };
@@ -906,22 +912,61 @@ fn arrival_of(e: &Event, ad_id: i64, decision: DecisionRef, givt: Option<Verdict
 }
 
 /// The writer's state the rules read and change, apart from delivery.
-struct Rules<'a> {
+struct Rules<'a, 's> {
     counting: &'a mut CountingState,
     touches: &'a mut LastTouches,
     attribution: &'a AttributionSettings,
+    past_days: &'a mut PastDaySpend<'s>,
+}
+
+/// The spend of the days delivery does not keep ([`DeliveryState::past_day`]) that one
+/// batch charges: read from the store the first time the batch meets a (campaign, day),
+/// then added to here. Batch-local, so nothing can expire it half-way; the next batch
+/// reads again, after this one committed.
+struct PastDaySpend<'a> {
+    store: &'a dyn Store,
+    now: Millis,
+    spent: HashMap<(i64, DayIndex), i64>,
+}
+
+impl PastDaySpend<'_> {
+    fn of(
+        &mut self,
+        advertiser_id: i64,
+        campaign_id: i64,
+        (day, from_ms, to_ms): (DayIndex, Millis, Millis),
+    ) -> &mut i64 {
+        let store = self.store;
+        self.spent.entry((campaign_id, day)).or_insert_with(|| {
+            let query = RollupQuery {
+                advertiser_id: Some(advertiser_id),
+                campaign_id: Some(campaign_id),
+                from_ms,
+                to_ms,
+                ..RollupQuery::default()
+            };
+            match store.rollup_rows(&query) {
+                Ok(rows) => adtally_core::metrics::saturate(rows.iter().map(|r| r.sums.cost_micros).sum()),
+                Err(e) => {
+                    // A day that cannot be read is full: nothing is charged on it.
+                    tracing::warn!(campaign_id, error = %e, "could not read a past day's spend; not charging it");
+                    i64::MAX
+                }
+            }
+        })
+    }
 }
 
 /// Applies the rules to one event inside the writer's transaction.
 fn judge(
-    rules: Rules<'_>,
+    rules: Rules<'_, '_>,
     delivery: &mut DeliveryState,
     submission: &Submission,
     event: &mut Event,
     elsewhere: &CountedElsewhere,
     now: Millis,
 ) {
-    let Rules { counting, touches, attribution } = rules;
+    let Rules { counting, touches, attribution, past_days } = rules;
     if event.kind == EventKind::Conversion {
         event.verdict = submission.givt.unwrap_or(Verdict::Valid);
         if event.verdict.is_valid() && event.campaign_id.is_none() {
@@ -961,12 +1006,15 @@ fn judge(
     let touch = served.touch(event.at_ms);
     match event.kind {
         EventKind::Impression => {
+            let past_day = delivery.past_day(served.campaign_id, event.at_ms, past_days.now);
+            let past_day_spent = past_day.map(|day| past_days.of(event.advertiser_id, served.campaign_id, day));
             event.cost_micros = delivery.record_impression(
                 served.campaign_id,
                 served.ad_id,
                 event.user_key,
                 submission.clearing_cpm_micros,
                 event.at_ms,
+                past_day_spent,
             );
             touches.record_impression(event.user_key, event.advertiser_id, touch);
         }
