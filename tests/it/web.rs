@@ -363,3 +363,33 @@ async fn refused_forms_show_the_error_on_the_form() {
     assert_eq!(r.status().as_u16(), 400);
     assert!(r.text().await.unwrap_or_default().contains("A rejection needs a reason"));
 }
+
+/// The review page sends the version it showed: an Approve clicked after the advertiser
+/// changed the ad is refused with the page shown again, never applied to content the
+/// operator did not see.
+#[tokio::test]
+async fn the_review_page_decides_only_on_the_version_it_showed() {
+    let app = spawn_app().await;
+    let f = fixture(&app, "sidebar-main", 2_000_000).await;
+    let ad_path = format!("/v1/ads/{}", f.ad_id);
+    let (s, _) = app.patch(&f.key, &ad_path, json!({"headline": "Spring sale"})).await;
+    assert_eq!(s, 200);
+    let admin = sign_in(&app, ADMIN).await;
+    let (s, html) = admin.get(&app, "/admin/review").await;
+    assert_eq!(s, 200);
+    assert!(html.contains(r#"name="version" value="2""#), "{html}");
+
+    let (s, _) = app.patch(&f.key, &ad_path, json!({"target_url": "https://phish.example/login"})).await;
+    assert_eq!(s, 200);
+    let form = [("csrf", admin.csrf.as_str()), ("decision", "approve"), ("version", "2")];
+    let r = admin.post(&app, &format!("/admin/ads/{}/review", f.ad_id), &form).await;
+    assert_eq!(r.status().as_u16(), 409);
+    let html = r.text().await.unwrap_or_default();
+    assert!(html.contains(r#"id="form-error""#) && html.contains("version 3 now, not 2"), "{html}");
+    assert!(html.contains("phish.example"), "the page shows what is pending now: {html}");
+    let (_, ad) = app.get(ADMIN, &ad_path).await;
+    assert_eq!(
+        (ad["target_url"].as_str(), ad["revision"]["status"].as_str()),
+        (Some("https://acme.example/landing?x=1"), Some("pending_review"))
+    );
+}
