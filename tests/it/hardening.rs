@@ -192,11 +192,16 @@ async fn a_failing_event_writer_makes_health_fail_and_decisions_stop() {
     let (status, body) = beacon_status(&app, &url(&d, "viewable_url")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (503, Some("unavailable")), "{body}");
     assert_eq!(decision_status(&app, "during").await, 204);
+    // A click still takes the visitor to the landing page; it cannot be counted.
+    let r = app.client.get(url(&d, "click_url")).header("user-agent", BROWSER).send().await.expect("click");
+    assert_eq!(r.status().as_u16(), 302);
+    assert_eq!(landing(&r.headers()["location"]), "https://acme.example/landing?x=1");
 
     app.state.pipeline.inject_fault(None);
     health_becomes(&app, 200).await;
     assert_eq!(decision_status(&app, "after").await, 200);
-    assert_eq!(totals(&app, &f.key, "range=lifetime").await["impressions"], 1, "the retried beacon");
+    let t = totals(&app, &f.key, "range=lifetime").await;
+    assert_eq!((t["impressions"].as_i64(), t["clicks"].as_i64()), (Some(1), Some(0)), "the retried beacon only");
     assert_eq!(beacon_status(&app, &url(&d, "impression_url")).await.0, 200);
     assert_eq!(totals(&app, &f.key, "range=lifetime").await["impressions"], 1, "the same decision again");
 }

@@ -319,8 +319,9 @@ fn splitmix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Verifies a beacon's token and submits its event. `None` when the token is bad or the
-/// request is a `HEAD` (link checkers never count and never use up a decision).
+/// Verifies a beacon's token and submits its event: `None` when the token is bad, else
+/// the token and whether the event was recorded. A `HEAD` request (link checkers) records
+/// nothing and never uses up a decision.
 async fn track(
     state: &Arc<AppState>,
     kind: EventKind,
@@ -328,13 +329,13 @@ async fn track(
     peer: SocketAddr,
     headers: &HeaderMap,
     token: &str,
-) -> Result<Option<TrackingToken>, ApiError> {
+) -> Option<(TrackingToken, Result<(), ApiError>)> {
     if token.len() != TOKEN_TEXT_LEN {
-        return Ok(None);
+        return None;
     }
-    let Ok(t) = state.signer.verify(token) else { return Ok(None) };
+    let t = state.signer.verify(token).ok()?;
     if method == Method::HEAD {
-        return Ok(Some(t));
+        return Some((t, Ok(())));
     }
     let visitor = Visitor::new(state, peer, headers);
     let now = state.clock.now_ms();
@@ -361,8 +362,8 @@ async fn track(
         video: t.format == Format::Video,
         idempotency: None,
     };
-    state.pipeline.record(submission).await?;
-    Ok(Some(t))
+    let recorded = state.pipeline.record(submission).await.map(drop).map_err(ApiError::from);
+    Some((t, recorded))
 }
 
 fn pixel() -> Response {
@@ -380,7 +381,10 @@ pub async fn impression(
 ) -> Result<Response, ApiError> {
     // The request itself, not the `HeaderMap` extractor: that one clones every header.
     let (method, headers) = (request.method(), request.headers());
-    track(&state, EventKind::Impression, method, peer, headers, &token).await?;
+    // A 2xx says the impression is recorded: while events cannot be, the beacon fails.
+    if let Some((_, recorded)) = track(&state, EventKind::Impression, method, peer, headers, &token).await {
+        recorded?;
+    }
     Ok(if method == Method::POST { StatusCode::NO_CONTENT.into_response() } else { pixel() })
 }
 
@@ -393,7 +397,9 @@ pub async fn viewable(
 ) -> Result<Response, ApiError> {
     // The request itself, not the `HeaderMap` extractor: that one clones every header.
     let (method, headers) = (request.method(), request.headers());
-    track(&state, EventKind::Viewable, method, peer, headers, &token).await?;
+    if let Some((_, recorded)) = track(&state, EventKind::Viewable, method, peer, headers, &token).await {
+        recorded?;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -408,9 +414,15 @@ pub async fn click(
 ) -> Result<Response, ApiError> {
     // The request itself, not the `HeaderMap` extractor: that one clones every header.
     let (method, headers) = (request.method(), request.headers());
-    let Some(t) = track(&state, EventKind::Click, method, peer, headers, &token).await? else {
+    let Some((t, recorded)) = track(&state, EventKind::Click, method, peer, headers, &token).await else {
         return Err(ApiError::bad_request("invalid_token", "this click link is not valid"));
     };
+    // The visitor goes to the landing page even when the click cannot be counted (the
+    // writer failing, the disk full): a 302 promises nothing about counting, and losing
+    // the visitor would cost the advertiser more than the count.
+    if let Err(e) = recorded {
+        tracing::warn!(error = %e.message, "a click went uncounted; redirected anyway");
+    }
     // The version the decision served, whatever the ad says now: an edit is reviewed
     // before anyone is sent to its URL.
     let catalog = state.catalog();
