@@ -176,7 +176,9 @@ enum Command {
     },
 }
 
-fn open_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
+/// Opens the store the arguments name; `fsync` (`serve --fsync`) makes the embedded
+/// store flush every commit, as the journal flushes every beacon.
+fn open_store(args: &StoreArgs, fsync: bool) -> Result<Arc<dyn Store>> {
     if let Some(url) = &args.database {
         let scheme = url.split(':').next().unwrap_or("");
         if scheme != "postgres" && scheme != "postgresql" {
@@ -197,8 +199,8 @@ fn open_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
         let store = adtally_store::PgStore::connect(url, &name).context("connecting to PostgreSQL")?;
         return Ok(Arc::new(store.holding(lock)));
     }
-    let store =
-        SqliteStore::open(&args.data).with_context(|| format!("opening the store in {}", args.data.display()))?;
+    let store = if fsync { SqliteStore::open_power_loss_durable(&args.data) } else { SqliteStore::open(&args.data) };
+    let store = store.with_context(|| format!("opening the store in {}", args.data.display()))?;
     Ok(Arc::new(store))
 }
 
@@ -296,7 +298,7 @@ fn is_empty_store(store: &dyn Store) -> Result<bool> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
-    let store = open_store(&args.store)?;
+    let store = open_store(&args.store, args.fsync)?;
     if args.demo && is_empty_store(store.as_ref())? {
         demo::create(store.clone(), &args.store.data).await?;
     }
@@ -359,13 +361,13 @@ async fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(*args).await,
         Command::Demo { store } => {
-            let s = open_store(&store)?;
+            let s = open_store(&store, false)?;
             if !is_empty_store(s.as_ref())? {
                 bail!("{} already holds data; the demo only fills an empty data dir", store.data.display());
             }
             demo::create(s, &store.data).await
         }
-        Command::Import { store, file } => import(open_store(&store)?, &store.data, &file).await,
+        Command::Import { store, file } => import(open_store(&store, false)?, &store.data, &file).await,
         Command::Backup { data, out } => {
             let summary = tokio::task::spawn_blocking(move || SqliteStore::backup(&data, &out))
                 .await?
@@ -380,14 +382,14 @@ async fn main() -> Result<()> {
             if !dry_run {
                 bail!("the server sends weekly reports on schedule (--smtp-url); use --dry-run to print one");
             }
-            let (state, _) = adtally_server::build_state(open_store(&store)?, offline_options(&store.data))?;
+            let (state, _) = adtally_server::build_state(open_store(&store, false)?, offline_options(&store.data))?;
             let text =
                 tokio::task::spawn_blocking(move || adtally_server::mailer::preview(&state, advertiser)).await??;
             print!("{text}");
             Ok(())
         }
         Command::Report { store, advertiser, range, group_by, granularity, .. } => {
-            demo::print_report(open_store(&store)?, &store.data, advertiser, &range, &group_by, &granularity).await
+            demo::print_report(open_store(&store, false)?, &store.data, advertiser, &range, &group_by, &granularity).await
         }
     }
 }

@@ -214,6 +214,8 @@ pub struct SqliteStore {
     writer: Mutex<EventWriter>,
     pool: Mutex<Vec<Connection>>,
     path: std::path::PathBuf,
+    /// Every commit flushed to disk (`--fsync`), not only at checkpoints.
+    power_loss_durable: bool,
     /// Held for the store's lifetime: one writing process per data directory.
     _lock: DataDirLock,
 }
@@ -392,13 +394,19 @@ fn register_sketch_functions(conn: &Connection) -> Result<()> {
 /// Prepared statements each connection keeps (see [`open_connection`]).
 const STATEMENT_CACHE: usize = 256;
 
-fn open_connection(path: &Path) -> Result<Connection> {
+fn open_connection(path: &Path, power_loss_durable: bool) -> Result<Connection> {
     let conn = Connection::open(path)?;
     register_sketch_functions(&conn)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // NORMAL in WAL mode: a committed transaction survives a process crash (kill -9);
-    // only an operating-system crash or power loss can lose the last commits.
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
+    // only an operating-system crash or power loss can lose the last commits. FULL
+    // (`--fsync`) flushes the WAL at every commit, so they survive that too: a commit
+    // that records the journal offset it reached must be on disk before the journal's
+    // segments up to there are deleted.
+    let synchronous = if power_loss_durable { "FULL" } else { "NORMAL" };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON;"
+    ))?;
     // Report readers: 64 MB of pages each (SQLite's default is 2 MB), and the file
     // mapped (up to 1 TiB; .cargo/config.toml raises SQLite's 2 GB cap): a reach sketch
     // is 16 KiB on overflow pages, which SQLite otherwise reads with one `pread` per page
@@ -416,11 +424,22 @@ impl SqliteStore {
     /// Opens (creating if needed) `adtally.db` in `data_dir` and applies migrations.
     /// Takes the data directory's [`DataDirLock`] first and holds it while the store
     /// lives: a second store on the same directory refuses with `data_dir_in_use`.
+    /// Commits survive a crash of the process; see [`SqliteStore::open_power_loss_durable`].
     pub fn open(data_dir: &Path) -> Result<Self> {
+        Self::open_with(data_dir, false)
+    }
+
+    /// [`SqliteStore::open`], with every commit flushed to disk before it returns, so
+    /// it survives power loss too (`serve --fsync`).
+    pub fn open_power_loss_durable(data_dir: &Path) -> Result<Self> {
+        Self::open_with(data_dir, true)
+    }
+
+    fn open_with(data_dir: &Path, power_loss_durable: bool) -> Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Database(format!("{}: {e}", data_dir.display())))?;
         let lock = DataDirLock::acquire(data_dir)?;
         let path = data_dir.join("adtally.db");
-        let mut conn = open_connection(&path)?;
+        let mut conn = open_connection(&path, power_loss_durable)?;
         // The writer's page cache: the rollup upserts of a batch touch pages all over
         // the rollup B-trees; with SQLite's default 2 MB most of them were read again
         // from the OS on every batch (a third of the writer's time at 10M events).
@@ -428,7 +447,7 @@ impl SqliteStore {
         migrate(&mut conn)?;
         let last_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
         let writer = EventWriter { conn, last_id, zones: FastMap::default() };
-        Ok(Self { writer: Mutex::new(writer), pool: Mutex::new(Vec::new()), path, _lock: lock })
+        Ok(Self { writer: Mutex::new(writer), pool: Mutex::new(Vec::new()), path, power_loss_durable, _lock: lock })
     }
 
     /// Copies the database of `data_dir` to `out` with SQLite's online backup, while a
@@ -475,7 +494,7 @@ impl SqliteStore {
         let pooled = self.pool.lock().map_err(|_| poisoned())?.pop();
         let mut conn = match pooled {
             Some(c) => c,
-            None => open_connection(&self.path)?,
+            None => open_connection(&self.path, self.power_loss_durable)?,
         };
         let out = f(&mut conn);
         let mut pool = self.pool.lock().map_err(|_| poisoned())?;
@@ -1714,6 +1733,25 @@ mod tests {
             country: Country::UNKNOWN,
             cost_micros: 0,
             value_micros: if served { 0 } else { 7 },
+        }
+    }
+
+    /// `--fsync` reaches SQLite: every connection of a power-loss-durable store, the
+    /// writer's and the pooled ones, flushes at every commit (FULL = 2); a plain store
+    /// at checkpoints (NORMAL = 1).
+    #[test]
+    fn a_power_loss_durable_store_syncs_every_commit() {
+        let synchronous = |c: &Connection| c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0));
+        for (durable, expected) in [(false, 1), (true, 2)] {
+            let dir = std::env::temp_dir().join(format!("adtally-store-sync-{durable}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let store = if durable { SqliteStore::open_power_loss_durable(&dir) } else { SqliteStore::open(&dir) };
+            let store = store.expect("open");
+            let writer = synchronous(&store.writer.lock().expect("writer").conn).expect("pragma");
+            let pooled = store.with_conn(|c| Ok(synchronous(c)?)).expect("pragma");
+            assert_eq!((writer, pooled), (expected, expected), "durable: {durable}");
+            drop(store);
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 
