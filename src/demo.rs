@@ -4,7 +4,6 @@
 //! so every number in the demo was counted by the real rules.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
@@ -62,10 +61,10 @@ struct DemoCampaign {
 }
 
 /// Fills an empty store with the demo.
-pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
+pub async fn create(store: Arc<dyn Store>, args: &crate::StoreArgs) -> Result<()> {
     let clock = SystemClock;
     let now = clock.now_ms();
-    eprintln!("adtally: creating the demo in {} …", data_dir.display());
+    eprintln!("adtally: creating the demo in {} …", args.data.display());
     let advertisers = [
         ("Brightpath Recruiting", "ads@brightpath.example", "Europe/Berlin"),
         ("Northwind Logistics", "marketing@northwind.example", "America/New_York"),
@@ -183,7 +182,7 @@ pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
         });
     }
 
-    let (state, _) = build_state(store.clone(), crate::offline_options(data_dir))?;
+    let (state, _) = build_state(store.clone(), crate::offline_options(args))?;
     let mut rng = Rng(0x00ad_7a11);
     let mut seq = 0u64;
     let start = (now - 30 * DAY) / HOUR * HOUR;
@@ -254,13 +253,13 @@ pub async fn create(store: Arc<dyn Store>, data_dir: &Path) -> Result<()> {
 /// `adtally report`: the report API's CSV, printed.
 pub async fn print_report(
     store: Arc<dyn Store>,
-    data_dir: &Path,
+    args: &crate::StoreArgs,
     advertiser: Option<i64>,
     range: &str,
     group_by: &str,
     granularity: &str,
 ) -> Result<()> {
-    let (state, _) = build_state(store, crate::offline_options(data_dir))?;
+    let (state, _) = build_state(store, crate::offline_options(args))?;
     let params = adtally_server::reports::ReportParams {
         range: Some(range.into()),
         group_by: Some(group_by.into()),

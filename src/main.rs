@@ -40,6 +40,11 @@ struct StoreArgs {
     /// A restarted node must keep its name: its journal position is kept under it.
     #[arg(long, env = "ADTALLY_NODE_NAME")]
     node_name: Option<String>,
+    /// Token signing key; generated and kept in the data dir when absent. It also keys
+    /// the hashes of user ids and addresses, so `import`, `demo` and `report` need the
+    /// one `serve` uses: imported users would otherwise never match live ones.
+    #[arg(long, env = "ADTALLY_SECRET", hide_env_values = true)]
+    secret: Option<String>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -49,9 +54,6 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "ADTALLY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Token signing key; generated and kept in the data dir when absent.
-    #[arg(long, env = "ADTALLY_SECRET", hide_env_values = true)]
-    secret: Option<String>,
     /// Admin API key; generated on first start and printed once when absent.
     #[arg(long, env = "ADTALLY_ADMIN_KEY", hide_env_values = true)]
     admin_key: Option<String>,
@@ -269,7 +271,7 @@ fn server_config(args: &ServeArgs) -> Result<ServerConfig> {
 fn options(args: &ServeArgs) -> Result<Options> {
     Ok(Options {
         config: server_config(args)?,
-        secret: args.secret.clone(),
+        secret: args.store.secret.clone(),
         admin_key: args.admin_key.clone(),
         clock: Arc::new(SystemClock),
     })
@@ -300,7 +302,7 @@ fn is_empty_store(store: &dyn Store) -> Result<bool> {
 async fn serve(args: ServeArgs) -> Result<()> {
     let store = open_store(&args.store, args.fsync)?;
     if args.demo && is_empty_store(store.as_ref())? {
-        demo::create(store.clone(), &args.store.data).await?;
+        demo::create(store.clone(), &args.store).await?;
     }
     let app = Application::build(args.listen, store, options(&args)?).await?;
     if let Some(key) = &app.generated_admin_key {
@@ -313,10 +315,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn import(store: Arc<dyn Store>, data: &Path, file: &Path) -> Result<()> {
+async fn import(store: Arc<dyn Store>, args: &StoreArgs, file: &Path) -> Result<()> {
     use adtally_server::import::{import_ndjson_from, ImportSummary, MAX_LINES};
     let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let (state, _) = adtally_server::build_state(store, offline_options(data))?;
+    let (state, _) = adtally_server::build_state(store, offline_options(args))?;
     let mut total = ImportSummary::default();
     // One request of the HTTP endpoint takes at most MAX_LINES; a file may be longer.
     let (mut start, mut first_line) = (0, 1);
@@ -346,10 +348,10 @@ fn journal_config(data: &Path, fsync: bool) -> adtally_server::pipeline::Journal
 /// They must not create the admin key (only `serve` does, and prints it), so they get
 /// a throwaway one that nothing can reach. They open the data directory's journal, so
 /// beacons a crashed server acknowledged are committed before anything else happens.
-pub fn offline_options(data: &Path) -> Options {
+fn offline_options(store: &StoreArgs) -> Options {
     let throwaway = format!("offline-{}-{}", std::process::id(), SystemClock.now_ms());
-    let config = ServerConfig { journal: Some(journal_config(data, false)), ..ServerConfig::default() };
-    Options { config, secret: None, admin_key: Some(throwaway), clock: Arc::new(SystemClock) }
+    let config = ServerConfig { journal: Some(journal_config(&store.data, false)), ..ServerConfig::default() };
+    Options { config, secret: store.secret.clone(), admin_key: Some(throwaway), clock: Arc::new(SystemClock) }
 }
 
 #[tokio::main]
@@ -365,9 +367,9 @@ async fn main() -> Result<()> {
             if !is_empty_store(s.as_ref())? {
                 bail!("{} already holds data; the demo only fills an empty data dir", store.data.display());
             }
-            demo::create(s, &store.data).await
+            demo::create(s, &store).await
         }
-        Command::Import { store, file } => import(open_store(&store, false)?, &store.data, &file).await,
+        Command::Import { store, file } => import(open_store(&store, false)?, &store, &file).await,
         Command::Backup { data, out } => {
             let summary = tokio::task::spawn_blocking(move || SqliteStore::backup(&data, &out))
                 .await?
@@ -382,14 +384,14 @@ async fn main() -> Result<()> {
             if !dry_run {
                 bail!("the server sends weekly reports on schedule (--smtp-url); use --dry-run to print one");
             }
-            let (state, _) = adtally_server::build_state(open_store(&store, false)?, offline_options(&store.data))?;
+            let (state, _) = adtally_server::build_state(open_store(&store, false)?, offline_options(&store))?;
             let text =
                 tokio::task::spawn_blocking(move || adtally_server::mailer::preview(&state, advertiser)).await??;
             print!("{text}");
             Ok(())
         }
         Command::Report { store, advertiser, range, group_by, granularity, .. } => {
-            demo::print_report(open_store(&store, false)?, &store.data, advertiser, &range, &group_by, &granularity).await
+            demo::print_report(open_store(&store, false)?, &store, advertiser, &range, &group_by, &granularity).await
         }
     }
 }

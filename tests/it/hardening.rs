@@ -72,6 +72,30 @@ fn a_second_process_on_a_data_dir_refuses_to_start() {
     let _ = server.child.wait();
 }
 
+/// The signing key also keys the hashes of user ids, so `import` must use the one `serve`
+/// uses. It ignored `--secret`/`ADTALLY_SECRET` and made up a key of its own: imported
+/// users never matched live ones.
+#[test]
+fn offline_commands_take_the_servers_secret() {
+    for secret in [Some("a-shared-signing-key-of-32-chars!"), None] {
+        let dir = tempfile::tempdir().expect("dir");
+        let ndjson = dir.path().join("events.ndjson");
+        std::fs::write(&ndjson, "").expect("ndjson");
+        let mut import = Command::new(env!("CARGO_BIN_EXE_adtally"));
+        import.args(["import", ndjson.to_str().expect("utf-8 path"), "--data"]).arg(dir.path());
+        import.env_remove("ADTALLY_SECRET").env("ADTALLY_LOG", "warn");
+        if let Some(secret) = secret {
+            import.env("ADTALLY_SECRET", secret);
+        }
+        let out = import.output().expect("run adtally import");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let conn = rusqlite::Connection::open(dir.path().join("adtally.db")).expect("open");
+        let made_up: i64 =
+            conn.query_row("SELECT COUNT(*) FROM meta WHERE key = 'token_secret'", [], |r| r.get(0)).expect("meta");
+        assert_eq!(made_up, i64::from(secret.is_none()), "secret given: {secret:?}");
+    }
+}
+
 fn url(decision: &Value, which: &str) -> String {
     decision[which].as_str().expect("tracking url").to_owned()
 }

@@ -404,9 +404,7 @@ fn open_connection(path: &Path, power_loss_durable: bool) -> Result<Connection> 
     // that records the journal offset it reached must be on disk before the journal's
     // segments up to there are deleted.
     let synchronous = if power_loss_durable { "FULL" } else { "NORMAL" };
-    conn.execute_batch(&format!(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON;"
-    ))?;
+    conn.execute_batch(&format!("PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=ON;"))?;
     // Report readers: 64 MB of pages each (SQLite's default is 2 MB), and the file
     // mapped (up to 1 TiB; .cargo/config.toml raises SQLite's 2 GB cap): a reach sketch
     // is 16 KiB on overflow pages, which SQLite otherwise reads with one `pread` per page
