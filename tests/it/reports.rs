@@ -47,6 +47,16 @@ async fn days_and_hours_are_in_the_advertisers_time_zone() {
     let hours: Vec<&str> = r["rows"].as_array().expect("rows").iter().filter_map(|row| row["hour"].as_str()).collect();
     assert_eq!(hours, ["2026-11-20T23:00:00+05:45", "2026-11-21T00:00:00+05:45"]);
 
+    // The operator's report of that campaign (or ad) has the advertiser's days, not UTC's.
+    for filter in [format!("campaign_id={}", f.campaign_id), format!("ad_id={}", f.ad_id)] {
+        let path = format!("/v1/reports?from=2026-11-20&to=2026-11-21&granularity=day&{filter}");
+        let (s, mine) = app.get(&f.key, &path).await;
+        assert_eq!(s, 200, "{mine}");
+        let (s, operators) = app.get(ADMIN, &path).await;
+        assert_eq!(s, 200, "{operators}");
+        assert_eq!(operators, mine, "{filter}");
+    }
+
     // Another advertiser sees none of it.
     let other = fixture_for_existing_placement(&app, "UTC", 2_000_000, 1_000_000_000).await;
     let t = totals(&app, &other.key, "from=2026-11-20&to=2026-11-21").await;

@@ -88,6 +88,11 @@ async fn build(state: &Arc<AppState>, caller: Caller, p: &ReportParams, reach: b
             return Err(ApiError::not_found("ad"));
         }
     }
+    // The operator's report of one campaign or ad is that advertiser's: its days are the
+    // advertiser's, as on the advertiser's own report, not UTC's.
+    let advertiser_id = advertiser_id
+        .or_else(|| p.campaign_id.and_then(|id| catalog.campaigns.get(&id)).map(|c| c.advertiser_id))
+        .or_else(|| p.ad_id.and_then(|id| catalog.ads.get(&id)).map(|a| a.advertiser_id));
     let tz = advertiser_id.map_or(adtally_core::jiff::tz::TimeZone::UTC, |id| catalog.timezone(id));
     let raw = RawReportRequest {
         range: p.range.clone(),
