@@ -178,6 +178,15 @@ enum Command {
     },
 }
 
+/// Opens an existing embedded store for a command that only makes sense on one (`import`,
+/// `report`): a mistyped `--data` is an error, not a new empty store and an empty report.
+fn open_existing_store(args: &StoreArgs) -> Result<Arc<dyn Store>> {
+    if args.database.is_none() && !args.data.join("adtally.db").is_file() {
+        bail!("no adtally store in {}: check --data (serve or demo creates one)", args.data.display());
+    }
+    open_store(args, false)
+}
+
 /// Opens the store the arguments name; `fsync` (`serve --fsync`) makes the embedded
 /// store flush every commit, as the journal flushes every beacon.
 fn open_store(args: &StoreArgs, fsync: bool) -> Result<Arc<dyn Store>> {
@@ -369,7 +378,7 @@ async fn main() -> Result<()> {
             }
             demo::create(s, &store).await
         }
-        Command::Import { store, file } => import(open_store(&store, false)?, &store, &file).await,
+        Command::Import { store, file } => import(open_existing_store(&store)?, &store, &file).await,
         Command::Backup { data, out } => {
             let summary = tokio::task::spawn_blocking(move || SqliteStore::backup(&data, &out))
                 .await?
@@ -384,14 +393,14 @@ async fn main() -> Result<()> {
             if !dry_run {
                 bail!("the server sends weekly reports on schedule (--smtp-url); use --dry-run to print one");
             }
-            let (state, _) = adtally_server::build_state(open_store(&store, false)?, offline_options(&store))?;
+            let (state, _) = adtally_server::build_state(open_existing_store(&store)?, offline_options(&store))?;
             let text =
                 tokio::task::spawn_blocking(move || adtally_server::mailer::preview(&state, advertiser)).await??;
             print!("{text}");
             Ok(())
         }
         Command::Report { store, advertiser, range, group_by, granularity, .. } => {
-            demo::print_report(open_store(&store, false)?, &store, advertiser, &range, &group_by, &granularity).await
+            demo::print_report(open_existing_store(&store)?, &store, advertiser, &range, &group_by, &granularity).await
         }
     }
 }

@@ -81,6 +81,7 @@ fn offline_commands_take_the_servers_secret() {
         let dir = tempfile::tempdir().expect("dir");
         let ndjson = dir.path().join("events.ndjson");
         std::fs::write(&ndjson, "").expect("ndjson");
+        drop(SqliteStore::open(dir.path()).expect("an empty store"));
         let mut import = Command::new(env!("CARGO_BIN_EXE_adtally"));
         import.args(["import", ndjson.to_str().expect("utf-8 path"), "--data"]).arg(dir.path());
         import.env_remove("ADTALLY_SECRET").env("ADTALLY_LOG", "warn");
@@ -93,6 +94,30 @@ fn offline_commands_take_the_servers_secret() {
         let made_up: i64 =
             conn.query_row("SELECT COUNT(*) FROM meta WHERE key = 'token_secret'", [], |r| r.get(0)).expect("meta");
         assert_eq!(made_up, i64::from(secret.is_none()), "secret given: {secret:?}");
+    }
+}
+
+/// `import` and `report` on a mistyped `--data` used to create an empty store there and
+/// succeed with nothing (an empty report, every line refused).
+#[test]
+fn offline_commands_refuse_a_data_dir_without_a_store() {
+    let dir = tempfile::tempdir().expect("dir");
+    let typo = dir.path().join("adtaly-data");
+    let ndjson = dir.path().join("events.ndjson");
+    std::fs::write(&ndjson, "").expect("ndjson");
+    let runs: [&[&str]; 2] = [&["import", ndjson.to_str().expect("utf-8 path")], &["report"]];
+    for args in runs {
+        let out = Command::new(env!("CARGO_BIN_EXE_adtally"))
+            .args(args)
+            .arg("--data")
+            .arg(&typo)
+            .env("ADTALLY_LOG", "warn")
+            .output()
+            .expect("run adtally");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains("no adtally store in") && stderr.contains("adtaly-data"), "{args:?}: {stderr}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
     }
 }
 
