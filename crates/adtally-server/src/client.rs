@@ -65,10 +65,10 @@ pub fn forwarded_client(
 ) -> Option<IpAddr> {
     let mut entries: Vec<&str> = Vec::new();
     for line in headers.get_all(header.name()) {
-        // A line that is not visible ASCII cannot be split reliably: treat it as an
-        // entry that is not an address.
-        let line = line.to_str().unwrap_or("unknown");
-        entries.extend(line.split(','));
+        // Split the bytes, not the text: a client's own entry with bytes that are not
+        // UTF-8 is one entry that is not an address, and must not hide the entries a
+        // proxy appended to the same line after it.
+        entries.extend(line.as_bytes().split(|b| *b == b',').map(|e| std::str::from_utf8(e).unwrap_or("unknown")));
     }
     let mut last = None;
     for entry in entries.into_iter().rev().take(MAX_HOPS) {
@@ -160,6 +160,24 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
         h.append("x-forwarded-for", HeaderValue::from_static("3.5.140.2, 127.0.0.1"));
         assert_eq!(forwarded_client(&h, ClientIpHeader::XForwardedFor, loopback), Some(ip("3.5.140.2")));
+    }
+
+    /// A client that sends bytes that are not text in its own entry used to blank the
+    /// whole line, so the address the proxy appended to it was lost and a data-centre
+    /// bot passed as the proxy (loopback, never a data centre).
+    #[test]
+    fn a_client_entry_that_is_not_text_does_not_hide_the_proxys() {
+        let mut h = HeaderMap::new();
+        let line = HeaderValue::from_bytes(b"\xe9t\xe9, 3.5.140.2").expect("obs-text is a valid header value");
+        h.insert("x-forwarded-for", line);
+        assert_eq!(forwarded_client(&h, ClientIpHeader::XForwardedFor, loopback), Some(ip("3.5.140.2")));
+        let line = HeaderValue::from_bytes(b"3.5.140.2, \xe9t\xe9").expect("header");
+        h.insert("x-forwarded-for", line);
+        assert_eq!(
+            forwarded_client(&h, ClientIpHeader::XForwardedFor, loopback),
+            None,
+            "the client's entry is unreadable"
+        );
     }
 
     #[test]
