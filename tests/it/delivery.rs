@@ -273,3 +273,38 @@ async fn an_import_of_a_past_day_stays_within_that_days_budget() {
     let t = totals(&app, &f.key, &format!("from={date}&to={date}")).await;
     assert_eq!((t["impressions"].as_i64(), t["spend_micros"].as_i64()), (Some(8), Some(10_000)), "{t}");
 }
+
+/// An advertiser moving from Los Angeles to Tokyo at 20:00 UTC: Tokyo's day began at
+/// 15:00 UTC, so what was spent since counts against today's budget there. The writer
+/// kept the spend under Los Angeles' day and charged Tokyo's day from zero.
+#[tokio::test]
+async fn a_time_zone_change_keeps_the_daily_budget() {
+    use crate::attribution::{import, line};
+    let at = |h: i64| 1_795_392_000_000 + h * HOUR; // Monday 2026-11-23, h:00 UTC
+    let clock = Arc::new(adtally_core::clock::ManualClock::new(at(20)));
+    let app = spawn_app_in(Arc::new(tempfile::tempdir().expect("dir")), Default::default(), clock).await;
+    let (s, _) =
+        app.post(ADMIN, "/v1/placements", json!({"id": "sidebar-main", "name": "s", "format": "sidebar"})).await;
+    assert_eq!(s, 201);
+    let f = fixture_for_existing_placement(&app, "America/Los_Angeles", 2_000_000, 1_000_000_000).await;
+    let (s, _) =
+        app.patch(&f.key, &format!("/v1/campaigns/{}", f.campaign_id), json!({"daily_budget_micros": 10_000})).await;
+    assert_eq!(s, 200);
+    // 2 000 micros each: 10, 16, 17 and 18 UTC are one day in Los Angeles (8 000 spent).
+    let lines: Vec<String> = [10, 16, 17, 18]
+        .iter()
+        .map(|h| line(&format!("e{h}"), "impression", at(*h), f.campaign_id, f.ad_id, &format!("u{h}")))
+        .collect();
+    import(&app, &lines).await;
+
+    let (s, a) =
+        app.patch(ADMIN, &format!("/v1/advertisers/{}", f.advertiser_id), json!({"timezone": "Asia/Tokyo"})).await;
+    assert_eq!(s, 200, "{a}");
+    let lines: Vec<String> = (0..5)
+        .map(|i| line(&format!("n{i}"), "impression", at(20), f.campaign_id, f.ad_id, &format!("n{i}")))
+        .collect();
+    import(&app, &lines).await;
+    // Tokyo's 2026-11-24: 16, 17 and 18 UTC (6 000), then only 4 000 more of the five.
+    let t = totals(&app, &f.key, "from=2026-11-24&to=2026-11-24").await;
+    assert_eq!((t["impressions"].as_i64(), t["spend_micros"].as_i64()), (Some(8), Some(10_000)), "{t}");
+}

@@ -106,14 +106,35 @@ impl DeliveryState {
         Self { max_cap_entries: max_cap_entries.max(1), ..Self::default() }
     }
 
-    /// Adds or updates a campaign (on start and whenever the catalog changes).
-    pub fn set_campaign(&mut self, campaign_id: i64, limits: CampaignLimits) {
+    /// Adds or updates a campaign (on start and whenever the catalog changes). True when
+    /// its time zone changed: its daily spend is still filed under the old zone's days,
+    /// and the caller passes the recent spend to [`DeliveryState::refile_daily_spend`].
+    pub fn set_campaign(&mut self, campaign_id: i64, limits: CampaignLimits) -> bool {
         match self.campaigns.get_mut(&campaign_id) {
-            Some(c) => c.limits = limits,
+            Some(c) => {
+                let moved = c.limits.timezone != limits.timezone;
+                c.limits = limits;
+                moved
+            }
             None => {
                 self.campaigns
                     .insert(campaign_id, CampaignMoney { limits, spent_micros: 0, carry: CpmCarry::default() });
+                false
             }
+        }
+    }
+
+    /// Files a campaign's daily spend anew under its current zone's days, from `spend`
+    /// (time, micros: the store's recent spend buckets), after its advertiser moved to
+    /// another zone: today in Tokyo began hours before today in Los Angeles, and what was
+    /// spent since must count against it.
+    pub fn refile_daily_spend(&mut self, campaign_id: i64, spend: impl IntoIterator<Item = (Millis, i64)>) {
+        let Some(c) = self.campaigns.get(&campaign_id) else { return };
+        let tz = c.limits.timezone.clone();
+        self.daily_spend.retain(|(campaign, _), _| *campaign != campaign_id);
+        for (at_ms, micros) in spend {
+            let day = local_day(at_ms, &tz).0;
+            *self.daily_spend.entry((campaign_id, day)).or_default() += micros;
         }
     }
 
@@ -503,6 +524,26 @@ mod tests {
         assert_eq!(day1, 3_000);
         assert!(!s.can_serve(7, T0 + 2 * HOUR));
         assert!(s.can_serve(7, T0 + 25 * HOUR), "a new day brings a new daily budget");
+    }
+
+    /// Los Angeles → Tokyo at 20:00 UTC: Tokyo's day began at 15:00 UTC, so the spend
+    /// of 15:00–20:00 is today's there; refiled, the daily budget holds across the move.
+    #[test]
+    fn a_zone_change_refiles_the_daily_spend() {
+        let la = limits(1_000_000, Some(3_000), Pacing::Asap, "America/Los_Angeles");
+        let mut s = state_with(la.clone(), 1_000_000);
+        let at = |h: i64| T0 + h * HOUR; // T0 is a UTC midnight
+        for h in [10, 16, 19] {
+            s.record_impression(7, 1, h as u64, 1_000_000, at(h), None);
+        }
+        assert_eq!(s.spent_today(7, at(20)), 3_000, "one LA day: 10, 16 and 19 UTC");
+        let tokyo = CampaignLimits { timezone: TimeZone::get("Asia/Tokyo").expect("zone"), ..la.clone() };
+        assert!(s.set_campaign(7, tokyo.clone()));
+        assert!(!s.set_campaign(7, tokyo), "the same zone again");
+        s.refile_daily_spend(7, [(at(10), 1_000), (at(16), 1_000), (at(19), 1_000)]);
+        assert_eq!(s.spent_today(7, at(20)), 2_000, "16 and 19 UTC are today in Tokyo");
+        assert_eq!(s.record_impression(7, 1, 99, 1_000_000, at(20), None), 1_000);
+        assert_eq!(s.record_impression(7, 1, 98, 1_000_000, at(20), None), 0, "Tokyo's budget is spent");
     }
 
     /// An impression of a day whose spend is not kept (an import of last week) is charged

@@ -307,10 +307,21 @@ impl AppState {
         let _one_at_a_time = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
         let catalog = ServingCatalog::load(self.store.as_ref())?;
         self.pipeline.set_attribution_windows(catalog.advertisers.values().map(|(a, _)| (a.id, a.attribution)));
-        {
+        let moved: Vec<i64> = {
             let mut delivery = self.pipeline.delivery();
-            for c in catalog.campaigns.values() {
-                delivery.set_campaign(c.id, campaign_limits(c, catalog.timezone(c.advertiser_id)));
+            let limits = |c: &Campaign| campaign_limits(c, catalog.timezone(c.advertiser_id));
+            catalog.campaigns.values().filter(|c| delivery.set_campaign(c.id, limits(c))).map(|c| c.id).collect()
+        };
+        if !moved.is_empty() {
+            // An advertiser changed zone: its campaigns' daily spend is refiled under the
+            // new zone's days, from the committed spend of the days delivery keeps. (A
+            // charge of a batch still committing meanwhile is missed: one batch at most.)
+            let since = self.clock.now_ms() - 3 * adtally_core::clock::DAY;
+            let recent = self.store.campaign_spend(since)?;
+            let mut delivery = self.pipeline.delivery();
+            for id in moved {
+                let spend = recent.iter().filter(|s| s.campaign_id == id && s.bucket_ms >= since);
+                delivery.refile_daily_spend(id, spend.map(|s| (s.bucket_ms, s.spend_micros)));
             }
         }
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(catalog);
