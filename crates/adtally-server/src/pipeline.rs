@@ -922,7 +922,9 @@ struct Rules<'a, 's> {
 /// The spend of the days delivery does not keep ([`DeliveryState::past_day`]) that one
 /// batch charges: read from the store the first time the batch meets a (campaign, day),
 /// then added to here. Batch-local, so nothing can expire it half-way; the next batch
-/// reads again, after this one committed.
+/// reads again, after this one committed. The read happens under the delivery lock, so
+/// decisions wait for it: once per batch and (campaign, past day), which only imports
+/// (and a journal replayed after days of downtime) reach.
 struct PastDaySpend<'a> {
     store: &'a dyn Store,
     now: Millis,
