@@ -22,7 +22,7 @@
 //! | `ctr_below_own_history` | the 28 days before the period (≥ 14 active days) | CTR ≥ 20% below, significant; not reported when `ad_fatigue` is (same evidence, fatigue is the more specific diagnosis). Warning at ≥ 40%, else info |
 //! | `high_ctr_low_conversion` | the advertiser's own 7 weeks before the period (all campaigns), else the platform's, whichever has ≥ 1 000 clicks and ≥ 30 conversions | ≥ [`MIN_CLICKS_FOR_CONVERSION`] clicks in the period, CTR at least the reference's, conversion rate (conversions per click) ≤ 50% of the reference's, significant, ≥ 10 conversions expected. Critical below 25% |
 //! | `budget_pacing` (daily) | the period | the daily budget was ≥ 98% spent before 18:00 local on ≥ 3 of the 7 days |
-//! | `budget_pacing` (total) | from today to the end date | at the period's spend rate (≥ 5 active days) the remaining total budget will be < 80% spent by the end date. Warning below 50%, else info |
+//! | `budget_pacing` (total) | from today to the end date | at the spend rate of the period's active days (≥ 5) the remaining total budget will be < 80% spent by the end date. Warning below 50%, else info; the action names the daily budget when it cannot spend what is left |
 
 use jiff::civil::Date;
 use jiff::Span;
@@ -376,9 +376,20 @@ pub fn insights(h: &CampaignHistory) -> Vec<Insight> {
         let days_left = (end - today).get_days() as i64 + 1;
         let remaining = h.total_budget_micros.saturating_sub(h.spent_total_micros);
         if period.active_days >= 5 && remaining > 0 {
-            let rate = period.spend_micros as f64 / PERIOD_DAYS as f64;
+            // The rate of the days it ran: a campaign five days old, or paused two days
+            // of the seven, is not behind by the days it did not run.
+            let rate = period.spend_micros as f64 / period.active_days as f64;
             let projected = rate * days_left as f64;
             let share = projected / remaining as f64;
+            // When the daily budget cannot spend what is left, no bid or targeting can.
+            let capped_by_daily = h.daily_budget_micros.is_some_and(|d| d.saturating_mul(days_left) < remaining);
+            let action = if capped_by_daily {
+                "Raise the daily budget: even spent in full every day, it leaves part of the total budget \
+                 unspent by the end date. Or lower the total budget."
+            } else {
+                "Raise the bid or widen the targeting (devices, placements) to spend the budget by the end date, \
+                 or lower the budget."
+            };
             if share < 0.8 {
                 out.push(Insight {
                     kind: InsightKind::BudgetPacing,
@@ -393,9 +404,7 @@ pub fn insights(h: &CampaignHistory) -> Vec<Insight> {
                         ("projected_spend_micros", Figure::Int(projected.round().min(i64::MAX as f64) as i64)),
                         ("projected_percent_of_remaining", Figure::Number(round(share * 100.0, 1))),
                     ],
-                    action: "Raise the bid or widen the targeting (devices, placements) to spend the budget by \
-                             the end date, or lower the budget."
-                        .into(),
+                    action: action.into(),
                 });
             }
         }
@@ -588,5 +597,26 @@ mod tests {
         h.spent_total_micros = 0;
         h.end_date = Some(date(2026, 11, 1));
         assert!(kinds(&h).is_empty());
+    }
+
+    /// The rate is that of the days the campaign ran: five days old and exactly on plan
+    /// (2 000 000 a day, 30 days for 60 000 000 left) is not behind.
+    #[test]
+    fn a_young_campaign_on_plan_is_not_behind() {
+        let last = HISTORY_DAYS - 5;
+        let mut h = history(series(9, |i| if i >= last { 1_000 } else { 0 }, |_| 0.03));
+        h.total_budget_micros = 70_000_000;
+        h.spent_total_micros = 10_000_000;
+        h.end_date = Some(date(2026, 12, 19));
+        assert!(kinds(&h).is_empty(), "{:?}", insights(&h));
+        // Behind for real (half the rate): said, with the bid as the lever.
+        h.total_budget_micros = 130_000_000;
+        let found = insights(&h);
+        assert_eq!(found.iter().map(|i| i.kind.as_str()).collect::<Vec<_>>(), ["budget_pacing"]);
+        assert!(found[0].action.starts_with("Raise the bid"), "{}", found[0].action);
+        // A daily budget that cannot spend what is left: the daily budget is the lever.
+        h.daily_budget_micros = Some(3_000_000);
+        let found = insights(&h);
+        assert!(found.iter().any(|i| i.action.starts_with("Raise the daily budget")), "{found:?}");
     }
 }

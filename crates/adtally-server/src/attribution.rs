@@ -3,9 +3,10 @@
 //!
 //! Computed at query time (see [`adtally_core::attribution`]) from the stored touch path,
 //! not from the last-touch credit frozen into conversions, so every model reads the same
-//! facts. The work is bounded: a range covers at most [`MAX_RANGE_DAYS`] days and at most
-//! [`MAX_ROWS`] conversions and touches are read; past that the caller is asked to narrow
-//! the range (400 `range_too_large`).
+//! facts. Any report range works, `lifetime` included; the work is bounded by the rows:
+//! at most [`MAX_ROWS`] conversions and touches are read (one range scan of the
+//! advertiser's index), and past that the caller is asked to narrow the range (400
+//! `range_too_large`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,8 +24,6 @@ use crate::api::Caller;
 use crate::error::{ApiError, Query};
 use crate::state::AppState;
 
-/// Longest range attribution covers, in days (touches are read from 30 days before).
-pub const MAX_RANGE_DAYS: i32 = 400;
 /// Most conversions, and most touches, one answer reads.
 pub const MAX_ROWS: usize = 1_000_000;
 
@@ -111,17 +110,6 @@ pub async fn attribution(
     let raw = RawReportRequest { range: p.range.clone(), from: p.from.clone(), to: p.to.clone(), ..Default::default() };
     let spec = ReportSpec::parse(&raw, local_date(state.clock.now_ms(), &tz))
         .map_err(|e| ApiError::bad_request("invalid_report", e.to_string()))?;
-    let too_long = || {
-        ApiError::bad_request(
-            "range_too_large",
-            format!("attribution covers at most {MAX_RANGE_DAYS} days; use from/to"),
-        )
-    };
-    match spec.dates {
-        None => return Err(too_long()),
-        Some((from, to)) if (to - from).get_days() >= MAX_RANGE_DAYS => return Err(too_long()),
-        Some(_) => {}
-    }
     let (from_ms, to_ms) = spec.utc_range(&tz);
     let paths =
         state.blocking(move |s| s.touch_paths(advertiser_id, from_ms, to_ms, windows.click_ms(), MAX_ROWS)).await?;
