@@ -933,7 +933,9 @@ async fn browser_campaign_page_shows_its_alerts() {
     sign_in(&browser, &app.base, &f.key).await;
     browser.goto(&format!("{}/campaigns/{}", app.base, f.campaign_id)).await;
     browser.wait_for("document.querySelector('#alerts [data-kind=ad_fatigue]')", "the fatigue alert").await;
-    assert!(browser.text("#alerts").await.contains(&action), "the alert's advice is shown");
+    let shown = browser.text("#alerts").await;
+    assert!(shown.contains(&action), "the alert's advice is shown");
+    assert!(shown.contains("Ad fatigue") && shown.contains("Why (against"), "its title and its evidence: {shown}");
     browser.screenshot(&screenshots().join("dashboard-alerts.png")).await;
     browser.goto(&format!("{}/campaigns/{steady}", app.base)).await;
     let steady_page = "document.getElementById('campaign-name') && document.getElementById('campaign-name').textContent === 'Autumn' && document.getElementById('kpis')";

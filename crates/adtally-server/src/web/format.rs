@@ -43,6 +43,25 @@ pub fn percent(v: &Value) -> String {
     v.as_f64().map_or_else(|| "—".to_owned(), |p| format!("{p:.2}%"))
 }
 
+/// One figure of an alert's evidence, by its name's suffix: `daily_budget_micros` as
+/// ("daily budget", "12.50"), `ctr_percent` as ("ctr", "1.23%"), counts with separators.
+pub fn evidence(key: &str, v: &Value) -> (String, String) {
+    let (name, value) = if let Some(name) = key.strip_suffix("_micros") {
+        (name, money_value(v))
+    } else if let Some(name) = key.strip_suffix("_percent") {
+        (name, percent(v))
+    } else if let Some(name) = key.strip_prefix("projected_percent_of_") {
+        return (format!("projected, of {name}"), percent(v));
+    } else if let Some(n) = v.as_i64() {
+        (key, int(n))
+    } else if let Some(x) = v.as_f64() {
+        (key, format!("{x:.2}"))
+    } else {
+        (key, v.as_str().unwrap_or("—").to_owned())
+    };
+    (name.replace('_', " ").replace("ctr", "CTR"), value)
+}
+
 /// Micros as a form field shows them: `50`, `12.5`, `0.000001`.
 pub fn amount_input(micros: i64) -> String {
     let sign = if micros < 0 { "-" } else { "" };
@@ -79,6 +98,20 @@ pub fn parse_amount(field: &str, text: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evidence_reads_its_unit_from_its_name() {
+        use serde_json::json;
+        assert_eq!(evidence("daily_budget_micros", &json!(12_500_000)), ("daily budget".into(), "12.50".into()));
+        assert_eq!(evidence("baseline_ctr_percent", &json!(1.234)), ("baseline CTR".into(), "1.23%".into()));
+        assert_eq!(
+            evidence("projected_percent_of_remaining", &json!(71.4)),
+            ("projected, of remaining".into(), "71.40%".into())
+        );
+        assert_eq!(evidence("impressions", &json!(12_345)), ("impressions".into(), "12,345".into()));
+        assert_eq!(evidence("z", &json!(-4.529)), ("z".into(), "-4.53".into()));
+        assert_eq!(evidence("median_spent_at", &json!("14:05")), ("median spent at".into(), "14:05".into()));
+    }
 
     #[test]
     fn numbers_read_well() {

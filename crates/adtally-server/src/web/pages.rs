@@ -318,11 +318,22 @@ struct AdRow {
     figures: Figures,
 }
 
+/// `ctr_below_own_history` as `CTR below own history`.
+fn alert_title(kind: &str) -> String {
+    let words = kind.replace('_', " ").replace("ctr", "CTR");
+    let mut chars = words.chars();
+    chars.next().map_or_else(String::new, |first| first.to_uppercase().chain(chars).collect())
+}
+
 struct Alert {
     kind: String,
     severity: String,
     title: String,
     period: String,
+    /// What the alert is based on, formatted: (name, value).
+    evidence: Vec<(String, String)>,
+    /// The campaign's own earlier weeks or the dates the projection covers.
+    baseline: String,
     action: String,
 }
 
@@ -475,8 +486,15 @@ pub async fn campaign(
         .map(|i| Alert {
             kind: text(&i["kind"]),
             severity: text(&i["severity"]),
-            title: super::sentence(&text(&i["kind"]).replace('_', " ")),
+            title: alert_title(&text(&i["kind"])),
             period: format!("{} to {}", text(&i["period"]["from"]), text(&i["period"]["to"])),
+            evidence: i["evidence"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| super::format::evidence(k, v))
+                .collect(),
+            baseline: format!("{} to {}", text(&i["baseline"]["from"]), text(&i["baseline"]["to"])),
             action: text(&i["action"]),
         })
         .collect();
