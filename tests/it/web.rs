@@ -393,3 +393,28 @@ async fn the_review_page_decides_only_on_the_version_it_showed() {
         (Some("https://acme.example/landing?x=1"), Some("pending_review"))
     );
 }
+
+/// The operator reaches any advertiser's campaigns from the advertisers page, as that
+/// advertiser sees them; advertisers cannot.
+#[tokio::test]
+async fn the_operator_sees_an_advertisers_campaigns() {
+    let app = spawn_app().await;
+    let f = fixture(&app, "sidebar-main", 2_000_000).await;
+    let admin = sign_in(&app, ADMIN).await;
+    let (s, html) = admin.get(&app, "/admin/advertisers").await;
+    assert_eq!(s, 200);
+    let link = format!(r#"href="/admin/advertisers/{}""#, f.advertiser_id);
+    assert!(html.contains(&link), "{html}");
+
+    let (s, html) = admin.get(&app, &format!("/admin/advertisers/{}?range=last_7_days", f.advertiser_id)).await;
+    assert_eq!(s, 200, "{html}");
+    assert!(html.contains(&format!(r#"data-campaign="{}""#, f.campaign_id)) && html.contains("Spring"), "{html}");
+    assert!(!html.contains("New campaign"), "the advertiser's own links are not the operator's");
+    assert!(html.contains(&format!("advertiser_id={}", f.advertiser_id)), "the CSV names whose: {html}");
+
+    let (s, _) = admin.get(&app, "/admin/advertisers/999999").await;
+    assert_eq!(s, 404);
+    let advertiser = sign_in(&app, &f.key).await;
+    let (s, _) = advertiser.get(&app, &format!("/admin/advertisers/{}", f.advertiser_id)).await;
+    assert_eq!(s, 403);
+}

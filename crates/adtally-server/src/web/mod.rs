@@ -127,6 +127,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/review", get(pages::review_queue))
         .route("/admin/ads/{id}/review", post(forms::review))
         .route("/admin/advertisers", get(pages::advertisers).post(forms::advertiser))
+        .route("/admin/advertisers/{id}", get(pages::advertiser_campaigns))
         .route("/admin/advertisers/{id}/keys", post(forms::key))
         .route("/admin/advertisers/{id}/credits", post(forms::credit))
         .route("/admin/promo-codes", post(forms::promo))

@@ -195,6 +195,9 @@ pub fn render_sign_in(status: StatusCode, error: Option<String>, secure: bool) -
 #[template(path = "overview.html")]
 struct Overview {
     layout: Layout,
+    /// The operator looking at an advertiser's campaigns: no advertiser's own links
+    /// (new campaign, billing).
+    operator_view: Option<(i64, String)>,
     balance: String,
     picker: Picker,
     rows: Vec<CampaignRow>,
@@ -232,10 +235,15 @@ pub async fn home(
 }
 
 async fn overview(state: &Arc<AppState>, signed: &Signed, query: Option<&str>) -> PageResult {
+    overview_of(state, signed, signed.caller, query).await
+}
+
+/// The campaigns table of `whose` campaigns: the signed-in advertiser's, or for the
+/// operator any advertiser's (`Caller::Advertiser(id)` after [`Signed::admin`]).
+async fn overview_of(state: &Arc<AppState>, signed: &Signed, whose: Caller, query: Option<&str>) -> PageResult {
     let range = Range::from_query(query)?;
-    let campaigns = api::list_campaigns(State(state.clone()), signed.caller).await?.0;
-    let report =
-        report(state, signed.caller, ReportParams { group_by: Some("campaign".into()), ..range.params() }).await?;
+    let campaigns = api::list_campaigns(State(state.clone()), whose).await?.0;
+    let report = report(state, whose, ReportParams { group_by: Some("campaign".into()), ..range.params() }).await?;
     let by_campaign: HashMap<i64, &Value> =
         report["rows"].as_array().into_iter().flatten().filter_map(|r| Some((r["campaign_id"].as_i64()?, r))).collect();
     let rows = items(&campaigns)
@@ -251,16 +259,46 @@ async fn overview(state: &Arc<AppState>, signed: &Signed, query: Option<&str>) -
             }
         })
         .collect();
-    let me = api::me(State(state.clone()), signed.caller).await?.0;
+    let me = api::me(State(state.clone()), whose).await?.0;
+    let operator_view = match (signed.caller, whose) {
+        (Caller::Admin, Caller::Advertiser(id)) => Some((id, text(&me["name"]))),
+        _ => None,
+    };
+    let (layout, action, csv) = match &operator_view {
+        Some((id, name)) => (
+            signed.layout(format!("{name}: campaigns"), "advertisers"),
+            format!("/admin/advertisers/{id}"),
+            format!("/v1/reports?{}&group_by=campaign&format=csv&advertiser_id={id}", range.api_query()),
+        ),
+        None => (
+            signed.layout("Campaigns", "campaigns"),
+            "/".into(),
+            format!("/v1/reports?{}&group_by=campaign&format=csv", range.api_query()),
+        ),
+    };
     let page = Overview {
-        layout: signed.layout("Campaigns", "campaigns"),
+        layout,
+        operator_view,
         balance: money_value(&me["balance_micros"]),
-        picker: Picker { action: "/".into(), timezone: text(&report["timezone"]), range: range.clone() },
+        picker: Picker { action, timezone: text(&report["timezone"]), range: range.clone() },
         rows,
         totals: Figures::of(&report["totals"]),
-        csv: format!("/v1/reports?{}&group_by=campaign&format=csv", range.api_query()),
+        csv,
     };
     Ok(render(StatusCode::OK, &page))
+}
+
+/// `GET /admin/advertisers/{id}`: the operator's view of one advertiser's campaigns, as
+/// the advertiser sees them (in the advertiser's time zone).
+pub async fn advertiser_campaigns(
+    State(state): State<Arc<AppState>>,
+    signed: Signed,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    RawQuery(query): RawQuery,
+) -> PageResult {
+    signed.admin()?;
+    let id = id_of(&id, "advertiser")?;
+    overview_of(&state, &signed, Caller::Advertiser(id), query.as_deref()).await
 }
 
 fn items(list: &Value) -> std::slice::Iter<'_, Value> {
