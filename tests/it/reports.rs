@@ -47,6 +47,26 @@ async fn days_and_hours_are_in_the_advertisers_time_zone() {
     let hours: Vec<&str> = r["rows"].as_array().expect("rows").iter().filter_map(|row| row["hour"].as_str()).collect();
     assert_eq!(hours, ["2026-11-20T23:00:00+05:45", "2026-11-21T00:00:00+05:45"]);
 
+    // The ledger's spend is by the same local days, and still adds up to the balance.
+    let (_, ledger) = app.get(&f.key, "/v1/ledger").await;
+    let spend: Vec<(&str, &str, i64)> = ledger["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["kind"] == "spend")
+        .map(|e| {
+            (e["date"].as_str().unwrap_or(""), e["at"].as_str().unwrap_or(""), e["amount_micros"].as_i64().unwrap_or(0))
+        })
+        .collect();
+    assert_eq!(
+        spend,
+        [("2026-11-20", "2026-11-19T18:15:00Z", -2_000), ("2026-11-21", "2026-11-20T18:15:00Z", -2_000)],
+        "{ledger}"
+    );
+    let credits: i64 =
+        ledger["items"].as_array().expect("items").iter().filter_map(|e| e["amount_micros"].as_i64()).sum();
+    assert_eq!(Some(credits), ledger["balance_micros"].as_i64(), "{ledger}");
+
     // The operator's report of that campaign (or ad) has the advertiser's days, not UTC's.
     for filter in [format!("campaign_id={}", f.campaign_id), format!("ad_id={}", f.ad_id)] {
         let path = format!("/v1/reports?from=2026-11-20&to=2026-11-21&granularity=day&{filter}");

@@ -528,13 +528,46 @@ pub async fn ledger(
         .or(caller.advertiser_id())
         .ok_or_else(|| ApiError::invalid("the admin key must name an advertiser_id"))?;
     advertiser_for(&state, caller, id).await?;
-    let entries = state.blocking(move |s| s.ledger(id)).await?;
+    let tz = state.catalog().timezone(id);
+    let zone = tz.iana_name().unwrap_or("UTC").to_owned();
+    // Spend per day of the advertiser's zone, as the reports count days (the store's
+    // ledger sums UTC days): the same query a lifetime report by day makes.
+    let query = adtally_store::RollupQuery {
+        advertiser_id: Some(id),
+        from_ms: Millis::MIN / 2,
+        to_ms: Millis::MAX / 2,
+        by_bucket: true,
+        days_in: Some(zone),
+        ..Default::default()
+    };
+    let (mut entries, rows) = state
+        .blocking(move |s| {
+            let credits: Vec<LedgerEntry> = s.ledger(id)?.into_iter().filter(|e| e.kind != "spend").collect();
+            Ok((credits, s.rollup_rows(&query)?))
+        })
+        .await?;
+    let mut spend_by_day: std::collections::BTreeMap<adtally_core::jiff::civil::Date, i128> = Default::default();
+    for row in rows.iter().filter(|r| r.sums.cost_micros != 0) {
+        *spend_by_day.entry(adtally_core::report::local_date(row.bucket_ms, &tz)).or_default() += row.sums.cost_micros;
+    }
+    entries.extend(spend_by_day.into_iter().map(|(day, cost)| LedgerEntry {
+        id: None,
+        at_ms: adtally_core::report::start_of_day(day, &tz),
+        kind: "spend".into(),
+        amount_micros: adtally_core::metrics::saturate(-cost),
+        note: None,
+    }));
+    entries.sort_by_key(|e| (e.at_ms, e.id.is_none()));
     let balance = state.pipeline.delivery().balance(id);
-    Ok(axum::Json(json!({
-        "advertiser_id": id,
-        "balance_micros": balance,
-        "items": entries.iter().map(ledger_json).collect::<Vec<_>>(),
-    })))
+    let items: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            let mut item = ledger_json(e);
+            item["date"] = json!(adtally_core::report::local_date(e.at_ms, &tz).to_string());
+            item
+        })
+        .collect();
+    Ok(axum::Json(json!({"advertiser_id": id, "balance_micros": balance, "timezone": tz.iana_name(), "items": items})))
 }
 
 // ---- placements -------------------------------------------------------------------------

@@ -918,9 +918,9 @@ pub async fn render_billing(
     let entries = items(&ledger)
         .rev()
         .map(|e| {
-            let at = text(&e["at"]);
             (
-                at.get(..10).unwrap_or(&at).to_owned(),
+                // The day in the advertiser's zone, as the reports count it.
+                text(&e["date"]),
                 text(&e["kind"]),
                 money_value(&e["amount_micros"]),
                 text(&e["note"]),
