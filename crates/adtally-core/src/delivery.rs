@@ -10,7 +10,7 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
 use crate::catalog::{FrequencyCap, Pacing};
-use crate::clock::{Millis, HOUR};
+use crate::clock::{Millis, DAY, HOUR};
 use crate::fasthash::FastMap;
 use crate::money::CpmCarry;
 
@@ -44,6 +44,11 @@ struct CampaignMoney {
 
 /// A local calendar day of a campaign, as days since 1970-01-01.
 pub type DayIndex = i32;
+
+/// How far back daily spend is kept in memory: it is loaded from the store's spend of
+/// the last [`RECENT_SPEND_MS`] at start (and after a zone change), which covers today
+/// and yesterday in any zone; older days are [`DeliveryState::past_day`]s.
+pub const RECENT_SPEND_MS: Millis = 3 * DAY;
 
 fn local_day(at_ms: Millis, tz: &TimeZone) -> (DayIndex, Millis, Millis) {
     let ts = Timestamp::from_millisecond(at_ms).unwrap_or(Timestamp::UNIX_EPOCH);
@@ -437,7 +442,6 @@ pub fn even_pacing_allows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::DAY;
     use proptest::prelude::*;
 
     const T0: Millis = 1_764_028_800_000; // 2025-11-25T00:00:00Z

@@ -530,8 +530,8 @@ pub async fn ledger(
     advertiser_for(&state, caller, id).await?;
     let tz = state.catalog().timezone(id);
     let zone = tz.iana_name().unwrap_or("UTC").to_owned();
-    // Spend per day of the advertiser's zone, as the reports count days (the store's
-    // ledger sums UTC days): the same query a lifetime report by day makes.
+    // Spend per day of the advertiser's zone, as the reports count days: the same query
+    // a lifetime report by day makes.
     let query = adtally_store::RollupQuery {
         advertiser_id: Some(id),
         from_ms: Millis::MIN / 2,
@@ -540,12 +540,7 @@ pub async fn ledger(
         days_in: Some(zone),
         ..Default::default()
     };
-    let (mut entries, rows) = state
-        .blocking(move |s| {
-            let credits: Vec<LedgerEntry> = s.ledger(id)?.into_iter().filter(|e| e.kind != "spend").collect();
-            Ok((credits, s.rollup_rows(&query)?))
-        })
-        .await?;
+    let (mut entries, rows) = state.blocking(move |s| Ok((s.credits(id)?, s.rollup_rows(&query)?))).await?;
     let mut spend_by_day: std::collections::BTreeMap<adtally_core::jiff::civil::Date, i128> = Default::default();
     for row in rows.iter().filter(|r| r.sums.cost_micros != 0) {
         *spend_by_day.entry(adtally_core::report::local_date(row.bucket_ms, &tz)).or_default() += row.sums.cost_micros;

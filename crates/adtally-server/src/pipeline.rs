@@ -33,7 +33,7 @@ use adtally_core::catalog::Campaign;
 use adtally_core::clock::HOUR;
 use adtally_core::clock::{Clock, Millis, DAY};
 use adtally_core::counting::{Arrival, CountingConfig, CountingState, DecisionRef};
-use adtally_core::delivery::{CampaignLimits, DayIndex, DeliveryState, MAX_CAP_HOURS};
+use adtally_core::delivery::{CampaignLimits, DayIndex, DeliveryState, MAX_CAP_HOURS, RECENT_SPEND_MS};
 use adtally_core::event::{Event, EventKind, Verdict};
 use adtally_core::jiff::tz::TimeZone;
 use adtally_store::journal::{Flusher, Journal};
@@ -306,7 +306,7 @@ fn load_delivery(store: &dyn Store, max_entries: usize, now: Millis) -> Result<D
     for (advertiser_id, credits) in store.credit_totals()? {
         state.credit(advertiser_id, credits);
     }
-    for spend in store.campaign_spend(now - 3 * DAY)? {
+    for spend in store.campaign_spend(now - RECENT_SPEND_MS)? {
         state.restore_spend(spend.campaign_id, spend.bucket_ms, spend.spend_micros);
     }
     for p in store.ad_performance()? {

@@ -316,7 +316,7 @@ impl AppState {
             // An advertiser changed zone: its campaigns' daily spend is refiled under the
             // new zone's days, from the committed spend of the days delivery keeps. (A
             // charge of a batch still committing meanwhile is missed: one batch at most.)
-            let since = self.clock.now_ms() - 3 * adtally_core::clock::DAY;
+            let since = self.clock.now_ms() - adtally_core::delivery::RECENT_SPEND_MS;
             let recent = self.store.campaign_spend(since)?;
             let mut delivery = self.pipeline.delivery();
             for id in moved {

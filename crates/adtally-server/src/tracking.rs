@@ -421,7 +421,9 @@ pub async fn click(
     // writer failing, the disk full): a 302 promises nothing about counting, and losing
     // the visitor would cost the advertiser more than the count.
     if let Err(e) = recorded {
-        tracing::warn!(error = %e.message, "a click went uncounted; redirected anyway");
+        // Debug, not warn: one line per click of an outage (possibly a full disk) would
+        // only add to it; the writer's failure is logged and in `/healthz` already.
+        tracing::debug!(error = %e.message, "a click went uncounted; redirected anyway");
     }
     // The version the decision served, whatever the ad says now: an edit is reviewed
     // before anyone is sent to its URL.

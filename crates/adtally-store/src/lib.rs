@@ -379,8 +379,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(LedgerEntry, Option<LedgerEntry>)>;
     /// Sum of credits per advertiser.
     fn credit_totals(&self) -> Result<Vec<(i64, i64)>>;
-    /// Credits and daily spend of one advertiser, oldest first.
-    fn ledger(&self, advertiser_id: i64) -> Result<Vec<LedgerEntry>>;
+    /// The credits of one advertiser, in the order they were written. (The ledger's
+    /// spend per local day is a report read: see the server's `/v1/ledger`.)
+    fn credits(&self, advertiser_id: i64) -> Result<Vec<LedgerEntry>>;
 
     // Placements, campaigns, ads.
     fn create_placement(

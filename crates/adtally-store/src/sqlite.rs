@@ -1078,11 +1078,13 @@ impl Store for SqliteStore {
         })
     }
 
-    fn ledger(&self, advertiser_id: i64) -> Result<Vec<LedgerEntry>> {
+    fn credits(&self, advertiser_id: i64) -> Result<Vec<LedgerEntry>> {
         self.with_conn(|c| {
-            let mut entries: Vec<LedgerEntry> = c
-                .prepare("SELECT id, at_ms, kind, amount_micros, note FROM credits WHERE advertiser_id = ?1")?
-                .query_map([advertiser_id], |r| {
+            query_all(
+                c,
+                "SELECT id, at_ms, kind, amount_micros, note FROM credits WHERE advertiser_id = ?1 ORDER BY id",
+                [advertiser_id],
+                |r| {
                     Ok(LedgerEntry {
                         id: r.get(0)?,
                         at_ms: r.get(1)?,
@@ -1090,28 +1092,8 @@ impl Store for SqliteStore {
                         amount_micros: r.get(3)?,
                         note: r.get(4)?,
                     })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            let spend = c
-                .prepare(&format!(
-                    // UTC days of the day layer: one row per campaign-day, not per event.
-                    "SELECT day_ms, {} FROM rollups_day_campaign
-                         WHERE advertiser_id = ?1 AND utc = 1 AND cost_micros != 0 GROUP BY day_ms",
-                    wide_sum("cost_micros")
-                ))?
-                .query_map(params![advertiser_id], |r| {
-                    Ok(LedgerEntry {
-                        id: None,
-                        at_ms: r.get(0)?,
-                        kind: "spend".into(),
-                        amount_micros: saturate(-wide(r, 1)?),
-                        note: None,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            entries.extend(spend);
-            entries.sort_by_key(|e| (e.at_ms, e.id.is_none()));
-            Ok(entries)
+                },
+            )
         })
     }
 

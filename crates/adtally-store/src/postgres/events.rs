@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use adtally_core::attribution::{ConversionFact, PathTouch, TouchKind};
-use adtally_core::catalog::LedgerEntry;
 use adtally_core::clock::Millis;
 use adtally_core::event::{Country, Device, Event, EventKind, Verdict};
 use adtally_core::metrics::saturate;
@@ -632,26 +631,6 @@ pub(super) fn ad_performance(s: &PgStore) -> Result<Vec<AdPerformance>> {
     ))?;
     rows.iter()
         .map(|r| Ok(AdPerformance { ad_id: r.try_get(0)?, impressions: r.try_get(1)?, clicks: r.try_get(2)? }))
-        .collect()
-}
-
-pub(super) fn ledger_spend(s: &PgStore, advertiser_id: i64) -> Result<Vec<LedgerEntry>> {
-    let c = s.conn()?;
-    let rows = block_on(c.query(
-        "SELECT bucket_ms - ((bucket_ms % 86400000) + 86400000) % 86400000 AS day, SUM(cost_micros)::text
-         FROM rollups WHERE advertiser_id = $1 AND cost_micros <> 0 GROUP BY day ORDER BY day",
-        &[&advertiser_id],
-    ))?;
-    rows.iter()
-        .map(|r| {
-            Ok(LedgerEntry {
-                id: None,
-                at_ms: r.try_get(0)?,
-                kind: "spend".into(),
-                amount_micros: saturate(-wide(r, 1)?),
-                note: None,
-            })
-        })
         .collect()
 }
 

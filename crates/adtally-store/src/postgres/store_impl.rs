@@ -136,15 +136,9 @@ impl Store for PgStore {
         block_on(accounts::credit_totals(&c))
     }
 
-    fn ledger(&self, advertiser_id: i64) -> Result<Vec<LedgerEntry>> {
-        let mut entries = {
-            let c = self.conn()?;
-            block_on(accounts::ledger_credits(&c, advertiser_id))?
-        };
-        entries.extend(events::ledger_spend(self, advertiser_id)?);
-        // As SQLite's store sorts: by time, a day's credits before its spend.
-        entries.sort_by_key(|e| (e.at_ms, e.id.is_none()));
-        Ok(entries)
+    fn credits(&self, advertiser_id: i64) -> Result<Vec<LedgerEntry>> {
+        let c = self.conn()?;
+        block_on(accounts::ledger_credits(&c, advertiser_id))
     }
 
     fn create_placement(&self, slug: &str, name: &str, format: Format, floor_cpm_micros: i64) -> Result<Placement> {
